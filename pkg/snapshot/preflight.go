@@ -1,0 +1,352 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"replicator/pkg/pgutil"
+	"replicator/pkg/state"
+	"replicator/pkg/trigger"
+)
+
+// ErrPreflight is matched (errors.Is) by every *PreflightError.
+var ErrPreflight = errors.New("preflight refused to start")
+
+// Problem is one reason preflight refuses to start: the object concerned,
+// what is wrong with it, and how to fix it.
+type Problem struct {
+	Object string
+	Reason string
+	Fix    string
+}
+
+func (p Problem) String() string { return p.Object + ": " + p.Reason + ": " + p.Fix }
+
+// PreflightError lists every problem found; nothing was written.
+type PreflightError struct {
+	Problems []Problem
+}
+
+func (e *PreflightError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "preflight found %d problem(s), nothing was written:", len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+func (e *PreflightError) Is(target error) bool { return target == ErrPreflight }
+
+// preflight is what the checks found out and the run needs.
+type preflight struct {
+	capture      string       // resolved capture mode
+	reason       string       // why, one line for the log
+	sourceMajor  int          // e.g. 15
+	noIdentity   []relName    // tables to give REPLICA IDENTITY FULL (with the flag)
+	restart      *state.State // an interrupted earlier run, or nil
+	tools        tools
+	reusePublish bool
+	targetLZ4    bool // the target can compress TOAST with lz4
+}
+
+type relName struct{ Schema, Name string }
+
+func (r relName) String() string { return pgutil.QualifiedName(r.Schema, r.Name) }
+
+// maxListed bounds how many objects of one kind a refusal lists.
+const maxListed = 20
+
+// runPreflight checks both sides before anything is written. prev is the
+// target's state row (nil when there is none).
+func runPreflight(ctx context.Context, cfg *Config, src, dst *pgx.Conn, prev *state.State) (*preflight, error) {
+	pf := &preflight{}
+	var probs []Problem
+	add := func(object, reason, fix string) { probs = append(probs, Problem{object, reason, fix}) }
+
+	// --- source: server, tools, role ---
+	var srcVersion int
+	var user, walLevel string
+	var super, repl bool
+	var maxSlots, usedSlots, maxSenders, usedSenders int
+	err := src.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_user, current_setting('wal_level'),
+		r.rolsuper, r.rolreplication OR EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'rds_replication'
+			AND pg_has_role(current_user, g.oid, 'MEMBER')),
+		current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots)::int,
+		current_setting('max_wal_senders')::int,
+		(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::int
+		FROM pg_roles r WHERE r.rolname = current_user`).Scan(
+		&srcVersion, &user, &walLevel, &super, &repl, &maxSlots, &usedSlots, &maxSenders, &usedSenders)
+	if err != nil {
+		return nil, fmt.Errorf("preflight: read the source's settings: %w", err)
+	}
+	pf.sourceMajor = srcVersion / 10000
+	srcWhere := "source " + src.Config().Host + "/" + src.Config().Database
+	if srcVersion < 100000 {
+		add(srcWhere, fmt.Sprintf("PostgreSQL %d.%d is too old", srcVersion/10000, srcVersion%10000/100),
+			"the snapshot needs PostgreSQL 10 or newer on the source")
+	}
+	// A hot standby accepts the same reads, but no slot, publication or
+	// trigger can be made there: say so first, before the problems that
+	// follow from it.
+	var inRecovery bool
+	if err := src.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err == nil && inRecovery {
+		add(srcWhere, "is a standby (in recovery): change capture needs a slot, publication or triggers, which only the primary can create",
+			"point --source at the primary (on Heroku: the database's own credentials, not a follower's)")
+	}
+	pf.tools, err = findTools(ctx, cfg.BinDir)
+	if err != nil {
+		add("pg_dump", err.Error(), "install the PostgreSQL client (apt-get install postgresql-client) or pass its directory")
+	} else if pf.tools.major < pf.sourceMajor {
+		add(pf.tools.pgDump, fmt.Sprintf("pg_dump %d cannot dump a PostgreSQL %d source", pf.tools.major, pf.sourceMajor),
+			fmt.Sprintf("install postgresql-client-%d or newer", pf.sourceMajor))
+	}
+
+	// --- capture mode ---
+	switch cfg.Capture {
+	case CaptureAuto:
+		mode, reason, err := trigger.Choose(ctx, src)
+		if err != nil {
+			return nil, fmt.Errorf("preflight: %w", err)
+		}
+		pf.capture, pf.reason = mode, reason
+	default:
+		pf.capture, pf.reason = cfg.Capture, "capture: "+cfg.Capture+", as --capture asks"
+	}
+	switch pf.capture {
+	case CaptureTrigger:
+		if err := trigger.CheckPrivileges(ctx, src); err != nil {
+			add(fmt.Sprintf("source user %q", user), err.Error(),
+				"or use --capture logical on a source that allows logical replication")
+		}
+	case CaptureLogical:
+		if walLevel != "logical" {
+			add(srcWhere+" wal_level", fmt.Sprintf("is %q, logical decoding needs \"logical\"", walLevel),
+				"set wal_level = logical and restart the source (on RDS: parameter rds.logical_replication = 1), or use --capture trigger")
+		}
+		if !super && !repl {
+			add(fmt.Sprintf("source user %q", user), "has neither the REPLICATION attribute nor superuser, so it cannot create a replication slot",
+				fmt.Sprintf("run ALTER ROLE %s REPLICATION as a superuser (on RDS: GRANT rds_replication TO %s), or use --capture trigger", pgutil.QuoteIdent(user), pgutil.QuoteIdent(user)))
+		}
+	}
+
+	restartSlot := ""
+	if prev != nil && prev.SnapshotStatus == state.SnapshotCopying {
+		pf.restart = prev
+		restartSlot = prev.SlotName
+	}
+	if pf.capture == CaptureLogical {
+		var slotExists bool
+		if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, cfg.SlotName).Scan(&slotExists); err != nil {
+			return nil, fmt.Errorf("preflight: look up slot %s on the source: %w", cfg.SlotName, err)
+		}
+		ours := restartSlot == cfg.SlotName
+		if slotExists && !ours {
+			add(fmt.Sprintf("replication slot %q on the source", cfg.SlotName), "already exists and no unfinished snapshot on the target owns it",
+				fmt.Sprintf("if it is left from an earlier migration run `replicator cleanup` or SELECT pg_drop_replication_slot('%s'); otherwise choose another slot name", cfg.SlotName))
+		}
+		free := maxSlots - usedSlots
+		if slotExists {
+			free++
+		}
+		if free < 1 {
+			add(srcWhere+" max_replication_slots", fmt.Sprintf("all %d replication slots are in use", maxSlots),
+				"drop an unused slot (SELECT slot_name, active FROM pg_replication_slots) or raise max_replication_slots and restart the source")
+		}
+		if maxSenders-usedSenders < 1 {
+			add(srcWhere+" max_wal_senders", fmt.Sprintf("all %d WAL senders are in use", maxSenders),
+				"raise max_wal_senders and restart the source, or stop an idle replication client")
+		}
+		var pubExists, pubAll bool
+		err := src.QueryRow(ctx, `SELECT count(*) > 0, coalesce(bool_and(puballtables), false) FROM pg_publication WHERE pubname = $1`,
+			cfg.Publication).Scan(&pubExists, &pubAll)
+		if err != nil {
+			return nil, fmt.Errorf("preflight: look up publication %s on the source: %w", cfg.Publication, err)
+		}
+		switch {
+		case pubExists && !pubAll:
+			add(fmt.Sprintf("publication %q on the source", cfg.Publication), "already exists and does not publish all tables",
+				fmt.Sprintf("drop it (DROP PUBLICATION %s) if it is a leftover, or choose another publication name", pgutil.QuoteIdent(cfg.Publication)))
+		case pubExists:
+			pf.reusePublish = true // exactly what would be created: reuse it
+		default:
+			// Whether the user may create a FOR ALL TABLES publication
+			// depends on the server (superuser; rds_superuser on RDS):
+			// try it in a transaction that is rolled back.
+			if err := probePublication(ctx, src); err != nil {
+				add(fmt.Sprintf("source user %q", user), "cannot create a FOR ALL TABLES publication ("+err.Error()+")",
+					fmt.Sprintf("have a superuser run CREATE PUBLICATION %s FOR ALL TABLES on the source first (it is then reused)", pgutil.QuoteIdent(cfg.Publication)))
+			}
+		}
+		if err := checkReplicaIdentity(ctx, cfg, src, pf, add); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkReadable(ctx, src, add); err != nil {
+		return nil, err
+	}
+
+	// --- target ---
+	if err := checkTarget(ctx, dst, pf, prev, add); err != nil {
+		return nil, err
+	}
+	if len(probs) > 0 {
+		return nil, &PreflightError{Problems: probs}
+	}
+	return pf, nil
+}
+
+// probePublication creates a FOR ALL TABLES publication and rolls it back.
+func probePublication(ctx context.Context, src *pgx.Conn) error {
+	tx, err := src.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	_, err = tx.Exec(ctx, "CREATE PUBLICATION replicator_preflight_probe FOR ALL TABLES")
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return errors.New(pgErr.Message)
+	}
+	return err
+}
+
+// checkReplicaIdentity finds tables whose UPDATE and DELETE would fail
+// under a FOR ALL TABLES publication: no primary key and no usable replica
+// identity. Unlogged tables are not published, so they are fine.
+func checkReplicaIdentity(ctx context.Context, cfg *Config, src *pgx.Conn, pf *preflight, add func(o, r, f string)) error {
+	rows, err := src.Query(ctx, `
+		SELECT n.nspname, c.relname, pg_has_role(c.relowner, 'USAGE')
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND `+userRelations+`
+		AND (c.relreplident = 'n'
+			OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+			OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
+		ORDER BY 1, 2`)
+	if err != nil {
+		return fmt.Errorf("preflight: find tables without a replica identity: %w", err)
+	}
+	type rel struct {
+		relName
+		owner bool
+	}
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (rel, error) {
+		var x rel
+		return x, r.Scan(&x.Schema, &x.Name, &x.owner)
+	})
+	if err != nil {
+		return fmt.Errorf("preflight: find tables without a replica identity: %w", err)
+	}
+	for i, r := range list {
+		if i == maxListed {
+			add(fmt.Sprintf("%d more tables", len(list)-maxListed), "have no primary key and no replica identity either", "see above")
+			break
+		}
+		switch {
+		case !cfg.ReplicaIdentityFull:
+			add("source table "+r.String(), "has no primary key and no replica identity, so its UPDATE and DELETE would fail once the publication exists",
+				"add a primary key, or pass --replica-identity-full to set REPLICA IDENTITY FULL on it")
+		case !r.owner:
+			add("source table "+r.String(), "needs REPLICA IDENTITY FULL but the source user does not own it",
+				"run ALTER TABLE "+r.String()+" REPLICA IDENTITY FULL as its owner")
+		}
+	}
+	if cfg.ReplicaIdentityFull {
+		for _, r := range list {
+			pf.noIdentity = append(pf.noIdentity, r.relName)
+		}
+	}
+	return nil
+}
+
+// checkReadable finds tables and sequences the source user cannot read.
+func checkReadable(ctx context.Context, src *pgx.Conn, add func(o, r, f string)) error {
+	rows, err := src.Query(ctx, `
+		SELECT n.nspname, c.relname, c.relkind = 'S' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'S') AND `+userRelations+`
+		AND (NOT has_schema_privilege(n.oid, 'USAGE') OR NOT has_table_privilege(c.oid, 'SELECT'))
+		ORDER BY 1, 2 LIMIT `+fmt.Sprint(maxListed))
+	if err != nil {
+		return fmt.Errorf("preflight: check read privileges on the source: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r relName
+		var seq bool
+		if err := rows.Scan(&r.Schema, &r.Name, &seq); err != nil {
+			return err
+		}
+		kind := "table"
+		if seq {
+			kind = "sequence"
+		}
+		add("source "+kind+" "+r.String(), "the source user cannot read it",
+			fmt.Sprintf("GRANT USAGE ON SCHEMA %s and GRANT SELECT ON %s to the source user", pgutil.QuoteIdent(r.Schema), r.String()))
+	}
+	return rows.Err()
+}
+
+// checkTarget checks the target is reachable, writable, new enough, can
+// switch triggers off, and is either empty or ours from an interrupted run.
+func checkTarget(ctx context.Context, dst *pgx.Conn, pf *preflight, prev *state.State, add func(o, r, f string)) error {
+	where := "target " + dst.Config().Host + "/" + dst.Config().Database
+	var version int
+	var recovery, canCreate bool
+	var readOnly string
+	err := dst.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, pg_is_in_recovery(),
+		current_setting('default_transaction_read_only'), has_database_privilege(current_database(), 'CREATE')`).Scan(
+		&version, &recovery, &readOnly, &canCreate)
+	if err != nil {
+		return fmt.Errorf("preflight: read the target's settings: %w", err)
+	}
+	if err := dst.QueryRow(ctx, `SELECT coalesce(bool_or('lz4' = ANY(enumvals)), false) FROM pg_settings
+		WHERE name = 'default_toast_compression'`).Scan(&pf.targetLZ4); err != nil {
+		return fmt.Errorf("preflight: read the target's settings: %w", err)
+	}
+	if version/10000 < pf.sourceMajor {
+		add(where, fmt.Sprintf("PostgreSQL %d is older than the source's %d", version/10000, pf.sourceMajor),
+			"use a target of the source's major version or newer")
+	}
+	if recovery || readOnly == "on" {
+		add(where, "is read-only (a standby, or default_transaction_read_only = on)", "point --target at the writable primary")
+	}
+	if !canCreate {
+		add(where, "the target user may not create schemas in this database", "GRANT CREATE ON DATABASE to the target user, or use the database owner")
+	}
+	if _, err := dst.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		add(where, "the target user cannot SET session_replication_role, which keeps triggers and foreign keys from firing during the copy",
+			"use a superuser on the target (on RDS: a member of rds_superuser)")
+	} else {
+		dst.Exec(ctx, "RESET session_replication_role")
+	}
+	if prev == nil {
+		rows, err := dst.Query(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.relkind IN ('r', 'p') AND `+userRelations+` ORDER BY 1, 2 LIMIT 4`)
+		if err != nil {
+			return fmt.Errorf("preflight: list the target's tables: %w", err)
+		}
+		names, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+			var x relName
+			err := r.Scan(&x.Schema, &x.Name)
+			return x.String(), err
+		})
+		if err != nil {
+			return fmt.Errorf("preflight: list the target's tables: %w", err)
+		}
+		if len(names) > 0 {
+			more := ""
+			if len(names) == 4 {
+				names, more = names[:3], ", …"
+			}
+			add(where, "already holds tables ("+strings.Join(names, ", ")+more+") and no replicator state, and the snapshot never overwrites",
+				"point --target at an empty database, or drop those tables if they are not needed")
+		}
+	}
+	return nil
+}

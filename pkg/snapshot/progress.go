@@ -1,0 +1,60 @@
+package snapshot
+
+import (
+	"sync/atomic"
+)
+
+// reporter fans copy progress out to the caller's Progress and to the
+// Prometheus counters, and keeps the totals for the Result.
+type reporter struct {
+	p      Progress
+	m      *metrics
+	rows   atomic.Int64
+	bytes  atomic.Int64
+	chunks atomic.Int64
+
+	// What the target's progress row shows (record.go).
+	phaseName                           atomic.Value // string
+	tablesTotal, tablesDone, chunkTotal atomic.Int64
+	estBytes                            atomic.Int64
+}
+
+func (r *reporter) phase(name string) {
+	r.phaseName.Store(name)
+	if r.p != nil {
+		r.p.Phase(name)
+	}
+}
+
+func (r *reporter) plan(tables []TablePlan) {
+	r.tablesTotal.Store(int64(len(tables)))
+	for _, t := range tables {
+		r.chunkTotal.Add(int64(t.Chunks))
+		r.estBytes.Add(t.EstBytes)
+	}
+	if r.p != nil {
+		r.p.Plan(tables)
+	}
+}
+
+func (r *reporter) copied(table string, rows, bytes int64) {
+	r.rows.Add(rows)
+	r.bytes.Add(bytes)
+	r.m.rows.WithLabelValues(table).Add(float64(rows))
+	r.m.bytes.Add(float64(bytes))
+	if r.p != nil {
+		r.p.Copied(table, rows, bytes)
+	}
+}
+
+func (r *reporter) chunkDone() {
+	r.chunks.Add(1)
+	r.m.chunks.Inc()
+}
+
+func (r *reporter) tableDone(table string) {
+	r.tablesDone.Add(1)
+	if r.p != nil {
+		r.p.TableDone(table)
+	}
+}
