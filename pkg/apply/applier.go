@@ -1,0 +1,365 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"replicator/pkg/wal"
+)
+
+// Config bounds how apply groups and pipelines work.
+type Config struct {
+	// MaxChanges ends a target transaction once it holds this many changes
+	// (a single larger source transaction is still applied whole). Default
+	// (0) 5000.
+	MaxChanges int
+	// MaxBytes ends a target transaction once its changes pass this many
+	// bytes. Default (0) 32 MiB.
+	MaxBytes int64
+	// MaxDelay ends a target transaction this long after its first source
+	// transaction arrived, so latency stays bounded at low rates. Default
+	// (0) 100ms.
+	MaxDelay time.Duration
+	// BatchStatements and BatchBytes bound one pipelined round trip (and
+	// the memory its arguments hold). Defaults (0) 1000 and 8 MiB.
+	BatchStatements int
+	BatchBytes      int64
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxChanges == 0 {
+		c.MaxChanges = 5000
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 32 << 20
+	}
+	if c.MaxDelay == 0 {
+		c.MaxDelay = 100 * time.Millisecond
+	}
+	if c.BatchStatements == 0 {
+		c.BatchStatements = 1000
+	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = 8 << 20
+	}
+}
+
+// Validate applies defaults and checks the bounds.
+func (c *Config) Validate() error {
+	c.setDefaults()
+	if c.MaxChanges < 1 || c.MaxBytes < 1 || c.MaxDelay < 0 || c.BatchStatements < 1 || c.BatchBytes < 1 {
+		return fmt.Errorf("apply: batch bounds must be positive (changes %d, bytes %d, delay %s, statements %d, batch bytes %d)",
+			c.MaxChanges, c.MaxBytes, c.MaxDelay, c.BatchStatements, c.BatchBytes)
+	}
+	return nil
+}
+
+// Applier applies source transactions to the target, many per target
+// transaction, exactly once. It uses one target connection, which it
+// owns while Run runs.
+type Applier struct {
+	cfg  Config
+	conn *pgx.Conn
+	log  *zap.Logger
+	m    *Metrics
+	cat  *catalog
+
+	applied pglogrepl.LSN // end LSN of the last transaction committed on the target
+
+	// current target transaction
+	tx         pgx.Tx
+	batch      *pgx.Batch
+	meta       []stmtMeta
+	batchBytes int64
+	run        *insertRun
+	changes    int
+	bytes      int64
+	counts     map[countKey]int
+	txns       []*wal.Txn
+	groupFirst atomic.Int64 // unix nanos of the oldest commit time in the group; 0 when none
+	// position is the gauge of the applied position: LastAppliedLSN, or
+	// the batch gauge under trigger capture.
+	position    prometheus.Gauge
+	lastApplied atomic.Uint64
+
+	// net changes (net.go)
+	nets     map[*targetTable]*netTable
+	netOrder []*netTable
+	netRows  int
+	// precise applies every change on its own, in order: used to replay a
+	// group whose set-wise statement failed, so the error names the row.
+	precise bool
+}
+
+type countKey struct{ table, op string }
+
+// stmtMeta says what a queued statement does, for errors and checks.
+type stmtMeta struct {
+	table    string
+	op       string
+	key      string
+	lsn      string
+	xid      uint32
+	expected int64 // rows it must touch; -1 for any
+	setWise  bool  // a set-wise statement of net changes (net.go)
+}
+
+// insertRun is a run of inserts into one table with the same columns,
+// sent as one multi-row INSERT.
+type insertRun struct {
+	p           *plan
+	cols        []int
+	vals        [][]*string // per column
+	first, last pglogrepl.LSN
+	xid         uint32
+	firstKey    string // the first row's key, named when the run is one row
+}
+
+// NewApplier prepares conn for apply: session_replication_role = replica,
+// so target triggers and foreign-key checks do not fire (the source
+// already ran them). applied is the target's recorded position.
+func NewApplier(ctx context.Context, conn *pgx.Conn, cfg Config, applied pglogrepl.LSN, m *Metrics, log *zap.Logger) (*Applier, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		return nil, fmt.Errorf("target: SET session_replication_role = replica (the target user needs superuser, or rds_superuser on RDS): %w", err)
+	}
+	// Set-wise statements join the target table to a few thousand unnested
+	// keys; once the planner sees the array it may prefer a hash join over
+	// a full scan of a large table. Key lookups through the index are
+	// always the right plan here.
+	if _, err := conn.Exec(ctx, "SET enable_hashjoin = off; SET enable_mergejoin = off"); err != nil {
+		return nil, fmt.Errorf("target: set planner options: %w", err)
+	}
+	a := &Applier{cfg: cfg, conn: conn, log: log, m: m, cat: newCatalog(), applied: applied,
+		nets: map[*targetTable]*netTable{}}
+	a.lastApplied.Store(uint64(applied))
+	if m != nil {
+		a.position = m.LastAppliedLSN
+	}
+	return a, nil
+}
+
+// Applied is the end LSN of the last transaction committed on the target.
+func (a *Applier) Applied() pglogrepl.LSN { return pglogrepl.LSN(a.lastApplied.Load()) }
+
+// Busy reports the commit time of the oldest transaction being applied,
+// or false when none is.
+func (a *Applier) Busy() (time.Time, bool) {
+	n := a.groupFirst.Load()
+	if n == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, n), true
+}
+
+// Run applies transactions from src until ctx ends (then it finishes the
+// target transaction in progress and returns nil) or an error.
+func (a *Applier) Run(ctx context.Context, src wal.Source) error {
+	// Database work continues past ctx so a group in progress commits
+	// cleanly on shutdown; it is abandoned if that takes over 30 s.
+	opCtx, cancelOp := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelOp()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(30*time.Second, cancelOp) })
+	defer stop()
+	for {
+		t, err := src.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return &StageError{"capture", err}
+		}
+		err = a.group(ctx, opCtx, src, t)
+		var ae *ApplyError
+		if errors.As(err, &ae) && ae.setWise && len(a.txns) > 0 {
+			// A set-wise statement cannot say which row failed: replay the
+			// same transactions one change at a time to find it.
+			txns := a.txns
+			a.rollback()
+			a.log.Warn("a batched change failed; applying its transactions one change at a time to find which", zap.Error(err))
+			a.precise = true
+			err = a.replay(opCtx, src, txns)
+			a.precise = false
+			if err != nil {
+				for _, t := range txns {
+					t.Close()
+				}
+			}
+		}
+		if err != nil {
+			a.abort()
+			var se *StageError
+			if errors.As(err, &se) {
+				return err
+			}
+			return &StageError{"apply", err}
+		}
+	}
+}
+
+// expired is a context that is already done: Next with it returns only a
+// transaction that is ready.
+var expired = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// group applies t and the transactions that follow it within the bounds,
+// in one target transaction, then records the position and commits.
+func (a *Applier) group(ctx, opCtx context.Context, src wal.Source, t *wal.Txn) error {
+	start := time.Now()
+	for t != nil {
+		if t.EndLSN <= a.applied {
+			t.Close() // applied before a restart: exactly once
+		} else if err := a.add(opCtx, t); err != nil {
+			return err
+		}
+		t = nil
+		if a.changes >= a.cfg.MaxChanges || a.bytes >= a.cfg.MaxBytes || ctx.Err() != nil {
+			break
+		}
+		next, err := src.Next(expired)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return &StageError{"capture", err}
+		}
+		if next == nil {
+			// Nothing ready: send what is queued, then wait for more
+			// until the delay bound.
+			if err := a.flush(opCtx); err != nil {
+				return err
+			}
+			wait := a.cfg.MaxDelay - time.Since(start)
+			if wait <= 0 || len(a.txns) == 0 {
+				break
+			}
+			wctx, cancel := context.WithTimeout(ctx, wait)
+			next, err = src.Next(wctx)
+			cancel()
+			if err != nil && wctx.Err() == nil {
+				return &StageError{"capture", err}
+			}
+		}
+		t = next
+	}
+	if len(a.txns) == 0 {
+		return nil
+	}
+	return a.commit(opCtx, src)
+}
+
+// add queues one source transaction's changes.
+func (a *Applier) add(ctx context.Context, t *wal.Txn) error {
+	if a.tx == nil {
+		tx, err := a.conn.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("target: begin: %w", err)
+		}
+		a.tx, a.batch, a.counts = tx, &pgx.Batch{}, map[countKey]int{}
+	}
+	if !t.Heartbeat && a.groupFirst.Load() == 0 {
+		a.groupFirst.Store(t.CommitTime.UnixNano())
+	}
+	a.txns = append(a.txns, t)
+	a.changes += t.Count
+	a.bytes += t.Bytes
+	return t.Each(func(c *wal.Change) error {
+		if err := a.change(ctx, t, c); err != nil {
+			return err
+		}
+		if len(a.meta) >= a.cfg.BatchStatements || a.batchBytes >= a.cfg.BatchBytes || a.netRows >= maxSetRows {
+			return a.flush(ctx)
+		}
+		return nil
+	})
+}
+
+func (a *Applier) commit(ctx context.Context, src wal.Source) error {
+	if err := a.flush(ctx); err != nil {
+		return err
+	}
+	last := a.txns[len(a.txns)-1]
+	// The position goes in the same target transaction as the data: after
+	// a crash the target says exactly which source transactions it holds.
+	if err := src.Record(ctx, a.tx, last); err != nil {
+		return err
+	}
+	if err := a.tx.Commit(ctx); err != nil {
+		return fmt.Errorf("target: commit through source LSN %s: %w", last.EndLSN, err)
+	}
+	a.tx = nil
+	// Only now may the source forget these transactions.
+	src.Committed(last)
+	a.applied = last.EndLSN
+	a.lastApplied.Store(uint64(last.EndLSN))
+	n := 0
+	for _, t := range a.txns {
+		if !t.Heartbeat {
+			n++
+		}
+		t.Close()
+	}
+	if a.m != nil {
+		a.m.AppliedTransactions.Add(float64(n))
+		for k, v := range a.counts {
+			a.m.AppliedChanges.WithLabelValues(k.table, k.op).Add(float64(v))
+		}
+		if a.changes > 0 {
+			a.m.BatchChanges.Observe(float64(a.changes))
+		}
+		if a.position != nil {
+			a.position.Set(float64(last.EndLSN))
+		}
+	}
+	a.reset()
+	return nil
+}
+
+// replay applies txns again in a new target transaction and commits.
+func (a *Applier) replay(ctx context.Context, src wal.Source, txns []*wal.Txn) error {
+	for _, t := range txns {
+		if err := a.add(ctx, t); err != nil {
+			return err
+		}
+	}
+	return a.commit(ctx, src)
+}
+
+// rollback rolls back the target transaction in progress; the group's
+// transactions stay open for a replay.
+func (a *Applier) rollback() {
+	if a.tx != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		a.tx.Rollback(ctx)
+		cancel()
+		a.tx = nil
+	}
+	a.reset()
+}
+
+// abort rolls back the target transaction in progress and drops the group.
+func (a *Applier) abort() {
+	txns := a.txns
+	a.rollback()
+	for _, t := range txns {
+		t.Close()
+	}
+}
+
+func (a *Applier) reset() {
+	a.txns, a.batch, a.meta, a.run, a.counts = nil, nil, nil, nil, nil
+	a.changes, a.bytes, a.batchBytes = 0, 0, 0
+	clear(a.nets)
+	a.netOrder, a.netRows = nil, 0
+	a.groupFirst.Store(0)
+}

@@ -1,0 +1,27 @@
+// Package apply owns the apply side of the change stream: it groups many
+// source transactions into one target transaction, pipelines the
+// statements (pgx batches of prepared statements; runs of inserts into one
+// table as one multi-row INSERT over unnest), writes the source position
+// into the target's state (pkg/state) in that same transaction, and only
+// after the commit tells the source it may release the WAL. That makes the
+// stream exactly-once: after any crash it resumes from the target's
+// recorded position and skips what is already applied.
+//
+// Rows are located by the source's replica identity (primary key or
+// identity index; under REPLICA IDENTITY FULL one row matching the whole
+// old row, chosen by ctid so identical duplicates lose exactly one).
+// Unchanged TOAST columns are left out of UPDATE, generated target columns
+// are never written, identity columns are inserted with OVERRIDING SYSTEM
+// VALUE, and the session runs with session_replication_role = replica.
+//
+// Under trigger capture (the target's state says which), each changelog
+// batch arrives as one wal.Txn whose position is the batch id
+// (trigger.Source); a target transaction holds whole batches only, since
+// a Txn is never split, and records state.RecordAppliedBatch.
+//
+// Stream is the supervisor behind `replicator stream`: it reconnects with
+// bounded exponential backoff on retryable errors and stops with a clear
+// error (table, key, LSN, cause) on a change the target refuses.
+//
+//	err := apply.Stream(ctx, apply.StreamConfig{SourceURL: src, TargetURL: dst}, log, registry)
+package apply

@@ -1,0 +1,119 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"replicator/pkg/pgutil"
+)
+
+// ApplyError is a change the target refused: a missing table or column, a
+// constraint violation, a row that is not there to update or delete. The
+// stream stops on it; nothing is skipped.
+type ApplyError struct {
+	Table string // quoted schema.table on the target
+	Op    string // insert, update, delete, truncate
+	Key   string // the row's identity, e.g. (id)=(42), or the target's own description
+	LSN   string // source position of the change (or a range, for a multi-row insert)
+	XID   uint32 // source transaction id
+	Err   error
+
+	setWise bool // from a statement over many rows: replayed row by row to name the row
+}
+
+func (e *ApplyError) Error() string {
+	s := fmt.Sprintf("apply %s on %s", e.Op, e.Table)
+	if e.Key != "" {
+		s += " key " + e.Key
+	}
+	s += fmt.Sprintf(" at source LSN %s (xid %d): %v", e.LSN, e.XID, e.Err)
+	var pgErr *pgconn.PgError
+	if errors.As(e.Err, &pgErr) && pgErr.Detail != "" {
+		s += " (" + pgutil.RedactText(pgErr.Detail) + ")"
+	}
+	if errors.As(e.Err, &pgErr) && pgErr.Code == "53100" {
+		s += ": the target's disk is full: free space or grow its storage, then start `replicator stream` again (it resumes with this transaction, which was not applied)"
+	}
+	return s
+}
+
+func (e *ApplyError) Unwrap() error { return e.Err }
+
+// ErrRowMissing is the cause when an UPDATE or DELETE finds no row on the
+// target: the target differs from the source.
+var ErrRowMissing = errors.New("the row is not on the target (the target has drifted from the source: verify, and re-run the snapshot if needed)")
+
+// IsRetryable reports whether err is worth a reconnect: a lost connection,
+// a server shutting down or starting up, a network error. Errors about the
+// data or the setup are not.
+func IsRetryable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ae *ApplyError
+	if errors.As(err, &ae) {
+		var pgErr *pgconn.PgError
+		if !errors.As(ae.Err, &pgErr) {
+			return isConnectionError(ae.Err)
+		}
+		return retryableCode(pgErr.Code)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return retryableCode(pgErr.Code)
+	}
+	var ce *pgutil.ConnError
+	if errors.As(err, &ce) {
+		// Refused or timed-out connections: the server may be restarting.
+		// Authentication or a missing database will not fix themselves.
+		return !errors.As(ce.Err, &pgErr) || retryableCode(pgErr.Code)
+	}
+	return isConnectionError(err)
+}
+
+func retryableCode(code string) bool {
+	switch {
+	case code == "57P01", code == "57P02", code == "57P03": // admin/crash shutdown, cannot connect now
+		return true
+	case strings.HasPrefix(code, "08"): // connection exception
+		return true
+	case code == "53300", code == "40001", code == "40P01": // too many connections, serialization, deadlock
+		return true
+	case code == "55006": // slot still active for a previous session that is going away
+		return true
+	}
+	return false
+}
+
+func isConnectionError(err error) bool {
+	var netErr net.Error
+	var opErr *net.OpError
+	var connectErr *pgconn.ConnectError
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE):
+		return true
+	case errors.As(err, &connectErr), errors.As(err, &opErr), errors.As(err, &netErr):
+		return true
+	case pgconn.SafeToRetry(err), pgconn.Timeout(err):
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "conn busy") ||
+		strings.Contains(msg, "unexpected EOF") || strings.Contains(msg, "connection reset")
+}
+
+func lsnRange(a, b pglogrepl.LSN) string {
+	if a == b {
+		return a.String()
+	}
+	return a.String() + ".." + b.String()
+}

@@ -1,0 +1,53 @@
+package apply
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the stream's Prometheus metrics. Create them once per
+// registry with NewMetrics; they outlive reconnects.
+type Metrics struct {
+	SourceLagBytes      prometheus.Gauge
+	ApplyLagSeconds     prometheus.Gauge
+	AppliedTransactions prometheus.Counter
+	AppliedChanges      *prometheus.CounterVec
+	BatchChanges        prometheus.Histogram
+	LastAppliedLSN      prometheus.Gauge
+	LastAppliedBatch    prometheus.Gauge // trigger capture's position
+	StreamErrors        *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not
+// registered, e.g. in tests).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		SourceLagBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_source_lag_bytes",
+			Help: "Bytes of source WAL not yet applied to the target (source WAL end minus applied position)."}),
+		ApplyLagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_apply_lag_seconds",
+			Help: "Seconds between now and the source commit time of the last applied transaction; 0 when idle and caught up."}),
+		AppliedTransactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "replicator_applied_transactions_total",
+			Help: "Source transactions applied to the target."}),
+		AppliedChanges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "replicator_applied_changes_total",
+			Help: "Row changes applied to the target, by table and operation."}, []string{"table", "op"}),
+		BatchChanges: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "replicator_apply_batch_changes",
+			Help:    "Changes per target transaction (one target transaction groups many source transactions).",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
+		LastAppliedLSN: prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_last_applied_lsn",
+			Help: "Source position (LSN as a number) of the last transaction committed on the target."}),
+		LastAppliedBatch: prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_trigger_last_applied_batch",
+			Help: "Trigger capture: id of the last changelog batch committed on the target."}),
+		StreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "replicator_stream_errors_total",
+			Help: "Errors that stopped or restarted the stream, by stage (capture, apply, connect)."}, []string{"stage"}),
+	}
+	for _, stage := range []string{"connect", "capture", "apply"} {
+		m.StreamErrors.WithLabelValues(stage) // exported as 0 before the first error
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.SourceLagBytes, m.ApplyLagSeconds, m.AppliedTransactions,
+		m.AppliedChanges, m.BatchChanges, m.LastAppliedLSN, m.LastAppliedBatch, m.StreamErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,77 @@
+package apply
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"replicator/pkg/state"
+	"replicator/pkg/trigger"
+)
+
+// attemptTrigger is one session of the stream under trigger capture: the
+// changelog's batches, each one source "transaction" positioned by its
+// batch id, go through the same applier as logical capture. The applier
+// never splits a transaction across target transactions, so a target
+// commit holds whole batches only, with state.RecordAppliedBatch of the
+// last one; after a crash the stream resumes after the recorded batch.
+func attemptTrigger(ctx context.Context, cfg StreamConfig, target *pgx.Conn, st *state.State, m *Metrics, log *zap.Logger,
+	reg prometheus.Registerer, started *bool) error {
+	src, err := trigger.OpenSource(ctx, cfg.SourceURL, trigger.SourceConfig{Capture: cfg.Trigger, Applied: st.AppliedBatch,
+		TxnMemory: cfg.Capture.TxnMemory, SpillDir: cfg.Capture.SpillDir}, log, reg)
+	if err != nil {
+		return &StageError{"capture", err}
+	}
+	defer src.Close()
+	// Batch ids stand where logical capture has LSNs: only compared.
+	ap, err := NewApplier(ctx, target, cfg.Apply, pglogrepl.LSN(st.AppliedBatch), m, log)
+	if err != nil {
+		return &StageError{"apply", err}
+	}
+	ap.position = m.LastAppliedBatch
+	*started = true
+	m.LastAppliedBatch.Set(float64(st.AppliedBatch))
+	log.Info("streaming trigger capture batches", zap.Int64("after_batch", st.AppliedBatch))
+
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagDone := make(chan struct{})
+	go func() {
+		defer close(lagDone)
+		watchTriggerLag(lagCtx, src, ap, m, log)
+	}()
+	err = ap.Run(ctx, src)
+	stopLag()
+	<-lagDone
+	m.ApplyLagSeconds.Set(0)
+	return err
+}
+
+// watchTriggerLag keeps replicator_apply_lag_seconds current: now minus
+// the tick time of the oldest batch being applied (every transaction of a
+// batch committed before its tick), 0 once nothing waits. The changelog
+// size and the capture lag are the trigger package's own gauges.
+func watchTriggerLag(ctx context.Context, src *trigger.Source, ap *Applier, m *Metrics, log *zap.Logger) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	lastLog := time.Now()
+	for {
+		if first, busy := ap.Busy(); busy {
+			m.ApplyLagSeconds.Set(max(0, time.Since(first).Seconds()))
+		} else if !src.Pending() {
+			m.ApplyLagSeconds.Set(0)
+		}
+		if time.Since(lastLog) >= 30*time.Second {
+			lastLog = time.Now()
+			log.Info("stream progress", zap.Uint64("applied_batch", uint64(ap.Applied())))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package wal
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// TestTxnBuilderSpills: a transaction built change by change past its
+// memory bound goes to a spill file, reads back complete and in order, and
+// Close (or Discard) deletes the file.
+func TestTxnBuilderSpills(t *testing.T) {
+	dir := t.TempDir()
+	rel := &Relation{ID: 1, Namespace: "public", Name: "t", Identity: IdentityDefault,
+		Columns: []Column{{Name: "id", Key: true}, {Name: "v"}}}
+	b := NewTxnBuilder(dir, 2048)
+	for i := 0; i < 1000; i++ {
+		c := Change{Kind: Insert, Rel: rel, LSN: 0, New: []Value{{Kind: ValueText, Text: []byte(strconv.Itoa(i))}, {Kind: ValueNull}}}
+		if i%2 == 1 {
+			c = Change{Kind: Update, Rel: rel, Old: []Value{{Kind: ValueText, Text: []byte(strconv.Itoa(i - 1))}, {Kind: ValueUnchanged}},
+				New: []Value{{Kind: ValueText, Text: []byte(strconv.Itoa(i - 1))}, {Kind: ValueUnchanged}}}
+		}
+		if err := b.Add(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	txn := b.Txn()
+	if txn.Count != 1000 {
+		t.Fatalf("count %d, want 1000", txn.Count)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.spill"))
+	if len(files) != 1 {
+		t.Fatalf("spill files %v, want one", files)
+	}
+	i := 0
+	err := txn.Each(func(c *Change) error {
+		want := strconv.Itoa(i - i%2)
+		if string(c.New[0].Text) != want || (i%2 == 1) != (c.Kind == Update) || c.Rel != rel {
+			t.Fatalf("change %d: %+v", i, c)
+		}
+		i++
+		return nil
+	})
+	if err != nil || i != 1000 {
+		t.Fatalf("read %d changes: %v", i, err)
+	}
+	txn.Close()
+	if _, err := os.Stat(files[0]); !os.IsNotExist(err) {
+		t.Errorf("spill file still there after Close")
+	}
+
+	d := NewTxnBuilder(dir, 64)
+	for i := 0; i < 100; i++ {
+		d.Add(Change{Kind: Insert, Rel: rel, New: []Value{{Kind: ValueText, Text: []byte("x")}, {Kind: ValueNull}}})
+	}
+	d.Discard()
+	if files, _ := filepath.Glob(filepath.Join(dir, "*.spill")); len(files) != 0 {
+		t.Errorf("Discard left %v", files)
+	}
+}

@@ -1,0 +1,216 @@
+package wal
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"replicator/pkg/state"
+)
+
+// Kind is what a change does to a row.
+type Kind byte
+
+// Change kinds, with the letters pgoutput uses.
+const (
+	Insert   Kind = 'I'
+	Update   Kind = 'U'
+	Delete   Kind = 'D'
+	Truncate Kind = 'T'
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Insert:
+		return "insert"
+	case Update:
+		return "update"
+	case Delete:
+		return "delete"
+	case Truncate:
+		return "truncate"
+	}
+	return fmt.Sprintf("kind(%d)", byte(k))
+}
+
+// Replica identity settings of a source table (pg_class.relreplident).
+const (
+	IdentityDefault = 'd' // primary key
+	IdentityIndex   = 'i' // a chosen unique index
+	IdentityFull    = 'f' // the whole old row
+	IdentityNothing = 'n' // no identity: UPDATE/DELETE cannot be located
+)
+
+// Column is one column of a source relation as last described by the
+// source.
+type Column struct {
+	Name string
+	Key  bool // part of the replica identity (every column under FULL)
+}
+
+// Relation is a source table as described by the source at one point of
+// the stream. A Relation is immutable: a new description (after ALTER
+// TABLE, or a reconnect) is a new *Relation with the same ID.
+type Relation struct {
+	ID        uint32
+	Namespace string
+	Name      string
+	Identity  byte // IdentityDefault, IdentityIndex, IdentityFull or IdentityNothing
+	Columns   []Column
+}
+
+// String is the quoted-if-needed qualified name, for errors and metrics.
+func (r *Relation) String() string { return r.Namespace + "." + r.Name }
+
+// Value kinds of one column in a row image.
+const (
+	ValueNull      byte = 'n'
+	ValueText      byte = 't'
+	ValueUnchanged byte = 'u' // unchanged TOASTed value: not sent, must not be overwritten
+)
+
+// Value is one column of a row image, in the source's text output format.
+// Text is nil unless Kind is ValueText.
+type Value struct {
+	Kind byte
+	Text []byte
+}
+
+// Change is one row change (or a TRUNCATE of one or more tables).
+//
+// For Insert, New is the row. For Update, New is the new row (columns of
+// Kind ValueUnchanged were not sent and keep their value) and Old is the
+// old key (identity index) or old row (REPLICA IDENTITY FULL) when the
+// source sent one, else nil: then the key is in New. For Delete, Old is
+// the key or the full old row. Values are indexed like Rel.Columns.
+type Change struct {
+	Kind Kind
+	Rel  *Relation
+	Old  []Value
+	New  []Value
+	LSN  pglogrepl.LSN // WAL position of the change, for errors
+
+	// Truncate only: the tables, and TRUNCATE's options.
+	Truncated       []*Relation
+	Cascade         bool
+	RestartIdentity bool
+}
+
+// Identity returns the row image that locates the row on the target: the
+// old key or old row when sent, else the new row (whose identity columns
+// did not change).
+func (c *Change) Identity() []Value {
+	if c.Old != nil {
+		return c.Old
+	}
+	return c.New
+}
+
+// KeyString describes the change's identity columns for error messages,
+// e.g. (id)=(42). Values longer than 64 bytes are cut.
+func (c *Change) KeyString() string {
+	if c.Rel == nil {
+		return ""
+	}
+	img := c.Identity()
+	var names, vals string
+	for i, col := range c.Rel.Columns {
+		if !col.Key || i >= len(img) {
+			continue
+		}
+		if names != "" {
+			names += ", "
+			vals += ", "
+		}
+		names += col.Name
+		switch img[i].Kind {
+		case ValueNull:
+			vals += "NULL"
+		case ValueUnchanged:
+			vals += "(unchanged)"
+		default:
+			v := string(img[i].Text)
+			if len(v) > 64 {
+				v = v[:64] + "…"
+			}
+			vals += v
+		}
+	}
+	return "(" + names + ")=(" + vals + ")"
+}
+
+// size is an estimate of the memory a change holds, for the memory bounds.
+func (c *Change) size() int64 {
+	n := int64(96)
+	for _, v := range c.Old {
+		n += 16 + int64(len(v.Text))
+	}
+	for _, v := range c.New {
+		n += 16 + int64(len(v.Text))
+	}
+	return n + int64(8*len(c.Truncated))
+}
+
+// Txn is one committed source transaction, delivered whole and in commit
+// order. Its changes may be held partly on disk (see spill.go); read them
+// with Each, as often as needed, until Close.
+//
+// A Txn with no changes and Heartbeat set carries only a position: the
+// source confirmed that nothing needing apply happened up to EndLSN.
+//
+// Positions are only compared, never read as WAL addresses outside this
+// package: under trigger capture (trigger.Source) a Txn is one changelog
+// batch, EndLSN and CommitLSN hold the batch id, CommitTime the time of
+// the tick that closed the batch, and each change's LSN its changelog id.
+type Txn struct {
+	XID        uint32
+	CommitLSN  pglogrepl.LSN
+	EndLSN     pglogrepl.LSN // end of the commit record: the position to confirm
+	CommitTime time.Time     // zero for a heartbeat
+	Heartbeat  bool
+
+	Count int   // changes in the transaction
+	Bytes int64 // estimated size of the changes
+
+	buf *changeBuffer
+}
+
+// Each calls fn for every change in order. fn must not keep the *Change or
+// its values after it returns. Each may be called again to re-read.
+func (t *Txn) Each(fn func(*Change) error) error {
+	if t.buf == nil {
+		return nil
+	}
+	return t.buf.each(fn)
+}
+
+// Close releases the transaction's memory and deletes its spill file. It
+// may be repeated.
+func (t *Txn) Close() error {
+	if t.buf == nil {
+		return nil
+	}
+	err := t.buf.close()
+	t.buf = nil
+	return err
+}
+
+// Source is a capture source: logical decoding (this package) or trigger
+// capture. The apply stage pulls transactions from it and reports back
+// what the target has committed.
+type Source interface {
+	// Next blocks until the next transaction in commit order is complete
+	// and returns it; the caller closes it. It returns ctx.Err() when ctx
+	// ends, or the error that stopped capture. Next is called from one
+	// goroutine.
+	Next(ctx context.Context) (*Txn, error)
+	// Record writes the position of txn (the last of a target transaction)
+	// into the target's state, inside the target transaction db.
+	Record(ctx context.Context, db state.DB, txn *Txn) error
+	// Committed tells the source that every transaction up to and
+	// including txn is committed on the target, so the source may release
+	// it. Safe to call from any goroutine.
+	Committed(txn *Txn)
+}
