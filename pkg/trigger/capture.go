@@ -1,0 +1,229 @@
+package trigger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"replicator/pkg/pgutil"
+)
+
+// ErrNoTick is returned (wrapped) when the tick a batch starts from is not
+// on the source: the changelog was reinstalled or belongs to another
+// migration.
+var ErrNoTick = errors.New("tick not found on the source")
+
+// Capture reads batches from the changelog on the source, runs the ticker
+// and purges what the target has committed. Ticker, reader and purge use
+// their own connections and may run concurrently; one batch cursor is
+// open at a time (Open waits for the previous cursor's Close).
+type Capture struct {
+	tick, read, misc *connSlot
+	cfg              Config
+	log              *zap.Logger
+
+	rows prometheus.Gauge
+	lag  prometheus.Gauge
+
+	mu         sync.Mutex
+	tables     map[uint32]*Table
+	lastCount  time.Time
+	lastTicked time.Time
+}
+
+// New connects to the source (sourceURL is never logged) and registers
+// the capture metrics on reg (nil: no metrics).
+func New(ctx context.Context, sourceURL string, cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Capture, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pcfg, err := pgutil.ParseConfig(sourceURL, "source")
+	if err != nil {
+		return nil, err
+	}
+	misc := &connSlot{cfg: pcfg}
+	conn, release, err := misc.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	err = CheckInstalled(ctx, conn)
+	release()
+	if err != nil {
+		misc.close()
+		return nil, err
+	}
+	c := &Capture{tick: &connSlot{cfg: pcfg}, read: &connSlot{cfg: pcfg}, misc: misc, cfg: cfg, log: log, tables: map[uint32]*Table{},
+		rows: prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_trigger_changelog_rows",
+			Help: "Rows in the source's changelog not yet purged (refreshed at most every MetricsInterval)."}),
+		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_trigger_capture_lag_seconds",
+			Help: "Seconds between now and the tick closing the last batch the target committed (source clock)."}),
+	}
+	if reg != nil {
+		// A stream that reconnects builds a new Capture on the same
+		// registry: it takes over the gauges already registered.
+		for _, g := range []*prometheus.Gauge{&c.rows, &c.lag} {
+			err := reg.Register(*g)
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				if old, ok := are.ExistingCollector.(prometheus.Gauge); ok {
+					*g, err = old, nil
+				}
+			}
+			if err != nil {
+				misc.close()
+				return nil, fmt.Errorf("register trigger capture metrics: %w", err)
+			}
+		}
+	}
+	return c, nil
+}
+
+// Close closes the connections. Open cursors must be closed first.
+func (c *Capture) Close() {
+	c.tick.close()
+	c.read.close()
+	c.misc.close()
+}
+
+// Tick records pg_current_snapshot() as the next tick and returns its id.
+// A tick closes a batch: batch N holds the transactions visible in tick
+// N's snapshot and not in tick N-1's. It may be called at any time (on
+// demand, e.g. before cutover) alongside RunTicker.
+func (c *Capture) Tick(ctx context.Context) (int64, error) {
+	var id int64
+	conn, release, err := c.tick.acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// The lock serializes tickers, so ids are consecutive and each
+		// snapshot is taken after the previous tick committed.
+		if _, err := tx.Exec(ctx, `LOCK TABLE replicator.ticks IN EXCLUSIVE MODE`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `INSERT INTO replicator.ticks (id, snap, at)
+			SELECT max(id) + 1, pg_current_snapshot(), clock_timestamp() FROM replicator.ticks
+			HAVING count(*) > 0 RETURNING id`).Scan(&id)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("record a tick on the source: %w: no capture point was taken (tick 0 is missing)", ErrNoTick)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("record a tick on the source: %w", err)
+	}
+	c.mu.Lock()
+	c.lastTicked = time.Now()
+	c.mu.Unlock()
+	return id, nil
+}
+
+// RunTicker ticks every cfg.TickInterval until ctx ends, and returns
+// ctx.Err() then, or the first error.
+func (c *Capture) RunTicker(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if _, err := c.Tick(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+	}
+}
+
+// Batch is the set of changes of the transactions that committed between
+// two ticks: visible in tick ID's snapshot and not in tick ID-1's. ID is
+// the position to record on the target once the batch is committed there
+// (state.RecordAppliedBatch), and Time the commit time to record with it.
+type Batch struct {
+	ID   int64
+	Prev string // tick ID-1's snapshot
+	Cur  string // tick ID's snapshot
+	// Time is when tick ID was taken (source clock): every transaction of
+	// the batch committed before it. Trigger capture cannot see the commit
+	// time of each transaction, so this is the commit time of the batch.
+	Time time.Time
+}
+
+// NextBatch returns the batch after applied (the last batch the target
+// committed; 0 right after the copy), waiting for its tick until ctx ends.
+// It returns ErrNoTick when tick applied is not on the source.
+func (c *Capture) NextBatch(ctx context.Context, applied int64) (*Batch, error) {
+	poll := min(c.cfg.TickInterval/4, 100*time.Millisecond)
+	for {
+		b := &Batch{ID: applied + 1}
+		var cur *string
+		var at *time.Time
+		conn, release, err := c.misc.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		err = conn.QueryRow(ctx, `SELECT p.snap::text, c.snap::text, c.at FROM replicator.ticks p
+			LEFT JOIN replicator.ticks c ON c.id = p.id + 1 WHERE p.id = $1`, applied).Scan(&b.Prev, &cur, &at)
+		release()
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("read batch %d: %w: tick %d; the changelog on the source was reset since the copy: take a new snapshot", b.ID, ErrNoTick, applied)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read batch %d from the source's ticks: %w", b.ID, err)
+		}
+		if cur != nil {
+			b.Cur, b.Time = *cur, *at
+			return b, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+}
+
+// table returns the captured table with oid id, reading the install
+// catalog when it is not known yet.
+func (c *Capture) table(ctx context.Context, q querier, id uint32) (*Table, error) {
+	c.mu.Lock()
+	t := c.tables[id]
+	c.mu.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	t = &Table{ID: id}
+	var identity string
+	var cols, keys []string
+	err := q.QueryRow(ctx, `SELECT root, nspname, relname, identity::text, columns, key_columns FROM replicator.tables WHERE relid = $1`, id).
+		Scan(&t.Root, &t.Namespace, &t.Name, &identity, &cols, &keys)
+	if err != nil {
+		return nil, fmt.Errorf("changelog names table oid %d, which the install catalog (replicator.tables) does not hold: %w", id, err)
+	}
+	t.Identity = identity[0]
+	isKey := map[string]bool{}
+	for _, k := range keys {
+		isKey[k] = true
+	}
+	for _, col := range cols {
+		t.Columns = append(t.Columns, Column{Name: col, Key: isKey[col]})
+	}
+	t.index()
+	c.mu.Lock()
+	c.tables[id] = t
+	c.mu.Unlock()
+	return t, nil
+}
+
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}

@@ -1,0 +1,158 @@
+package trigger
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+
+	"replicator/pkg/pgutil"
+	"replicator/pkg/state"
+)
+
+// CapturePoint is where trigger capture hands over from the copy: an
+// exported snapshot that the copy workers import, and the same snapshot's
+// pg_current_snapshot() recorded as tick 0 (the start position).
+//
+// Why this has no gap and no duplicate: the triggers were installed (and
+// committed) before the snapshot was taken, and creating a trigger waits
+// for every running writer of its table. So each change of a captured
+// table is either in a transaction visible in the snapshot, whose rows the
+// copy reads, or it was recorded in the changelog by its trigger. Batches
+// hold exactly the changelog rows whose transaction is not visible in tick
+// 0 (pg_visible_in_snapshot), so each change reaches the target once,
+// through the copy or through a batch.
+type CapturePoint struct {
+	// SnapshotName is what the copy workers pass to SET TRANSACTION
+	// SNAPSHOT. It can be imported until Release.
+	SnapshotName string
+	// Snapshot is the text of pg_current_snapshot() in the exported
+	// snapshot ("xmin:xmax:xip,…"): tick 0, recorded on the target as
+	// state.SnapshotXmin.
+	Snapshot string
+
+	conn *pgx.Conn
+	log  *zap.Logger
+}
+
+// StartCapturePoint opens the exporting transaction on the source and
+// records tick 0. Install must have run: it refuses when a table of the
+// source has no capture trigger, since its changes would be lost.
+// The caller must call Release once the copy workers have imported the
+// snapshot (or on failure); the exporting transaction stays open until
+// then.
+func StartCapturePoint(ctx context.Context, sourceURL string, log *zap.Logger) (*CapturePoint, error) {
+	conn, err := pgutil.Connect(ctx, sourceURL, "source")
+	if err != nil {
+		return nil, err
+	}
+	p := &CapturePoint{conn: conn, log: log}
+	if err := p.start(ctx); err != nil {
+		p.Release(ctx)
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *CapturePoint) start(ctx context.Context) error {
+	if err := CheckInstalled(ctx, p.conn); err != nil {
+		return err
+	}
+	if _, err := p.conn.Exec(ctx, `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`); err != nil {
+		return fmt.Errorf("open the capture point transaction on the source: %w", err)
+	}
+	// One statement: in REPEATABLE READ its snapshot is the transaction's,
+	// so the exported snapshot and pg_current_snapshot() are one and the
+	// same instant.
+	if err := p.conn.QueryRow(ctx, `SELECT pg_export_snapshot(), pg_current_snapshot()::text`).Scan(&p.SnapshotName, &p.Snapshot); err != nil {
+		return fmt.Errorf("export the capture point snapshot on the source: %w", err)
+	}
+	// Tick 0 is written by another session: the exporting transaction
+	// stays read-only. Ticks of an earlier migration go: a new capture
+	// point starts a new numbering, as state.Begin starts a new migration.
+	cfg := p.conn.Config().Copy()
+	tickConn, err := pgutil.ConnectConfig(ctx, cfg, "source")
+	if err != nil {
+		return err
+	}
+	defer tickConn.Close(ctx)
+	err = pgx.BeginFunc(ctx, tickConn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `LOCK TABLE replicator.ticks IN EXCLUSIVE MODE`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM replicator.ticks`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO replicator.ticks (id, snap, at) VALUES (0, $1::pg_snapshot, now())`, p.Snapshot)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record tick 0 (snapshot %s) on the source: %w", p.Snapshot, err)
+	}
+	p.log.Info("trigger capture point taken", zap.String("snapshot", p.Snapshot), zap.String("exported", p.SnapshotName))
+	return nil
+}
+
+// State is the bookkeeping the target records for this capture point
+// (state.Begin): trigger capture starting after tick 0.
+func (p *CapturePoint) State() state.State {
+	return state.State{Capture: state.CaptureTrigger, SnapshotXmin: p.Snapshot}
+}
+
+// Release ends the exporting transaction; the snapshot can no longer be
+// imported. It may be called more than once, and after a failed start.
+func (p *CapturePoint) Release(ctx context.Context) error {
+	if p.conn == nil {
+		return nil
+	}
+	p.conn.Exec(ctx, `ROLLBACK`)
+	err := p.conn.Close(ctx)
+	p.conn = nil
+	return err
+}
+
+// CheckInstalled returns an error naming the tables of the source that
+// have no capture trigger (created after Install, or never installed).
+func CheckInstalled(ctx context.Context, conn *pgx.Conn) error {
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('replicator.changelog') IS NOT NULL AND to_regclass('replicator.ticks') IS NOT NULL`).Scan(&exists); err != nil {
+		return fmt.Errorf("look for the changelog on the source: %w", err)
+	}
+	if !exists {
+		return fmt.Errorf("source has no trigger capture installed (schema replicator with its changelog): install it first")
+	}
+	tables, err := ListTables(ctx, conn)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, t := range tables {
+		var n int
+		var cols []string
+		err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1 AND tgname IN ($2, $3)),
+			coalesce((SELECT columns FROM replicator.tables WHERE relid = $1), '{}')`,
+			t.ID, RowTrigger, TruncateTrigger).Scan(&n, &cols)
+		if err != nil {
+			return fmt.Errorf("look up the capture triggers of %s: %w", t, err)
+		}
+		var now []string
+		for _, c := range t.Columns {
+			now = append(now, c.Name)
+		}
+		switch {
+		case n < 2:
+			missing = append(missing, t.String())
+		case strings.Join(cols, "\x00") != strings.Join(now, "\x00"):
+			missing = append(missing, t.String()+" (columns changed since install)")
+		}
+	}
+	if len(missing) > 0 {
+		if len(missing) > 10 {
+			missing = append(missing[:10], fmt.Sprintf("and %d more", len(missing)-10))
+		}
+		return fmt.Errorf("source tables without capture triggers: %s: install trigger capture again (it is idempotent)", strings.Join(missing, ", "))
+	}
+	return nil
+}
