@@ -1,0 +1,49 @@
+// Package verify proves a copy: it compares every table and sequence of a
+// source and a target Postgres database and names the rows that differ.
+//
+// The work happens inside the databases. Each session pins the settings that
+// change a row's text (TimeZone, DateStyle, IntervalStyle,
+// extra_float_digits, bytea_output, lc_monetary) so that the same row has the
+// same text, and so the same 64-bit hash, on both sides. A row's text is
+// ROW(columns)::text over the columns present on both sides, in order of
+// their names, so column order does not matter and NULL differs from the empty string.
+// Chunks are summarised by count(*) and the SUM of the row hashes: a sum,
+// not an xor, so duplicate rows do not cancel out.
+//
+// Tables are compared in one of two modes:
+//
+//   - key ranges: tables with a primary key. Chunks are primary-key ranges
+//     planned on the source (quantiles of a block sample), half-open
+//     [lo, hi), the same on both sides. With a single-column key, each side
+//     is read once, sequentially, in parallel ctid block ranges, and every
+//     row is placed in its range with width_bucket; with a composite key each
+//     range is its own index range scan. A mismatched range is bisected
+//     through the index (one scan of the side with more rows cuts it into
+//     parts and checksums them, one of the other side checksums the same
+//     parts) until it holds at most Config.LeafRows rows, whose per-column
+//     hashes are then fetched from both sides and compared in Go.
+//   - hash buckets: tables without a primary key (compared as multisets of
+//     rows, told apart by the hash of their text, copies counted), and large
+//     tables whose key cannot be range-scanned in byte order (text keys under
+//     a non-C collation) or, for composite keys, whose rows lie scattered
+//     over the table. Each side is read once in parallel ctid block ranges,
+//     rows grouped into buckets by the hash of their key (or whole row); only
+//     the rows of mismatched buckets are read again, streamed in bucket
+//     order and compared one bucket at a time.
+//
+// Text keys are ordered with COLLATE "C": source and target may run
+// different C libraries whose collations sort differently.
+//
+// While a stream is running (replicator.state on the target holds an applied
+// position), Run records the source's WAL position, waits until the target
+// has applied it, compares, and re-checks every difference after
+// Config.RecheckDelay, reporting only the differences that persist: a row in
+// flight is not a difference.
+//
+// Usage:
+//
+//	rep, err := verify.Run(ctx, verify.Config{Source: src, Target: dst}, log, prometheus.NewRegistry())
+//	if err != nil { return err }            // connection or catalog error
+//	rep.WriteText(os.Stdout)
+//	if rep.Different() { /* exit 1 */ }
+package verify

@@ -1,0 +1,226 @@
+package verify
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Report is the outcome of a verification.
+type Report struct {
+	Source     string        `json:"source"` // host:port/db, never credentials
+	Target     string        `json:"target"`
+	StartedAt  time.Time     `json:"started_at"`
+	Duration   time.Duration `json:"-"`
+	Seconds    float64       `json:"seconds"`
+	Consistent string        `json:"consistency,omitempty"` // how a running stream was accounted for
+
+	TablesChecked   int   `json:"tables_checked"`
+	TablesIdentical int   `json:"tables_identical"`
+	TablesDifferent int   `json:"tables_different"`
+	SourceRows      int64 `json:"source_rows"`
+	TargetRows      int64 `json:"target_rows"`
+	RowsDiffering   int64 `json:"rows_differing"`
+	SequencesBehind int   `json:"sequences_behind"`
+
+	Tables    []TableResult    `json:"tables"`
+	Sequences []SequenceResult `json:"sequences"`
+}
+
+// TableResult is one table's comparison.
+type TableResult struct {
+	Table      string `json:"table"` // schema.name as SQL needs it quoted
+	Mode       string `json:"mode"`  // "key ranges", "hash buckets" or "multiset"
+	Key        string `json:"key,omitempty"`
+	SourceRows int64  `json:"source_rows"`
+	TargetRows int64  `json:"target_rows"`
+	Chunks     int    `json:"chunks"`
+	Mismatched int    `json:"chunks_mismatched"`
+	Identical  bool   `json:"identical"`
+	// Problem is set when the table could not be compared row by row: it
+	// exists on one side only.
+	Problems        []string         `json:"problems,omitempty"`
+	Differences     map[string]int64 `json:"differences,omitempty"` // by kind
+	Rows            []RowDiff        `json:"rows,omitempty"`
+	RowsNotListed   int64            `json:"rows_not_listed,omitempty"`
+	SecondsChecking float64          `json:"seconds"`
+}
+
+// SequenceResult is one sequence's position on both sides.
+type SequenceResult struct {
+	Sequence string `json:"sequence"`
+	Source   *int64 `json:"source"`
+	Target   *int64 `json:"target"`
+	Behind   bool   `json:"behind"`
+	Problem  string `json:"problem,omitempty"`
+}
+
+// Different reports whether anything differs.
+func (r *Report) Different() bool {
+	return r.TablesDifferent > 0 || r.SequencesBehind > 0
+}
+
+func (r *Report) verdict() string {
+	if r.Different() {
+		return "DIFFERENCES FOUND"
+	}
+	return "IDENTICAL"
+}
+
+// WriteJSON writes the report as one JSON document.
+func (r *Report) WriteJSON(w io.Writer) error {
+	r.Seconds = r.Duration.Seconds()
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	return e.Encode(r)
+}
+
+func seqValue(v *int64) string {
+	if v == nil {
+		return "never used"
+	}
+	return fmt.Sprint(*v)
+}
+
+func (d RowDiff) describe() string {
+	switch {
+	case d.Row != "":
+		s := fmt.Sprintf("%-18s %s", d.Kind, d.Row)
+		if d.Count > 1 {
+			s += fmt.Sprintf("  (×%d)", d.Count)
+		}
+		return s
+	case d.Kind == Different:
+		return fmt.Sprintf("%-18s %s  columns: %s", d.Kind, d.Key, strings.Join(d.Columns, ", "))
+	default:
+		return fmt.Sprintf("%-18s %s", d.Kind, d.Key)
+	}
+}
+
+// WriteText writes the summary a person reads in five seconds, then the
+// details.
+func (r *Report) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "replicator verify: %s\n", r.verdict())
+	fmt.Fprintf(&b, "  tables:    %d checked, %d identical, %d different\n", r.TablesChecked, r.TablesIdentical, r.TablesDifferent)
+	fmt.Fprintf(&b, "  rows:      %s on source, %s on target, %s differing\n", num(r.SourceRows), num(r.TargetRows), num(r.RowsDiffering))
+	fmt.Fprintf(&b, "  sequences: %d checked, %d behind on target\n", len(r.Sequences), r.SequencesBehind)
+	fmt.Fprintf(&b, "  time:      %s\n", r.Duration.Round(time.Millisecond))
+	fmt.Fprintf(&b, "  source:    %s\n  target:    %s\n", r.Source, r.Target)
+	if r.Consistent != "" {
+		fmt.Fprintf(&b, "  stream:    %s\n", r.Consistent)
+	}
+	if r.Different() {
+		b.WriteString("\nDifferences:\n")
+		for _, t := range r.Tables {
+			if t.Identical {
+				continue
+			}
+			fmt.Fprintf(&b, "  %s  (%s rows on source, %s on target)\n", t.Table, num(t.SourceRows), num(t.TargetRows))
+			for _, p := range t.Problems {
+				fmt.Fprintf(&b, "    %s\n", p)
+			}
+			for _, d := range t.Rows {
+				fmt.Fprintf(&b, "    %s\n", d.describe())
+			}
+			if t.RowsNotListed > 0 {
+				fmt.Fprintf(&b, "    ... and %s more differing rows\n", num(t.RowsNotListed))
+			}
+		}
+		for _, s := range r.Sequences {
+			if s.Behind {
+				fmt.Fprintf(&b, "  sequence %s: source %s, target %s", s.Sequence, seqValue(s.Source), seqValue(s.Target))
+				if s.Problem != "" {
+					fmt.Fprintf(&b, " (%s)", s.Problem)
+				}
+				b.WriteString("\n")
+			}
+		}
+	}
+	b.WriteString("\nTables:\n")
+	for _, t := range r.Tables {
+		verdict := "identical"
+		if !t.Identical {
+			verdict = "DIFFERENT"
+		}
+		fmt.Fprintf(&b, "  %-9s %-40s %13s rows  %-12s %d chunks, %d mismatched, %.1fs\n",
+			verdict, t.Table, num(t.SourceRows), t.Mode, t.Chunks, t.Mismatched, t.SecondsChecking)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// mdEscape keeps table cells intact.
+func mdEscape(s string) string {
+	return strings.NewReplacer("|", `\|`, "\n", " ", "`", "'").Replace(s)
+}
+
+// WriteMarkdown writes the report for a change ticket.
+func (r *Report) WriteMarkdown(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Data verification: %s\n\n", r.verdict())
+	fmt.Fprintf(&b, "| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| Source | `%s` |\n| Target | `%s` |\n", mdEscape(r.Source), mdEscape(r.Target))
+	fmt.Fprintf(&b, "| Started | %s |\n| Time taken | %s |\n", r.StartedAt.UTC().Format(time.RFC3339), r.Duration.Round(time.Millisecond))
+	fmt.Fprintf(&b, "| Tables | %d checked, %d identical, %d different |\n", r.TablesChecked, r.TablesIdentical, r.TablesDifferent)
+	fmt.Fprintf(&b, "| Rows | %d on source, %d on target, %d differing |\n", r.SourceRows, r.TargetRows, r.RowsDiffering)
+	fmt.Fprintf(&b, "| Sequences | %d checked, %d behind on target |\n", len(r.Sequences), r.SequencesBehind)
+	if r.Consistent != "" {
+		fmt.Fprintf(&b, "| Stream | %s |\n", mdEscape(r.Consistent))
+	}
+	if r.Different() {
+		b.WriteString("\n### Differences\n\n| Table | Difference | Row |\n|---|---|---|\n")
+		for _, t := range r.Tables {
+			for _, p := range t.Problems {
+				fmt.Fprintf(&b, "| `%s` | %s | |\n", mdEscape(t.Table), mdEscape(p))
+			}
+			for _, d := range t.Rows {
+				what, row := d.Kind, d.Key
+				if d.Row != "" {
+					row = d.Row
+					if d.Count > 1 {
+						what += fmt.Sprintf(" (×%d)", d.Count)
+					}
+				}
+				if d.Kind == Different {
+					what += ": " + strings.Join(d.Columns, ", ")
+				}
+				fmt.Fprintf(&b, "| `%s` | %s | `%s` |\n", mdEscape(t.Table), mdEscape(what), mdEscape(row))
+			}
+			if t.RowsNotListed > 0 {
+				fmt.Fprintf(&b, "| `%s` | %d more differing rows | |\n", mdEscape(t.Table), t.RowsNotListed)
+			}
+		}
+		for _, s := range r.Sequences {
+			if s.Behind {
+				fmt.Fprintf(&b, "| `%s` | sequence behind: source %s, target %s | |\n", mdEscape(s.Sequence), seqValue(s.Source), seqValue(s.Target))
+			}
+		}
+	}
+	b.WriteString("\n### Tables\n\n| Table | Result | Source rows | Target rows | Mode | Chunks mismatched |\n|---|---|---:|---:|---|---:|\n")
+	for _, t := range r.Tables {
+		verdict := "identical"
+		if !t.Identical {
+			verdict = "**different**"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %d | %d | %s | %d of %d |\n", mdEscape(t.Table), verdict, t.SourceRows, t.TargetRows, t.Mode, t.Mismatched, t.Chunks)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// num writes a count with thousands separators: 5,000,000.
+func num(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if neg {
+		s = "-" + s
+	}
+	return s
+}
