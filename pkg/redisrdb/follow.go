@@ -1,0 +1,307 @@
+package redisrdb
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
+)
+
+// Following the replication stream: a reader goroutine parses commands
+// into a bounded queue (the relay); the applier sends them in order, in
+// pipelines, on one target connection (SELECT and MULTI are connection
+// state), and acknowledges to the source once a second only the offset
+// applied outside a transaction, which is also where a reconnect resumes.
+
+type replCmd struct {
+	args [][]byte
+	end  int64 // source replication offset just after this command
+	size int64 // bytes held in the relay
+}
+
+// The relay between reading and applying holds at most this many
+// commands and bytes; when full, reading waits (and the source buffers).
+const (
+	relayCommands = 4096
+	relayBytes    = 64 << 20
+)
+
+type follower struct {
+	cfg SyncConfig
+	w   *Writer
+	log *zap.Logger
+	m   *Metrics
+
+	replid   string
+	received atomic.Int64
+	applied  int64 // offset after the last applied command
+	safe     int64 // applied offset outside MULTI: acked and resumed from
+	inMulti  bool
+	db       int
+
+	target  *redis.Conn
+	client  *redis.Client
+	release func(replCmd) // returns a command's bytes to the relay budget
+}
+
+func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, log *zap.Logger, m *Metrics) error {
+	f := &follower{cfg: cfg, w: w, log: log, m: m, replid: rc.replid, applied: rc.offset, safe: rc.offset}
+	f.received.Store(rc.offset)
+	m.FollowOffset.Set(float64(rc.offset))
+	defer f.closeTarget()
+	log.Info("following the source's replication stream", zap.String("replid", rc.replid), zap.Int64("offset", rc.offset))
+	backoff := time.Second
+	for {
+		err := f.stream(ctx, rc)
+		rc.Close()
+		if ctx.Err() != nil {
+			log.Info("follow stopped", zap.Int64("applied_offset", f.safe))
+			return nil
+		}
+		var te *targetError
+		if errors.As(err, &te) {
+			return te.err
+		}
+		f.m.Reconnects.Inc()
+		log.Warn("replication link to the source dropped; reconnecting", zap.Error(err), zap.Duration("backoff", backoff))
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			rc, err = f.reconnect(ctx)
+			if err == nil {
+				backoff = time.Second
+				break
+			}
+			var te *targetError
+			if errors.As(err, &te) {
+				return te.err
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Warn("reconnect to the source failed", zap.Error(err))
+		}
+	}
+}
+
+// reconnect resumes with PSYNC <replid> <offset+1>; when the source no
+// longer has that part of its backlog it answers FULLRESYNC, and the target
+// is flushed and loaded again (keys deleted meanwhile would otherwise stay).
+func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
+	rc, err := dialSource(ctx, f.cfg.Source)
+	if err != nil {
+		return nil, err
+	}
+	f.closeTarget() // a half-open MULTI dies with the old connection
+	f.inMulti = false
+	full, err := rc.handshake(f.replid, f.safe+1)
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	if !full {
+		f.log.Info("replication resumed from the source's backlog", zap.Int64("offset", f.safe))
+		f.applied = f.safe
+		f.received.Store(f.safe)
+		return rc, nil
+	}
+	f.log.Warn("source cannot resume from our offset (backlog too short or replication id changed): full resynchronisation; flushing the target and loading the snapshot again",
+		zap.Int64("offset", f.safe), zap.String("new_replid", rc.replid))
+	if err := f.w.Do(ctx, 0, "FLUSHALL"); err != nil {
+		rc.Close()
+		return nil, &targetError{fmt.Errorf("target: FLUSHALL before the full resynchronisation: %w", err)}
+	}
+	r, drain, err := rc.rdb()
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	if _, err := Load(ctx, NewDecoder(r, f.cfg.Decoder), f.w, f.cfg.BigKeyBytes, f.log); err != nil {
+		rc.Close()
+		return nil, err
+	}
+	if err := drain(); err != nil {
+		rc.Close()
+		return nil, err
+	}
+	if err := f.w.Flush(); err != nil {
+		rc.Close()
+		return nil, &targetError{err}
+	}
+	f.replid, f.applied, f.safe = rc.replid, rc.offset, rc.offset
+	f.received.Store(rc.offset)
+	f.m.FollowOffset.Set(float64(rc.offset))
+	return rc, nil
+}
+
+type targetError struct{ err error }
+
+func (e *targetError) Error() string { return e.err.Error() }
+func (e *targetError) Unwrap() error { return e.err }
+
+func (f *follower) closeTarget() {
+	if f.target != nil {
+		f.target.Close()
+		f.client.Close()
+		f.target, f.client = nil, nil
+	}
+}
+
+func (f *follower) targetConn(ctx context.Context) (*redis.Conn, error) {
+	if f.target == nil {
+		f.client = f.w.client(0, 1)
+		f.target = f.client.Conn()
+		if err := f.target.Do(ctx, "SELECT", f.db).Err(); err != nil {
+			return nil, &targetError{fmt.Errorf("target: SELECT %d: %w", f.db, err)}
+		}
+	}
+	return f.target, nil
+}
+
+// stream applies the command stream of rc until it fails or ctx ends.
+func (f *follower) stream(ctx context.Context, rc *replConn) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmds := make(chan replCmd, relayCommands)
+	readErr := make(chan error, 1)
+	held := semaphore.NewWeighted(relayBytes)
+	f.release = func(c replCmd) { held.Release(c.size) }
+	go func() {
+		off := f.received.Load()
+		for {
+			args, n, err := rc.readCommand()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			off += n
+			f.received.Store(off)
+			size := min(n, relayBytes)
+			if err := held.Acquire(ctx, size); err != nil {
+				return
+			}
+			select {
+			case cmds <- replCmd{args: args, end: off, size: size}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	context.AfterFunc(ctx, func() { rc.Close() })
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	ticks := 0
+	batch := make([]replCmd, 0, 256)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-readErr:
+			// Apply what was read before the link dropped.
+			for len(cmds) > 0 {
+				if err := f.apply(ctx, []replCmd{<-cmds}); err != nil {
+					return err
+				}
+			}
+			return fmt.Errorf("source %s: %w", rc.addr, err)
+		case <-tick.C:
+			if err := rc.send("REPLCONF", "ACK", strconv.FormatInt(f.safe, 10)); err != nil {
+				return fmt.Errorf("source %s: REPLCONF ACK: %w", rc.addr, err)
+			}
+			lag := f.received.Load() - f.applied
+			f.m.FollowLagBytes.Set(float64(lag))
+			if ticks++; ticks%30 == 0 {
+				f.log.Info("following", zap.Int64("applied_offset", f.safe), zap.Int64("lag_bytes", lag))
+			}
+		case c := <-cmds:
+			batch = append(batch[:0], c)
+		more:
+			for len(batch) < cap(batch) {
+				select {
+				case c := <-cmds:
+					batch = append(batch, c)
+				default:
+					break more
+				}
+			}
+			if err := f.apply(ctx, batch); err != nil {
+				return err
+			}
+			f.m.FollowLagBytes.Set(float64(f.received.Load() - f.applied))
+			f.m.FollowOffset.Set(float64(f.safe))
+		}
+	}
+}
+
+func (f *follower) apply(ctx context.Context, batch []replCmd) error {
+	conn, err := f.targetConn(ctx)
+	if err != nil {
+		return err
+	}
+	pipe := conn.Pipeline()
+	type sent struct {
+		cmd *redis.Cmd
+		src replCmd
+	}
+	var all []sent
+	var bytesOut int64
+	for _, c := range batch {
+		if len(c.args) == 0 {
+			continue
+		}
+		name := string(bytes.ToUpper(c.args[0]))
+		switch name {
+		case "PING", "REPLCONF":
+			continue // replication keepalives, not data
+		case "SELECT":
+			if n, err := strconv.Atoi(string(c.args[1])); err == nil && len(c.args) == 2 {
+				f.db = n
+			}
+		}
+		args := make([]any, len(c.args))
+		for i, a := range c.args {
+			args[i] = a
+			bytesOut += int64(len(a))
+		}
+		all = append(all, sent{cmd: pipe.Do(ctx, args...), src: c})
+	}
+	if len(all) > 0 {
+		pipe.Exec(ctx)
+	}
+	for _, s := range all {
+		if err := s.cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return &targetError{fmt.Errorf("target: applying %s from the source at offset %d: %w", bytes.ToUpper(s.src.args[0]), s.src.end, err)}
+		}
+	}
+	f.m.BytesImported.Add(float64(bytesOut))
+	for _, c := range batch {
+		f.release(c)
+		if len(c.args) > 0 {
+			switch string(bytes.ToUpper(c.args[0])) {
+			case "MULTI":
+				f.inMulti = true
+			case "EXEC", "DISCARD":
+				f.inMulti = false
+			}
+		}
+		f.applied = c.end
+		if !f.inMulti {
+			f.safe = c.end
+		}
+	}
+	return nil
+}

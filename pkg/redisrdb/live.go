@@ -1,0 +1,83 @@
+package redisrdb
+
+import (
+	"context"
+	"errors"
+
+	"go.uber.org/zap"
+)
+
+// syncLive copies a live source: by PSYNC (as a replica) when the mode
+// allows and the source accepts it, else by SCAN + DUMP + PTTL.
+func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger, m *Metrics) (LoadStats, error) {
+	if cfg.Mode == "auto" || cfg.Mode == "psync" {
+		rc, st, err := psyncSnapshot(ctx, cfg, w, log)
+		if err == nil {
+			if !cfg.Follow {
+				rc.Close()
+				return st, nil
+			}
+			return st, followPSYNC(ctx, cfg, w, rc, log, m)
+		}
+		// A refusal, or an RDB newer than this decoder (checked in the
+		// header, before any key is written), can still be copied by SCAN.
+		if cfg.Mode == "psync" || !errors.Is(err, ErrPSYNCRefused) && !errors.Is(err, ErrVersion) {
+			return st, err
+		}
+		log.Warn("cannot copy the source by replication; falling back to SCAN + DUMP + PTTL (a copy that is not point-in-time; follow by keyspace notifications is best-effort)",
+			zap.String("reason", err.Error()))
+	}
+	st, err := scanSnapshot(ctx, cfg, w, log)
+	if err != nil || !cfg.Follow {
+		return st, err
+	}
+	return st, followKeyspace(ctx, cfg, w, log, m)
+}
+
+// psyncSnapshot connects as a replica, asks for a full sync and loads the
+// RDB it receives. The returned connection is positioned at the start of
+// the command stream.
+func psyncSnapshot(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (*replConn, LoadStats, error) {
+	rc, err := dialSource(ctx, cfg.Source)
+	if err != nil {
+		return nil, LoadStats{}, err
+	}
+	st, err := fullSync(ctx, cfg, w, rc, "?", -1, log)
+	if err != nil {
+		rc.Close()
+		return nil, st, err
+	}
+	return rc, st, nil
+}
+
+// fullSync runs the handshake asking for (replid, offset) and loads the
+// RDB when the source answers FULLRESYNC.
+func fullSync(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, replid string, offset int64, log *zap.Logger) (LoadStats, error) {
+	full, err := rc.handshake(replid, offset)
+	if err != nil {
+		return LoadStats{}, err
+	}
+	if !full {
+		return LoadStats{}, nil
+	}
+	log.Info("source accepted full resynchronisation; loading its RDB", zap.String("replid", rc.replid), zap.Int64("offset", rc.offset))
+	stop := context.AfterFunc(ctx, func() { rc.Close() })
+	defer stop()
+	r, drain, err := rc.rdb()
+	if err != nil {
+		return LoadStats{}, err
+	}
+	d := NewDecoder(r, cfg.Decoder)
+	st, err := Load(ctx, d, w, cfg.BigKeyBytes, log)
+	if err != nil {
+		return st, transferError(rc.addr, err)
+	}
+	if err := drain(); err != nil {
+		return st, transferError(rc.addr, err)
+	}
+	if err := w.Flush(); err != nil {
+		return st, err
+	}
+	logStats(log, "snapshot from PSYNC imported", st)
+	return st, nil
+}

@@ -1,0 +1,255 @@
+package redisrdb
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// LoadStats counts what a load did.
+type LoadStats struct {
+	Keys           int64 // keys written
+	Restored       int64 // of which by RESTORE
+	Native         int64 // of which by native commands
+	SkippedExpired int64
+	SkippedEmpty   int64
+	Functions      int64
+	Bytes          int64 // RDB bytes read
+}
+
+// loader drives a Decoder into a Writer. For each key it decides between
+// RESTORE of the raw value bytes (when the target reads that encoding and
+// the value fits in BigKeyBytes) and native commands in pieces.
+type loader struct {
+	w           *Writer
+	log         *zap.Logger
+	bigKeyBytes int64
+	now         func() int64
+	stats       LoadStats
+
+	// current key
+	skip       bool
+	native     bool
+	restorable bool
+	db         int
+	key        []byte
+	expireAt   int64
+	nb         nativeBuilder
+	pending    []Event // copies of the key's events while RESTORE is still possible
+	pendBytes  int64
+	// rawComplete: the whole value is already captured (a string, or a
+	// single compact blob), so RESTORE is certain and nothing is kept.
+	rawComplete bool
+}
+
+// Load decodes d to the end and writes every key to w. It returns when
+// everything is decoded and queued; call w.Flush to wait for the writes.
+func Load(ctx context.Context, d *Decoder, w *Writer, bigKeyBytes int64, log *zap.Logger) (LoadStats, error) {
+	l := &loader{w: w, log: log, bigKeyBytes: bigKeyBytes, now: func() int64 { return time.Now().UnixMilli() }}
+	l.nb.targetVersion = w.TargetVersion()
+	last := time.Now()
+	for d.Next() {
+		if err := l.event(ctx, d, d.Event()); err != nil {
+			return l.stats, err
+		}
+		if time.Since(last) > 10*time.Second {
+			last = time.Now()
+			log.Info("snapshot progress", zap.Int64("keys", l.stats.Keys), zap.Int64("rdb_bytes", d.Offset()))
+		}
+	}
+	l.stats.Bytes = d.Offset()
+	if err := d.Err(); err != nil {
+		return l.stats, err
+	}
+	return l.stats, nil
+}
+
+func (l *loader) event(ctx context.Context, d *Decoder, ev *Event) error {
+	switch ev.Kind {
+	case KindFunction:
+		l.stats.Functions++
+		if err := l.w.Do(ctx, 0, "FUNCTION", "LOAD", "REPLACE", ev.Value); err != nil {
+			return fmt.Errorf("target: FUNCTION LOAD of a library from the source: %w", err)
+		}
+		return nil
+	case KindModuleAux:
+		l.log.Warn("source has auxiliary data of a Redis module; it is not copied", zap.String("module", ev.Module))
+		return nil
+	case KindKeyStart:
+		return l.start(ctx, d, ev)
+	case KindKeyEnd:
+		return l.end(ctx, ev)
+	case KindAux, KindSelectDB:
+		return nil
+	}
+	// Items and stream events.
+	if l.skip {
+		return nil
+	}
+	if l.native {
+		return l.sendNative(ctx, l.nativeCmds(ev), false)
+	}
+	if ev.Kind == KindItems && singleBlob(ev.Encoding) && d.Capturing() {
+		l.rawComplete, l.pending, l.pendBytes = true, l.pending[:0], 0
+	}
+	if l.rawComplete {
+		return nil
+	}
+	l.pending = append(l.pending, cloneEvent(ev))
+	l.pendBytes += eventBytes(ev)
+	if l.pendBytes > l.bigKeyBytes || !d.Capturing() {
+		return l.goNative(ctx)
+	}
+	return nil
+}
+
+func (l *loader) start(ctx context.Context, d *Decoder, ev *Event) error {
+	l.skip, l.native, l.pending, l.pendBytes, l.rawComplete = false, false, l.pending[:0], 0, false
+	l.db, l.key, l.expireAt = ev.DB, append([]byte(nil), ev.Key...), ev.ExpireAt
+	if ev.ExpireAt != 0 && ev.ExpireAt <= l.now() {
+		// Expired on the source means absent: delete a copy a previous
+		// run may have left on the target.
+		l.skip = true
+		l.stats.SkippedExpired++
+		return l.sendNative(ctx, []command{{"DEL", l.key}}, false)
+	}
+	l.restorable = MinVersion(ev.Encoding) <= l.w.TargetVersion()
+	if l.restorable && ev.Type == TypeString && d.Capturing() {
+		l.rawComplete = true // the value was read with the key
+		return nil
+	}
+	l.pending = append(l.pending, cloneEvent(ev))
+	if !l.restorable || int64(len(ev.Value)) > l.bigKeyBytes {
+		return l.goNative(ctx)
+	}
+	return nil
+}
+
+// singleBlob reports encodings whose whole value is one string read before
+// the first member is emitted.
+func singleBlob(enc byte) bool {
+	switch enc {
+	case TypeByteHashZipmap, TypeByteListZiplist, TypeByteSetIntset, TypeByteZSetZiplist, TypeByteHashZiplist,
+		TypeByteHashListpack, TypeByteZSetListpack, TypeByteSetListpack, TypeByteHashListpackEx, TypeByteHashListpackExPreGA:
+		return true
+	}
+	return false
+}
+
+// goNative switches the current key to native commands, replaying what
+// was held back.
+func (l *loader) goNative(ctx context.Context) error {
+	l.native = true
+	for i := range l.pending {
+		if err := l.sendNative(ctx, l.nativeCmds(&l.pending[i]), false); err != nil {
+			return err
+		}
+	}
+	l.pending, l.pendBytes = l.pending[:0], 0
+	return nil
+}
+
+func (l *loader) nativeCmds(ev *Event) []command {
+	switch ev.Kind {
+	case KindKeyStart:
+		return l.nb.start(ev)
+	case KindItems:
+		return l.nb.items(ev.Items)
+	}
+	return l.nb.stream(ev)
+}
+
+func (l *loader) sendNative(ctx context.Context, cmds []command, done bool) error {
+	if len(cmds) == 0 && !done {
+		return nil
+	}
+	var n int64
+	for _, c := range cmds {
+		n += cmdBytes(c)
+	}
+	return l.w.submit(ctx, &job{db: l.db, key: l.key, cmds: cmds, bytes: n, keyDone: done})
+}
+
+func (l *loader) end(ctx context.Context, ev *Event) error {
+	if l.skip {
+		return nil
+	}
+	if ev.Count == 0 && ev.Type != TypeString && ev.Type != TypeStream {
+		// Redis refuses empty collections (and drops them when loading).
+		l.stats.SkippedEmpty++
+		l.pending = l.pending[:0]
+		return l.sendNative(ctx, []command{{"DEL", l.key}}, false)
+	}
+	l.stats.Keys++
+	if !l.native && ev.Raw != nil {
+		l.stats.Restored++
+		payload := EncodeDump(ev.Raw, l.w.TargetVersion())
+		l.pending = l.pending[:0]
+		return l.w.submit(ctx, &job{db: l.db, key: l.key, restore: true, payload: payload, expireAt: l.expireAt,
+			cmds:  []command{{"RESTORE", l.key, l.expireAt, payload, "ABSTTL", "REPLACE"}},
+			bytes: int64(len(payload)), keyDone: true})
+	}
+	if l.rawComplete {
+		return fmt.Errorf("internal error: value of %q was captured but its bytes are missing", l.key)
+	}
+	l.stats.Native++
+	if !l.native {
+		if err := l.goNative(ctx); err != nil {
+			return err
+		}
+	}
+	return l.sendNative(ctx, l.nb.end(), true)
+}
+
+func cloneEvent(ev *Event) Event {
+	c := *ev
+	c.Key = append([]byte(nil), ev.Key...)
+	c.Value = append([]byte(nil), ev.Value...)
+	c.Raw = nil
+	c.Items = make([]Item, len(ev.Items))
+	for i, it := range ev.Items {
+		it.Member = append([]byte(nil), it.Member...)
+		it.Value = append([]byte(nil), it.Value...)
+		if it.Fields != nil {
+			f := make([][]byte, len(it.Fields))
+			for k, b := range it.Fields {
+				f[k] = append([]byte(nil), b...)
+			}
+			it.Fields = f
+		}
+		c.Items[i] = it
+	}
+	c.Pending = append([]PendingEntry(nil), ev.Pending...)
+	c.IDs = append([]StreamID(nil), ev.IDs...)
+	c.Group.Name = append([]byte(nil), ev.Group.Name...)
+	c.Consumer.Name = append([]byte(nil), ev.Consumer.Name...)
+	return c
+}
+
+func eventBytes(ev *Event) int64 {
+	n := int64(len(ev.Value)) + 32*int64(len(ev.Pending)+len(ev.IDs))
+	for _, it := range ev.Items {
+		n += int64(len(it.Member)+len(it.Value)) + 32
+		for _, f := range it.Fields {
+			n += int64(len(f))
+		}
+	}
+	return n
+}
+
+func cmdBytes(c command) int64 {
+	var n int64
+	for _, a := range c {
+		switch v := a.(type) {
+		case []byte:
+			n += int64(len(v))
+		case string:
+			n += int64(len(v))
+		default:
+			n += 8
+		}
+	}
+	return n
+}

@@ -1,0 +1,170 @@
+package redisrdb
+
+import (
+	"math"
+	"strconv"
+)
+
+// nativeBuilder turns decoded events of one key into ordinary write
+// commands: the path for targets that cannot RESTORE the payload (an RDB
+// version newer than theirs) and for keys too large to send in one piece.
+// Every command is bounded by the decoder's batch size.
+type nativeBuilder struct {
+	targetVersion int // target's RDB version, for command syntax
+
+	typ      Type
+	key      []byte
+	expireAt int64
+	// pending holds the current group's PEL until its consumers arrive:
+	// XCLAIM needs the consumer, delivery time and count together. Bounded
+	// by the PEL size (about 32 bytes an entry), not by the stream size.
+	group    []byte
+	pending  map[StreamID]PendingEntry
+	consumer []byte
+	entries  int64
+	meta     StreamMeta
+}
+
+type command []any
+
+func (n *nativeBuilder) start(ev *Event) []command {
+	n.typ, n.key, n.expireAt = ev.Type, append([]byte(nil), ev.Key...), ev.ExpireAt
+	n.entries, n.pending = 0, nil
+	cmds := []command{{"DEL", n.key}}
+	if ev.Type == TypeString {
+		cmds = append(cmds, command{"SET", n.key, ev.Value})
+	}
+	return cmds
+}
+
+func formatScore(f float64) string {
+	switch {
+	case math.IsInf(f, 1):
+		return "+inf"
+	case math.IsInf(f, -1):
+		return "-inf"
+	}
+	return strconv.FormatFloat(f, 'g', 17, 64)
+}
+
+func (n *nativeBuilder) items(items []Item) []command {
+	if len(items) == 0 {
+		return nil
+	}
+	var cmds []command
+	switch n.typ {
+	case TypeList, TypeSet:
+		c := command{"RPUSH", n.key}
+		if n.typ == TypeSet {
+			c[0] = "SADD"
+		}
+		for _, it := range items {
+			c = append(c, it.Member)
+		}
+		cmds = append(cmds, c)
+	case TypeZSet:
+		c := command{"ZADD", n.key}
+		for _, it := range items {
+			c = append(c, formatScore(it.Score), it.Member)
+		}
+		cmds = append(cmds, c)
+	case TypeHash:
+		c := command{"HSET", n.key}
+		for _, it := range items {
+			c = append(c, it.Member, it.Value)
+		}
+		cmds = append(cmds, c)
+		for _, it := range items {
+			if it.ExpireAt != 0 {
+				cmds = append(cmds, command{"HPEXPIREAT", n.key, it.ExpireAt, "FIELDS", 1, it.Member})
+			}
+		}
+	case TypeStream:
+		for _, it := range items {
+			c := command{"XADD", n.key, it.ID.String()}
+			for _, f := range it.Fields {
+				c = append(c, f)
+			}
+			cmds = append(cmds, c)
+			n.entries++
+		}
+	}
+	return cmds
+}
+
+func (n *nativeBuilder) stream(ev *Event) []command {
+	var cmds []command
+	switch ev.Kind {
+	case KindStreamMeta:
+		n.meta = ev.Stream
+		if n.entries == 0 && (ev.Stream.LastID != StreamID{}) {
+			// An empty stream (every entry deleted) still exists in Redis:
+			// add one entry with the last ID and trim it away at once.
+			cmds = append(cmds, command{"XADD", n.key, "MAXLEN", "0", ev.Stream.LastID.String(), "x", "x"})
+		}
+		c := command{"XSETID", n.key, ev.Stream.LastID.String()}
+		if n.targetVersion >= 10 && ev.Stream.HasV2 {
+			c = append(c, "ENTRIESADDED", ev.Stream.EntriesAdded, "MAXDELETEDID", ev.Stream.MaxDeletedID.String())
+		}
+		if n.entries > 0 || (ev.Stream.LastID != StreamID{}) {
+			cmds = append(cmds, c)
+		}
+	case KindStreamGroup:
+		n.group = append([]byte(nil), ev.Group.Name...)
+		n.pending = map[StreamID]PendingEntry{}
+		c := command{"XGROUP", "CREATE", n.key, n.group, ev.Group.LastID.String(), "MKSTREAM"}
+		// An entries-read of -1 (stored as the largest uint64) means unknown.
+		if n.targetVersion >= 10 && ev.Group.HasV2 && ev.Group.EntriesRead <= math.MaxInt64 {
+			c = append(c, "ENTRIESREAD", ev.Group.EntriesRead)
+		}
+		cmds = append(cmds, c)
+	case KindStreamPending:
+		for _, p := range ev.Pending {
+			n.pending[p.ID] = p
+		}
+	case KindStreamConsumer:
+		n.consumer = append([]byte(nil), ev.Consumer.Name...)
+		cmds = append(cmds, command{"XGROUP", "CREATECONSUMER", n.key, n.group, n.consumer})
+	case KindStreamConsumerPending:
+		for _, id := range ev.IDs {
+			p := n.pending[id]
+			cmds = append(cmds, command{"XCLAIM", n.key, n.group, n.consumer, "0", id.String(),
+				"TIME", p.DeliveryTime, "RETRYCOUNT", p.DeliveryCount, "FORCE", "JUSTID"})
+		}
+	}
+	return cmds
+}
+
+func (n *nativeBuilder) end() []command {
+	n.pending = nil
+	if n.expireAt != 0 {
+		return []command{{"PEXPIREAT", n.key, n.expireAt}}
+	}
+	return nil
+}
+
+// nativeFromDump decodes a DUMP payload and returns the native commands
+// that recreate it (used when the target refuses a RESTORE).
+func nativeFromDump(key []byte, expireAt int64, payload []byte, targetVersion int) ([]command, error) {
+	d, err := NewDumpDecoder(key, payload, Options{})
+	if err != nil {
+		return nil, err
+	}
+	n := &nativeBuilder{targetVersion: targetVersion}
+	var cmds []command
+	for d.Next() {
+		ev := d.Event()
+		switch ev.Kind {
+		case KindKeyStart:
+			ev.ExpireAt = expireAt
+			cmds = append(cmds, n.start(ev)...)
+		case KindItems:
+			cmds = append(cmds, n.items(ev.Items)...)
+		case KindKeyEnd:
+			cmds = append(cmds, n.end()...)
+		default:
+			cmds = append(cmds, n.stream(ev)...)
+		}
+	}
+	return cmds, d.Err()
+}

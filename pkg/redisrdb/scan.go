@@ -1,0 +1,370 @@
+package redisrdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// The SCAN source, for sources that refuse PSYNC: every database is
+// scanned, and each key read with DUMP and PTTL in pipelines. The copy is
+// not point-in-time (keys change while the scan runs). A key whose MEMORY
+// USAGE exceeds BigKeyBytes is not DUMPed (DUMP returns it whole) but read
+// in pages (LRANGE, SSCAN, HSCAN, ZSCAN, GETRANGE) and written with native
+// commands in pieces; streams are always DUMPed.
+
+const scanBatch = 500
+
+func sourceDBs(ctx context.Context, c *redis.Client) ([]int, error) {
+	info, err := c.Info(ctx, "keyspace").Result()
+	if err != nil {
+		return nil, err
+	}
+	var dbs []int
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "db"); ok {
+			if i := strings.IndexByte(rest, ':'); i > 0 {
+				if n, err := strconv.Atoi(rest[:i]); err == nil {
+					dbs = append(dbs, n)
+				}
+			}
+		}
+	}
+	return dbs, nil
+}
+
+func (cfg SyncConfig) sourceClient(db int) *redis.Client {
+	o := *cfg.Source
+	o.DB = db
+	o.PoolSize = 2
+	return redis.NewClient(&o)
+}
+
+func scanSnapshot(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (LoadStats, error) {
+	var st LoadStats
+	c0 := cfg.sourceClient(0)
+	defer c0.Close()
+	dbs, err := sourceDBs(ctx, c0)
+	if err != nil {
+		return st, fmt.Errorf("source %s: INFO keyspace: %w", cfg.Source.Addr, err)
+	}
+	if err := copyFunctions(ctx, c0, w, log); err != nil {
+		return st, err
+	}
+	log.Info("copying the source by SCAN + DUMP + PTTL", zap.Ints("databases", dbs))
+	for _, db := range dbs {
+		c := cfg.sourceClient(db)
+		var cursor uint64
+		for {
+			keys, next, err := c.Scan(ctx, cursor, "", scanBatch).Result()
+			if err != nil {
+				c.Close()
+				return st, fmt.Errorf("source db %d: SCAN: %w", db, err)
+			}
+			if err := copyKeys(ctx, c, w, db, keys, cfg.BigKeyBytes, &st); err != nil {
+				c.Close()
+				return st, err
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
+		}
+		c.Close()
+	}
+	if err := w.Flush(); err != nil {
+		return st, err
+	}
+	logStats(log, "snapshot by SCAN imported", st)
+	return st, nil
+}
+
+func copyFunctions(ctx context.Context, c *redis.Client, w *Writer, log *zap.Logger) error {
+	payload, err := c.Do(ctx, "FUNCTION", "DUMP").Text()
+	if err != nil {
+		if !errors.Is(err, redis.Nil) {
+			log.Info("source functions not copied (FUNCTION DUMP unavailable)", zap.Error(err))
+		}
+		return nil
+	}
+	if err := w.Do(ctx, 0, "FUNCTION", "RESTORE", payload, "REPLACE"); err != nil {
+		return fmt.Errorf("target: FUNCTION RESTORE of the source's functions: %w", err)
+	}
+	return nil
+}
+
+// copyKeys reads keys with DUMP and PTTL and queues their writes.
+func copyKeys(ctx context.Context, c *redis.Client, w *Writer, db int, keys []string, bigKeyBytes int64, st *LoadStats) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	// Sizes first, so a huge value is never DUMPed whole. MEMORY USAGE may
+	// be refused by a managed source; then every key is DUMPed.
+	big := map[string]string{}
+	if bigKeyBytes > 0 {
+		pipe := c.Pipeline()
+		sizes := make([]*redis.IntCmd, len(keys))
+		types := make([]*redis.StatusCmd, len(keys))
+		for i, k := range keys {
+			sizes[i] = pipe.MemoryUsage(ctx, k)
+			types[i] = pipe.Type(ctx, k)
+		}
+		pipe.Exec(ctx)
+		for i, k := range keys {
+			if n, err := sizes[i].Result(); err == nil && n > bigKeyBytes && types[i].Val() != "stream" && types[i].Val() != "none" {
+				big[k] = types[i].Val()
+			}
+		}
+	}
+	for k, typ := range big {
+		copied, err := copyBigKey(ctx, c, w, db, k, typ)
+		if err != nil {
+			return err
+		}
+		if copied {
+			st.Keys++
+			st.Native++
+		}
+	}
+	pipe := c.Pipeline()
+	dumps := make([]*redis.StringCmd, len(keys))
+	ttls := make([]*redis.DurationCmd, len(keys))
+	for i, k := range keys {
+		if big[k] != "" {
+			continue
+		}
+		dumps[i] = pipe.Dump(ctx, k)
+		ttls[i] = pipe.PTTL(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("source db %d: DUMP/PTTL: %w", db, err)
+	}
+	now := time.Now().UnixMilli()
+	for i, k := range keys {
+		if dumps[i] == nil {
+			continue
+		}
+		payload, err := dumps[i].Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue // deleted since SCAN saw it
+		}
+		if err != nil {
+			return fmt.Errorf("source db %d key %q: DUMP: %w", db, printable([]byte(k)), err)
+		}
+		var expireAt int64
+		if d := ttls[i].Val(); d > 0 {
+			expireAt = now + d.Milliseconds()
+		} else if d == -2 {
+			continue
+		}
+		if err := restorePayload(ctx, w, db, []byte(k), payload, expireAt); err != nil {
+			return err
+		}
+		st.Keys++
+	}
+	return nil
+}
+
+// restorePayload writes a DUMP payload taken from the source: unchanged
+// when the target reads its version, re-stamped with the target's version
+// when only the version number is newer than the encoding needs, and as
+// native commands when the target does not know the encoding.
+func restorePayload(ctx context.Context, w *Writer, db int, key, payload []byte, expireAt int64) error {
+	ver, err := DumpVersion(payload)
+	if err != nil {
+		return fmt.Errorf("source db %d key %q: %w", db, printable(key), err)
+	}
+	tv := w.TargetVersion()
+	if ver > tv {
+		if MinVersion(payload[0]) <= tv {
+			payload = EncodeDump(payload[:len(payload)-10], tv)
+		} else {
+			cmds, err := nativeFromDump(key, expireAt, payload, tv)
+			if err != nil {
+				return fmt.Errorf("source db %d: %w", db, err)
+			}
+			var n int64
+			for _, c := range cmds {
+				n += cmdBytes(c)
+			}
+			return w.submit(ctx, &job{db: db, key: key, cmds: cmds, bytes: n, keyDone: true})
+		}
+	}
+	return w.submit(ctx, &job{db: db, key: key, restore: true, payload: payload, expireAt: expireAt,
+		cmds:  []command{{"RESTORE", key, expireAt, payload, "ABSTTL", "REPLACE"}},
+		bytes: int64(len(payload)), keyDone: true})
+}
+
+// followKeyspace follows a SCAN-mode source through keyspace
+// notifications: each key named in an event is copied again (or deleted).
+// Best-effort: notifications are fire-and-forget, so events lost while
+// disconnected are lost; run `redis verify` before cutover.
+func followKeyspace(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger, m *Metrics) error {
+	c := cfg.sourceClient(0)
+	defer c.Close()
+	prev, _ := c.ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err := c.ConfigSet(ctx, "notify-keyspace-events", "KA").Err(); err != nil {
+		log.Warn("cannot enable keyspace notifications on the source (CONFIG SET refused); set notify-keyspace-events to KA through your provider, or events will not arrive", zap.Error(err))
+	} else {
+		log.Info("enabled keyspace notifications on the source (notify-keyspace-events KA)", zap.String("previous", prev["notify-keyspace-events"]))
+	}
+	log.Warn("following by keyspace notifications: best-effort, events during a disconnect are lost; verify before cutover")
+	sub := c.PSubscribe(ctx, "__keyspace@*__:*")
+	defer sub.Close()
+	ch := sub.Channel()
+	clients := map[int]*redis.Client{}
+	defer func() {
+		for _, cl := range clients {
+			cl.Close()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case msg, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			rest, ok := strings.CutPrefix(msg.Channel, "__keyspace@")
+			if !ok {
+				continue
+			}
+			i := strings.Index(rest, "__:")
+			if i < 0 {
+				continue
+			}
+			db, err := strconv.Atoi(rest[:i])
+			if err != nil {
+				continue
+			}
+			key := rest[i+3:]
+			cl := clients[db]
+			if cl == nil {
+				cl = cfg.sourceClient(db)
+				clients[db] = cl
+			}
+			var st LoadStats
+			if err := copyKeys(ctx, cl, w, db, []string{key}, cfg.BigKeyBytes, &st); err != nil {
+				return err
+			}
+			if st.Keys == 0 { // gone on the source
+				if err := w.submit(ctx, &job{db: db, key: []byte(key), cmds: []command{{"DEL", key}}, bytes: int64(len(key))}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// copyBigKey copies one large key page by page with native commands. It
+// reports false when the key vanished before it could be read.
+func copyBigKey(ctx context.Context, c *redis.Client, w *Writer, db int, key, typ string) (bool, error) {
+	k := []byte(key)
+	send := func(cmds ...command) error {
+		var n int64
+		for _, cmd := range cmds {
+			n += cmdBytes(cmd)
+		}
+		return w.submit(ctx, &job{db: db, key: k, cmds: cmds, bytes: n})
+	}
+	fail := func(err error) (bool, error) {
+		return false, fmt.Errorf("source db %d key %q (%s, copied in pieces): %w", db, printable(k), typ, err)
+	}
+	ttl, err := c.PTTL(ctx, key).Result()
+	if err != nil {
+		return fail(err)
+	}
+	if ttl == -2 {
+		return false, nil
+	}
+	if err := send(command{"DEL", k}); err != nil {
+		return false, err
+	}
+	const chunk = 1 << 20
+	switch typ {
+	case "string":
+		for off := int64(0); ; off += chunk {
+			s, err := c.GetRange(ctx, key, off, off+chunk-1).Result()
+			if err != nil {
+				return fail(err)
+			}
+			if s != "" {
+				if err := send(command{"APPEND", k, s}); err != nil {
+					return false, err
+				}
+			}
+			if len(s) < chunk {
+				break
+			}
+		}
+	case "list":
+		for start := int64(0); ; start += scanBatch {
+			vs, err := c.LRange(ctx, key, start, start+scanBatch-1).Result()
+			if err != nil {
+				return fail(err)
+			}
+			if len(vs) > 0 {
+				cmd := command{"RPUSH", k}
+				for _, v := range vs {
+					cmd = append(cmd, v)
+				}
+				if err := send(cmd); err != nil {
+					return false, err
+				}
+			}
+			if len(vs) < scanBatch {
+				break
+			}
+		}
+	case "set", "hash", "zset":
+		var cursor uint64
+		for {
+			var vs []string
+			var err error
+			cmd := command{"SADD", k}
+			switch typ {
+			case "set":
+				vs, cursor, err = c.SScan(ctx, key, cursor, "", scanBatch).Result()
+				for _, v := range vs {
+					cmd = append(cmd, v)
+				}
+			case "hash":
+				vs, cursor, err = c.HScan(ctx, key, cursor, "", scanBatch).Result()
+				cmd[0] = "HSET"
+				for _, v := range vs {
+					cmd = append(cmd, v)
+				}
+			default:
+				vs, cursor, err = c.ZScan(ctx, key, cursor, "", scanBatch).Result()
+				cmd[0] = "ZADD"
+				for i := 0; i+1 < len(vs); i += 2 {
+					cmd = append(cmd, vs[i+1], vs[i])
+				}
+			}
+			if err != nil {
+				return fail(err)
+			}
+			if len(cmd) > 2 {
+				if err := send(cmd); err != nil {
+					return false, err
+				}
+			}
+			if cursor == 0 {
+				break
+			}
+		}
+	default:
+		return fail(fmt.Errorf("type %q cannot be copied in pieces", typ))
+	}
+	var last []command
+	if ttl > 0 {
+		last = append(last, command{"PEXPIREAT", k, time.Now().Add(ttl).UnixMilli()})
+	}
+	return true, w.submit(ctx, &job{db: db, key: k, cmds: last, bytes: 1, keyDone: true})
+}

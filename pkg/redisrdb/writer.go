@@ -1,0 +1,373 @@
+package redisrdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
+)
+
+// WriterConfig configures the pipelined writer to the target.
+type WriterConfig struct {
+	// Target is the target server (address, user, password, TLS); its DB
+	// is ignored: each key goes to the database it came from.
+	Target *redis.Options
+	// Connections is how many connections write in parallel. Default 4.
+	Connections int
+	// PipelineCommands is the most commands sent in one round trip.
+	// Default 256.
+	PipelineCommands int
+	// MaxInflightBytes bounds the bytes queued or in flight to the target.
+	// Default 64 MiB.
+	MaxInflightBytes int64
+	// TargetRDBVersion is the newest RDB version the target can RESTORE;
+	// 0 detects it from INFO server.
+	TargetRDBVersion int
+}
+
+// Validate checks the configuration.
+func (c *WriterConfig) Validate() error {
+	if c.Target == nil {
+		return errors.New("redis writer: no target")
+	}
+	if c.Connections < 0 || c.PipelineCommands < 0 || c.MaxInflightBytes < 0 || c.TargetRDBVersion < 0 {
+		return errors.New("redis writer: negative limits")
+	}
+	return nil
+}
+
+func (c WriterConfig) withDefaults() WriterConfig {
+	if c.Connections == 0 {
+		c.Connections = 4
+	}
+	if c.PipelineCommands == 0 {
+		c.PipelineCommands = 256
+	}
+	if c.MaxInflightBytes == 0 {
+		c.MaxInflightBytes = 64 << 20
+	}
+	return c
+}
+
+// job is a unit of work for one key: its commands run in order on one
+// connection. All jobs of a key go to the same connection (routed by key),
+// so the pieces of a large key arrive in order.
+type job struct {
+	db      int
+	key     []byte
+	cmds    []command
+	bytes   int64
+	keyDone bool // the key is complete once this job ran
+
+	// restore marks a RESTORE job; if the target refuses the payload the
+	// worker recreates the key with native commands instead.
+	restore  bool
+	payload  []byte
+	expireAt int64
+}
+
+// Writer writes keys to the target over several pipelined connections.
+type Writer struct {
+	cfg     WriterConfig
+	log     *zap.Logger
+	metrics *Metrics
+	version int
+	info    string
+
+	chans []chan *job
+	sem   *semaphore.Weighted
+	wg    sync.WaitGroup // jobs submitted and not finished
+	done  sync.WaitGroup // workers
+
+	mu       sync.Mutex
+	err      error
+	fallback int64
+	ctx      context.Context
+	cancel   context.CancelFunc
+}
+
+// NewWriter connects to the target and starts the writers.
+func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metrics) (*Writer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	w := &Writer{cfg: cfg, log: log, metrics: m, sem: semaphore.NewWeighted(cfg.MaxInflightBytes)}
+	c := w.client(0, 1)
+	defer c.Close()
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return nil, fmt.Errorf("target Redis %s: %w (check the URL, password and TLS settings)", cfg.Target.Addr, err)
+	}
+	w.info = info
+	w.version = cfg.TargetRDBVersion
+	if w.version == 0 {
+		w.version = RDBVersionOf(info)
+	}
+	w.ctx, w.cancel = context.WithCancel(ctx)
+	for i := 0; i < cfg.Connections; i++ {
+		ch := make(chan *job, 64)
+		w.chans = append(w.chans, ch)
+		w.done.Add(1)
+		go w.worker(ch)
+	}
+	log.Info("target connected", zap.String("addr", cfg.Target.Addr), zap.Int("restore_rdb_version", w.version), zap.Int("connections", cfg.Connections))
+	return w, nil
+}
+
+// TargetVersion is the RDB version payloads are stamped with.
+func (w *Writer) TargetVersion() int { return w.version }
+
+// RDBVersionOf maps INFO server output to the newest RDB version that
+// server loads. Valkey refuses Redis' RDB 12 whatever its own number.
+func RDBVersionOf(info string) int {
+	field := func(name string) string {
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	major, minor := 0, 0
+	if v := field("redis_version"); v != "" {
+		parts := strings.Split(v, ".")
+		major, _ = strconv.Atoi(parts[0])
+		if len(parts) > 1 {
+			minor, _ = strconv.Atoi(parts[1])
+		}
+	}
+	var ver int
+	switch {
+	case major > 7 || major == 7 && minor >= 4:
+		ver = 12
+	case major == 7 && minor >= 2:
+		ver = 11
+	case major == 7:
+		ver = 10
+	case major >= 5:
+		ver = 9
+	case major == 4:
+		ver = 8
+	case major == 3 && minor >= 2:
+		ver = 7
+	default:
+		ver = 6
+	}
+	if field("server_name") == "valkey" || field("valkey_version") != "" {
+		ver = min(ver, 11)
+	}
+	return ver
+}
+
+func (w *Writer) client(db, pool int) *redis.Client {
+	o := *w.cfg.Target
+	o.DB = db
+	o.PoolSize = pool
+	o.MaxRetries = -1 // a write is never retried blindly; errors stop the sync
+	return redis.NewClient(&o)
+}
+
+func (w *Writer) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+		w.cancel()
+	}
+	w.mu.Unlock()
+}
+
+// Err is the first write error.
+func (w *Writer) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// submit queues a job; it blocks while MaxInflightBytes are in flight.
+func (w *Writer) submit(ctx context.Context, j *job) error {
+	if err := w.Err(); err != nil {
+		return err
+	}
+	weight := min(max(j.bytes, 1), w.cfg.MaxInflightBytes)
+	if err := w.sem.Acquire(ctx, weight); err != nil {
+		if e := w.Err(); e != nil {
+			return e
+		}
+		return err
+	}
+	j.bytes = weight
+	h := fnv.New32a()
+	h.Write(j.key)
+	w.wg.Add(1)
+	select {
+	case w.chans[int(h.Sum32())%len(w.chans)] <- j:
+		return nil
+	case <-w.ctx.Done():
+		w.wg.Done()
+		w.sem.Release(weight)
+		if e := w.Err(); e != nil {
+			return e
+		}
+		return w.ctx.Err()
+	}
+}
+
+// Flush waits until every submitted job has run and returns the first error.
+func (w *Writer) Flush() error {
+	w.wg.Wait()
+	return w.Err()
+}
+
+// Close flushes, stops the workers and returns the first error.
+func (w *Writer) Close() error {
+	err := w.Flush()
+	for _, ch := range w.chans {
+		close(ch)
+	}
+	w.done.Wait()
+	w.cancel()
+	return err
+}
+
+func (w *Writer) worker(ch chan *job) {
+	defer w.done.Done()
+	clients := map[int]*redis.Client{}
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	var batch []*job
+	for j := range ch {
+		batch = append(batch[:0], j)
+		n := len(j.cmds)
+	more:
+		for n < w.cfg.PipelineCommands {
+			select {
+			case next, ok := <-ch:
+				if !ok {
+					break more
+				}
+				batch = append(batch, next)
+				n += len(next.cmds)
+			default:
+				break more
+			}
+		}
+		if w.Err() == nil {
+			if err := w.run(clients, batch); err != nil {
+				w.fail(err)
+			}
+		}
+		for _, b := range batch {
+			w.sem.Release(b.bytes)
+			w.wg.Done()
+		}
+	}
+}
+
+// run sends the batch, one pipeline per database.
+func (w *Writer) run(clients map[int]*redis.Client, batch []*job) error {
+	for start := 0; start < len(batch); {
+		db := batch[start].db
+		end := start
+		for end < len(batch) && batch[end].db == db {
+			end++
+		}
+		c := clients[db]
+		if c == nil {
+			c = w.client(db, 1)
+			clients[db] = c
+		}
+		pipe := c.Pipeline()
+		type sent struct {
+			j    *job
+			cmds []*redis.Cmd
+		}
+		var all []sent
+		for _, j := range batch[start:end] {
+			s := sent{j: j}
+			for _, cmd := range j.cmds {
+				s.cmds = append(s.cmds, pipe.Do(w.ctx, cmd...))
+			}
+			all = append(all, s)
+		}
+		pipe.Exec(w.ctx) // errors are read per command below
+		for _, s := range all {
+			for i, cmd := range s.cmds {
+				err := cmd.Err()
+				if err == nil || errors.Is(err, redis.Nil) {
+					continue
+				}
+				if s.j.restore && i == 0 && refusedPayload(err) {
+					if err := w.restoreNatively(c, s.j, err); err != nil {
+						return err
+					}
+					continue
+				}
+				return fmt.Errorf("target db %d key %q: %s: %w", db, printable(s.j.key), cmdName(s.j.cmds[i]), err)
+			}
+			w.metrics.BytesImported.Add(float64(s.j.bytes))
+			if s.j.keyDone {
+				w.metrics.KeysImported.Inc()
+			}
+		}
+		start = end
+	}
+	return nil
+}
+
+func cmdName(c command) string {
+	if len(c) == 0 {
+		return ""
+	}
+	if s, ok := c[0].(string); ok {
+		return s
+	}
+	return "command"
+}
+
+// refusedPayload recognises the target refusing a DUMP payload it cannot
+// read (a newer RDB version, an encoding it does not know).
+func refusedPayload(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "Bad data format") || strings.Contains(s, "payload version or checksum")
+}
+
+func (w *Writer) restoreNatively(c *redis.Client, j *job, cause error) error {
+	cmds, err := nativeFromDump(j.key, j.expireAt, j.payload, w.version)
+	if err != nil {
+		return fmt.Errorf("key %q: target refused RESTORE (%v) and the payload cannot be rewritten: %w", printable(j.key), cause, err)
+	}
+	w.mu.Lock()
+	w.fallback++
+	first := w.fallback == 1
+	w.mu.Unlock()
+	if first {
+		w.log.Warn("target refused a RESTORE payload; recreating such keys with native commands", zap.Error(cause))
+	}
+	for _, cmd := range cmds {
+		if err := c.Do(w.ctx, cmd...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("key %q: %s: %w", printable(j.key), cmdName(cmd), err)
+		}
+	}
+	return nil
+}
+
+// Do runs one command on database db right away, outside the pipelines.
+func (w *Writer) Do(ctx context.Context, db int, args ...any) error {
+	c := w.client(db, 1)
+	defer c.Close()
+	return c.Do(ctx, args...).Err()
+}
