@@ -1,0 +1,109 @@
+package cutover
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Fence methods.
+const (
+	// FenceRevoke revokes write privileges on user tables from the app's
+	// roles: precise, and the replicator's own role keeps working.
+	FenceRevoke = "revoke"
+	// FenceReadOnly sets default_transaction_read_only on the source
+	// database: for apps whose role is the one the replicator uses too. A
+	// session can still switch it off for itself; it stops ordinary apps.
+	FenceReadOnly = "read-only"
+)
+
+// Verify modes.
+const (
+	VerifyFull = "full"
+	VerifyNone = "none"
+)
+
+// Config is one cutover run. Durations of zero mean their default.
+type Config struct {
+	SourceURL string // required
+	TargetURL string // required
+
+	// MaxLag is the apply lag to wait for before fencing. Default 5s.
+	MaxLag time.Duration
+	// Timeout bounds each waiting step (lag, open write transactions after
+	// the fence, the target applying the high-water mark). Default 10m.
+	Timeout time.Duration
+	// PollInterval is how often waiting steps look again. Default 500ms.
+	PollInterval time.Duration
+	// ProgressInterval is how often a waiting step prints a "waiting" line.
+	// Default 2s.
+	ProgressInterval time.Duration
+
+	Fence       bool
+	FenceMethod string // FenceRevoke (default) or FenceReadOnly
+	// AppRoles are the roles to fence. Empty: every role that owns or holds
+	// write privileges on a user table, except the replicator's own login
+	// role.
+	AppRoles []string
+
+	DryRun bool
+	// SequenceMargin is added to each source sequence value (0 or more; the
+	// command's default is 1000).
+	SequenceMargin int64
+	Verify         string // VerifyFull (default) or VerifyNone
+
+	// Route53Zone, RecordName and RedisTarget fill in the switch step;
+	// placeholders are printed when they are empty.
+	Route53Zone string
+	RecordName  string
+	RedisTarget string
+}
+
+// Validate checks the configuration and fills in defaults.
+func (c *Config) Validate() error {
+	if c.SourceURL == "" {
+		return errors.New("cutover: no source URL: pass --source or set REPLICATOR_SOURCE_URL")
+	}
+	if c.TargetURL == "" {
+		return errors.New("cutover: no target URL: pass --target or set REPLICATOR_TARGET_URL")
+	}
+	if c.MaxLag < 0 || c.Timeout < 0 || c.PollInterval < 0 || c.ProgressInterval < 0 {
+		return errors.New("cutover: --max-lag and --timeout must not be negative")
+	}
+	if c.MaxLag == 0 {
+		c.MaxLag = 5 * time.Second
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Minute
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 500 * time.Millisecond
+	}
+	if c.ProgressInterval == 0 {
+		c.ProgressInterval = 2 * time.Second
+	}
+	if c.SequenceMargin < 0 {
+		return fmt.Errorf("cutover: --sequence-margin %d: use 0 or more", c.SequenceMargin)
+	}
+	switch c.FenceMethod {
+	case "":
+		c.FenceMethod = FenceRevoke
+	case FenceRevoke, FenceReadOnly:
+	default:
+		return fmt.Errorf("cutover: --fence-method %q: use revoke or read-only", c.FenceMethod)
+	}
+	switch c.Verify {
+	case "":
+		c.Verify = VerifyFull
+	case VerifyFull, VerifyNone:
+	default:
+		return fmt.Errorf("cutover: --verify %q: use full or none", c.Verify)
+	}
+	for _, r := range c.AppRoles {
+		if strings.TrimSpace(r) == "" {
+			return errors.New("cutover: --app-roles holds an empty name: list role names separated by commas")
+		}
+	}
+	return nil
+}

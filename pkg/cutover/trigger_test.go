@@ -1,0 +1,153 @@
+package cutover
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"replicator/internal/testenv"
+	"replicator/pkg/state"
+	"replicator/pkg/trigger"
+)
+
+// Trigger capture (Heroku sources): the high-water mark is a tick, and the
+// cutover waits for the target to apply its batch. The stream's trigger
+// half is played here by trigger.Capture.Run recording each batch on the
+// target; the source takes no writes during the test, so the batches are
+// empty and nothing needs applying.
+func TestTriggerCaptureCutover(t *testing.T) {
+	ctx := context.Background()
+	m := &migration{src: pg.NewDatabase(t), dst: pg.NewDatabase(t)}
+	m.srcURL, m.dstURL = pg.URL(m.src), pg.URL(m.dst)
+	m.app = "app_" + m.src
+	pg.Exec(t, "postgres", "CREATE ROLE "+m.app+" LOGIN PASSWORD '"+appPassword+"'")
+	t.Cleanup(func() {
+		if c, err := pgx.Connect(ctx, m.srcURL); err == nil {
+			c.Exec(ctx, "DROP OWNED BY "+m.app)
+			c.Close(ctx)
+		}
+		if c, err := pgx.Connect(ctx, pg.URL("postgres")); err == nil {
+			c.Exec(ctx, "DROP ROLE IF EXISTS "+m.app)
+			c.Close(ctx)
+		}
+	})
+	m.appURL = pg.URLAs(m.app, appPassword, m.src)
+	pg.Exec(t, m.src, appSchema)
+	pg.Exec(t, m.src, "GRANT SELECT, INSERT, UPDATE, DELETE ON orders, events TO "+m.app+"; GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "+m.app)
+
+	// The copy, before the triggers exist (nothing writes meanwhile).
+	bin, err := testenv.PostgresBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump := exec.Command(filepath.Join(bin, "pg_dump"), "--no-owner", "--no-privileges", m.srcURL)
+	restore := exec.Command(filepath.Join(bin, "psql"), "-q", "-v", "ON_ERROR_STOP=1", m.dstURL)
+	restore.Stdin, _ = dump.StdoutPipe()
+	var rerr strings.Builder
+	restore.Stderr, restore.Stdout = &rerr, io.Discard
+	if err := restore.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dump.Run(); err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	if err := restore.Wait(); err != nil {
+		t.Fatalf("psql: %v: %s", err, rerr.String())
+	}
+	src, dst := pg.Connect(t, m.src), pg.Connect(t, m.dst)
+	if _, err := trigger.Install(ctx, src, trigger.Config{}, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := trigger.StartCapturePoint(ctx, m.srcURL, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := cp.State()
+	st.SnapshotStatus = state.SnapshotDone
+	if err := state.Begin(ctx, dst, &st); err != nil {
+		t.Fatal(err)
+	}
+	cp.Release(ctx)
+
+	capt, err := trigger.New(ctx, m.srcURL, trigger.Config{TickInterval: 100 * time.Millisecond}, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	stopped := make(chan error, 1)
+	go func() {
+		target, err := pgx.Connect(runCtx, m.dstURL)
+		if err != nil {
+			stopped <- err
+			return
+		}
+		defer target.Close(ctx)
+		stopped <- capt.Run(runCtx, 0, func(ctx context.Context, b *trigger.Batch, cur *trigger.Cursor) error {
+			return pgx.BeginFunc(ctx, target, func(tx pgx.Tx) error {
+				if cur.Next(ctx) {
+					return errors.New("a change arrived, but this test's source takes no writes")
+				}
+				if err := cur.Err(); err != nil {
+					return err
+				}
+				return state.RecordAppliedBatch(ctx, tx, b.ID, b.Time)
+			})
+		})
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-stopped; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("trigger capture: %v", err)
+		}
+		capt.Close()
+	})
+	time.Sleep(300 * time.Millisecond) // a few ticks: the stream is running
+
+	grantsBefore := tableGrants(t, m.src)
+	args := []string{"cutover", "--source", m.srcURL, "--target", m.dstURL, "--timeout", "30s", "--fence"}
+	code, out, errOut := run(t, append(args, "--fence-method", "read-only")...)
+	if code != 2 || !strings.Contains(errOut, "--fence-method revoke") {
+		t.Errorf("read-only fence under trigger capture: exit %d, want 2 pointing to revoke\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = run(t, args...)
+	if code != 0 {
+		t.Fatalf("cutover: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if l := lineOf(out, 1); !strings.Contains(l, "trigger capture") {
+		t.Errorf("step 1: %q", l)
+	}
+	if l := lineOf(out, 4); !strings.Contains(l, ": done") || !strings.Contains(l, "tick") {
+		t.Errorf("step 4: %q, want done at a tick", l)
+	}
+	ac, err := pgx.Connect(ctx, m.appURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ac.Exec(ctx, `INSERT INTO orders (customer) VALUES (1)`)
+	ac.Close(ctx)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+		t.Errorf("after the fence the app's INSERT gave %v, want permission denied", err)
+	}
+	srcSeq, dstSeq := sequenceValues(t, m.src), sequenceValues(t, m.dst)
+	if dstSeq["public.orders_id_seq"] < srcSeq["public.orders_id_seq"]+1000 || dstSeq["public.invoice_no"] < srcSeq["public.invoice_no"]+1000 {
+		t.Errorf("sequences: source %v, target %v", srcSeq, dstSeq)
+	}
+	code, out, errOut = run(t, "cutover", "--unfence", "--source", m.srcURL, "--target", m.dstURL)
+	if code != 0 {
+		t.Fatalf("unfence: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if g := tableGrants(t, m.src); !slices.Equal(g, grantsBefore) {
+		t.Errorf("unfence did not restore the grants exactly:\nbefore %v\nafter  %v", grantsBefore, g)
+	}
+}
