@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"replicator/pkg/audit"
+	"replicator/pkg/pgutil"
+)
+
+type auditCmd struct {
+	Source      string `help:"Source Postgres URL." env:"REPLICATOR_SOURCE_URL" placeholder:"URL"`
+	RedisSource string `help:"Source Redis URL (redis:// or rediss://)." env:"REPLICATOR_REDIS_SOURCE_URL" placeholder:"URL"`
+	redisTLS
+	HerokuConfig string `help:"Output of 'heroku config -a APP' (or --shell/--json): print the aws ssm put-parameter commands that move each variable, values never printed." placeholder:"FILE" type:"existingfile"`
+	HerokuApp    string `help:"Heroku app name for the generated commands (default: read from the heroku config header)."`
+	SSMPrefix    string `help:"SSM parameter path prefix for the generated commands (default /APP/)." placeholder:"PATH"`
+	Format       string `help:"Output format: text, json or markdown." enum:"text,json,markdown" default:"text"`
+	Out          string `help:"Write the report to FILE instead of standard output." placeholder:"FILE" type:"path"`
+}
+
+func (c *auditCmd) Run(ctx context.Context, g *Globals) error {
+	g.remember(c.Source, c.RedisSource)
+	if c.Source == "" && c.RedisSource == "" && c.HerokuConfig == "" {
+		return fmt.Errorf("nothing to audit: pass --source (Postgres URL), --redis-source (Redis URL) and/or --heroku-config FILE")
+	}
+	var rep audit.Report
+	if c.Source != "" {
+		conn, err := pgutil.Connect(ctx, c.Source, "source")
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		if rep.Postgres, err = audit.Postgres(ctx, conn, audit.Options{}); err != nil {
+			return err
+		}
+	}
+	if c.RedisSource != "" {
+		opts, err := redisOptions("redis-source", c.RedisSource, c.redisTLS)
+		if err != nil {
+			return err
+		}
+		if rep.Redis, err = audit.Redis(ctx, opts, 10000); err != nil {
+			return err
+		}
+	}
+	if c.HerokuConfig != "" {
+		f, err := os.Open(c.HerokuConfig)
+		if err != nil {
+			return err
+		}
+		hc, err := audit.ParseHerokuConfig(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--heroku-config %s: %w", c.HerokuConfig, err)
+		}
+		rep.SSMCommands = hc.SSMCommands(c.HerokuApp, c.SSMPrefix)
+	}
+	return writeReport(c.Out, func(w io.Writer) error { return rep.Write(w, c.Format) })
+}

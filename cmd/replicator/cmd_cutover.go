@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"replicator/pkg/cutover"
+)
+
+type cutoverCmd struct {
+	pgFlags
+	MaxLag         time.Duration `help:"Wait until apply lag is below this before fencing." default:"5s"`
+	Timeout        time.Duration `help:"Give up a waiting step (lag, open write transactions, draining) after this long." default:"10m"`
+	Fence          bool          `help:"Stop writes on the source (revocable with --unfence)."`
+	FenceMethod    string        `help:"How to fence: revoke (write privileges of the app roles on every user table) or read-only (default_transaction_read_only on the database, for apps that log in as the replicator's role)." enum:"revoke,read-only" default:"revoke"`
+	AppRoles       []string      `help:"Roles to fence (default: every role that owns or may write to a user table, except the replicator's own login role)." sep:"," placeholder:"ROLE"`
+	Unfence        bool          `help:"Roll back: give the source exactly the write access the fence took, and forget the fenced steps."`
+	DryRun         bool          `help:"Show the plan (lag, roles to fence, sessions to end, sequence moves) and change nothing."`
+	SequenceMargin int64         `help:"Move each target sequence to at least the source's value plus this." default:"1000"`
+	Verify         string        `help:"Final verification: full (every table and sequence) or none (skipped, with a warning)." enum:"full,none" default:"full"`
+	Route53Zone    string        `name:"route53-zone" help:"Route 53 hosted zone id for the printed switch commands." placeholder:"ZONE_ID"`
+	RecordName     string        `help:"DNS name the app connects to, for the printed Route 53 weighted records." placeholder:"NAME"`
+	RedisTarget    string        `help:"ElastiCache URL for the printed REDIS_URL (its password is never printed)." env:"REPLICATOR_REDIS_TARGET_URL" placeholder:"URL"`
+}
+
+func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
+	g.remember(c.Source, c.Target, c.RedisTarget)
+	if c.Unfence && c.Fence {
+		return errors.New("cutover: --fence and --unfence contradict each other: pass one")
+	}
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	cfg := cutover.Config{
+		SourceURL: c.Source, TargetURL: c.Target, MaxLag: c.MaxLag, Timeout: c.Timeout,
+		Fence: c.Fence, FenceMethod: c.FenceMethod, AppRoles: c.AppRoles, DryRun: c.DryRun,
+		SequenceMargin: c.SequenceMargin, Verify: c.Verify,
+		Route53Zone: c.Route53Zone, RecordName: c.RecordName, RedisTarget: c.RedisTarget,
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	// The package prints URLs with a <PASSWORD> placeholder; scrubbing the
+	// passwords themselves is the last line of defence (scrubWriter would
+	// also mask the placeholders).
+	out := &secretsWriter{w: os.Stdout, secrets: g.secrets()}
+	if c.Unfence {
+		return cutover.Unfence(ctx, cfg, out, log)
+	}
+	// No metrics endpoint: a cutover is short; verify's metrics go to a
+	// registry nobody serves.
+	reg, err := startMetrics(ctx, "", log)
+	if err != nil {
+		return err
+	}
+	err = cutover.Run(ctx, cfg, out, log, reg)
+	if errors.Is(err, cutover.ErrDifferences) {
+		return errDifferences
+	}
+	return err
+}
+
+// secretsWriter replaces the given passwords in everything written.
+type secretsWriter struct {
+	w       io.Writer
+	secrets []string
+}
+
+func (s *secretsWriter) Write(p []byte) (int, error) {
+	text := string(p)
+	for _, sec := range s.secrets {
+		if len(sec) >= 3 {
+			text = strings.ReplaceAll(text, sec, "xxxxx")
+		}
+	}
+	if _, err := io.WriteString(s.w, text); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"replicator/pkg/snapshot"
+	"replicator/pkg/units"
+)
+
+type snapshotCmd struct {
+	pgFlags
+	metricsFlags
+	Jobs                int    `help:"Parallel copy and index-build workers (each holds one source and one target connection)." default:"4"`
+	Capture             string `help:"Change capture the stream will use: auto (logical when the source can create a slot and runs wal_level=logical, else trigger; the log says why), logical (a replication slot) or trigger (row triggers and a changelog in schema replicator on the source; needs only table ownership)." enum:"auto,logical,trigger" default:"auto"`
+	ReplicaIdentityFull bool   `help:"Set REPLICA IDENTITY FULL on source tables that have no primary key (otherwise the snapshot refuses to start, because their UPDATE/DELETE would fail under the publication)."`
+	ChunkMB             int    `help:"Split tables into chunks of this many MiB of heap, copied in parallel." default:"32" hidden:""`
+}
+
+// config is the package config for these flags.
+func (c *snapshotCmd) config() snapshot.Config {
+	return snapshot.Config{SourceURL: c.Source, TargetURL: c.Target, Jobs: c.Jobs, Capture: c.Capture,
+		ReplicaIdentityFull: c.ReplicaIdentityFull, ChunkBytes: int64(c.ChunkMB) << 20}
+}
+
+func (c *snapshotCmd) Run(ctx context.Context, g *Globals) error {
+	g.remember(c.Source, c.Target)
+	log, reg, err := g.setup(ctx, c.MetricsAddr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	return c.snapshot(ctx, log, reg)
+}
+
+// snapshot runs the copy with progress shown; `run` calls it too.
+func (c *snapshotCmd) snapshot(ctx context.Context, log *zap.Logger, reg prometheus.Registerer) error {
+	var terminal io.Writer
+	if isatty.IsTerminal(os.Stderr.Fd()) {
+		terminal = os.Stderr
+	}
+	prog := newSnapshotProgress(log, terminal, 5*time.Second)
+	cfg := c.config()
+	cfg.Progress = prog
+	res, err := snapshot.Run(ctx, cfg, log, reg)
+	prog.stop(err == nil)
+	if err != nil {
+		return err
+	}
+	how := "fresh start"
+	if res.StartedOver {
+		how = "started over after an interrupted run"
+	}
+	fmt.Printf("snapshot done (%s): %d tables, %d rows, %s, %d sequences in %s\n",
+		how, res.Tables, res.Rows, units.Bytes(res.Bytes), res.Sequences, res.Duration.Round(time.Millisecond))
+	if res.Capture == snapshot.CaptureTrigger {
+		fmt.Printf("trigger capture records changes after snapshot %s: run `replicator stream`\n", res.SnapshotXmin)
+	} else {
+		fmt.Printf("stream starts at %s (slot %s, publication %s): run `replicator stream`\n", res.ConsistentLSN, res.SlotName, res.Publication)
+	}
+	return nil
+}

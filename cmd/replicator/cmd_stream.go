@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"replicator/pkg/apply"
+	"replicator/pkg/wal"
+)
+
+type streamCmd struct {
+	pgFlags
+	metricsFlags
+	streamFlags
+}
+
+// streamFlags tune the change stream; `run` embeds them too.
+type streamFlags struct {
+	BatchChanges int           `help:"Source changes grouped into one target transaction (at most)." default:"5000"`
+	BatchDelay   time.Duration `help:"Longest wait for more source transactions before a target commit." default:"100ms"`
+	TxnMemoryMB  int64         `name:"txn-memory-mb" help:"MiB of one source transaction (under trigger capture: one changelog batch) held in memory before it is spilled to disk." default:"8"`
+	QueueMemory  int64         `name:"queue-memory-mb" help:"MiB of received transactions waiting for apply." default:"64"`
+	SpillDir     string        `help:"Directory for spilled large transactions (default: the system's temporary directory)." placeholder:"DIR"`
+}
+
+// streamConfig is the stream's configuration from flags; `run` uses it
+// after the snapshot.
+func (f streamFlags) streamConfig(source, target string) apply.StreamConfig {
+	return apply.StreamConfig{
+		SourceURL: source, TargetURL: target,
+		Apply: apply.Config{MaxChanges: f.BatchChanges, MaxDelay: f.BatchDelay},
+		Capture: wal.Config{TxnMemory: f.TxnMemoryMB << 20, QueueMemory: f.QueueMemory << 20,
+			SpillDir: f.SpillDir},
+	}
+}
+
+// Run follows the capture the snapshot recorded in the target's
+// replicator.state (logical or trigger); apply.Stream reads it.
+func (c *streamCmd) Run(ctx context.Context, g *Globals) error {
+	g.remember(c.Source, c.Target)
+	log, reg, err := g.setup(ctx, c.MetricsAddr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	return apply.Stream(ctx, c.streamConfig(c.Source, c.Target), log, reg)
+}
