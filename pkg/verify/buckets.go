@@ -36,14 +36,14 @@ func (c *comparer) bucketCount(est int64) int64 {
 	return min(n, 1<<16)
 }
 
-// bucketExprs returns the SQL of a row's bucket and its hash.
-func (t *tableRun) bucketExprs() (bucket, rowHash string) {
-	rowHash = hashOf(rowText(t.p.cols))
-	keyHash := rowHash
+// bucketExpr returns the SQL of a row's bucket: the hash of its key, or of
+// the whole row when there is no key.
+func (t *tableRun) bucketExpr() string {
+	cols := t.p.cols
 	if t.key != nil {
-		keyHash = hashOf(rowText(t.key))
+		cols = t.key
 	}
-	return fmt.Sprintf("(%s & %d)", keyHash, t.buckets-1), rowHash
+	return fmt.Sprintf("(%s & %d)", rowHash(cols), t.buckets-1)
 }
 
 // blockRanges splits a side's table into about n ctid ranges. Servers
@@ -70,13 +70,21 @@ func blockRanges(s *side, pages int64, n int64) []string {
 	return out
 }
 
+// pieceRows is about how many rows one query of a first pass reads: pieces
+// this large make the planning, start-up and JIT compilation of a query
+// negligible, and are still small enough to spread a large table over all
+// jobs.
+const pieceRows = 1_000_000
+
 // scanGroups reads the table once per side, split into ctid block ranges
 // read in parallel, and adds up the count and hash sum of each group
 // (group is an SQL expression giving a row's group number).
-func (c *comparer) scanGroups(ctx context.Context, t *tableRun, group string, args []any, pieces int64) ([2]map[int64]*bucketAgg, error) {
+func (c *comparer) scanGroups(ctx context.Context, t *tableRun, group string, args []any) ([2]map[int64]*bucketAgg, error) {
+	est := max(t.p.src.estRows(), t.p.tgt.estRows())
+	pieces := max(est/pieceRows, 2*int64(c.cfg.Jobs))
 	aggs := [2]map[int64]*bucketAgg{{}, {}}
 	var mu sync.Mutex
-	rowHash := hashOf(rowText(t.p.cols))
+	rowHash := rowHash(t.p.cols)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(2 * c.cfg.Jobs)
 	for i, s := range []*side{c.src, c.tgt} {
@@ -86,7 +94,10 @@ func (c *comparer) scanGroups(ctx context.Context, t *tableRun, group string, ar
 		}
 		for _, where := range blockRanges(s, rel.pages, pieces) {
 			g.Go(func() error {
-				q := fmt.Sprintf(`SELECT g, count(*), sum(h)::text FROM (SELECT %s AS g, %s AS h FROM %s WHERE %s) s GROUP BY g`,
+				// OFFSET 0 keeps the subquery whole, so rows are hashed
+				// before they are grouped: otherwise the planner may sort
+				// whole rows (spilling to disk) to group a small range.
+				q := fmt.Sprintf(`SELECT g, count(*), sum(h)::text FROM (SELECT %s AS g, %s AS h FROM %s WHERE %s OFFSET 0) s GROUP BY g`,
 					group, rowHash, t.from, where)
 				rows, err := s.pool.Query(gctx, q, args...)
 				if err != nil {
@@ -135,8 +146,8 @@ func (c *comparer) compareBuckets(ctx context.Context, t *tableRun) error {
 	est := max(t.p.src.estRows(), t.p.tgt.estRows())
 	t.buckets = c.bucketCount(est)
 	t.res.Chunks = int(t.buckets)
-	bucket, _ := t.bucketExprs()
-	aggs, err := c.scanGroups(ctx, t, bucket, nil, est/c.cfg.ChunkRows)
+	bucket := t.bucketExpr()
+	aggs, err := c.scanGroups(ctx, t, bucket, nil)
 	if err != nil {
 		return err
 	}
@@ -177,7 +188,7 @@ type bucketRows struct {
 // ordered by bucket, and compares them one bucket at a time, so memory
 // holds one bucket per side.
 func (c *comparer) compareBucketRows(ctx context.Context, t *tableRun, buckets []int64, emit func(RowDiff)) error {
-	bucket, _ := t.bucketExprs()
+	bucket := t.bucketExpr()
 	want := make(map[int64]bool, len(buckets))
 	for _, b := range buckets {
 		want[b] = true
@@ -193,11 +204,11 @@ func (c *comparer) compareBucketRows(ctx context.Context, t *tableRun, buckets [
 		q = fmt.Sprintf(`SELECT b, k, h FROM (SELECT %s AS b, ARRAY[%s] AS k, %s AS h FROM %s) s WHERE %s ORDER BY b`,
 			bucket, keyTexts(t.key), columnHashes(t.p.cols), t.from, filter)
 	} else {
-		// Rows without a key are told apart by their text's 64-bit hash;
-		// copies of a row are counted.
+		// Rows without a key are told apart by their 64-bit hash, and
+		// shown by their text; copies of a row are counted.
 		q = fmt.Sprintf(`SELECT b, h, count(*), min(left(rt, 200)) FROM (SELECT (h & %d) AS b, h, rt
-			FROM (SELECT %s AS rt FROM %s) r, LATERAL (SELECT %s AS h) x) s WHERE %s GROUP BY b, h ORDER BY b`,
-			t.buckets-1, rowText(t.p.cols), t.from, hashOf("rt"), filter)
+			FROM (SELECT %s AS h, %s AS rt FROM %s) r) s WHERE %s GROUP BY b, h ORDER BY b`,
+			t.buckets-1, rowHash(t.p.cols), rowText(t.p.cols), t.from, filter)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	chans := [2]chan bucketRows{make(chan bucketRows, 1), make(chan bucketRows, 1)}

@@ -13,7 +13,9 @@ type column struct {
 	name       string
 	typ        string // format_type without typmod, usable in a cast
 	collatable bool
-	cCollated  bool // its ordering is byte order already (collation C or POSIX)
+	cCollated  bool  // its ordering is byte order already (collation C or POSIX)
+	typOID     int64 // pg_type oid of the column's type
+	sameType   bool  // of the same type on both sides (set when paired)
 }
 
 // relation is one table as one side's catalog describes it.
@@ -53,6 +55,8 @@ SELECT n.nspname, c.relname, c.reltuples::float8,
          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
        (SELECT array_agg(format_type(a.atttypid, NULL) ORDER BY a.attname COLLATE "C") FROM pg_attribute a
          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       (SELECT array_agg(a.atttypid::int8 ORDER BY a.attname COLLATE "C") FROM pg_attribute a
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
        (SELECT array_agg(CASE WHEN a.attcollation = 0 THEN 'n'
                               WHEN co.collname IN ('C', 'POSIX') THEN 'c'
                               WHEN co.collname = 'default' AND (SELECT datcollate FROM pg_database WHERE datname = current_database()) IN ('C', 'POSIX') THEN 'c'
@@ -74,11 +78,12 @@ func loadRelations(ctx context.Context, s *side) (map[string]*relation, error) {
 	for rows.Next() {
 		r := &relation{}
 		var names, types, colls []string
-		if err := rows.Scan(&r.schema, &r.name, &r.reltuples, &r.pages, &r.root, &r.key, &names, &types, &colls); err != nil {
+		var oids []int64
+		if err := rows.Scan(&r.schema, &r.name, &r.reltuples, &r.pages, &r.root, &r.key, &names, &types, &oids, &colls); err != nil {
 			return nil, fmt.Errorf("list the tables of the %s: %w", s.name, err)
 		}
 		for i := range names {
-			r.cols = append(r.cols, column{name: names[i], typ: types[i], collatable: colls[i] != "n", cCollated: colls[i] == "c"})
+			r.cols = append(r.cols, column{name: names[i], typ: types[i], typOID: oids[i], collatable: colls[i] != "n", cCollated: colls[i] == "c"})
 		}
 		out[r.qualified()] = r
 	}
@@ -162,7 +167,8 @@ func pairTables(src, tgt map[string]*relation, patterns []string) (pairs []*pair
 		scols := map[string]bool{}
 		for _, c := range s.cols {
 			scols[c.name] = true
-			if _, ok := tcols[c.name]; ok {
+			if tc, ok := tcols[c.name]; ok {
+				c.sameType = tc.typOID == c.typOID
 				p.cols = append(p.cols, c)
 			} else {
 				p.problems = append(p.problems, fmt.Sprintf("column %s is missing on the target", quoteIfNeeded(c.name)))

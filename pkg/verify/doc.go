@@ -3,10 +3,14 @@
 //
 // The work happens inside the databases. Each session pins the settings that
 // change a row's text (TimeZone, DateStyle, IntervalStyle,
-// extra_float_digits, bytea_output, lc_monetary) so that the same row has the
-// same text, and so the same 64-bit hash, on both sides. A row's text is
-// ROW(columns)::text over the columns present on both sides, in order of
-// their names, so column order does not matter and NULL differs from the empty string.
+// extra_float_digits, bytea_output, lc_monetary) so that the same row
+// hashes the same on both sides. A row's 64-bit hash is the xor of one
+// seeded hash per compared column (those present on both sides, in order
+// of their names, so column order does not matter): the type's own hash
+// where it is exact (integers, text in byte order, numeric with its scale,
+// timestamps, uuid, ...), the hash of the value's text otherwise (floats,
+// intervals, jsonb, citext, arrays, ...), and a constant of the column's
+// own for NULL, so NULL differs from the empty string and from zero.
 // Chunks are summarised by count(*) and the SUM of the row hashes: a sum,
 // not an xor, so duplicate rows do not cancel out.
 //

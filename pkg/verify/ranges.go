@@ -104,7 +104,7 @@ type summary struct {
 func (c *comparer) rangeSummary(ctx context.Context, s *side, t *tableRun, r keyRange) (summary, error) {
 	var args []any
 	q := fmt.Sprintf(`SELECT count(*), coalesce(sum(%s), 0)::text FROM %s WHERE %s`,
-		hashOf(rowText(t.p.cols)), t.from, r.where(t.key, &args))
+		rowHash(t.p.cols), t.from, r.where(t.key, &args))
 	var out summary
 	if err := s.pool.QueryRow(ctx, q, args...).Scan(&out.count, &out.sum); err != nil {
 		return out, fmt.Errorf("checksum %s on the %s: %w", t.name, s.name, err)
@@ -173,9 +173,8 @@ func (c *comparer) compareRangesByScan(ctx context.Context, t *tableRun, ranges 
 	// width_bucket(k, bounds) is the number of bounds <= k: the index of
 	// the half-open range [lo, hi) holding k.
 	group := fmt.Sprintf("width_bucket(%s, $1::text[]::%s[])", keyExprs(t.key)[0], t.key[0].typ)
-	est := max(t.p.src.estRows(), t.p.tgt.estRows())
 	start := time.Now()
-	aggs, err := c.scanGroups(ctx, t, group, []any{bounds}, max(est/(4*c.cfg.ChunkRows), int64(c.cfg.Jobs)))
+	aggs, err := c.scanGroups(ctx, t, group, []any{bounds})
 	if err != nil {
 		return err
 	}
@@ -224,7 +223,7 @@ func (c *comparer) bisect(ctx context.Context, t *tableRun, r keyRange, nSrc, nT
 	q := fmt.Sprintf(`SELECT (rn - 1) / %d AS part, count(*), coalesce(sum(h), 0)::text, %s
 		FROM (SELECT %s, %s AS h, row_number() OVER (ORDER BY %s) AS rn FROM %s WHERE %s) s
 		GROUP BY part ORDER BY part`,
-		step, strings.Join(filters, ", "), aliasedKeyTexts(t.key), hashOf(rowText(t.p.cols)),
+		step, strings.Join(filters, ", "), aliasedKeyTexts(t.key), rowHash(t.p.cols),
 		strings.Join(keyExprs(t.key), ", "), t.from, r.where(t.key, &args))
 	t0 := time.Now()
 	var parts []keyRange
@@ -290,7 +289,7 @@ func (c *comparer) bisect(ctx context.Context, t *tableRun, r keyRange, nSrc, nT
 func (c *comparer) multiSummary(ctx context.Context, s *side, t *tableRun, parts []keyRange) ([]summary, error) {
 	var args []any
 	qs := make([]string, len(parts))
-	hash := hashOf(rowText(t.p.cols))
+	hash := rowHash(t.p.cols)
 	for i, p := range parts {
 		qs[i] = fmt.Sprintf("SELECT %d AS i, count(*) AS n, coalesce(sum(%s), 0)::text AS s FROM %s WHERE %s",
 			i, hash, t.from, p.where(t.key, &args))

@@ -11,20 +11,90 @@ import (
 // quoted, values always bound as parameters.
 
 // hashOf is the 64-bit hash of a text. hashtextextended is the hash
-// Postgres itself uses for hash partitioning: as fast as hashtext, stable
-// across releases since 11, and the same on every little-endian platform
-// (x86-64 and arm64, so Heroku and RDS alike). Summed (not xor-ed) over a
-// chunk, duplicates add up instead of cancelling.
+// Postgres itself uses for hash partitioning: stable across releases since
+// 11, and the same on every little-endian platform (x86-64 and arm64, so
+// Heroku and RDS alike).
 func hashOf(text string) string { return "hashtextextended(" + text + ", 0)" }
 
 // rowText is a row's text over the compared columns in name order. ROW()
-// output quotes empty strings and leaves NULL empty, so NULL and the empty string differ.
+// output quotes empty strings and leaves NULL empty, so NULL and the empty
+// string differ. It names rows without a key in reports.
 func rowText(cols []column) string {
 	parts := make([]string, len(cols))
 	for i, c := range cols {
 		parts[i] = pgutil.QuoteIdent(c.name)
 	}
 	return "ROW(" + strings.Join(parts, ", ") + ")::text"
+}
+
+// rowHash is the 64-bit hash of a row over the given columns (in name
+// order): the xor of one hash per column, each seeded with the column's
+// position so that swapped values change the hash, and a NULL standing for
+// a constant of its own so that NULL, zero and the empty string differ.
+// Chunks are summarised by the SUM of their rows' hashes, not an xor, so
+// duplicate rows do not cancel out.
+//
+// A column is hashed by its type's own hash function (the one hash
+// partitioning uses, stable across releases and platforms) when that hash
+// tells apart every two values whose text differs; otherwise, and when the
+// two sides declare different types, by the hash of its text under the
+// pinned session settings. Hashing the value skips the type's output
+// function, which is most of the cost of a text hash.
+func rowHash(cols []column) string {
+	if len(cols) == 0 {
+		return "0::int8"
+	}
+	parts := make([]string, len(cols))
+	for i, c := range cols {
+		seed := i + 1
+		parts[i] = fmt.Sprintf("coalesce(%s, %d)", valueHash(c, seed), nullHash(seed))
+	}
+	return "(" + strings.Join(parts, " # ") + ")"
+}
+
+// valueHash is the SQL of one column's seeded hash; NULL for NULL.
+func valueHash(c column, seed int) string {
+	col := pgutil.QuoteIdent(c.name)
+	if c.sameType {
+		switch c.typOID {
+		case 16: // boolean
+			return fmt.Sprintf("hashint4extended(%s::int4, %d)", col, seed)
+		case 20:
+			return fmt.Sprintf("hashint8extended(%s, %d)", col, seed)
+		case 21:
+			return fmt.Sprintf("hashint2extended(%s, %d)", col, seed)
+		case 23:
+			return fmt.Sprintf("hashint4extended(%s, %d)", col, seed)
+		case 26:
+			return fmt.Sprintf("hashoidextended(%s, %d)", col, seed)
+		case 25, 1043: // text, varchar: bytes, whatever the column's collation
+			return fmt.Sprintf(`hashtextextended(%s COLLATE "C", %d)`, col, seed)
+		case 1042: // char(n): values are stored padded, and padding is not significant
+			return fmt.Sprintf(`hashbpcharextended(%s COLLATE "C", %d)`, col, seed)
+		case 1700: // numeric: its hash ignores the display scale (1.0 = 1.00), so add it
+			return fmt.Sprintf("(hash_numeric_extended(%s, %d) # coalesce(hashint4extended(scale(%s), %d), 0))", col, seed, col, seed)
+		case 2950:
+			return fmt.Sprintf("uuid_hash_extended(%s, %d)", col, seed)
+		case 1114:
+			return fmt.Sprintf("timestamp_hash_extended(%s, %d)", col, seed)
+		case 1184: // timestamptz: exact as timestamp under the pinned TimeZone UTC
+			return fmt.Sprintf("timestamp_hash_extended(%s::timestamp, %d)", col, seed)
+		case 1083:
+			return fmt.Sprintf("time_hash_extended(%s, %d)", col, seed)
+		}
+	}
+	// Floats (-0 hashes as 0), interval ('1 day' as '24 hours'), jsonb
+	// (1.0 as 1.00), citext and the rest: by their text.
+	return fmt.Sprintf(`hashtextextended(%s::text COLLATE "C", %d)`, col, seed)
+}
+
+// nullHash is the constant a NULL in column seed contributes: a
+// splitmix64 of the seed, so each column's NULL is its own.
+func nullHash(seed int) int64 {
+	z := uint64(seed)*0x9e3779b97f4a7c15 + 0x6a09e667f3bcc909
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return int64(z ^ (z >> 31))
 }
 
 // keyExprs are the key columns as ordered for ranges: text keys in byte
@@ -101,7 +171,7 @@ func columnHashes(cols []column) string {
 	}
 	parts := make([]string, len(cols))
 	for i, c := range cols {
-		parts[i] = hashOf(pgutil.QuoteIdent(c.name) + "::text")
+		parts[i] = hashOf(pgutil.QuoteIdent(c.name) + `::text COLLATE "C"`)
 	}
 	return "ARRAY[" + strings.Join(parts, ", ") + "]"
 }
