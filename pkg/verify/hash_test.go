@@ -83,3 +83,43 @@ func TestValuesEqualUnderTheirTypeAreStillDifferences(t *testing.T) {
 		t.Fatalf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+func TestEvenRanges(t *testing.T) {
+	intKey := column{name: "id", typOID: 23, sameType: true}
+	seq := func(from, step, n int) []string {
+		var out []string
+		for i := 0; i < n; i++ {
+			out = append(out, fmt.Sprint(from+i*step))
+		}
+		return out
+	}
+	// Serial keys with small gaps: as many even ranges as planned, covering
+	// every key once.
+	group, ranges, ok := evenRanges(intKey, []string{"1001", "2003", "2999", "4010", "5000"})
+	if !ok {
+		t.Fatal("evenly spread keys refused")
+	}
+	if len(ranges) != 6 || ranges[0].lo != nil || ranges[5].hi != nil {
+		t.Fatalf("ranges %v", ranges)
+	}
+	for i := 1; i < len(ranges); i++ {
+		if strings.Join(ranges[i].lo, "") != strings.Join(ranges[i-1].hi, "") {
+			t.Fatalf("range %d does not start where %d ends: %v", i, i-1, ranges)
+		}
+	}
+	if want := `CASE WHEN "id" < 1001 THEN 0 WHEN "id" >= 5001 THEN 5 ELSE ("id"::int8 - (1001)) / 1000 + 1 END`; group != want {
+		t.Errorf("group %s\nwant  %s", group, want)
+	}
+	if _, _, ok := evenRanges(intKey, append(seq(1, 10, 20), "1000000000")); ok {
+		t.Error("keys clumped at one end accepted: one even range would hold them all")
+	}
+	if _, _, ok := evenRanges(intKey, []string{"0", "1", "2147483647"}); ok {
+		t.Error("ranges beyond the integer type accepted")
+	}
+	if _, _, ok := evenRanges(column{name: "id", typOID: 1700, sameType: true}, seq(1, 10, 20)); ok {
+		t.Error("numeric key accepted")
+	}
+	if _, _, ok := evenRanges(column{name: "id", typOID: 23}, seq(1, 10, 20)); ok {
+		t.Error("key of another type on the target accepted")
+	}
+}
