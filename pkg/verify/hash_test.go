@@ -2,7 +2,9 @@ package verify
 
 import (
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -84,7 +86,7 @@ func TestValuesEqualUnderTheirTypeAreStillDifferences(t *testing.T) {
 	}
 }
 
-func TestEvenRanges(t *testing.T) {
+func TestKeyGrid(t *testing.T) {
 	intKey := column{name: "id", typOID: 23, sameType: true}
 	seq := func(from, step, n int) []string {
 		var out []string
@@ -93,33 +95,48 @@ func TestEvenRanges(t *testing.T) {
 		}
 		return out
 	}
-	// Serial keys with small gaps: as many even ranges as planned, covering
-	// every key once.
-	group, ranges, ok := evenRanges(intKey, []string{"1001", "2003", "2999", "4010", "5000"})
-	if !ok {
-		t.Fatal("evenly spread keys refused")
+	// Serial keys with small gaps: cells as wide as the planned ranges.
+	gr, ok := keyGrid(intKey, []string{"1001", "2003", "2999", "4010", "5000"})
+	if !ok || gr.width != 1000 {
+		t.Fatalf("evenly spread keys: grid %+v, %v", gr, ok)
 	}
-	if len(ranges) != 6 || ranges[0].lo != nil || ranges[5].hi != nil {
-		t.Fatalf("ranges %v", ranges)
+	if got := gr.expr(intKey); got != `("id" / 1000)` {
+		t.Errorf("int4 cell %s", got)
 	}
-	for i := 1; i < len(ranges); i++ {
-		if strings.Join(ranges[i].lo, "") != strings.Join(ranges[i-1].hi, "") {
-			t.Fatalf("range %d does not start where %d ends: %v", i, i-1, ranges)
+	if got := gr.expr(column{name: "id", typOID: 20, sameType: true}); got != `("id"::int8 / 1000)` {
+		t.Errorf("int8 cell %s", got)
+	}
+	// Every key falls in the range of its cell (truncated division, as
+	// Postgres and Go both divide), and the ranges tile the key space.
+	small := grid{width: 10, min: math.MinInt32, max: math.MaxInt32}
+	for k := int64(-35); k <= 35; k++ {
+		r := small.rangeOf(k / 10)
+		lo, _ := strconv.ParseInt(r.lo[0], 10, 64)
+		hi, _ := strconv.ParseInt(r.hi[0], 10, 64)
+		if k < lo || k >= hi {
+			t.Errorf("key %d in cell %d: range [%d, %d)", k, k/10, lo, hi)
 		}
 	}
-	if want := `CASE WHEN "id" < 1001 THEN 0 WHEN "id" >= 5001 THEN 5 ELSE ("id"::int8 - (1001)) / 1000 + 1 END`; group != want {
-		t.Errorf("group %s\nwant  %s", group, want)
+	for g := int64(-4); g < 4; g++ {
+		if a, b := small.rangeOf(g).hi[0], small.rangeOf(g + 1).lo[0]; a != b {
+			t.Errorf("cell %d ends at %s, cell %d starts at %s", g, a, g+1, b)
+		}
 	}
-	if _, _, ok := evenRanges(intKey, append(seq(1, 10, 20), "1000000000")); ok {
-		t.Error("keys clumped at one end accepted: one even range would hold them all")
+	// Bounds beyond the key's type are left open.
+	edge := grid{width: 1 << 30, min: math.MinInt32, max: math.MaxInt32}
+	if r := edge.rangeOf(1); r.hi != nil || r.lo[0] != "1073741824" {
+		t.Errorf("top cell %v: want [1073741824, open)", r)
 	}
-	if _, _, ok := evenRanges(intKey, []string{"0", "1", "2147483647"}); ok {
-		t.Error("ranges beyond the integer type accepted")
+	if r := edge.rangeOf(-2); r.lo != nil {
+		t.Errorf("bottom cell %v: want an open lower bound", r)
 	}
-	if _, _, ok := evenRanges(column{name: "id", typOID: 1700, sameType: true}, seq(1, 10, 20)); ok {
+	if _, ok := keyGrid(intKey, append(seq(1, 10, 20), "1000000000")); ok {
+		t.Error("keys clumped at one end accepted: one cell would hold them all")
+	}
+	if _, ok := keyGrid(column{name: "id", typOID: 1700, sameType: true}, seq(1, 10, 20)); ok {
 		t.Error("numeric key accepted")
 	}
-	if _, _, ok := evenRanges(column{name: "id", typOID: 23}, seq(1, 10, 20)); ok {
+	if _, ok := keyGrid(column{name: "id", typOID: 23}, seq(1, 10, 20)); ok {
 		t.Error("key of another type on the target accepted")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -176,8 +177,10 @@ func (c *comparer) compareRangesByScan(ctx context.Context, t *tableRun, ranges 
 	// the half-open range [lo, hi) holding k.
 	group := fmt.Sprintf("width_bucket(%s, $1::text[]::%s[])", keyExprs(t.key)[0], t.key[0].typ)
 	args := []any{bounds}
-	if g, even, ok := evenRanges(t.key[0], bounds); ok {
-		group, args, ranges = g, nil, even
+	rangeOf := func(g int64) keyRange { return ranges[g] }
+	grid, gridOK := keyGrid(t.key[0], bounds)
+	if gridOK {
+		group, args, rangeOf = grid.expr(t.key[0]), nil, grid.rangeOf
 	}
 	start := time.Now()
 	aggs, err := c.scanGroups(ctx, t, group, args)
@@ -185,10 +188,27 @@ func (c *comparer) compareRangesByScan(ctx context.Context, t *tableRun, ranges 
 		return err
 	}
 	c.log.Debug("first pass", zap.String("table", t.name), zap.Duration("took", time.Since(start)))
+	groups := make([]int64, len(ranges))
+	for i := range groups {
+		groups[i] = int64(i)
+	}
+	if gridOK { // the cells holding rows on either side
+		groups = groups[:0]
+		for i := range aggs {
+			for g := range aggs[i] {
+				if i == 0 || aggs[0][g] == nil {
+					groups = append(groups, g)
+				}
+			}
+		}
+		slices.Sort(groups)
+		t.res.Chunks = len(groups)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.cfg.Jobs)
-	for i, r := range ranges {
-		s, d := aggs[0][int64(i)], aggs[1][int64(i)]
+	for _, i := range groups {
+		r := rangeOf(i)
+		s, d := aggs[0][i], aggs[1][i]
 		var ns, nd int64
 		if s != nil {
 			ns = s.count
@@ -207,63 +227,86 @@ func (c *comparer) compareRangesByScan(ctx context.Context, t *tableRun, ranges 
 	return g.Wait()
 }
 
-// evenRanges replaces the planned ranges of an integer key by as many
-// ranges of equal width, when the keys are spread evenly enough that no
-// such range would hold more than four planned ranges' rows (serial keys,
-// even with gaps). A row's range is then found by arithmetic rather than
-// by width_bucket's binary search through the bounds, which makes the
-// first pass about 15% cheaper. bounds are the planned ranges' lower
-// bounds but the first's (which has none), in order.
-func evenRanges(key column, bounds []string) (group string, ranges []keyRange, ok bool) {
-	var lim int64
+// grid cuts an integer key's values into cells of equal width by
+// truncated division: cell g holds the keys k with k / width = g, so cell 0
+// holds -(width-1) .. width-1 and every other cell width values.
+type grid struct {
+	width    int64
+	min, max int64 // the key type's range
+}
+
+// keyGrid returns a grid for an integer key whose planned bounds show its
+// values spread evenly enough that no cell holds more than four planned
+// ranges' rows (serial keys, even with gaps), with as many cells between
+// the first and the last bound as there are planned ranges. A row's cell is
+// then one division, where width_bucket's binary search through the bounds
+// made the first pass about 15% more expensive. bounds are the planned
+// ranges' lower bounds but the first's (which has none), in order.
+func keyGrid(key column, bounds []string) (grid, bool) {
+	gr := grid{min: math.MinInt64, max: math.MaxInt64}
 	switch {
 	case !key.sameType || len(bounds) < 2:
-		return "", nil, false
+		return gr, false
 	case key.typOID == 21: // smallint
-		lim = math.MaxInt16
+		gr.min, gr.max = math.MinInt16, math.MaxInt16
 	case key.typOID == 23: // integer
-		lim = math.MaxInt32
-	case key.typOID == 20: // bigint
-		lim = math.MaxInt64
-	default:
-		return "", nil, false
+		gr.min, gr.max = math.MinInt32, math.MaxInt32
+	case key.typOID != 20: // bigint
+		return gr, false
 	}
 	first, err1 := strconv.ParseInt(bounds[0], 10, 64)
 	last, err2 := strconv.ParseInt(bounds[len(bounds)-1], 10, 64)
 	if err1 != nil || err2 != nil || last <= first {
-		return "", nil, false
+		return gr, false
 	}
-	// Ranges: (-inf, first), then inner ranges of width w from first up
-	// to top >= last, then [top, +inf): as many as planned.
 	inner := int64(len(bounds) - 1)
 	span := new(big.Int).Sub(big.NewInt(last), big.NewInt(first))
 	w := new(big.Int).Div(new(big.Int).Add(span, big.NewInt(inner-1)), big.NewInt(inner))
-	top := new(big.Int).Add(big.NewInt(first), new(big.Int).Mul(w, big.NewInt(inner)))
-	if !top.IsInt64() || top.Int64() > lim {
-		return "", nil, false
+	if !w.IsInt64() {
+		return gr, false
 	}
-	width := w.Int64()
-	perRange := map[int64]int{}
+	gr.width = w.Int64()
+	perCell := map[int64]int{}
 	for _, b := range bounds {
 		v, err := strconv.ParseInt(b, 10, 64)
 		if err != nil {
-			return "", nil, false
+			return gr, false
 		}
-		i := new(big.Int).Div(new(big.Int).Sub(big.NewInt(v), big.NewInt(first)), w).Int64()
-		if perRange[i]++; perRange[i] > 4 {
-			return "", nil, false
+		if perCell[v/gr.width]++; perCell[v/gr.width] > 4 {
+			return gr, false
 		}
 	}
+	return gr, true
+}
+
+// expr is the SQL of a row's cell.
+func (gr grid) expr(key column) string {
 	k := keyExprs([]column{key})[0]
-	group = fmt.Sprintf("CASE WHEN %[1]s < %[2]d THEN 0 WHEN %[1]s >= %[3]d THEN %[4]d ELSE (%[1]s::int8 - (%[2]d)) / %[5]d + 1 END",
-		k, first, top.Int64(), inner+1, width)
-	at := func(i int64) []string { return []string{strconv.FormatInt(first+i*width, 10)} }
-	ranges = append(ranges, keyRange{hi: at(0)})
-	for i := int64(0); i < inner; i++ {
-		ranges = append(ranges, keyRange{lo: at(i), hi: at(i + 1)})
+	if key.typOID == 20 || gr.width > math.MaxInt32 {
+		return fmt.Sprintf("(%s::int8 / %d)", k, gr.width)
 	}
-	ranges = append(ranges, keyRange{lo: at(inner)})
-	return group, ranges, true
+	return fmt.Sprintf("(%s / %d)", k, gr.width) // in int4 arithmetic
+}
+
+// rangeOf is cell g as a key range; a bound beyond the key type's range
+// is left open.
+func (gr grid) rangeOf(g int64) keyRange {
+	lo := new(big.Int).Mul(big.NewInt(g), big.NewInt(gr.width))
+	hi := new(big.Int).Add(lo, big.NewInt(gr.width))
+	switch {
+	case g == 0:
+		lo.Sub(big.NewInt(1), big.NewInt(gr.width))
+	case g < 0:
+		hi.Add(lo, big.NewInt(1))
+		lo.Sub(hi, big.NewInt(gr.width))
+	}
+	bound := func(v *big.Int) []string {
+		if !v.IsInt64() || v.Int64() <= gr.min || v.Int64() > gr.max {
+			return nil
+		}
+		return []string{v.String()}
+	}
+	return keyRange{lo: bound(lo), hi: bound(hi)}
 }
 
 // bisect narrows a mismatched range down to ranges of at most LeafRows
