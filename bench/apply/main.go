@@ -74,12 +74,12 @@ func run(scale, txs, clients, rate int, steady time.Duration) error {
 	defer dst.Close()
 	pgbench := filepath.Join(src.BinDir, "pgbench")
 
-	must := func(url, q string) error { return exec1(ctx, url, q) }
+	must := func(url, q string) error { return benchkit.Exec(ctx, url, q) }
 	if err := must(src.URL("postgres"), "CREATE DATABASE app"); err != nil {
 		return err
 	}
 	srcURL := src.URL("app")
-	log := logFile(work)
+	log := benchkit.LogFile(work, "bench")
 	if _, _, err := benchkit.Run(ctx, log, nil, pgbench, "-i", "-q", "-s", fmt.Sprint(scale), srcURL); err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func run(scale, txs, clients, rate int, steady time.Duration) error {
 		return fmt.Errorf("replicator stream: %w", err)
 	}
 	replWall := time.Since(start)
-	waitSlot(ctx, srcURL, "replicator", endLSN, time.Minute)
+	benchkit.WaitSlot(ctx, srcURL, "replicator", endLSN, time.Minute)
 	stream.Process.Signal(syscall.SIGTERM)
 	stream.Wait()
 	replRSS := rss(stream)
@@ -158,7 +158,7 @@ func run(scale, txs, clients, rate int, steady time.Duration) error {
 	nativeWall := time.Since(start)
 
 	for _, t := range []struct{ name, url string }{{"replicator", replURL}, {"native subscription", nativeURL}} {
-		if err := sameData(ctx, srcURL, t.url); err != nil {
+		if err := benchkit.SameData(ctx, srcURL, t.url, benchkit.PgbenchTables); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
@@ -182,11 +182,11 @@ func run(scale, txs, clients, rate int, steady time.Duration) error {
 	stop()
 	lags := <-samples
 	endLSN, _, _ = walEnd(ctx, srcURL)
-	waitSlot(ctx, srcURL, "replicator", endLSN, 5*time.Minute)
+	benchkit.WaitSlot(ctx, srcURL, "replicator", endLSN, 5*time.Minute)
 	stream.Process.Signal(syscall.SIGTERM)
 	stream.Wait()
 	steadyRSS := rss(stream)
-	if err := sameData(ctx, srcURL, replURL); err != nil {
+	if err := benchkit.SameData(ctx, srcURL, replURL, benchkit.PgbenchTables); err != nil {
 		return fmt.Errorf("replicator after steady state: %w", err)
 	}
 	achieved := tpsOf(string(pbOut))
@@ -206,16 +206,6 @@ func run(scale, txs, clients, rate int, steady time.Duration) error {
 	}
 	ok = true
 	return nil
-}
-
-func exec1(ctx context.Context, url, q string) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, q)
-	return err
 }
 
 func walEnd(ctx context.Context, url string) (string, int64, error) {
@@ -253,63 +243,6 @@ func waitMarker(ctx context.Context, url string, limit time.Duration) error {
 	}
 }
 
-// waitSlot waits until the slot has confirmed lsn: everything up to it is
-// applied and committed on the consumer's side.
-func waitSlot(ctx context.Context, url, slot, lsn string, limit time.Duration) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	deadline := time.Now().Add(limit)
-	for {
-		var done bool
-		if err := conn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn >= $2::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1`, slot, lsn).Scan(&done); err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("slot %s did not reach %s within %s", slot, lsn, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// sameData compares every pgbench table on both sides with an md5 of the
-// sorted row texts, computed by each server independently of the
-// replicator.
-func sameData(ctx context.Context, a, b string) error {
-	for _, t := range []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"} {
-		q := fmt.Sprintf("SELECT count(*), md5(string_agg(t::text, E'\\n' ORDER BY t::text)) FROM %s t", t)
-		var na, nb int64
-		var ha, hb *string
-		ca, err := pgx.Connect(ctx, a)
-		if err != nil {
-			return err
-		}
-		err = ca.QueryRow(ctx, q).Scan(&na, &ha)
-		ca.Close(ctx)
-		if err != nil {
-			return err
-		}
-		cb, err := pgx.Connect(ctx, b)
-		if err != nil {
-			return err
-		}
-		err = cb.QueryRow(ctx, q).Scan(&nb, &hb)
-		cb.Close(ctx)
-		if err != nil {
-			return err
-		}
-		if na != nb || deref(ha) != deref(hb) {
-			return fmt.Errorf("table %s differs: %d rows on the source, %d on the copy (md5 %s vs %s)", t, na, nb, deref(ha), deref(hb))
-		}
-	}
-	return nil
-}
-
 // sampleLag reads replicator_apply_lag_seconds from /metrics every 500 ms.
 func sampleLag(ctx context.Context, addr string) []float64 {
 	var out []float64
@@ -338,13 +271,6 @@ func sampleLag(ctx context.Context, addr string) []float64 {
 	}
 }
 
-func deref(s *string) string {
-	if s == nil {
-		return "<null>"
-	}
-	return *s
-}
-
 func rss(cmd *exec.Cmd) int64 {
 	if cmd.ProcessState == nil {
 		return 0
@@ -370,12 +296,4 @@ func mean(xs []float64) float64 {
 		s += x
 	}
 	return s / float64(len(xs))
-}
-
-func logFile(work string) *os.File {
-	f, err := os.Create(filepath.Join(work, "bench.log"))
-	if err != nil {
-		return os.Stderr
-	}
-	return f
 }

@@ -86,7 +86,7 @@ func run(keys int) error {
 	fmt.Printf("source: %d keys, %s\n", dbsize, usedMemory(mem))
 
 	var results []benchkit.Result
-	wall, rss, err := benchkit.Run(ctx, logFile(work), nil, bin, "redis", "sync", "--source", src.URL(0), "--target", t1.URL(0),
+	wall, rss, err := benchkit.Run(ctx, benchkit.LogFile(work, "bench"), nil, bin, "redis", "sync", "--source", src.URL(0), "--target", t1.URL(0),
 		"--metrics-addr", "", "--log-format", "json")
 	if err != nil {
 		return err
@@ -147,12 +147,4 @@ func usedMemory(info string) string {
 		}
 	}
 	return "?"
-}
-
-func logFile(work string) *os.File {
-	f, err := os.Create(filepath.Join(work, "bench.log"))
-	if err != nil {
-		return os.Stderr
-	}
-	return f
 }

@@ -67,19 +67,19 @@ func run(scale, jobs, toastRows int, only string) error {
 	defer dst.Close()
 
 	fmt.Printf("building dataset: pgbench scale %d + %d TOASTed rows\n", scale, toastRows)
-	if err := sql(ctx, src.URL("postgres"), "CREATE DATABASE app"); err != nil {
+	if err := benchkit.Exec(ctx, src.URL("postgres"), "CREATE DATABASE app"); err != nil {
 		return err
 	}
 	srcURL := src.URL("app")
 	if _, _, err := benchkit.Run(ctx, os.Stdout, nil, filepath.Join(src.BinDir, "pgbench"), "-i", "-q", "-s", fmt.Sprint(scale), srcURL); err != nil {
 		return err
 	}
-	if err := sql(ctx, srcURL, fmt.Sprintf(`CREATE TABLE big_toast (id bigint PRIMARY KEY, body text);
+	if err := benchkit.Exec(ctx, srcURL, fmt.Sprintf(`CREATE TABLE big_toast (id bigint PRIMARY KEY, body text);
 		INSERT INTO big_toast SELECT g, (SELECT string_agg(md5(g::text || ':' || i), '') FROM generate_series(1, 8192) i)
 		FROM generate_series(1, %d) g`, toastRows)); err != nil {
 		return err
 	}
-	if err := sql(ctx, srcURL, "VACUUM ANALYZE"); err != nil {
+	if err := benchkit.Exec(ctx, srcURL, "VACUUM ANALYZE"); err != nil {
 		return err
 	}
 	var size int64
@@ -97,25 +97,25 @@ func run(scale, jobs, toastRows int, only string) error {
 		run  func(target string) (time.Duration, int64, string, error)
 	}{
 		{"replicator", func(target string) (time.Duration, int64, string, error) {
-			wall, rss, err := benchkit.Run(ctx, logFile(work, "replicator"), nil, bin, "snapshot",
+			wall, rss, err := benchkit.Run(ctx, benchkit.LogFile(work, "replicator"), nil, bin, "snapshot",
 				"--source", srcURL, "--target", target, "--jobs", fmt.Sprint(jobs), "--replica-identity-full", "--metrics-addr", "", "--log-format", "json")
-			sql(ctx, srcURL, "SELECT pg_drop_replication_slot('replicator'); DROP PUBLICATION IF EXISTS replicator")
+			benchkit.Exec(ctx, srcURL, "SELECT pg_drop_replication_slot('replicator'); DROP PUBLICATION IF EXISTS replicator")
 			return wall, rss, "", err
 		}},
 		{"pg_dump -Fd + pg_restore", func(target string) (time.Duration, int64, string, error) {
 			dir := filepath.Join(work, "dump")
 			os.RemoveAll(dir)
-			w1, r1, err := benchkit.Run(ctx, logFile(work, "pg_dump"), nil, filepath.Join(src.BinDir, "pg_dump"), "-Fd", "-j", fmt.Sprint(jobs), "-f", dir, srcURL)
+			w1, r1, err := benchkit.Run(ctx, benchkit.LogFile(work, "pg_dump"), nil, filepath.Join(src.BinDir, "pg_dump"), "-Fd", "-j", fmt.Sprint(jobs), "-f", dir, srcURL)
 			if err != nil {
 				return 0, 0, "", err
 			}
-			w2, r2, err := benchkit.Run(ctx, logFile(work, "pg_restore"), nil, filepath.Join(src.BinDir, "pg_restore"), "-j", fmt.Sprint(jobs), "-d", target, dir)
+			w2, r2, err := benchkit.Run(ctx, benchkit.LogFile(work, "pg_restore"), nil, filepath.Join(src.BinDir, "pg_restore"), "-j", fmt.Sprint(jobs), "-d", target, dir)
 			return w1 + w2, max(r1, r2), fmt.Sprintf("dump %.1f s + restore %.1f s, via a %s directory", w1.Seconds(), w2.Seconds(), dirSize(dir)), err
 		}},
 		{"pgcopydb clone", func(target string) (time.Duration, int64, string, error) {
 			dir := filepath.Join(work, "pgcopydb")
 			os.RemoveAll(dir)
-			wall, rss, err := benchkit.Run(ctx, logFile(work, "pgcopydb"), nil, "pgcopydb", "clone", "--source", srcURL, "--target", target,
+			wall, rss, err := benchkit.Run(ctx, benchkit.LogFile(work, "pgcopydb"), nil, "pgcopydb", "clone", "--source", srcURL, "--target", target,
 				"--dir", dir, "--table-jobs", fmt.Sprint(jobs), "--index-jobs", fmt.Sprint(jobs), "--split-tables-larger-than", "64MB", "--no-owner", "--no-acl")
 			return wall, rss, "--split-tables-larger-than 64MB", err
 		}},
@@ -129,7 +129,7 @@ func run(scale, jobs, toastRows int, only string) error {
 			continue
 		}
 		db := fmt.Sprintf("copy%d", i)
-		if err := sql(ctx, dst.URL("postgres"), "CREATE DATABASE "+db); err != nil {
+		if err := benchkit.Exec(ctx, dst.URL("postgres"), "CREATE DATABASE "+db); err != nil {
 			return err
 		}
 		warm(ctx, srcURL)
@@ -148,7 +148,7 @@ func run(scale, jobs, toastRows int, only string) error {
 			return fmt.Errorf("%s copied rows %v, source has %v", m.name, got, want)
 		}
 		results = append(results, benchkit.Result{Name: m.name, Wall: wall, PeakRSS: rss, Note: note})
-		sql(ctx, dst.URL("postgres"), "DROP DATABASE "+db+" WITH (FORCE)")
+		benchkit.Exec(ctx, dst.URL("postgres"), "DROP DATABASE "+db+" WITH (FORCE)")
 	}
 	fmt.Printf("\nsnapshot benchmark: pgbench scale %d + %d TOASTed rows (%d MB), --jobs %d, %d cores, load %s, %s\n\n",
 		scale, toastRows, size>>20, jobs, numCPU(), benchkit.LoadAvg(), time.Now().UTC().Format("2006-01-02"))
@@ -164,21 +164,21 @@ func subscription(ctx context.Context, src *testenv.Postgres, srcURL, target str
 	psql := filepath.Join(src.BinDir, "psql")
 	dump := func(section string) error {
 		f := filepath.Join(work, section+".sql")
-		if _, _, err := benchkit.Run(ctx, logFile(work, "sub"), nil, pgDump, "--section="+section, "-f", f, srcURL); err != nil {
+		if _, _, err := benchkit.Run(ctx, benchkit.LogFile(work, "sub"), nil, pgDump, "--section="+section, "-f", f, srcURL); err != nil {
 			return err
 		}
-		_, _, err := benchkit.Run(ctx, logFile(work, "sub"), nil, psql, "-q", "-v", "ON_ERROR_STOP=1", "-d", target, "-f", f)
+		_, _, err := benchkit.Run(ctx, benchkit.LogFile(work, "sub"), nil, psql, "-q", "-v", "ON_ERROR_STOP=1", "-d", target, "-f", f)
 		return err
 	}
 	if err := dump("pre-data"); err != nil {
 		return 0, 0, "", err
 	}
-	if err := sql(ctx, srcURL, "CREATE PUBLICATION bench_pub FOR ALL TABLES"); err != nil {
+	if err := benchkit.Exec(ctx, srcURL, "CREATE PUBLICATION bench_pub FOR ALL TABLES"); err != nil {
 		return 0, 0, "", err
 	}
-	defer sql(ctx, srcURL, "DROP PUBLICATION bench_pub")
+	defer benchkit.Exec(ctx, srcURL, "DROP PUBLICATION bench_pub")
 	conninfo := strings.Replace(srcURL, "postgres://", "postgresql://", 1)
-	if err := sql(ctx, target, fmt.Sprintf("CREATE SUBSCRIPTION bench_sub CONNECTION '%s' PUBLICATION bench_pub WITH (copy_data = true)", conninfo)); err != nil {
+	if err := benchkit.Exec(ctx, target, fmt.Sprintf("CREATE SUBSCRIPTION bench_sub CONNECTION '%s' PUBLICATION bench_pub WITH (copy_data = true)", conninfo)); err != nil {
 		return 0, 0, "", err
 	}
 	syncStart := time.Now()
@@ -199,22 +199,12 @@ func subscription(ctx context.Context, src *testenv.Postgres, srcURL, target str
 		time.Sleep(200 * time.Millisecond)
 	}
 	syncWall := time.Since(syncStart)
-	sql(ctx, target, "ALTER SUBSCRIPTION bench_sub DISABLE; ALTER SUBSCRIPTION bench_sub SET (slot_name = NONE); DROP SUBSCRIPTION bench_sub")
-	sql(ctx, srcURL, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'bench_sub%' OR slot_name LIKE 'pg_%_sync_%'")
+	benchkit.Exec(ctx, target, "ALTER SUBSCRIPTION bench_sub DISABLE; ALTER SUBSCRIPTION bench_sub SET (slot_name = NONE); DROP SUBSCRIPTION bench_sub")
+	benchkit.Exec(ctx, srcURL, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'bench_sub%' OR slot_name LIKE 'pg_%_sync_%'")
 	if err := dump("post-data"); err != nil {
 		return 0, 0, "", err
 	}
 	return time.Since(start), 0, fmt.Sprintf("initial sync %.1f s (max_sync_workers_per_subscription=%d), schema steps serial", syncWall.Seconds(), jobs), nil
-}
-
-func sql(ctx context.Context, url, q string) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, q)
-	return err
 }
 
 func rowCounts(ctx context.Context, conn *pgx.Conn) map[string]int64 {
@@ -238,14 +228,6 @@ func warm(ctx context.Context, url string) {
 	defer conn.Close(ctx)
 	rowCounts(ctx, conn)
 	conn.Exec(ctx, "SELECT sum(length(body)) FROM big_toast")
-}
-
-func logFile(work, name string) *os.File {
-	f, err := os.OpenFile(filepath.Join(work, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return os.Stderr
-	}
-	return f
 }
 
 func dirSize(dir string) string {

@@ -78,7 +78,7 @@ func run(scale, clients int, duration time.Duration, rounds int) error {
 		return err
 	}
 	defer src.Close()
-	if err := exec1(ctx, src.URL("postgres"), "CREATE DATABASE app"); err != nil {
+	if err := benchkit.Exec(ctx, src.URL("postgres"), "CREATE DATABASE app"); err != nil {
 		return err
 	}
 	url := src.URL("app")
@@ -90,7 +90,7 @@ func run(scale, clients int, duration time.Duration, rounds int) error {
 	var results []runResult
 	for r := 0; r < rounds; r++ {
 		for _, with := range []bool{false, true} {
-			if err := exec1(ctx, url, "VACUUM ANALYZE"); err != nil {
+			if err := benchkit.Exec(ctx, url, "VACUUM ANALYZE"); err != nil {
 				return err
 			}
 			res, err := oneRun(ctx, src.DataDir, url, pgbench, clients, duration, with)
@@ -267,18 +267,6 @@ func startCapture(ctx context.Context, url string) (func() (string, error), erro
 		note := fmt.Sprintf("%d changes read in %d batches and purged; %d rows left at stop", c.changes, c.batches, left)
 		return note, c.err
 	}, nil
-}
-
-func exec1(ctx context.Context, url, sql string) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		return fmt.Errorf("%s: %w", strings.Fields(sql)[0], err)
-	}
-	return nil
 }
 
 // clusterCPU is the CPU time, in seconds, used so far by the cluster of

@@ -44,8 +44,6 @@ func main() {
 
 var tickBacklog bool
 
-var tables = []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"}
-
 func run(scale, txs, clients int) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "bench-triggerapply-")
@@ -82,7 +80,7 @@ func run(scale, txs, clients int) error {
 	}
 	defer logf.Close()
 
-	if err := exec1(ctx, src.URL("postgres"), "CREATE DATABASE app"); err != nil {
+	if err := benchkit.Exec(ctx, src.URL("postgres"), "CREATE DATABASE app"); err != nil {
 		return err
 	}
 	srcURL := src.URL("app")
@@ -90,7 +88,7 @@ func run(scale, txs, clients int) error {
 		return err
 	}
 	for _, db := range []string{"repl", "native"} {
-		if err := exec1(ctx, dst.URL("postgres"), "CREATE DATABASE "+db); err != nil {
+		if err := benchkit.Exec(ctx, dst.URL("postgres"), "CREATE DATABASE "+db); err != nil {
 			return err
 		}
 	}
@@ -107,10 +105,10 @@ func run(scale, txs, clients int) error {
 	if _, _, err := benchkit.Run(ctx, logf, nil, filepath.Join(src.BinDir, "psql"), "-q", "-v", "ON_ERROR_STOP=1", "-d", nativeURL, "-f", dump); err != nil {
 		return err
 	}
-	if err := exec1(ctx, srcURL, "CREATE PUBLICATION bench_pub FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history"); err != nil {
+	if err := benchkit.Exec(ctx, srcURL, "CREATE PUBLICATION bench_pub FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history"); err != nil {
 		return err
 	}
-	if err := exec1(ctx, nativeURL, fmt.Sprintf("CREATE SUBSCRIPTION bench_sub CONNECTION '%s' PUBLICATION bench_pub WITH (copy_data = false, enabled = false)", srcURL)); err != nil {
+	if err := benchkit.Exec(ctx, nativeURL, fmt.Sprintf("CREATE SUBSCRIPTION bench_sub CONNECTION '%s' PUBLICATION bench_pub WITH (copy_data = false, enabled = false)", srcURL)); err != nil {
 		return err
 	}
 	if _, _, err := benchkit.Run(ctx, logf, nil, bin, "snapshot", "--source", srcURL, "--target", replURL,
@@ -136,12 +134,12 @@ func run(scale, txs, clients int) error {
 	}
 	stopTicker()
 	var lastTick int64
-	if err := query(ctx, srcURL, `SELECT max(id) FROM replicator.ticks`, &lastTick); err != nil {
+	if err := benchkit.QueryRow(ctx, srcURL, `SELECT max(id) FROM replicator.ticks`, &lastTick); err != nil {
 		return err
 	}
 	var endLSN string
 	var rows int64
-	if err := query(ctx, srcURL, `SELECT pg_current_wal_lsn()::text, (SELECT count(*) FROM replicator.changelog)`, &endLSN, &rows); err != nil {
+	if err := benchkit.QueryRow(ctx, srcURL, `SELECT pg_current_wal_lsn()::text, (SELECT count(*) FROM replicator.changelog)`, &endLSN, &rows); err != nil {
 		return err
 	}
 	fmt.Printf("backlog: %d changelog rows, WAL up to %s\n", rows, endLSN)
@@ -168,17 +166,17 @@ func run(scale, txs, clients int) error {
 	}
 
 	start = time.Now()
-	if err := exec1(ctx, nativeURL, "ALTER SUBSCRIPTION bench_sub ENABLE"); err != nil {
+	if err := benchkit.Exec(ctx, nativeURL, "ALTER SUBSCRIPTION bench_sub ENABLE"); err != nil {
 		return err
 	}
-	if err := waitSlot(ctx, srcURL, "bench_sub", endLSN, 30*time.Minute); err != nil {
+	if err := benchkit.WaitSlot(ctx, srcURL, "bench_sub", endLSN, 30*time.Minute); err != nil {
 		return fmt.Errorf("native subscription: %w", err)
 	}
 	nativeWall := time.Since(start)
-	exec1(ctx, nativeURL, "ALTER SUBSCRIPTION bench_sub DISABLE")
+	benchkit.Exec(ctx, nativeURL, "ALTER SUBSCRIPTION bench_sub DISABLE")
 
 	for _, t := range []struct{ name, url string }{{"replicator (trigger capture)", replURL}, {"native subscription", nativeURL}} {
-		if err := sameData(ctx, srcURL, t.url); err != nil {
+		if err := benchkit.SameData(ctx, srcURL, t.url, benchkit.PgbenchTables); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
@@ -192,25 +190,6 @@ func run(scale, txs, clients int) error {
 	fmt.Printf("\ncatch-up throughput: replicator (trigger capture) %.2f × the native subscription's\n", nativeWall.Seconds()/replWall.Seconds())
 	ok = true
 	return nil
-}
-
-func exec1(ctx context.Context, url, q string) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, q)
-	return err
-}
-
-func query(ctx context.Context, url, q string, dst ...any) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	return conn.QueryRow(ctx, q).Scan(dst...)
 }
 
 // waitApplied waits until the target has committed batch: every change
@@ -236,47 +215,4 @@ func waitApplied(ctx context.Context, url string, batch int64, limit time.Durati
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// waitSlot waits until the slot has confirmed lsn.
-func waitSlot(ctx context.Context, url, slot, lsn string, limit time.Duration) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	deadline := time.Now().Add(limit)
-	for {
-		var done bool
-		if err := conn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn >= $2::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1`, slot, lsn).Scan(&done); err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("slot %s did not reach %s within %s", slot, lsn, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// sameData compares every pgbench table on both sides with an md5 of the
-// sorted row texts, computed by each server independently.
-func sameData(ctx context.Context, a, b string) error {
-	for _, t := range tables {
-		q := fmt.Sprintf("SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM %s t", t)
-		var na, nb int64
-		var ha, hb string
-		if err := query(ctx, a, q, &na, &ha); err != nil {
-			return err
-		}
-		if err := query(ctx, b, q, &nb, &hb); err != nil {
-			return err
-		}
-		if na != nb || ha != hb {
-			return fmt.Errorf("table %s differs: %d rows on the source, %d on the copy (md5 %s vs %s)", t, na, nb, ha, hb)
-		}
-	}
-	return nil
 }
