@@ -32,6 +32,10 @@ type Config struct {
 	// the memory its arguments hold). Defaults (0) 1000 and 8 MiB.
 	BatchStatements int
 	BatchBytes      int64
+	// Changelog says the positions of changes and transactions are trigger
+	// capture's changelog ids and batch numbers, not WAL positions, so
+	// that errors name them as such.
+	Changelog bool
 }
 
 func (c *Config) setDefaults() {
@@ -106,7 +110,7 @@ type stmtMeta struct {
 	table    string
 	op       string
 	key      string
-	lsn      string
+	where    string // the source position, as errors name it
 	xid      uint32
 	expected int64 // rows it must touch; -1 for any
 	setWise  bool  // a set-wise statement of net changes (net.go)
@@ -147,6 +151,33 @@ func NewApplier(ctx context.Context, conn *pgx.Conn, cfg Config, applied pglogre
 		a.position = m.LastAppliedLSN
 	}
 	return a, nil
+}
+
+// changePosition names where a change is on the source.
+func (a *Applier) changePosition(l pglogrepl.LSN) string {
+	if a.cfg.Changelog {
+		return fmt.Sprintf("changelog id %d", uint64(l))
+	}
+	return "source LSN " + l.String()
+}
+
+// changeRange names the positions of a run of changes.
+func (a *Applier) changeRange(first, last pglogrepl.LSN) string {
+	switch {
+	case first == last:
+		return a.changePosition(first)
+	case a.cfg.Changelog:
+		return fmt.Sprintf("changelog ids %d..%d", uint64(first), uint64(last))
+	}
+	return "source LSN " + first.String() + ".." + last.String()
+}
+
+// txnPosition names where a transaction ends on the source.
+func (a *Applier) txnPosition(l pglogrepl.LSN) string {
+	if a.cfg.Changelog {
+		return fmt.Sprintf("changelog batch %d", uint64(l))
+	}
+	return "source LSN " + l.String()
 }
 
 // Applied is the end LSN of the last transaction committed on the target.
@@ -295,7 +326,7 @@ func (a *Applier) commit(ctx context.Context, src wal.Source) error {
 		return err
 	}
 	if err := a.tx.Commit(ctx); err != nil {
-		return fmt.Errorf("target: commit through source LSN %s: %w", last.EndLSN, err)
+		return fmt.Errorf("target: commit through %s: %w", a.txnPosition(last.EndLSN), err)
 	}
 	a.tx = nil
 	// Only now may the source forget these transactions.

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"replicator/pkg/pgutil"
@@ -22,7 +21,7 @@ type ApplyError struct {
 	Table string // quoted schema.table on the target
 	Op    string // insert, update, delete, truncate
 	Key   string // the row's identity, e.g. (id)=(42), or the target's own description
-	LSN   string // source position of the change (or a range, for a multi-row insert)
+	Where string // source position of the change, e.g. "source LSN 0/16B3748" or "changelog id 42" (a range, for a multi-row insert)
 	XID   uint32 // source transaction id
 	Err   error
 
@@ -34,7 +33,7 @@ func (e *ApplyError) Error() string {
 	if e.Key != "" {
 		s += " key " + e.Key
 	}
-	s += fmt.Sprintf(" at source LSN %s (xid %d): %v", e.LSN, e.XID, e.Err)
+	s += fmt.Sprintf(" at %s (xid %d): %v", e.Where, e.XID, e.Err)
 	var pgErr *pgconn.PgError
 	if errors.As(e.Err, &pgErr) && pgErr.Detail != "" {
 		s += " (" + pgutil.RedactText(pgErr.Detail) + ")"
@@ -109,11 +108,4 @@ func isConnectionError(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "conn busy") ||
 		strings.Contains(msg, "unexpected EOF") || strings.Contains(msg, "connection reset")
-}
-
-func lsnRange(a, b pglogrepl.LSN) string {
-	if a == b {
-		return a.String()
-	}
-	return a.String() + ".." + b.String()
 }

@@ -24,21 +24,21 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 		for _, r := range c.Truncated {
 			p, err := a.cat.plan(ctx, a.conn, r)
 			if err != nil {
-				return &ApplyError{Table: r.String(), Op: "truncate", LSN: c.LSN.String(), XID: t.XID, Err: err}
+				return &ApplyError{Table: r.String(), Op: "truncate", Where: a.changePosition(c.LSN), XID: t.XID, Err: err}
 			}
 			names = append(names, p.table.name)
 			a.count(r.String(), "truncate", 1)
 		}
 		a.queue(truncateSQL(names, c), nil, stmtMeta{table: fmt.Sprint(names), op: "truncate",
-			lsn: c.LSN.String(), xid: t.XID, expected: -1}, 0)
+			where: a.changePosition(c.LSN), xid: t.XID, expected: -1}, 0)
 		return nil
 	}
 	p, err := a.cat.plan(ctx, a.conn, c.Rel)
 	if err != nil {
-		return &ApplyError{Table: c.Rel.String(), Op: c.Kind.String(), Key: c.KeyString(), LSN: c.LSN.String(), XID: t.XID, Err: err}
+		return &ApplyError{Table: c.Rel.String(), Op: c.Kind.String(), Key: c.KeyString(), Where: a.changePosition(c.LSN), XID: t.XID, Err: err}
 	}
 	fail := func(err error) error {
-		return &ApplyError{Table: p.table.name, Op: c.Kind.String(), Key: c.KeyString(), LSN: c.LSN.String(), XID: t.XID, Err: err}
+		return &ApplyError{Table: p.table.name, Op: c.Kind.String(), Key: c.KeyString(), Where: a.changePosition(c.LSN), XID: t.XID, Err: err}
 	}
 	a.count(c.Rel.String(), c.Kind.String(), 1)
 	if p.netted && a.run != nil && a.run.p.table == p.table {
@@ -113,7 +113,7 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			}
 		}
 		a.queue(sql, args, stmtMeta{table: p.table.name, op: c.Kind.String(), key: c.KeyString(),
-			lsn: c.LSN.String(), xid: t.XID, expected: 1}, size)
+			where: a.changePosition(c.LSN), xid: t.XID, expected: 1}, size)
 		return nil
 	}
 	return fail(fmt.Errorf("unknown change kind %q", byte(c.Kind)))
@@ -151,7 +151,7 @@ func (a *Applier) closeRun() {
 		key = fmt.Sprintf("(one of %d rows)", rows)
 	}
 	a.queue(r.p.insertSQL(r.cols), args, stmtMeta{table: r.p.table.name, op: "insert", key: key,
-		lsn: lsnRange(r.first, r.last), xid: r.xid, expected: rows}, 0)
+		where: a.changeRange(r.first, r.last), xid: r.xid, expected: rows}, 0)
 }
 
 func (a *Applier) queue(sql string, args []any, m stmtMeta, size int64) {
@@ -181,7 +181,7 @@ func (a *Applier) flush(ctx context.Context) error {
 			if tag.RowsAffected() > m.expected {
 				cause = fmt.Errorf("%d rows matched where %d were expected", tag.RowsAffected(), m.expected)
 			}
-			first = &ApplyError{Table: m.table, Op: m.op, Key: m.key, LSN: m.lsn, XID: m.xid, Err: cause, setWise: m.setWise}
+			first = &ApplyError{Table: m.table, Op: m.op, Key: m.key, Where: m.where, XID: m.xid, Err: cause, setWise: m.setWise}
 			break
 		}
 	}
@@ -197,7 +197,7 @@ func (a *Applier) flush(ctx context.Context) error {
 func (a *Applier) stmtError(m stmtMeta, err error) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
-		return fmt.Errorf("target: apply %s on %s at source LSN %s: %w", m.op, m.table, m.lsn, err)
+		return fmt.Errorf("target: apply %s on %s at %s: %w", m.op, m.table, m.where, err)
 	}
-	return &ApplyError{Table: m.table, Op: m.op, Key: m.key, LSN: m.lsn, XID: m.xid, Err: err, setWise: m.setWise}
+	return &ApplyError{Table: m.table, Op: m.op, Key: m.key, Where: m.where, XID: m.xid, Err: err, setWise: m.setWise}
 }

@@ -27,8 +27,11 @@ func attemptTrigger(ctx context.Context, cfg StreamConfig, target *pgx.Conn, st 
 		return &StageError{"capture", err}
 	}
 	defer src.Close()
-	// Batch ids stand where logical capture has LSNs: only compared.
-	ap, err := NewApplier(ctx, target, cfg.Apply, pglogrepl.LSN(st.AppliedBatch), m, log)
+	// Batch ids stand where logical capture has LSNs (and changelog ids
+	// where changes have theirs): only compared, and named so in errors.
+	acfg := cfg.Apply
+	acfg.Changelog = true
+	ap, err := NewApplier(ctx, target, acfg, pglogrepl.LSN(st.AppliedBatch), m, log)
 	if err != nil {
 		return &StageError{"apply", err}
 	}
