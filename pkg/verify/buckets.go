@@ -71,9 +71,8 @@ func blockRanges(s *side, pages int64, n int64) []string {
 }
 
 // pieceRows is about how many rows one query of a first pass reads: pieces
-// this large make the planning, start-up and JIT compilation of a query
-// negligible, and are still small enough to spread a large table over all
-// jobs.
+// this large make the planning and start-up of a query negligible, and are
+// still small enough to spread a large table over all jobs.
 const pieceRows = 1_000_000
 
 // scanGroups reads the table once per side, split into ctid block ranges

@@ -20,14 +20,15 @@
 //     planned on the source (quantiles of a block sample), half-open
 //     [lo, hi), the same on both sides. With a single-column key, each side
 //     is read once, sequentially, in parallel ctid block ranges, and every
-//     row is placed in its range with width_bucket; with a composite key each
-//     range is its own index range scan. A mismatched range is bisected
+//     row is placed in its range with width_bucket, or, for an evenly spread
+//     integer key, in a range of equal width by one division; with a
+//     composite key each range is its own index range scan. A mismatched range is bisected
 //     through the index (one scan of the side with more rows cuts it into
 //     parts and checksums them, one of the other side checksums the same
 //     parts) until it holds at most Config.LeafRows rows, whose per-column
 //     hashes are then fetched from both sides and compared in Go.
 //   - hash buckets: tables without a primary key (compared as multisets of
-//     rows, told apart by the hash of their text, copies counted), and large
+//     rows, told apart by their hash, copies counted), and large
 //     tables whose key cannot be range-scanned in byte order (text keys under
 //     a non-C collation) or, for composite keys, whose rows lie scattered
 //     over the table. Each side is read once in parallel ctid block ranges,
