@@ -84,48 +84,56 @@ func (c *comparer) scanGroups(ctx context.Context, t *tableRun, group string, ar
 	aggs := [2]map[int64]*bucketAgg{{}, {}}
 	var mu sync.Mutex
 	rowHash := rowHash(t.p.cols)
+	// scan reads one piece of side i, adding its groups to aggs[i].
+	scan := func(ctx context.Context, i int, s *side, where string) error {
+		// OFFSET 0 keeps the subquery whole, so rows are hashed before
+		// they are grouped: otherwise the planner may sort whole rows
+		// (spilling to disk) to group a small range.
+		q := fmt.Sprintf(`SELECT g, count(*), sum(h)::text FROM (SELECT %s AS g, %s AS h FROM %s WHERE %s OFFSET 0) s GROUP BY g`,
+			group, rowHash, t.from, where)
+		rows, err := s.pool.Query(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("checksum %s on the %s: %w", t.name, s.name, err)
+		}
+		defer rows.Close()
+		var b, n int64
+		var sum string
+		for rows.Next() {
+			if err := rows.Scan(&b, &n, &sum); err != nil {
+				return fmt.Errorf("checksum %s on the %s: %w", t.name, s.name, err)
+			}
+			v, ok := new(big.Int).SetString(sum, 10)
+			if !ok {
+				return fmt.Errorf("checksum %s on the %s: unexpected sum %q", t.name, s.name, sum)
+			}
+			mu.Lock()
+			a := aggs[i][b]
+			if a == nil {
+				a = &bucketAgg{}
+				aggs[i][b] = a
+			}
+			a.count += n
+			a.sum.Add(&a.sum, v)
+			mu.Unlock()
+		}
+		return rows.Err()
+	}
+	// Each side reads Jobs pieces at a time, both sides at once: on
+	// separate servers the comparison takes as long as the slower side.
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(2 * c.cfg.Jobs)
 	for i, s := range []*side{c.src, c.tgt} {
 		rel := t.p.src
 		if s == c.tgt {
 			rel = t.p.tgt
 		}
-		for _, where := range blockRanges(s, rel.pages, pieces) {
-			g.Go(func() error {
-				// OFFSET 0 keeps the subquery whole, so rows are hashed
-				// before they are grouped: otherwise the planner may sort
-				// whole rows (spilling to disk) to group a small range.
-				q := fmt.Sprintf(`SELECT g, count(*), sum(h)::text FROM (SELECT %s AS g, %s AS h FROM %s WHERE %s OFFSET 0) s GROUP BY g`,
-					group, rowHash, t.from, where)
-				rows, err := s.pool.Query(gctx, q, args...)
-				if err != nil {
-					return fmt.Errorf("checksum %s on the %s: %w", t.name, s.name, err)
-				}
-				defer rows.Close()
-				var b, n int64
-				var sum string
-				for rows.Next() {
-					if err := rows.Scan(&b, &n, &sum); err != nil {
-						return fmt.Errorf("checksum %s on the %s: %w", t.name, s.name, err)
-					}
-					v, ok := new(big.Int).SetString(sum, 10)
-					if !ok {
-						return fmt.Errorf("checksum %s on the %s: unexpected sum %q", t.name, s.name, sum)
-					}
-					mu.Lock()
-					a := aggs[i][b]
-					if a == nil {
-						a = &bucketAgg{}
-						aggs[i][b] = a
-					}
-					a.count += n
-					a.sum.Add(&a.sum, v)
-					mu.Unlock()
-				}
-				return rows.Err()
-			})
-		}
+		g.Go(func() error {
+			sg, sctx := errgroup.WithContext(gctx)
+			sg.SetLimit(c.cfg.Jobs)
+			for _, where := range blockRanges(s, rel.pages, pieces) {
+				sg.Go(func() error { return scan(sctx, i, s, where) })
+			}
+			return sg.Wait()
+		})
 	}
 	return aggs, g.Wait()
 }
