@@ -15,7 +15,7 @@ type verifyCmd struct {
 	pgFlags
 	formatFlags
 	Tables       []string      `help:"Compare only these tables: schema.name or name, wildcards * and ? allowed, comma-separated. A partitioned table's name selects its partitions." placeholder:"TABLE" sep:","`
-	Jobs         int           `help:"Chunks compared at a time (each uses one connection per side)." default:"4"`
+	Jobs         int           `help:"Processes per side: the first read of a table is a parallel query of this many processes on each server; then this many chunks are compared at a time, one connection per side each." default:"4"`
 	ChunkRows    int64         `help:"Rows per chunk (at most 1024 chunks per table)." default:"10000"`
 	WaitTimeout  time.Duration `help:"While a stream is running: how long to wait for the target to apply the source's current position before comparing." default:"1m"`
 	RecheckDelay time.Duration `help:"While a stream is running: pause before differences are re-checked (only persisting ones are reported)." default:"2s"`

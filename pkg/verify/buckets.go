@@ -6,17 +6,17 @@ import (
 	"math/big"
 	"math/bits"
 	"sort"
-	"sync"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 )
 
 // Hash-bucket mode: for tables without a primary key, and for large keyed
 // tables whose key ranges cannot use the index (text keys under a non-C
 // collation) or, with a composite key, lie scattered on disk (where each
-// range would read blocks from all over the table). Each side is read once, split into ctid block
-// ranges read in parallel; every row falls into a bucket by the hash of its
-// key (or of the whole row), and bucket counts and sums are added up here.
+// range would read blocks from all over the table). Each side is read once
+// by a parallel query; every row falls into a bucket by the hash of its key
+// (or of the whole row), and bucket counts and sums come back per bucket.
 // Only the rows of mismatched buckets are fetched again and compared.
 
 // bucketAgg is one bucket's count and hash sum on one side.
@@ -46,93 +46,57 @@ func (t *tableRun) bucketExpr() string {
 	return fmt.Sprintf("(%s & %d)", rowHash(cols), t.buckets-1)
 }
 
-// blockRanges splits a side's table into about n ctid ranges. Servers
-// before 14 have no TID range scan: one range then.
-func blockRanges(s *side, pages int64, n int64) []string {
-	if n <= 1 || pages <= 1 || s.version < 140000 {
-		return []string{"true"}
-	}
-	step := max(pages/n, 1)
-	var out []string
-	for lo := int64(0); lo < pages; lo += step {
-		switch {
-		case lo == 0:
-			out = append(out, fmt.Sprintf("ctid < '(%d,0)'::tid", step))
-		case lo+step >= pages:
-			out = append(out, fmt.Sprintf("ctid >= '(%d,0)'::tid", lo))
-		default:
-			out = append(out, fmt.Sprintf("ctid >= '(%d,0)'::tid AND ctid < '(%d,0)'::tid", lo, lo+step))
-		}
-	}
-	if len(out) == 1 {
-		return []string{"true"}
-	}
-	return out
+// parallelScanSQL lets one query read a whole table with workers: a
+// parallel sequential scan, each worker grouping its share of the rows
+// (partial hash aggregation) and the leader adding up the groups. Unlike
+// ranges of blocks read by separate sessions, a sequential scan goes
+// through a small ring of buffers, so it neither evicts the servers' cache
+// nor makes each session fault in shared memory page by page, and the
+// workers share out the blocks as they go.
+func parallelScanSQL(jobs int) string {
+	return fmt.Sprintf("SET LOCAL max_parallel_workers_per_gather = %d; SET LOCAL parallel_setup_cost = 0; "+
+		"SET LOCAL parallel_tuple_cost = 0; SET LOCAL min_parallel_table_scan_size = 0", jobs-1)
 }
 
-// pieceRows is about how many rows one query of a first pass reads: pieces
-// this large make the planning and start-up of a query negligible, and are
-// still small enough to spread a large table over all jobs.
-const pieceRows = 1_000_000
-
-// scanGroups reads the table once per side, split into ctid block ranges
-// read in parallel, and adds up the count and hash sum of each group
-// (group is an SQL expression giving a row's group number).
+// scanGroups reads the table once per side, both sides at once, each with
+// a parallel query of Jobs processes, and adds up the count and hash sum
+// of each group (group is an SQL expression giving a row's group number).
+// Where the server has no parallel workers to spare, its side is read by
+// one process.
 func (c *comparer) scanGroups(ctx context.Context, t *tableRun, group string, args []any) ([2]map[int64]*bucketAgg, error) {
-	est := max(t.p.src.estRows(), t.p.tgt.estRows())
-	pieces := max(est/pieceRows, 2*int64(c.cfg.Jobs))
 	aggs := [2]map[int64]*bucketAgg{{}, {}}
-	var mu sync.Mutex
-	rowHash := rowHash(t.p.cols)
-	// scan reads one piece of side i, adding its groups to aggs[i].
-	scan := func(ctx context.Context, i int, s *side, where string) error {
-		// OFFSET 0 keeps the subquery whole, so rows are hashed before
-		// they are grouped: otherwise the planner may sort whole rows
-		// (spilling to disk) to group a small range.
-		q := fmt.Sprintf(`SELECT g, count(*), sum(h)::text FROM (SELECT %s AS g, %s AS h FROM %s WHERE %s OFFSET 0) s GROUP BY g`,
-			group, rowHash, t.from, where)
-		rows, err := s.pool.Query(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("checksum %s on the %s: %w", t.name, s.name, err)
-		}
-		defer rows.Close()
-		var b, n int64
-		var sum string
-		for rows.Next() {
-			if err := rows.Scan(&b, &n, &sum); err != nil {
-				return fmt.Errorf("checksum %s on the %s: %w", t.name, s.name, err)
-			}
-			v, ok := new(big.Int).SetString(sum, 10)
-			if !ok {
-				return fmt.Errorf("checksum %s on the %s: unexpected sum %q", t.name, s.name, sum)
-			}
-			mu.Lock()
-			a := aggs[i][b]
-			if a == nil {
-				a = &bucketAgg{}
-				aggs[i][b] = a
-			}
-			a.count += n
-			a.sum.Add(&a.sum, v)
-			mu.Unlock()
-		}
-		return rows.Err()
-	}
-	// Each side reads Jobs pieces at a time, both sides at once: on
-	// separate servers the comparison takes as long as the slower side.
+	q := fmt.Sprintf(`SELECT g, count(*), sum(h)::text FROM (SELECT %s AS g, %s AS h FROM %s) s GROUP BY g`,
+		group, rowHash(t.p.cols), t.from)
 	g, gctx := errgroup.WithContext(ctx)
 	for i, s := range []*side{c.src, c.tgt} {
-		rel := t.p.src
-		if s == c.tgt {
-			rel = t.p.tgt
-		}
 		g.Go(func() error {
-			sg, sctx := errgroup.WithContext(gctx)
-			sg.SetLimit(c.cfg.Jobs)
-			for _, where := range blockRanges(s, rel.pages, pieces) {
-				sg.Go(func() error { return scan(sctx, i, s, where) })
+			err := pgx.BeginTxFunc(gctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(gctx, parallelScanSQL(c.cfg.Jobs)); err != nil {
+					return err
+				}
+				rows, err := tx.Query(gctx, q, args...)
+				if err != nil {
+					return err
+				}
+				defer rows.Close()
+				var b, n int64
+				var sum string
+				for rows.Next() {
+					if err := rows.Scan(&b, &n, &sum); err != nil {
+						return err
+					}
+					a := &bucketAgg{count: n}
+					if _, ok := a.sum.SetString(sum, 10); !ok {
+						return fmt.Errorf("unexpected sum %q", sum)
+					}
+					aggs[i][b] = a
+				}
+				return rows.Err()
+			})
+			if err != nil {
+				return fmt.Errorf("checksum %s on the %s: %w", t.name, s.name, err)
 			}
-			return sg.Wait()
+			return nil
 		})
 	}
 	return aggs, g.Wait()

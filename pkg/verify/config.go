@@ -18,8 +18,11 @@ type Config struct {
 	// table's name selects its partitions. Empty: every table.
 	Tables []string
 
-	// Jobs is how many chunks are compared at a time; each uses one
-	// connection per side. Default 4.
+	// Jobs is how many processes work on each side: a table's first read
+	// is a parallel query of Jobs processes (the session and Jobs-1
+	// parallel workers, as many as the server can spare), and then Jobs
+	// chunks are compared at a time, each with one connection per side.
+	// Default 4.
 	Jobs int
 	// ChunkRows is the planned number of rows per chunk. Default 10000 (at most 1024 chunks per table).
 	ChunkRows int64

@@ -19,10 +19,11 @@
 //   - key ranges: tables with a primary key. Chunks are primary-key ranges
 //     planned on the source (quantiles of a block sample), half-open
 //     [lo, hi), the same on both sides. With a single-column key, each side
-//     is read once, sequentially, in parallel ctid block ranges, and every
-//     row is placed in its range with width_bucket, or, for an evenly spread
-//     integer key, in a range of equal width by one division; with a
-//     composite key each range is its own index range scan. A mismatched range is bisected
+//     is read once by a parallel sequential scan of Config.Jobs processes
+//     (both sides at once), and every row is placed in its range with
+//     width_bucket, or, for an evenly spread integer key, in a range of
+//     equal width by one division; with a composite key each range is its
+//     own index range scan. A mismatched range is bisected
 //     through the index (one scan of the side with more rows cuts it into
 //     parts and checksums them, one of the other side checksums the same
 //     parts) until it holds at most Config.LeafRows rows, whose per-column
@@ -31,7 +32,7 @@
 //     rows, told apart by their hash, copies counted), and large
 //     tables whose key cannot be range-scanned in byte order (text keys under
 //     a non-C collation) or, for composite keys, whose rows lie scattered
-//     over the table. Each side is read once in parallel ctid block ranges,
+//     over the table. Each side is read once by a parallel sequential scan,
 //     rows grouped into buckets by the hash of their key (or whole row); only
 //     the rows of mismatched buckets are read again, streamed in bucket
 //     order and compared one bucket at a time.

@@ -164,8 +164,8 @@ func (c *comparer) compareRanges(ctx context.Context, t *tableRun) error {
 }
 
 // compareRangesByScan checksums all key ranges of a table with a
-// single-column key in one sequential read per side (in parallel ctid block
-// ranges), placing each row in its range with width_bucket: a sequential
+// single-column key in one parallel sequential read per side, placing each
+// row in its range with width_bucket: a sequential
 // scan is several times cheaper per row than one index range scan per
 // chunk. Only mismatched ranges are then bisected through the index.
 func (c *comparer) compareRangesByScan(ctx context.Context, t *tableRun, ranges []keyRange) error {
