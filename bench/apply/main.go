@@ -222,25 +222,7 @@ func walEnd(ctx context.Context, url string) (string, int64, error) {
 
 // waitMarker waits until the backlog's last row is visible on the target.
 func waitMarker(ctx context.Context, url string, limit time.Duration) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	deadline := time.Now().Add(limit)
-	for {
-		var n int
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM bench_marker").Scan(&n); err != nil {
-			return err
-		}
-		if n > 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the backlog's last row did not reach the target within %s", limit)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return benchkit.WaitTrue(ctx, url, limit, "the backlog's last row reaching the target", "SELECT EXISTS (SELECT FROM bench_marker)")
 }
 
 // sampleLag reads replicator_apply_lag_seconds from /metrics every 500 ms.

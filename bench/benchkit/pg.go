@@ -37,9 +37,9 @@ func QueryRow(ctx context.Context, url, sql string, dst ...any) error {
 	return conn.QueryRow(ctx, sql).Scan(dst...)
 }
 
-// WaitSlot waits until the replication slot has confirmed lsn: everything
-// up to it is applied and committed on the consumer's side.
-func WaitSlot(ctx context.Context, url, slot, lsn string, limit time.Duration) error {
+// WaitTrue polls query, which returns one boolean, every 10 ms until it
+// is true; after limit it fails naming what was awaited.
+func WaitTrue(ctx context.Context, url string, limit time.Duration, what, query string, args ...any) error {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return err
@@ -48,17 +48,24 @@ func WaitSlot(ctx context.Context, url, slot, lsn string, limit time.Duration) e
 	deadline := time.Now().Add(limit)
 	for {
 		var done bool
-		if err := conn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn >= $2::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1`, slot, lsn).Scan(&done); err != nil {
+		if err := conn.QueryRow(ctx, query, args...).Scan(&done); err != nil {
 			return err
 		}
 		if done {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("slot %s did not reach %s within %s", slot, lsn, limit)
+			return fmt.Errorf("%s: not within %s", what, limit)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// WaitSlot waits until the replication slot has confirmed lsn: everything
+// up to it is applied and committed on the consumer's side.
+func WaitSlot(ctx context.Context, url, slot, lsn string, limit time.Duration) error {
+	return WaitTrue(ctx, url, limit, fmt.Sprintf("slot %s reaching %s", slot, lsn),
+		`SELECT coalesce(confirmed_flush_lsn >= $2::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1`, slot, lsn)
 }
 
 // SameData compares the tables on both sides with an md5 of the sorted row

@@ -22,7 +22,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
 	"replicator/bench/benchkit"
@@ -196,23 +195,5 @@ func run(scale, txs, clients int) error {
 // of the backlog is then applied (the purge of the source's changelog
 // follows, as the native slot's WAL release does).
 func waitApplied(ctx context.Context, url string, batch int64, limit time.Duration) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	deadline := time.Now().Add(limit)
-	for {
-		var done bool
-		if err := conn.QueryRow(ctx, `SELECT applied_batch >= $1 FROM replicator.state`, batch).Scan(&done); err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("batch %d not applied within %s", batch, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return benchkit.WaitTrue(ctx, url, limit, fmt.Sprintf("batch %d applied", batch), `SELECT applied_batch >= $1 FROM replicator.state`, batch)
 }
