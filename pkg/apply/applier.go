@@ -110,7 +110,8 @@ type stmtMeta struct {
 	table    string
 	op       string
 	key      string
-	where    string // the source position, as errors name it
+	first    pglogrepl.LSN // source positions of its changes, named only in errors
+	last     pglogrepl.LSN
 	xid      uint32
 	expected int64 // rows it must touch; -1 for any
 	setWise  bool  // a set-wise statement of net changes (net.go)

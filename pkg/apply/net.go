@@ -300,7 +300,7 @@ func (a *Applier) setMeta(p *plan, op string, rows []*netRow) stmtMeta {
 		key = "(" + strings.Join(names, ", ") + ")=(" + strings.Join(vals, ", ") + ")"
 	}
 	return stmtMeta{table: p.table.name, op: op, key: key,
-		where: a.changeRange(first, last), xid: rows[0].xid, expected: int64(len(rows)), setWise: true}
+		first: first, last: last, xid: rows[0].xid, expected: int64(len(rows)), setWise: true}
 }
 
 // updateColumns are the columns an UPDATE sets: sent (not unchanged

@@ -30,7 +30,7 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			a.count(r.String(), "truncate", 1)
 		}
 		a.queue(truncateSQL(names, c), nil, stmtMeta{table: fmt.Sprint(names), op: "truncate",
-			where: a.changePosition(c.LSN), xid: t.XID, expected: -1}, 0)
+			first: c.LSN, last: c.LSN, xid: t.XID, expected: -1}, 0)
 		return nil
 	}
 	p, err := a.cat.plan(ctx, a.conn, c.Rel)
@@ -113,7 +113,7 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			}
 		}
 		a.queue(sql, args, stmtMeta{table: p.table.name, op: c.Kind.String(), key: c.KeyString(),
-			where: a.changePosition(c.LSN), xid: t.XID, expected: 1}, size)
+			first: c.LSN, last: c.LSN, xid: t.XID, expected: 1}, size)
 		return nil
 	}
 	return fail(fmt.Errorf("unknown change kind %q", byte(c.Kind)))
@@ -151,7 +151,7 @@ func (a *Applier) closeRun() {
 		key = fmt.Sprintf("(one of %d rows)", rows)
 	}
 	a.queue(r.p.insertSQL(r.cols), args, stmtMeta{table: r.p.table.name, op: "insert", key: key,
-		where: a.changeRange(r.first, r.last), xid: r.xid, expected: rows}, 0)
+		first: r.first, last: r.last, xid: r.xid, expected: rows}, 0)
 }
 
 func (a *Applier) queue(sql string, args []any, m stmtMeta, size int64) {
@@ -181,7 +181,7 @@ func (a *Applier) flush(ctx context.Context) error {
 			if tag.RowsAffected() > m.expected {
 				cause = fmt.Errorf("%d rows matched where %d were expected", tag.RowsAffected(), m.expected)
 			}
-			first = &ApplyError{Table: m.table, Op: m.op, Key: m.key, Where: m.where, XID: m.xid, Err: cause, setWise: m.setWise}
+			first = a.applyError(m, cause)
 			break
 		}
 	}
@@ -197,7 +197,12 @@ func (a *Applier) flush(ctx context.Context) error {
 func (a *Applier) stmtError(m stmtMeta, err error) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
-		return fmt.Errorf("target: apply %s on %s at %s: %w", m.op, m.table, m.where, err)
+		return fmt.Errorf("target: apply %s on %s at %s: %w", m.op, m.table, a.changeRange(m.first, m.last), err)
 	}
-	return &ApplyError{Table: m.table, Op: m.op, Key: m.key, Where: m.where, XID: m.xid, Err: err, setWise: m.setWise}
+	return a.applyError(m, err)
+}
+
+// applyError is a refused statement's error, naming its source positions.
+func (a *Applier) applyError(m stmtMeta, err error) *ApplyError {
+	return &ApplyError{Table: m.table, Op: m.op, Key: m.key, Where: a.changeRange(m.first, m.last), XID: m.xid, Err: err, setWise: m.setWise}
 }
