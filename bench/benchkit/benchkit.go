@@ -54,13 +54,6 @@ func Run(ctx context.Context, log io.Writer, env []string, name string, args ...
 	return wall, rss, nil
 }
 
-// Timed runs f and returns how long it took.
-func Timed(f func() error) (time.Duration, error) {
-	start := time.Now()
-	err := f()
-	return time.Since(start), err
-}
-
 // Print writes results as a table; ratio is each wall time over base's.
 func Print(w io.Writer, base string, results []Result) {
 	var baseWall time.Duration

@@ -24,12 +24,6 @@ type formatFlags struct {
 	Out    string `help:"Write the report to FILE instead of standard output." placeholder:"FILE" type:"path"`
 }
 
-// errNotBuilt is what a command of the contract that is not built yet
-// returns: exit 2, and a word on what to use meanwhile.
-func errNotBuilt(cmd string) error {
-	return fmt.Errorf("`replicator %s` is not available in this version yet; see `replicator --help` for the commands that are", cmd)
-}
-
 // writeReport writes a report to --out FILE, through a temporary file in
 // the same directory renamed into place once the report is complete (so a
 // failed run leaves no half-written file), or to stdout when out is empty.
