@@ -7,8 +7,11 @@ GOFLAGS_TEST ?= -count=1 -timeout 20m
 deps:
 	@./scripts/deps.sh
 
+# VERSION is what `replicator --version` and the reports name.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -o bin/replicator ./cmd/replicator
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/replicator ./cmd/replicator
 
 ## test: every unit and integration test, against real PostgreSQL and Redis
 ## servers the tests start themselves.

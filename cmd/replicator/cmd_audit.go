@@ -11,8 +11,8 @@ import (
 )
 
 type auditCmd struct {
-	Source      string `help:"Source Postgres URL." env:"REPLICATOR_SOURCE_URL" placeholder:"URL"`
-	RedisSource string `help:"Source Redis URL (redis:// or rediss://)." env:"REPLICATOR_REDIS_SOURCE_URL" placeholder:"URL"`
+	Source      string `help:"Source Postgres URL." env:"REPLICATOR_SOURCE_URL,DATABASE_URL" placeholder:"URL"`
+	RedisSource string `help:"Source Redis URL (redis:// or rediss://)." env:"REPLICATOR_REDIS_SOURCE_URL,REDIS_URL" placeholder:"URL"`
 	redisTLS
 	HerokuConfig string `help:"Output of 'heroku config -a APP' (or --shell/--json): print the aws ssm put-parameter commands that move each variable, values never printed." placeholder:"FILE" type:"existingfile"`
 	HerokuApp    string `help:"Heroku app name for the generated commands (default: read from the heroku config header)."`
@@ -23,8 +23,11 @@ type auditCmd struct {
 
 func (c *auditCmd) Run(ctx context.Context, g *Globals) error {
 	g.remember(c.Source, c.RedisSource)
+	if c.HerokuConfig == "" {
+		c.HerokuConfig = g.HerokuEnv // the same `heroku config -s` file
+	}
 	if c.Source == "" && c.RedisSource == "" && c.HerokuConfig == "" {
-		return fmt.Errorf("nothing to audit: pass --source (Postgres URL), --redis-source (Redis URL) and/or --heroku-config FILE")
+		return fmt.Errorf("nothing to audit: pass --source (Postgres URL), --redis-source (Redis URL) and/or --heroku-config FILE (or --heroku-env FILE)")
 	}
 	var rep audit.Report
 	if c.Source != "" {

@@ -13,7 +13,7 @@ import (
 
 type statusCmd struct {
 	targetFlag
-	Source string `help:"Source Postgres URL (optional): adds lag in bytes and the replication slot's health." env:"REPLICATOR_SOURCE_URL" placeholder:"URL"`
+	Source string `help:"Source Postgres URL (optional): adds lag in bytes and the replication slot's health." env:"REPLICATOR_SOURCE_URL,DATABASE_URL" placeholder:"URL"`
 	Format string `help:"Output format: text or json." enum:"text,json" default:"text"`
 }
 

@@ -28,7 +28,7 @@ func FuzzConfig(f *testing.F) {
 			t.Fatal(err)
 		}
 		var c cli
-		p, err := newParser(&c)
+		p, err := newParser(&c, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,7 +9,7 @@ import (
 
 // pgFlags are the Postgres connection flags.
 type pgFlags struct {
-	Source string `help:"Source Postgres URL, e.g. postgres://user:PASSWORD@host:5432/db?sslmode=require." env:"REPLICATOR_SOURCE_URL" placeholder:"URL"`
+	Source string `help:"Source Postgres URL, e.g. postgres://user:PASSWORD@host:5432/db?sslmode=require." env:"REPLICATOR_SOURCE_URL,DATABASE_URL" placeholder:"URL"`
 	Target string `help:"Target Postgres URL (RDS), e.g. postgres://user:PASSWORD@rds-host:5432/db?sslmode=verify-full&sslrootcert=global-bundle.pem." env:"REPLICATOR_TARGET_URL" placeholder:"URL"`
 }
 

@@ -22,9 +22,11 @@ import (
 
 // Globals are the flags every command accepts.
 type Globals struct {
-	Config    kong.ConfigFlag `help:"YAML file with defaults for any flag (keys are flag names, e.g. source:, target:, jobs:)." type:"existingfile" placeholder:"FILE"`
-	LogFormat string          `help:"Log format: auto (console on a terminal, JSON otherwise), console or json." enum:"auto,console,json" default:"auto"`
-	LogLevel  string          `help:"Log level: debug, info, warn or error." enum:"debug,info,warn,error" default:"info"`
+	Config    kong.ConfigFlag  `help:"YAML file with defaults for any flag (keys are flag names, e.g. source:, target:, jobs:)." type:"existingfile" placeholder:"FILE"`
+	LogFormat string           `help:"Log format: auto (console on a terminal, JSON otherwise), console or json." enum:"auto,console,json" default:"auto"`
+	LogLevel  string           `help:"Log level: debug, info, warn or error." enum:"debug,info,warn,error" default:"info"`
+	HerokuEnv string           `help:"Env file written by 'heroku config -s -a APP': its DATABASE_URL and REDIS_URL stand in for the source URLs, behind the environment. Command line only." type:"existingfile" placeholder:"FILE"`
+	Version   kong.VersionFlag `help:"Print the version and exit."`
 
 	// urls are the connection strings the command was given, so their
 	// passwords can be scrubbed from anything printed.
@@ -54,7 +56,10 @@ func (g *Globals) logger() (*zap.Logger, error) {
 	if format == "console" {
 		cfg := zap.NewDevelopmentEncoderConfig()
 		cfg.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
-		cfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		cfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		if isatty.IsTerminal(os.Stderr.Fd()) {
+			cfg.EncodeLevel = zapcore.CapitalColorLevelEncoder // colour only for a person, never into a pipe or file
+		}
 		enc = zapcore.NewConsoleEncoder(cfg)
 	} else {
 		cfg := zap.NewProductionEncoderConfig()

@@ -48,8 +48,10 @@ const description = `Move a live Postgres and Redis from Heroku to AWS with mini
 
 The playbook: audit → snapshot (copy) → stream (keep in sync) → verify → cutover.
 Every URL flag also reads an environment variable (REPLICATOR_SOURCE_URL,
-REPLICATOR_TARGET_URL, REPLICATOR_REDIS_SOURCE_URL, REPLICATOR_REDIS_TARGET_URL)
-and then the --config YAML file, whose keys are the flag names:
+REPLICATOR_TARGET_URL, REPLICATOR_REDIS_SOURCE_URL, REPLICATOR_REDIS_TARGET_URL;
+the source flags then Heroku's own DATABASE_URL and REDIS_URL, also from an
+env file written by 'heroku config -s' and passed as --heroku-env FILE), and
+then the --config YAML file, whose keys are the flag names:
 
     source: postgres://app:PASSWORD@heroku-host:5432/app?sslmode=require
     target: postgres://app:PASSWORD@rds-host:5432/app?sslmode=verify-full
@@ -65,8 +67,20 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) == 0 {
+		args = []string{"--help"} // bare `replicator` shows what it can do
+	}
+	env := &envSource{}
+	if path := herokuEnvFlag(args); path != "" {
+		vars, err := loadHerokuEnv(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "replicator: "+err.Error())
+			return exitError
+		}
+		env.file = vars
+	}
 	var c cli
-	parser, err := newParser(&c)
+	parser, err := newParser(&c, env)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "replicator: internal error building the command line:", err)
 		return exitError
@@ -90,12 +104,19 @@ func run(args []string) int {
 	}
 }
 
-func newParser(c *cli) (*kong.Kong, error) {
+// newParser builds the command line. env holds the --heroku-env file's
+// variables (nil or empty: none).
+func newParser(c *cli, env *envSource) (*kong.Kong, error) {
+	if env == nil {
+		env = &envSource{}
+	}
 	return kong.New(c,
 		kong.Name("replicator"),
 		kong.Description(description),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Configuration(yamlLoader),
+		kong.Configuration(yamlLoader(env)),
+		kong.Resolvers(env),
+		kong.Vars{"version": versionString()},
 		kong.Exit(func(code int) { panic(exitPanic(code)) }),
 	)
 }
