@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -74,11 +75,11 @@ func DescribeConnError(err error, side, host string, port uint16, db, user strin
 	case errors.As(err, &pgErr):
 		e.Reason = RedactText(pgErr.Message)
 		switch pgErr.Code {
-		case "28P01", "28000":
+		case pgerrcode.InvalidPassword, pgerrcode.InvalidAuthorizationSpecification:
 			e.Fix = fmt.Sprintf("check the user %q and password in the %s URL (and pg_hba.conf)", user, side)
-		case "3D000":
+		case pgerrcode.InvalidCatalogName:
 			e.Fix = fmt.Sprintf("create the database or correct its name in the %s URL", side)
-		case "53300":
+		case pgerrcode.TooManyConnections:
 			e.Fix = "too many connections: lower --jobs or raise max_connections"
 		default:
 			e.Fix = "SQLSTATE " + pgErr.Code
