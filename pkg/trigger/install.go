@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
@@ -348,7 +349,7 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 		var pgErr *pgconn.PgError
 		// A lock timeout, or a deadlock with the application's writers
 		// (whose requests queue behind ours), is retried after a pause.
-		if err != nil && errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "40P01") && attempt < cfg.LockRetries {
+		if err != nil && errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.LockNotAvailable || pgErr.Code == pgerrcode.DeadlockDetected) && attempt < cfg.LockRetries {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -357,10 +358,10 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 			continue
 		}
 		if err != nil {
-			if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.InsufficientPrivilege {
 				return fmt.Errorf("install capture trigger on %s: %s: the source user must own the table (or hold TRIGGER on it)", qname, pgErr.Message)
 			}
-			if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
 				return fmt.Errorf("install capture trigger on %s: its writers held the table lock through %d attempts of %s: retry when the application is less busy: %w", qname, attempt+1, cfg.LockTimeout, err)
 			}
 			return fmt.Errorf("install capture trigger on %s: %w", qname, err)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -127,10 +128,10 @@ func OpenLogical(ctx context.Context, cfg Config, log *zap.Logger) (*Logical, er
 		pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
 		conn.Close(context.Background())
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42704" {
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedObject {
 			return nil, fmt.Errorf("source: replication slot %q does not exist (%w): it was dropped since the snapshot, so the changes since then cannot be streamed: run `replicator cleanup --yes`, then `replicator snapshot` into an empty target database to copy again", cfg.Slot, err)
 		}
-		if errors.As(err, &pgErr) && pgErr.Code == "55000" && strings.Contains(pgErr.Message, "cannot read from logical replication slot") {
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.ObjectNotInPrerequisiteState && strings.Contains(pgErr.Message, "cannot read from logical replication slot") {
 			// The slot was invalidated (max_slot_wal_keep_size): the
 			// server's detail says why, the message alone does not.
 			return nil, fmt.Errorf("source: replication slot %q is invalidated (%s): the WAL it held is gone, so the changes since cannot be streamed: run `replicator cleanup --yes`, then `replicator snapshot` into an empty target database; raise max_slot_wal_keep_size on the source to keep a stopped stream's slot longer", cfg.Slot, strings.TrimSuffix(pgErr.Detail, "."))
