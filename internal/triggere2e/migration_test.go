@@ -2,7 +2,6 @@ package triggere2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand"
@@ -15,9 +14,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"replicator/internal/testenv"
+	"replicator/pkg/pgutil"
 )
 
 // The application's schema, created by its own role: quoted mixed-case
@@ -113,7 +112,7 @@ func workload(t *testing.T, url string, truncate *atomic.Bool, stop <-chan struc
 			}
 			return nil
 		})
-		if err != nil && conn.IsClosed() || isConnErr(err) {
+		if err != nil && conn.IsClosed() || pgutil.IsConnectionLost(err) {
 			// The server restarted (the test does that): reconnect. The
 			// interrupted transaction may or may not have committed; the
 			// comparison at the end takes whatever the source holds.
@@ -313,18 +312,4 @@ func scrape(t *testing.T, addr string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-// isConnErr tells the errors of a server going away (shutdown, lost
-// connection) from errors in the workload's own SQL.
-func isConnErr(err error) bool {
-	if err == nil {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08")
-	}
-	return pgconn.SafeToRetry(err) || strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "EOF") ||
-		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "broken pipe")
 }
