@@ -159,7 +159,7 @@ func applyChange(ctx context.Context, tx pgx.Tx, ch *trigger.Change) error {
 		if v.Kind == trigger.ValueNull {
 			return "NULL"
 		}
-		return "'" + pgutil.EscapeLiteral(string(v.Text)) + "'"
+		return pgutil.QuoteLiteral(string(v.Text))
 	}
 	where := func() string {
 		var conds []string

@@ -427,7 +427,7 @@ DECLARE
 		if c.fast {
 			cond = fmt.Sprintf("(NEW.%s IS NULL) OPERATOR(pg_catalog.<>) (OLD.%s IS NULL) OR NEW.%s OPERATOR(pg_catalog.<>) OLD.%s", q, q, q, q)
 		}
-		fmt.Fprintf(&b, "\t\tIF %s THEN v := v OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(%s, NEW.%s::pg_catalog.text); END IF;\n", cond, literal(c.Name), q)
+		fmt.Fprintf(&b, "\t\tIF %s THEN v := v OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(%s, NEW.%s::pg_catalog.text); END IF;\n", cond, pgutil.QuoteLiteral(c.Name), q)
 	}
 	fmt.Fprintf(&b, `		IF v OPERATOR(pg_catalog.<>) '{}'::pg_catalog.jsonb THEN
 			INSERT INTO replicator.changelog (txid, rel, op, key, vals) VALUES (pg_catalog.pg_current_xact_id(), %d, 'U', %s, v);
@@ -457,7 +457,7 @@ func jsonObject(rec string, cols []Column, keyOnly bool) string {
 		if keyOnly && !c.Key {
 			continue
 		}
-		args = append(args, literal(c.Name), fmt.Sprintf("%s.%s::pg_catalog.text", rec, pgutil.QuoteIdent(c.Name)))
+		args = append(args, pgutil.QuoteLiteral(c.Name), fmt.Sprintf("%s.%s::pg_catalog.text", rec, pgutil.QuoteIdent(c.Name)))
 		if len(args) == 100 {
 			flush()
 		}
@@ -468,8 +468,6 @@ func jsonObject(rec string, cols []Column, keyOnly bool) string {
 	}
 	return strings.Join(parts, " OPERATOR(pg_catalog.||) ")
 }
-
-func literal(s string) string { return "'" + pgutil.EscapeLiteral(s) + "'" }
 
 // Uninstall removes the capture triggers from every table, then schema
 // replicator with the changelog, ticks and functions. It may be repeated.

@@ -123,7 +123,7 @@ func OpenLogical(ctx context.Context, cfg Config, log *zap.Logger) (*Logical, er
 	if err != nil {
 		return nil, pgutil.DescribeConnError(err, "source", pcfg.Host, pcfg.Port, pcfg.Database, pcfg.User)
 	}
-	args := []string{"proto_version '1'", "publication_names " + quoteLiteral(cfg.Publication)}
+	args := []string{"proto_version '1'", "publication_names " + pgutil.QuoteLiteral(cfg.Publication)}
 	if err := pglogrepl.StartReplication(ctx, conn, pgutil.QuoteIdent(cfg.Slot), cfg.Start,
 		pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
 		conn.Close(context.Background())
@@ -415,15 +415,4 @@ func (l *Logical) sendStatus(ctx context.Context, received pglogrepl.LSN, replyR
 		return fmt.Errorf("send standby status to the source: %w", err)
 	}
 	return nil
-}
-
-func quoteLiteral(s string) string {
-	out := []byte{'\''}
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' {
-			out = append(out, '\'')
-		}
-		out = append(out, s[i])
-	}
-	return string(append(out, '\''))
 }
