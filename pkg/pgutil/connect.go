@@ -114,3 +114,23 @@ func unwrapMsg(err error) string {
 		err = u
 	}
 }
+
+// ConnectReplication opens a logical replication connection
+// (replication=database) from a connection URL: it takes the replication
+// protocol's commands (CREATE_REPLICATION_SLOT, START_REPLICATION) as well
+// as SQL. Like Connect, it never echoes the URL and its error is a
+// *ConnError.
+func ConnectReplication(ctx context.Context, connString, side string) (*pgconn.PgConn, error) {
+	cfg, err := ParseConfig(connString, side)
+	if err != nil {
+		return nil, err
+	}
+	// pgx.ParseConfig has taken out its own parameters (statement cache,
+	// exec mode), which the server would refuse as runtime parameters.
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, &cfg.Config)
+	if err != nil {
+		return nil, DescribeConnError(err, side, cfg.Host, cfg.Port, cfg.Database, cfg.User)
+	}
+	return conn, nil
+}

@@ -112,7 +112,7 @@ func (c *logicalCapture) Start(ctx context.Context) (*CapturePoint, error) {
 		c.log.Info("created publication", zap.String("publication", c.publication))
 	}
 
-	c.repl, err = connectReplication(ctx, c.sourceURL)
+	c.repl, err = pgutil.ConnectReplication(ctx, c.sourceURL, "source")
 	if err != nil {
 		return nil, err
 	}

@@ -114,14 +114,9 @@ func OpenLogical(ctx context.Context, cfg Config, log *zap.Logger) (*Logical, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	pcfg, err := pgconn.ParseConfig(cfg.SourceURL)
+	conn, err := pgutil.ConnectReplication(ctx, cfg.SourceURL, "source")
 	if err != nil {
-		return nil, &pgutil.ConnError{Side: "source", Where: pgutil.Redact(cfg.SourceURL), Reason: "malformed connection URL", Err: err}
-	}
-	pcfg.RuntimeParams["replication"] = "database"
-	conn, err := pgconn.ConnectConfig(ctx, pcfg)
-	if err != nil {
-		return nil, pgutil.DescribeConnError(err, "source", pcfg.Host, pcfg.Port, pcfg.Database, pcfg.User)
+		return nil, err
 	}
 	args := []string{"proto_version '1'", "publication_names " + pgutil.QuoteLiteral(cfg.Publication)}
 	if err := pglogrepl.StartReplication(ctx, conn, pgutil.QuoteIdent(cfg.Slot), cfg.Start,
