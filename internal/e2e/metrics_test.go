@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"replicator/internal/testenv"
@@ -21,7 +20,9 @@ import (
 // Every metric the alert rules and the dashboard in deploy/ use (listed
 // in deploy/metrics.txt) is exported: scraped from the running daemon
 // (`run`) and the running Redis follower, and, for verify, which is a
-// short command, gathered from the registry verify fills.
+// short command, gathered from the registry verify fills. A metric is
+// exported from the moment it is registered, so the values are checked
+// too: each moved as the work done implies, and the lags are sane.
 func TestDeployMetricsAreExported(t *testing.T) {
 	ctx := context.Background()
 	want := readLines(t, "../../deploy/metrics.txt")
@@ -40,11 +41,44 @@ func TestDeployMetricsAreExported(t *testing.T) {
 	defer func() { run.Process.Signal(syscall.SIGTERM); run.Wait() }()
 	waitFor(t, 60*time.Second, "the stream to apply a change", func() bool {
 		dst.Exec(t, sdb, "UPDATE items SET v = v || 'y' WHERE id = 1")
-		names := scrape(addr)
-		return names["replicator_applied_changes_total"] && names["replicator_snapshot_rows_total"]
+		m, _ := testenv.ScrapeMetrics(addr)
+		return m.Has("replicator_applied_changes_total") && m.Has("replicator_snapshot_rows_total")
 	})
-	for n := range scrape(addr) {
+	// A last change, and a WAL position inside its transaction: the
+	// applied position passes it only once that transaction is applied.
+	sconn := dst.Connect(t, sdb)
+	var inside float64
+	if err := pgx.BeginFunc(ctx, sconn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "UPDATE items SET v = 'last' WHERE id = 2"); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::float8").Scan(&inside)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var m testenv.Metrics
+	waitFor(t, 60*time.Second, "replicator_last_applied_lsn to pass the last change", func() bool {
+		m, _ = testenv.ScrapeMetrics(addr)
+		lsn, _ := m.Value("replicator_last_applied_lsn")
+		return lsn >= inside
+	})
+	for n := range m {
 		exported[n] = true
+	}
+	atLeast(t, m, 100, "replicator_snapshot_rows_total")
+	atLeast(t, m, 100*len("1\tx\n"), "replicator_snapshot_bytes_total")
+	atLeast(t, m, 2, "replicator_applied_transactions_total")
+	atLeast(t, m, 2, "replicator_applied_changes_total", "op", "update")
+	if n, _ := m.Count("replicator_apply_batch_changes"); n < 1 {
+		t.Errorf("replicator_apply_batch_changes observed %v batches, want at least 1", n)
+	}
+	atLeast(t, m, 1, "replicator_apply_batch_changes") // its sum: changes in those batches
+	within(t, m, 0, 300, "replicator_apply_lag_seconds")
+	within(t, m, 0, 1<<30, "replicator_source_lag_bytes")
+	for _, stage := range []string{"connect", "capture", "apply"} {
+		if _, ok := m.Value("replicator_stream_errors_total", "stage", stage); !ok {
+			t.Errorf("replicator_stream_errors_total has no sample for stage %s", stage)
+		}
 	}
 
 	// Redis: the follower after the initial load.
@@ -69,22 +103,42 @@ func TestDeployMetricsAreExported(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { follow.Process.Signal(syscall.SIGTERM); follow.Wait() }()
-	waitFor(t, 60*time.Second, "the Redis follower's metrics", func() bool { return scrape(addr2)["replicator_redis_keys_imported_total"] })
-	for n := range scrape(addr2) {
+	waitFor(t, 60*time.Second, "the Redis follower to import the source's key", func() bool {
+		m, _ = testenv.ScrapeMetrics(addr2)
+		n, _ := m.Value("replicator_redis_keys_imported_total")
+		return n >= 1
+	})
+	for n := range m {
 		exported[n] = true
 	}
+	within(t, m, 0, 1<<30, "replicator_redis_follow_lag_bytes")
 
-	// verify.
+	// verify: the copy above, equal now, and a pair that differs in one row.
 	reg := prometheus.NewRegistry()
-	if _, err := verify.Run(ctx, verify.Config{Source: dst.URL(sdb), Target: dst.URL(tdb), WaitTimeout: -1}, nil, reg); err != nil {
-		t.Fatal(err)
-	}
-	mfs, err := reg.Gather()
+	rep, err := verify.Run(ctx, verify.Config{Source: dst.URL(sdb), Target: dst.URL(tdb), WaitTimeout: -1}, nil, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		exported[mf.GetName()] = true
+	vm := gather(t, reg)
+	if rep.Different() {
+		t.Errorf("verify found differences in the streamed copy")
+	}
+	atLeast(t, vm, 100, "replicator_verify_rows_total", "side", "source")
+	atLeast(t, vm, 100, "replicator_verify_rows_total", "side", "target")
+	within(t, vm, 0, 0, "replicator_verify_chunks_mismatched_total")
+	vs, vt := dst.NewDatabase(t), dst.NewDatabase(t)
+	dst.Exec(t, vs, "CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT g, 'x' FROM generate_series(1, 100) g")
+	dst.Exec(t, vt, "CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT g, 'x' FROM generate_series(1, 100) g; UPDATE items SET v = 'changed' WHERE id = 50")
+	if rep, err = verify.Run(ctx, verify.Config{Source: dst.URL(vs), Target: dst.URL(vt), WaitTimeout: -1}, nil, reg); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Different() {
+		t.Errorf("verify found no difference between tables that differ in one row")
+	}
+	vm = gather(t, reg)
+	atLeast(t, vm, 1, "replicator_verify_chunks_mismatched_total")
+	for n := range vm {
+		exported[n] = true
 	}
 
 	for _, name := range want {
@@ -94,21 +148,42 @@ func TestDeployMetricsAreExported(t *testing.T) {
 	}
 }
 
-// scrape returns the metric names /metrics declares (# TYPE lines).
-func scrape(addr string) map[string]bool {
-	out := map[string]bool{}
-	resp, err := http.Get("http://" + addr + "/metrics")
+func gather(t *testing.T, reg *prometheus.Registry) testenv.Metrics {
+	t.Helper()
+	mfs, err := reg.Gather()
 	if err != nil {
-		return out
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) >= 3 && f[0] == "#" && f[1] == "TYPE" {
-			out[f[2]] = true
-		}
+	m := testenv.Metrics{}
+	for _, mf := range mfs {
+		m[mf.GetName()] = mf
 	}
-	return out
+	return m
+}
+
+// atLeast checks that the samples of name with the given labels add up
+// to at least min.
+func atLeast[N int | float64](t *testing.T, m testenv.Metrics, min N, name string, labels ...string) {
+	t.Helper()
+	v, ok := m.Value(name, labels...)
+	switch {
+	case !ok:
+		t.Errorf("%s%v: not exported", name, labels)
+	case v < float64(min):
+		t.Errorf("%s%v = %v, want at least %v", name, labels, v, min)
+	}
+}
+
+// within checks that name is exported with a value in [lo, hi].
+func within(t *testing.T, m testenv.Metrics, lo, hi float64, name string, labels ...string) {
+	t.Helper()
+	v, ok := m.Value(name, labels...)
+	switch {
+	case !ok:
+		t.Errorf("%s%v: not exported", name, labels)
+	case v < lo || v > hi:
+		t.Errorf("%s%v = %v, want between %v and %v", name, labels, v, lo, hi)
+	}
 }
 
 func readLines(t *testing.T, path string) []string {

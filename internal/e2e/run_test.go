@@ -83,13 +83,13 @@ func TestRunSurvivesKill9(t *testing.T) {
 	// Restart: the copy starts over; kill again once it streams.
 	run = start()
 	waitFor(t, 120*time.Second, "the snapshot to finish", func() bool { return snapshotStatus(tconn) == "done" })
-	time.Sleep(1500 * time.Millisecond)
+	streamsFrom(t, tconn, appliedLSN(tconn))
 	run.Process.Signal(syscall.SIGKILL)
 	run.Wait()
 
 	// Restart once more: straight to streaming from the applied position.
 	run = start()
-	time.Sleep(1500 * time.Millisecond)
+	streamsFrom(t, tconn, appliedLSN(tconn))
 	stopLoad()
 	<-loadDone
 	if st.Transactions.Load() < 100 {
@@ -115,6 +115,25 @@ func TestRunSurvivesKill9(t *testing.T) {
 			t.Errorf("table %s differs after kill -9 and restarts: source %s, target %s", tbl, a, b)
 		}
 	}
+}
+
+// appliedLSN is the source position the target has applied ("0/0" before
+// the stream's first transaction).
+func appliedLSN(conn *pgx.Conn) string {
+	s := "0/0"
+	conn.QueryRow(context.Background(), "SELECT coalesce(applied_lsn, '0/0')::text FROM replicator.state").Scan(&s)
+	return s
+}
+
+// streamsFrom waits until the stream has applied source changes past lsn
+// (the application keeps writing meanwhile).
+func streamsFrom(t *testing.T, conn *pgx.Conn, lsn string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "the stream to apply changes past "+lsn, func() bool {
+		var ok bool
+		conn.QueryRow(context.Background(), "SELECT coalesce(applied_lsn > $1::pg_lsn, false) FROM replicator.state", lsn).Scan(&ok)
+		return ok
+	})
 }
 
 func snapshotStatus(conn *pgx.Conn) string {

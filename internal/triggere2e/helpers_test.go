@@ -217,3 +217,12 @@ func queryString(t *testing.T, conn *pgx.Conn, sql string, args ...any) string {
 	}
 	return s
 }
+
+func queryInt(t *testing.T, conn *pgx.Conn, sql string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%v\nSQL: %s", err, sql)
+	}
+	return n
+}

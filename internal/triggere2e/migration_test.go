@@ -2,11 +2,8 @@ package triggere2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,9 +12,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"replicator/internal/testenv"
+	"replicator/pkg/pgutil"
 )
 
 // The application's schema, created by its own role: quoted mixed-case
@@ -64,12 +61,13 @@ INSERT INTO scratch SELECT i, 'v' || i FROM generate_series(1, 100) i;
 `
 
 // workload writes to every table as the application would, in small
-// transactions, until stop is closed. Errors go to t.
+// transactions, until stop is closed, counting the committed ones in
+// commits. Errors go to t.
 //
 // TRUNCATE runs only once truncate is set: the snapshot refuses to start
 // when a TRUNCATE waits for a table's lock (it tells the user to run again),
 // which a test cannot tell from a failure.
-func workload(t *testing.T, url string, truncate *atomic.Bool, stop <-chan struct{}, wg *sync.WaitGroup) {
+func workload(t *testing.T, url string, truncate *atomic.Bool, commits *atomic.Int64, stop <-chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
@@ -113,7 +111,7 @@ func workload(t *testing.T, url string, truncate *atomic.Bool, stop <-chan struc
 			}
 			return nil
 		})
-		if err != nil && conn.IsClosed() || isConnErr(err) {
+		if err != nil && conn.IsClosed() || pgutil.IsConnectionLost(err) {
 			// The server restarted (the test does that): reconnect. The
 			// interrupted transaction may or may not have committed; the
 			// comparison at the end takes whatever the source holds.
@@ -134,7 +132,8 @@ func workload(t *testing.T, url string, truncate *atomic.Bool, stop <-chan struc
 			t.Errorf("workload: %v", err)
 			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		commits.Add(1)
+		time.Sleep(5 * time.Millisecond) // the pace of the application, not a wait for anything
 	}
 }
 
@@ -154,7 +153,15 @@ func TestTriggerMigration(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	var truncate atomic.Bool
-	go workload(t, srcURL, &truncate, stop, &wg)
+	var commits atomic.Int64
+	go workload(t, srcURL, &truncate, &commits, stop, &wg)
+	// appWrites waits until the application has committed n more
+	// transactions.
+	appWrites := func(n int64, when string) {
+		t.Helper()
+		at := commits.Load()
+		waitFor(t, 30*time.Second, fmt.Sprintf("the application to commit %d transactions %s", n, when), func() bool { return commits.Load() >= at+n })
+	}
 	stopped := false
 	stopWorkload := func() {
 		if !stopped {
@@ -190,16 +197,31 @@ func TestTriggerMigration(t *testing.T) {
 	metrics := freePort(t)
 	streamArgs := []string{"stream", "--source", srcURL, "--target", dstURL, "--txn-memory-mb", "1"}
 	s1 := start(t, append(streamArgs, "--metrics-addr", metrics)...)
-	// Let it apply a while, then check the metrics it serves.
+	// Once it has applied a batch, the metrics it serves must say so.
+	var applied int64
 	waitFor(t, 20*time.Second, "the first stream to apply a batch", func() bool {
-		return queryString(t, dst, `SELECT applied_batch::text FROM replicator.state`) != "0"
+		applied = queryInt(t, dst, `SELECT applied_batch FROM replicator.state`)
+		return applied > 0
 	})
-	time.Sleep(time.Second)
-	body := scrape(t, metrics)
-	for _, m := range []string{"replicator_trigger_changelog_rows", "replicator_trigger_capture_lag_seconds",
-		"replicator_applied_transactions_total", "replicator_apply_lag_seconds", "replicator_trigger_last_applied_batch"} {
-		if !strings.Contains(body, m) {
-			t.Errorf("metrics lack %s", m)
+	var m testenv.Metrics
+	waitFor(t, 20*time.Second, fmt.Sprintf("the metrics to show batch %d applied", applied), func() bool {
+		m, _ = testenv.ScrapeMetrics(metrics)
+		b, _ := m.Value("replicator_trigger_last_applied_batch")
+		return b >= float64(applied)
+	})
+	if n, _ := m.Value("replicator_applied_transactions_total"); n < 1 {
+		t.Errorf("replicator_applied_transactions_total = %v after batch %d was applied, want at least 1", n, applied)
+	}
+	for _, g := range []struct {
+		name string
+		max  float64
+	}{
+		{"replicator_trigger_changelog_rows", 1e7},
+		{"replicator_trigger_capture_lag_seconds", 300},
+		{"replicator_apply_lag_seconds", 300},
+	} {
+		if v, ok := m.Value(g.name); !ok || v < 0 || v > g.max {
+			t.Errorf("metric %s = %v (exported: %v), want between 0 and %v", g.name, v, ok, g.max)
 		}
 	}
 	if err := s1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -207,17 +229,23 @@ func TestTriggerMigration(t *testing.T) {
 	}
 	s1.cmd.Wait()
 	killedAt := queryString(t, dst, `SELECT applied_batch::text FROM replicator.state`)
-	time.Sleep(1500 * time.Millisecond) // the application keeps writing
+	appWrites(50, "while no stream runs")
 
 	s2 := start(t, append(streamArgs, "--metrics-addr", "")...)
-	time.Sleep(1500 * time.Millisecond)
+	waitFor(t, 30*time.Second, "the restarted stream to apply a batch after "+killedAt, func() bool {
+		return queryString(t, dst, `SELECT (applied_batch > $1::bigint)::text FROM replicator.state`, killedAt) == "true"
+	})
 	// Source and target (one cluster here) restart under the stream: it
 	// reconnects and resumes from the target's recorded batch.
 	if err := heroku.Restart(testenv.Fast); err != nil {
 		t.Fatal(err)
 	}
 	app, dst = connect(t, srcURL), connect(t, dstURL)
-	time.Sleep(3 * time.Second)
+	restartedAt := queryInt(t, dst, `SELECT applied_batch FROM replicator.state`)
+	appWrites(50, "after the server restart")
+	waitFor(t, 30*time.Second, "the stream to apply a batch after the server restart", func() bool {
+		return queryInt(t, dst, `SELECT applied_batch FROM replicator.state`) > restartedAt
+	})
 	stopWorkload()
 	// A last TRUNCATE and rows after it, once nothing else writes.
 	exec1(t, app, `BEGIN; TRUNCATE scratch; INSERT INTO scratch VALUES (1, 'final'); COMMIT`)
@@ -302,29 +330,4 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-}
-
-func scrape(t *testing.T, addr string) string {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
-// isConnErr tells the errors of a server going away (shutdown, lost
-// connection) from errors in the workload's own SQL.
-func isConnErr(err error) bool {
-	if err == nil {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08")
-	}
-	return pgconn.SafeToRetry(err) || strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "EOF") ||
-		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "broken pipe")
 }

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"strings"
-	"syscall"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"replicator/pkg/pgutil"
@@ -38,7 +35,7 @@ func (e *ApplyError) Error() string {
 	if errors.As(e.Err, &pgErr) && pgErr.Detail != "" {
 		s += " (" + pgutil.RedactText(pgErr.Detail) + ")"
 	}
-	if errors.As(e.Err, &pgErr) && pgErr.Code == "53100" {
+	if errors.As(e.Err, &pgErr) && pgErr.Code == pgerrcode.DiskFull {
 		s += ": the target's disk is full: free space or grow its storage, then start `replicator stream` again (it resumes with this transaction, which was not applied)"
 	}
 	return s
@@ -79,33 +76,17 @@ func IsRetryable(err error) bool {
 }
 
 func retryableCode(code string) bool {
-	switch {
-	case code == "57P01", code == "57P02", code == "57P03": // admin/crash shutdown, cannot connect now
+	switch code {
+	case pgerrcode.TooManyConnections, pgerrcode.SerializationFailure, pgerrcode.DeadlockDetected:
 		return true
-	case strings.HasPrefix(code, "08"): // connection exception
-		return true
-	case code == "53300", code == "40001", code == "40P01": // too many connections, serialization, deadlock
-		return true
-	case code == "55006": // slot still active for a previous session that is going away
+	case pgerrcode.ObjectInUse: // slot still active for a previous session that is going away
 		return true
 	}
-	return false
+	return pgutil.IsConnectionLostCode(code)
 }
 
 func isConnectionError(err error) bool {
-	var netErr net.Error
-	var opErr *net.OpError
 	var connectErr *pgconn.ConnectError
-	switch {
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
-		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE):
-		return true
-	case errors.As(err, &connectErr), errors.As(err, &opErr), errors.As(err, &netErr):
-		return true
-	case pgconn.SafeToRetry(err), pgconn.Timeout(err):
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "conn busy") ||
-		strings.Contains(msg, "unexpected EOF") || strings.Contains(msg, "connection reset")
+	// A connection that could not be opened: the server may be restarting.
+	return errors.As(err, &connectErr) || pgutil.IsConnectionLost(err)
 }

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"replicator/pkg/pgutil"
@@ -21,20 +22,20 @@ func TestIsRetryable(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{"admin shutdown", pg("57P01"), true},
-		{"crash shutdown", pg("57P02"), true},
-		{"cannot connect now", pg("57P03"), true},
-		{"connection exception", fmt.Errorf("wrapped: %w", pg("08006")), true},
-		{"slot still active", pg("55006"), true},
+		{"admin shutdown", pg(pgerrcode.AdminShutdown), true},
+		{"crash shutdown", pg(pgerrcode.CrashShutdown), true},
+		{"cannot connect now", pg(pgerrcode.CannotConnectNow), true},
+		{"connection exception", fmt.Errorf("wrapped: %w", pg(pgerrcode.ConnectionFailure)), true},
+		{"slot still active", pg(pgerrcode.ObjectInUse), true},
 		{"unexpected EOF", fmt.Errorf("receive: %w", io.ErrUnexpectedEOF), true},
 		{"connection reset", &net.OpError{Op: "read", Err: syscall.ECONNRESET}, true},
 		{"server unreachable", &pgutil.ConnError{Side: "source", Err: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}}, true},
-		{"wrong password", &pgutil.ConnError{Side: "source", Err: pg("28P01")}, false},
-		{"unique violation", &ApplyError{Table: "t", Err: pg("23505")}, false},
+		{"wrong password", &pgutil.ConnError{Side: "source", Err: pg(pgerrcode.InvalidPassword)}, false},
+		{"unique violation", &ApplyError{Table: "t", Err: pg(pgerrcode.UniqueViolation)}, false},
 		{"row missing", &ApplyError{Table: "t", Err: ErrRowMissing}, false},
 		{"connection lost while applying", &ApplyError{Table: "t", Err: io.EOF}, true},
-		{"undefined table", pg("42P01"), false},
-		{"stage wrapper", &StageError{Stage: "capture", Err: pg("57P01")}, true},
+		{"undefined table", pg(pgerrcode.UndefinedTable), false},
+		{"stage wrapper", &StageError{Stage: "capture", Err: pg(pgerrcode.AdminShutdown)}, true},
 		{"cancelled", context.Canceled, false},
 		{"plain error", errors.New("something else"), false},
 	} {

@@ -14,11 +14,11 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"replicator/internal/testenv"
+	"replicator/pkg/pgutil"
 	"replicator/pkg/state"
 	"replicator/pkg/wal"
 )
@@ -102,12 +102,7 @@ func snapshotPair(t testing.TB, ddl, setup string) *pair {
 		t.Fatalf("psql restore: %v: %s", err, rerr.String())
 	}
 
-	cfg, err := pgconn.ParseConfig(p.srcURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.RuntimeParams["replication"] = "database"
-	repl, err := pgconn.ConnectConfig(ctx, cfg)
+	repl, err := pgutil.ConnectReplication(ctx, p.srcURL, "source")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,7 +122,7 @@ func Run(ctx context.Context, source, target *pgx.Conn) ([]Object, error) {
 		var q string
 		switch o.Kind {
 		case "replication slot":
-			q = fmt.Sprintf("SELECT pg_drop_replication_slot(%s)", quoteLiteral(o.Name))
+			q = fmt.Sprintf("SELECT pg_drop_replication_slot(%s)", pgutil.QuoteLiteral(o.Name))
 		case "publication":
 			q = "DROP PUBLICATION IF EXISTS " + pgutil.QuoteIdent(o.Name)
 		case "schema":
@@ -143,8 +143,4 @@ func Run(ctx context.Context, source, target *pgx.Conn) ([]Object, error) {
 		}
 	}
 	return done, nil
-}
-
-func quoteLiteral(s string) string {
-	return "'" + pgutil.EscapeLiteral(s) + "'"
 }

@@ -10,9 +10,9 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"replicator/internal/testenv"
+	"replicator/pkg/pgutil"
 	"replicator/pkg/state"
 )
 
@@ -39,7 +39,7 @@ func TestCleanupRemovesEverythingAndReruns(t *testing.T) {
 	}
 
 	// While a stream consumes the slot, cleanup refuses and removes nothing.
-	repl, err := pgconn.Connect(ctx, pg.URL(src)+"&replication=database")
+	repl, err := pgutil.ConnectReplication(ctx, pg.URL(src), "source")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -98,7 +99,7 @@ func TestCutoverWithLiveApp(t *testing.T) {
 	// The app is fenced: it was refused, and so is any new write.
 	app.halt()
 	var pgErr *pgconn.PgError
-	if !errors.As(app.err, &pgErr) || pgErr.Code != "42501" {
+	if !errors.As(app.err, &pgErr) || pgErr.Code != pgerrcode.InsufficientPrivilege {
 		t.Errorf("the app stopped with %v, want permission denied", app.err)
 	}
 	if app.commits.Load() <= n+20 {
@@ -118,7 +119,7 @@ func TestCutoverWithLiveApp(t *testing.T) {
 	}
 	_, err = ac.Exec(context.Background(), `INSERT INTO orders (customer) VALUES (1)`)
 	ac.Close(context.Background())
-	if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+	if !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.InsufficientPrivilege {
 		t.Errorf("after the fence the app's INSERT gave %v, want permission denied", err)
 	}
 

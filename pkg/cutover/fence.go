@@ -285,8 +285,8 @@ func undoFence(ctx context.Context, src *pgx.Conn, rec *fenceRecord) (restored i
 		case FenceReadOnly:
 			q := "ALTER DATABASE " + pgutil.QuoteIdent(rec.Database) + " RESET default_transaction_read_only"
 			if rec.PreviousReadOnly != "" {
-				q = "ALTER DATABASE " + pgutil.QuoteIdent(rec.Database) + " SET default_transaction_read_only = '" +
-					pgutil.EscapeLiteral(rec.PreviousReadOnly) + "'"
+				q = "ALTER DATABASE " + pgutil.QuoteIdent(rec.Database) + " SET default_transaction_read_only = " +
+					pgutil.QuoteLiteral(rec.PreviousReadOnly)
 			}
 			if _, err := tx.Exec(ctx, q); err != nil {
 				return fmt.Errorf("source: %s: %w", q, err)

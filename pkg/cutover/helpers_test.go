@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -244,7 +245,7 @@ func (m *migration) startWriter(t *testing.T) *writer {
 			switch {
 			case err == nil:
 				w.commits.Add(1)
-			case errors.As(err, &pgErr) && (pgErr.Code == "42501" || pgErr.Code == "25006"):
+			case errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.InsufficientPrivilege || pgErr.Code == pgerrcode.ReadOnlySQLTransaction):
 				w.err = err // fenced: permission denied or read-only
 				return
 			default:

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -37,7 +38,7 @@ func TestReadOnlyFenceAndDifferences(t *testing.T) {
 	}
 	app.halt()
 	var pgErr *pgconn.PgError
-	if !errors.As(app.err, &pgErr) || pgErr.Code != "25006" {
+	if !errors.As(app.err, &pgErr) || pgErr.Code != pgerrcode.ReadOnlySQLTransaction {
 		t.Errorf("the app stopped with %v, want a read-only transaction error", app.err)
 	}
 	if g := tableGrants(t, m.src); !slices.Equal(g, grantsBefore) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -54,7 +55,7 @@ func loadRecords(ctx context.Context, target *pgx.Conn) (map[string]record, erro
 	rows, err := target.Query(ctx, `SELECT step, status, detail::text FROM replicator.cutover`)
 	if err != nil {
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
+		if errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.UndefinedTable || pgErr.Code == pgerrcode.InvalidSchemaName) {
 			return out, nil
 		}
 		return nil, fmt.Errorf("read replicator.cutover on the target: %w", err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
@@ -136,7 +137,7 @@ func TestTriggerCaptureCutover(t *testing.T) {
 	_, err = ac.Exec(ctx, `INSERT INTO orders (customer) VALUES (1)`)
 	ac.Close(ctx)
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+	if !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.InsufficientPrivilege {
 		t.Errorf("after the fence the app's INSERT gave %v, want permission denied", err)
 	}
 	srcSeq, dstSeq := sequenceValues(t, m.src), sequenceValues(t, m.dst)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -74,11 +75,11 @@ func DescribeConnError(err error, side, host string, port uint16, db, user strin
 	case errors.As(err, &pgErr):
 		e.Reason = RedactText(pgErr.Message)
 		switch pgErr.Code {
-		case "28P01", "28000":
+		case pgerrcode.InvalidPassword, pgerrcode.InvalidAuthorizationSpecification:
 			e.Fix = fmt.Sprintf("check the user %q and password in the %s URL (and pg_hba.conf)", user, side)
-		case "3D000":
+		case pgerrcode.InvalidCatalogName:
 			e.Fix = fmt.Sprintf("create the database or correct its name in the %s URL", side)
-		case "53300":
+		case pgerrcode.TooManyConnections:
 			e.Fix = "too many connections: lower --jobs or raise max_connections"
 		default:
 			e.Fix = "SQLSTATE " + pgErr.Code
@@ -112,4 +113,24 @@ func unwrapMsg(err error) string {
 		}
 		err = u
 	}
+}
+
+// ConnectReplication opens a logical replication connection
+// (replication=database) from a connection URL: it takes the replication
+// protocol's commands (CREATE_REPLICATION_SLOT, START_REPLICATION) as well
+// as SQL. Like Connect, it never echoes the URL and its error is a
+// *ConnError.
+func ConnectReplication(ctx context.Context, connString, side string) (*pgconn.PgConn, error) {
+	cfg, err := ParseConfig(connString, side)
+	if err != nil {
+		return nil, err
+	}
+	// pgx.ParseConfig has taken out its own parameters (statement cache,
+	// exec mode), which the server would refuse as runtime parameters.
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, &cfg.Config)
+	if err != nil {
+		return nil, DescribeConnError(err, side, cfg.Host, cfg.Port, cfg.Database, cfg.User)
+	}
+	return conn, nil
 }

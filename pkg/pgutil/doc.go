@@ -1,6 +1,7 @@
 // Package pgutil holds the small Postgres helpers every stage shares:
 // connecting with errors a person can act on, removing credentials from
-// anything that may be printed, and quoting identifiers.
+// anything that may be printed, quoting identifiers and literals, and
+// telling a lost connection from other errors.
 //
 // Connection errors name the side ("source" or "target"), the host and the
 // database, say what to check, and never contain the password:

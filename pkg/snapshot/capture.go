@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -79,7 +80,7 @@ func (c *logicalCapture) Reset(ctx context.Context) error {
 		}
 		if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, c.slot); err != nil {
 			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && (pgErr.Code == "55006" || pgErr.Code == "42704") { // in use again, or gone
+			if errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.ObjectInUse || pgErr.Code == pgerrcode.UndefinedObject) { // in use again, or gone
 				time.Sleep(100 * time.Millisecond)
 				continue
 			}
@@ -111,7 +112,7 @@ func (c *logicalCapture) Start(ctx context.Context) (*CapturePoint, error) {
 		c.log.Info("created publication", zap.String("publication", c.publication))
 	}
 
-	c.repl, err = connectReplication(ctx, c.sourceURL)
+	c.repl, err = pgutil.ConnectReplication(ctx, c.sourceURL, "source")
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
@@ -107,7 +108,7 @@ func lockTables(ctx context.Context, conn *pgx.Conn, tables []*table, nowait boo
 		}
 		if _, err := conn.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+mode); err != nil {
 			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
 				return fmt.Errorf("a session on the source is waiting for an exclusive lock (TRUNCATE, ALTER TABLE, VACUUM FULL…) on a table to copy, and the copy cannot share it: run again once that statement is done (see pg_locks where not granted): %w", err)
 			}
 			return fmt.Errorf("lock the source tables against TRUNCATE and rewrites during the copy: %w", err)

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"replicator/pkg/pgutil"
 )
@@ -47,22 +46,6 @@ func connect(ctx context.Context, connString, side string, extra map[string]stri
 		cfg.RuntimeParams[k] = v
 	}
 	return pgutil.ConnectConfig(ctx, cfg, side)
-}
-
-// connectReplication opens a logical replication connection
-// (replication=database) to the source.
-func connectReplication(ctx context.Context, connString string) (*pgconn.PgConn, error) {
-	pcfg, err := pgutil.ParseConfig(connString, "source")
-	if err != nil {
-		return nil, err
-	}
-	cfg := pcfg.Config.Copy()
-	cfg.RuntimeParams["replication"] = "database"
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, pgutil.DescribeConnError(err, "source", cfg.Host, cfg.Port, cfg.Database, cfg.User)
-	}
-	return conn, nil
 }
 
 // toolConn splits a connection URL for pg_dump and pg_restore into a

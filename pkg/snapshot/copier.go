@@ -6,12 +6,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+
+	"replicator/pkg/pgutil"
 )
 
 // blockSize is PostgreSQL's default page size; the planner only uses it to
@@ -193,7 +194,7 @@ func openSnapshotConn(ctx context.Context, sourceURL, snapshotName string) (*pgx
 		return nil, fmt.Errorf("begin the snapshot transaction on the source: %w", err)
 	}
 	if snapshotName != "" {
-		if _, err := conn.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshotName)); err != nil {
+		if _, err := conn.Exec(ctx, "SET TRANSACTION SNAPSHOT "+pgutil.QuoteLiteral(snapshotName)); err != nil {
 			conn.Close(ctx)
 			return nil, fmt.Errorf("import snapshot %s on the source: %w", snapshotName, err)
 		}
@@ -301,9 +302,4 @@ func (cw *countingWriter) Write(p []byte) (int, error) {
 	n, err := cw.w.Write(p)
 	cw.rep.copied(cw.table, int64(bytes.Count(p[:n], []byte{'\n'})), int64(n))
 	return n, err
-}
-
-// quoteLiteral quotes a string as an SQL literal.
-func quoteLiteral(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }

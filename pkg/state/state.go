@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -105,7 +106,7 @@ func Load(ctx context.Context, db DB) (*State, error) {
 		&s.Capture, &slot, &pub, &clsn, &xmin, &s.SnapshotStatus, &alsn, &s.AppliedBatch, &act, &aat,
 		&lastErr, &s.StartedAt, &s.UpdatedAt)
 	var pgErr *pgconn.PgError
-	if errors.Is(err, pgx.ErrNoRows) || (errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")) {
+	if errors.Is(err, pgx.ErrNoRows) || (errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.UndefinedTable || pgErr.Code == pgerrcode.InvalidSchemaName)) {
 		return nil, ErrNoMigration
 	}
 	if err != nil {

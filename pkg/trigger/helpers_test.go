@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
@@ -158,7 +159,7 @@ func applyChange(ctx context.Context, tx pgx.Tx, ch *trigger.Change) error {
 		if v.Kind == trigger.ValueNull {
 			return "NULL"
 		}
-		return "'" + pgutil.EscapeLiteral(string(v.Text)) + "'"
+		return pgutil.QuoteLiteral(string(v.Text))
 	}
 	where := func() string {
 		var conds []string
@@ -311,5 +312,5 @@ func compareTables(t *testing.T, source, target *pgx.Conn, tables []string) {
 // isRetryable is what concurrent writers may meet and just retry.
 func isRetryable(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001" || pgErr.Code == "23505")
+	return errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.DeadlockDetected || pgErr.Code == pgerrcode.SerializationFailure || pgErr.Code == pgerrcode.UniqueViolation)
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
@@ -348,7 +349,7 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 		var pgErr *pgconn.PgError
 		// A lock timeout, or a deadlock with the application's writers
 		// (whose requests queue behind ours), is retried after a pause.
-		if err != nil && errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "40P01") && attempt < cfg.LockRetries {
+		if err != nil && errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.LockNotAvailable || pgErr.Code == pgerrcode.DeadlockDetected) && attempt < cfg.LockRetries {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -357,10 +358,10 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 			continue
 		}
 		if err != nil {
-			if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.InsufficientPrivilege {
 				return fmt.Errorf("install capture trigger on %s: %s: the source user must own the table (or hold TRIGGER on it)", qname, pgErr.Message)
 			}
-			if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
 				return fmt.Errorf("install capture trigger on %s: its writers held the table lock through %d attempts of %s: retry when the application is less busy: %w", qname, attempt+1, cfg.LockTimeout, err)
 			}
 			return fmt.Errorf("install capture trigger on %s: %w", qname, err)
@@ -426,7 +427,7 @@ DECLARE
 		if c.fast {
 			cond = fmt.Sprintf("(NEW.%s IS NULL) OPERATOR(pg_catalog.<>) (OLD.%s IS NULL) OR NEW.%s OPERATOR(pg_catalog.<>) OLD.%s", q, q, q, q)
 		}
-		fmt.Fprintf(&b, "\t\tIF %s THEN v := v OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(%s, NEW.%s::pg_catalog.text); END IF;\n", cond, literal(c.Name), q)
+		fmt.Fprintf(&b, "\t\tIF %s THEN v := v OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(%s, NEW.%s::pg_catalog.text); END IF;\n", cond, pgutil.QuoteLiteral(c.Name), q)
 	}
 	fmt.Fprintf(&b, `		IF v OPERATOR(pg_catalog.<>) '{}'::pg_catalog.jsonb THEN
 			INSERT INTO replicator.changelog (txid, rel, op, key, vals) VALUES (pg_catalog.pg_current_xact_id(), %d, 'U', %s, v);
@@ -456,7 +457,7 @@ func jsonObject(rec string, cols []Column, keyOnly bool) string {
 		if keyOnly && !c.Key {
 			continue
 		}
-		args = append(args, literal(c.Name), fmt.Sprintf("%s.%s::pg_catalog.text", rec, pgutil.QuoteIdent(c.Name)))
+		args = append(args, pgutil.QuoteLiteral(c.Name), fmt.Sprintf("%s.%s::pg_catalog.text", rec, pgutil.QuoteIdent(c.Name)))
 		if len(args) == 100 {
 			flush()
 		}
@@ -467,8 +468,6 @@ func jsonObject(rec string, cols []Column, keyOnly bool) string {
 	}
 	return strings.Join(parts, " OPERATOR(pg_catalog.||) ")
 }
-
-func literal(s string) string { return "'" + pgutil.EscapeLiteral(s) + "'" }
 
 // Uninstall removes the capture triggers from every table, then schema
 // replicator with the changelog, ticks and functions. It may be repeated.

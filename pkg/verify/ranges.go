@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -136,7 +137,7 @@ func (c *comparer) compareRanges(ctx context.Context, t *tableRun) error {
 	if len(t.key) == 1 && len(ranges) > 1 {
 		err := c.compareRangesByScan(ctx, t, ranges)
 		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || !strings.HasPrefix(pgErr.Code, "42") || t.res.SourceRows+t.res.TargetRows > 0 {
+		if !errors.As(err, &pgErr) || !pgerrcode.IsSyntaxErrororAccessRuleViolation(pgErr.Code) || t.res.SourceRows+t.res.TargetRows > 0 {
 			return err
 		}
 		// The key type cannot go through width_bucket (no array cast

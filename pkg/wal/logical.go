@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -113,24 +114,19 @@ func OpenLogical(ctx context.Context, cfg Config, log *zap.Logger) (*Logical, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	pcfg, err := pgconn.ParseConfig(cfg.SourceURL)
+	conn, err := pgutil.ConnectReplication(ctx, cfg.SourceURL, "source")
 	if err != nil {
-		return nil, &pgutil.ConnError{Side: "source", Where: pgutil.Redact(cfg.SourceURL), Reason: "malformed connection URL", Err: err}
+		return nil, err
 	}
-	pcfg.RuntimeParams["replication"] = "database"
-	conn, err := pgconn.ConnectConfig(ctx, pcfg)
-	if err != nil {
-		return nil, pgutil.DescribeConnError(err, "source", pcfg.Host, pcfg.Port, pcfg.Database, pcfg.User)
-	}
-	args := []string{"proto_version '1'", "publication_names " + quoteLiteral(cfg.Publication)}
+	args := []string{"proto_version '1'", "publication_names " + pgutil.QuoteLiteral(cfg.Publication)}
 	if err := pglogrepl.StartReplication(ctx, conn, pgutil.QuoteIdent(cfg.Slot), cfg.Start,
 		pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
 		conn.Close(context.Background())
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42704" {
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedObject {
 			return nil, fmt.Errorf("source: replication slot %q does not exist (%w): it was dropped since the snapshot, so the changes since then cannot be streamed: run `replicator cleanup --yes`, then `replicator snapshot` into an empty target database to copy again", cfg.Slot, err)
 		}
-		if errors.As(err, &pgErr) && pgErr.Code == "55000" && strings.Contains(pgErr.Message, "cannot read from logical replication slot") {
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.ObjectNotInPrerequisiteState && strings.Contains(pgErr.Message, "cannot read from logical replication slot") {
 			// The slot was invalidated (max_slot_wal_keep_size): the
 			// server's detail says why, the message alone does not.
 			return nil, fmt.Errorf("source: replication slot %q is invalidated (%s): the WAL it held is gone, so the changes since cannot be streamed: run `replicator cleanup --yes`, then `replicator snapshot` into an empty target database; raise max_slot_wal_keep_size on the source to keep a stopped stream's slot longer", cfg.Slot, strings.TrimSuffix(pgErr.Detail, "."))
@@ -414,15 +410,4 @@ func (l *Logical) sendStatus(ctx context.Context, received pglogrepl.LSN, replyR
 		return fmt.Errorf("send standby status to the source: %w", err)
 	}
 	return nil
-}
-
-func quoteLiteral(s string) string {
-	out := []byte{'\''}
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' {
-			out = append(out, '\'')
-		}
-		out = append(out, s[i])
-	}
-	return string(append(out, '\''))
 }

@@ -1,0 +1,16 @@
+package pgutil
+
+import (
+	"os"
+	"testing"
+
+	"replicator/internal/testenv"
+)
+
+// pg is this package's own cluster: the tests of IsConnectionLost stop,
+// crash and restart it.
+var pg *testenv.Postgres
+
+func TestMain(m *testing.M) {
+	os.Exit(testenv.RunWithPostgres(m, &pg, testenv.PostgresOptions{}))
+}
