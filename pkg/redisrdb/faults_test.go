@@ -1,4 +1,4 @@
-package redisrdb
+package redisrdb_test
 
 import (
 	"context"
@@ -11,7 +11,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"replicator/internal/redistest"
 	"replicator/internal/testenv"
+	"replicator/pkg/redisrdb"
 )
 
 // The PSYNC connection is cut in the middle of the RDB transfer (through a
@@ -32,7 +34,7 @@ func TestSyncConnectionCutMidRDBTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	px, err := testenv.StartProxy(s.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -51,12 +53,12 @@ func TestSyncConnectionCutMidRDBTransfer(t *testing.T) {
 		}
 		px.Cut()
 	}()
-	_, err = Sync(ctx, SyncConfig{Source: source, Mode: "psync", Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err = redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: source, Mode: "psync", Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 	if err == nil {
 		t.Fatal("the sync succeeded although its connection was cut mid-transfer")
 	}
 	t.Logf("error after the cut: %v", err)
-	if !errors.Is(err, ErrTransferCut) {
+	if !errors.Is(err, redisrdb.ErrTransferCut) {
 		t.Errorf("error %v is not ErrTransferCut", err)
 	}
 	if !strings.Contains(err.Error(), "source") || !strings.Contains(strings.ToLower(err.Error()), "rerun") {
@@ -73,10 +75,10 @@ func TestSyncConnectionCutMidRDBTransfer(t *testing.T) {
 	}
 
 	px.SetBandwidth(0)
-	if _, err := Sync(ctx, SyncConfig{Source: source, Mode: "psync", Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+	if _, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: source, Mode: "psync", Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
 		t.Fatalf("rerun: %v", err)
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 }
 
 // The target's connections are cut in the middle of an import: the sync
@@ -94,7 +96,7 @@ func TestSyncTargetConnectionCutMidImport(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	px, err := testenv.StartProxy(dst.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -115,22 +117,22 @@ func TestSyncTargetConnectionCutMidImport(t *testing.T) {
 		}
 		px.Cut()
 	}()
-	_, err = Sync(ctx, SyncConfig{Source: source, Mode: "psync", Writer: WriterConfig{Target: target}}, zap.NewNop(), nil)
+	_, err = redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: source, Mode: "psync", Writer: redisrdb.WriterConfig{Target: target}}, zap.NewNop(), nil)
 	if err == nil {
 		t.Fatal("the sync succeeded although its target connections were cut mid-import")
 	}
 	t.Logf("error after the cut: %v", err)
-	if !strings.Contains(err.Error(), "target") || !errors.Is(err, ErrTransferCut) {
+	if !strings.Contains(err.Error(), "target") || !errors.Is(err, redisrdb.ErrTransferCut) {
 		t.Errorf("error %q does not name the target and say to rerun", err)
 	}
 	if strings.Contains(err.Error(), "target-secret") || strings.Contains(err.Error(), "src-pass") {
 		t.Errorf("error shows a password: %v", err)
 	}
 	px.SetBandwidth(0)
-	if _, err := Sync(ctx, SyncConfig{Source: source, Mode: "psync", Writer: WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
+	if _, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: source, Mode: "psync", Writer: redisrdb.WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
 		t.Fatalf("rerun: %v", err)
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 }
 
 // The replication link of a following sync is cut through the proxy: the
@@ -139,7 +141,7 @@ func TestSyncTargetConnectionCutMidImport(t *testing.T) {
 func TestFollowSurvivesConnectionCut(t *testing.T) {
 	s := startExtra(t)
 	fillSmall(t, s)
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	px, err := testenv.StartProxy(s.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -149,12 +151,12 @@ func TestFollowSurvivesConnectionCut(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := Sync(ctx, SyncConfig{Source: source, Mode: "psync", Follow: true, Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+		_, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: source, Mode: "psync", Follow: true, Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 		done <- err
 	}()
 	waitSame := func(what string) {
 		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); digest(t, s) != digest(t, dst); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); redistest.Digest(t, s) != redistest.Digest(t, dst); time.Sleep(20 * time.Millisecond) {
 			select {
 			case err := <-done:
 				t.Fatalf("%s: the follower ended: %v", what, err)
@@ -182,7 +184,7 @@ func TestFollowSurvivesConnectionCut(t *testing.T) {
 			t.Errorf("cut %d: the follower did not reconnect through the proxy", round+1)
 		}
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("follow ended with %v", err)

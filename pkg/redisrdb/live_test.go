@@ -1,4 +1,4 @@
-package redisrdb
+package redisrdb_test
 
 import (
 	"context"
@@ -11,7 +11,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
+	"replicator/internal/redistest"
 	"replicator/internal/testenv"
+	"replicator/pkg/redisrdb"
 	"replicator/pkg/redisverify"
 )
 
@@ -34,10 +36,10 @@ func setConfig(t *testing.T, kv ...string) {
 func TestSyncPSYNC(t *testing.T) {
 	for _, diskless := range []string{"no", "yes"} {
 		t.Run("diskless="+diskless, func(t *testing.T) {
-			loadInto(t, "")
+			redistest.LoadInto(t, srv, "")
 			setConfig(t, "repl-diskless-sync", diskless, "repl-diskless-sync-delay", "0")
-			fillEverything(t, srv)
-			flushAll(t, dst)
+			redistest.FillEverything(t, srv)
+			redistest.FlushAll(t, dst)
 			dc := dst.Client(0)
 			dc.Do(context.Background(), "FUNCTION", "FLUSH")
 			sc := srv.Client(0)
@@ -45,15 +47,15 @@ func TestSyncPSYNC(t *testing.T) {
 				t.Fatal(err)
 			}
 			sc.Close()
-			st, err := Sync(context.Background(), SyncConfig{Source: sourceOptions(), Mode: "psync",
-				Writer: WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+			st, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: sourceOptions(), Mode: "psync",
+				Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if st.Keys < 30 {
 				t.Fatalf("only %d keys imported", st.Keys)
 			}
-			assertIdentical(t, srv, dst)
+			redistest.AssertIdentical(t, srv, dst)
 			if n, err := dc.Do(context.Background(), "FCALL", "one", 0).Int(); err != nil || n != 1 {
 				t.Errorf("function library not carried: FCALL one = %v, %v", n, err)
 			}
@@ -63,9 +65,9 @@ func TestSyncPSYNC(t *testing.T) {
 }
 
 func TestSyncSCAN(t *testing.T) {
-	loadInto(t, "")
-	fillEverything(t, srv)
-	flushAll(t, dst)
+	redistest.LoadInto(t, srv, "")
+	redistest.FillEverything(t, srv)
+	redistest.FlushAll(t, dst)
 	for _, v := range []struct {
 		version int
 		big     int64
@@ -74,15 +76,15 @@ func TestSyncSCAN(t *testing.T) {
 		{9, 0},    // listpack encodings must go native
 		{0, 4096}, // keys above 4 KiB are read in pages, never DUMPed
 	} {
-		st, err := Sync(context.Background(), SyncConfig{Source: sourceOptions(), Mode: "scan", BigKeyBytes: v.big,
-			Writer: WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version}}, zaptest.NewLogger(t), nil)
+		st, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: sourceOptions(), Mode: "scan", BigKeyBytes: v.big,
+			Writer: redisrdb.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version}}, zaptest.NewLogger(t), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if v.big > 0 && st.Native == 0 {
 			t.Error("no key was copied in pieces")
 		}
-		assertIdentical(t, srv, dst)
+		redistest.AssertIdentical(t, srv, dst)
 	}
 }
 
@@ -92,12 +94,12 @@ func waitIdentical(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if digest(t, srv) == digest(t, dst) {
+		if redistest.Digest(t, srv) == redistest.Digest(t, dst) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	assertIdentical(t, srv, dst)
+	redistest.AssertIdentical(t, srv, dst)
 }
 
 // writeChurn runs the kinds of writes a live app does, including ones that
@@ -137,19 +139,19 @@ func writeChurn(t *testing.T, round int) {
 }
 
 func TestFollow(t *testing.T) {
-	loadInto(t, "")
+	redistest.LoadInto(t, srv, "")
 	setConfig(t, "repl-diskless-sync", "no")
-	fillEverything(t, srv)
-	flushAll(t, dst)
-	m := NewMetrics(nil)
+	redistest.FillEverything(t, srv)
+	redistest.FlushAll(t, dst)
+	m := redisrdb.NewMetrics(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	// Writes run while the snapshot is taken and loaded, and after.
 	writes := make(chan error, 1)
 	go func() { writes <- concurrentWrites(800) }()
 	done := make(chan error, 1)
 	go func() {
-		_, err := Sync(ctx, SyncConfig{Source: sourceOptions(), Mode: "auto", Follow: true,
-			Writer: WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), m)
+		_, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: sourceOptions(), Mode: "auto", Follow: true,
+			Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), m)
 		done <- err
 	}()
 	if err := <-writes; err != nil {
@@ -198,8 +200,8 @@ func TestFollow(t *testing.T) {
 // TestRerunAfterInterruptedSync stops an import half way, as a kill would,
 // then reruns it: the target ends identical.
 func TestRerunAfterInterruptedSync(t *testing.T) {
-	loadInto(t, "")
-	fillEverything(t, srv)
+	redistest.LoadInto(t, srv, "")
+	redistest.FillEverything(t, srv)
 	ctx := context.Background()
 	c := srv.Client(0)
 	p := c.Pipeline()
@@ -210,7 +212,7 @@ func TestRerunAfterInterruptedSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	cctx, cancel := context.WithCancel(ctx)
 	go func() {
 		tc := dst.Client(0)
@@ -220,7 +222,7 @@ func TestRerunAfterInterruptedSync(t *testing.T) {
 		}
 		cancel()
 	}()
-	_, err := Sync(cctx, SyncConfig{Source: sourceOptions(), Mode: "psync", Writer: WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+	_, err := redisrdb.Sync(cctx, redisrdb.SyncConfig{Source: sourceOptions(), Mode: "psync", Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
 	if err == nil {
 		t.Log("the first run finished before it could be interrupted")
 	}
@@ -231,24 +233,24 @@ func TestRerunAfterInterruptedSync(t *testing.T) {
 		c.Del(ctx, fmt.Sprintf("bulk:%d", i))
 	}
 	c.Close()
-	if _, err := Sync(ctx, SyncConfig{Source: sourceOptions(), Mode: "psync", FlushTarget: true, Writer: WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil); err != nil {
+	if _, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: sourceOptions(), Mode: "psync", FlushTarget: true, Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil); err != nil {
 		t.Fatal(err)
 	}
-	assertIdentical(t, srv, dst)
+	redistest.AssertIdentical(t, srv, dst)
 }
 
 // TestFollowAfterDisklessTransfer: after a $EOF:<mark> transfer the
 // command stream starts right after the mark, in the same buffer.
 func TestFollowAfterDisklessTransfer(t *testing.T) {
-	loadInto(t, "")
+	redistest.LoadInto(t, srv, "")
 	setConfig(t, "repl-diskless-sync", "yes")
-	fillEverything(t, srv)
-	flushAll(t, dst)
+	redistest.FillEverything(t, srv)
+	redistest.FlushAll(t, dst)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := Sync(ctx, SyncConfig{Source: sourceOptions(), Mode: "psync", Follow: true,
-			Writer: WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+		_, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: sourceOptions(), Mode: "psync", Follow: true,
+			Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
 		done <- err
 	}()
 	waitIdentical(t)

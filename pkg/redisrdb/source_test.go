@@ -1,4 +1,4 @@
-package redisrdb
+package redisrdb_test
 
 import (
 	"context"
@@ -21,7 +21,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"replicator/internal/redistest"
 	"replicator/internal/testenv"
+	"replicator/pkg/redisrdb"
 )
 
 // selfSigned writes a self-signed certificate and key (like Heroku's).
@@ -80,27 +82,27 @@ func TestSyncPSYNCOverTLS(t *testing.T) {
 	s := startExtra(t, "--tls-port", fmt.Sprint(tlsPort), "--tls-cert-file", cert, "--tls-key-file", key,
 		"--tls-ca-cert-file", cert, "--tls-auth-clients", "no")
 	fillSmall(t, s)
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	source := &redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", tlsPort), Password: "src-pass", TLSConfig: &tls.Config{InsecureSkipVerify: true}}
-	if _, err := Sync(context.Background(), SyncConfig{Source: source, Mode: "psync",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+	if _, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: source, Mode: "psync",
+		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
 		t.Fatal(err)
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 
 	// The other direction: a TLS target (rediss://, --tls-skip-verify).
-	flushAll(t, s)
+	redistest.FlushAll(t, s)
 	target := &redis.Options{Addr: source.Addr, Password: "src-pass", TLSConfig: &tls.Config{InsecureSkipVerify: true}}
-	if _, err := Sync(context.Background(), SyncConfig{Source: sourceOptions(), Mode: "psync",
-		Writer: WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
+	if _, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: sourceOptions(), Mode: "psync",
+		Writer: redisrdb.WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
 		t.Fatal(err)
 	}
-	assertIdentical(t, srv, s)
+	redistest.AssertIdentical(t, srv, s)
 
 	// Verification on: the self-signed certificate is refused, clearly.
 	source.TLSConfig = &tls.Config{ServerName: "test-redis"}
-	_, err = Sync(context.Background(), SyncConfig{Source: source, Mode: "psync",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err = redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: source, Mode: "psync",
+		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 	if err == nil || !strings.Contains(err.Error(), "--tls-skip-verify") {
 		t.Errorf("self-signed certificate with verification: %v", err)
 	}
@@ -111,14 +113,14 @@ func TestSyncPSYNCOverTLS(t *testing.T) {
 func TestAutoFallsBackToSCAN(t *testing.T) {
 	s := startExtra(t, "--rename-command", "PSYNC", "", "--rename-command", "SYNC", "")
 	fillSmall(t, s)
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	core, logs := observer.New(zap.InfoLevel)
 	o, _ := redis.ParseURL(s.URL(0))
-	if _, err := Sync(context.Background(), SyncConfig{Source: o, Mode: "auto",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.New(core), nil); err != nil {
+	if _, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: o, Mode: "auto",
+		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.New(core), nil); err != nil {
 		t.Fatal(err)
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 	found := false
 	for _, e := range logs.All() {
 		if strings.Contains(e.Message, "falling back to SCAN") && strings.Contains(fmt.Sprint(e.ContextMap()["reason"]), "PSYNC") {
@@ -129,8 +131,8 @@ func TestAutoFallsBackToSCAN(t *testing.T) {
 		t.Errorf("no log line explaining the fallback; logs: %v", logs.All())
 	}
 	// psync mode does not fall back: it fails and says so.
-	_, err := Sync(context.Background(), SyncConfig{Source: o, Mode: "psync",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: o, Mode: "psync",
+		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 	if err == nil || !strings.Contains(err.Error(), "refused replication") {
 		t.Errorf("psync mode against a refusing source: %v", err)
 	}
@@ -140,18 +142,18 @@ func TestAutoFallsBackToSCAN(t *testing.T) {
 func TestFollowSCANKeyspaceNotifications(t *testing.T) {
 	s := startExtra(t)
 	fillSmall(t, s)
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	o, _ := redis.ParseURL(s.URL(0))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := Sync(ctx, SyncConfig{Source: o, Mode: "scan", Follow: true, Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+		_, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: o, Mode: "scan", Follow: true, Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 		done <- err
 	}()
 	c := s.Client(0)
 	defer c.Close()
 	// Wait for the snapshot, then write.
-	for deadline := time.Now().Add(30 * time.Second); digest(t, s) != digest(t, dst) && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); redistest.Digest(t, s) != redistest.Digest(t, dst) && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// The subscription is made after the snapshot: wait until it exists.
@@ -164,10 +166,10 @@ func TestFollowSCANKeyspaceNotifications(t *testing.T) {
 	c.HSet(bg, "h", "c", 3)
 	c.Expire(bg, "k2", time.Hour)
 	c.Rename(bg, "k3", "k3-renamed")
-	for deadline := time.Now().Add(30 * time.Second); digest(t, s) != digest(t, dst) && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); redistest.Digest(t, s) != redistest.Digest(t, dst) && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -183,16 +185,16 @@ func TestSyncPSYNCWithACLUser(t *testing.T) {
 	}
 	c.Close()
 	fillSmall(t, s)
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	source := &redis.Options{Addr: s.Addr(), Username: "migrator", Password: "user-secret"}
-	if _, err := Sync(context.Background(), SyncConfig{Source: source, Mode: "psync",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+	if _, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: source, Mode: "psync",
+		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
 		t.Fatal(err)
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 	source.Password = "wrong"
-	_, err := Sync(context.Background(), SyncConfig{Source: source, Mode: "auto",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: source, Mode: "auto",
+		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 	if err == nil || !strings.Contains(err.Error(), "AUTH") || strings.Contains(err.Error(), "user-secret") {
 		t.Errorf("wrong password: %v", err)
 	}

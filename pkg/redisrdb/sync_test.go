@@ -1,4 +1,4 @@
-package redisrdb
+package redisrdb_test
 
 import (
 	"context"
@@ -9,38 +9,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
+	"replicator/internal/redistest"
 	"replicator/internal/testenv"
+	"replicator/pkg/redisrdb"
 )
-
-func flushAll(t *testing.T, r *testenv.Redis) {
-	t.Helper()
-	c := r.Client(0)
-	defer c.Close()
-	if err := c.FlushAll(context.Background()).Err(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func digest(t *testing.T, r *testenv.Redis) string {
-	t.Helper()
-	c := r.Client(0)
-	defer c.Close()
-	d, err := c.Do(context.Background(), "DEBUG", "DIGEST").Text()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
-// assertIdentical compares the two servers by DEBUG DIGEST (computed by
-// redis-server itself) and key by key (values, TTLs, stream groups).
-func assertIdentical(t *testing.T, a, b *testenv.Redis) {
-	t.Helper()
-	if da, db := digest(t, a), digest(t, b); da != db {
-		t.Errorf("DEBUG DIGEST differs: source %s target %s", da, db)
-	}
-	compareModels(t, serverModel(t, a), serverModel(t, b))
-}
 
 func targetOptions(r *testenv.Redis) *redis.Options {
 	o, err := redis.ParseURL(r.URL(0))
@@ -51,8 +23,8 @@ func targetOptions(r *testenv.Redis) *redis.Options {
 }
 
 func TestSyncFile(t *testing.T) {
-	loadInto(t, "")
-	fillEverything(t, srv)
+	redistest.LoadInto(t, srv, "")
+	redistest.FillEverything(t, srv)
 	c := srv.Client(0)
 	if err := c.Save(context.Background()).Err(); err != nil {
 		t.Fatal(err)
@@ -76,20 +48,20 @@ func TestSyncFile(t *testing.T) {
 		{"target too old for listpacks", 0, 9, true},
 	} {
 		t.Run(v.name, func(t *testing.T) {
-			flushAll(t, dst)
+			redistest.FlushAll(t, dst)
 			// Stale data on the target must be replaced, not merged.
 			tc := dst.Client(0)
 			tc.RPush(context.Background(), "db0:list:big", "stale")
 			tc.Close()
-			st, err := Sync(context.Background(), SyncConfig{RDBFile: rdb, BigKeyBytes: v.big,
-				Writer: WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version, Connections: 3}}, zaptest.NewLogger(t), nil)
+			st, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{RDBFile: rdb, BigKeyBytes: v.big,
+				Writer: redisrdb.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version, Connections: 3}}, zaptest.NewLogger(t), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if v.native && st.Native == 0 || !v.native && st.Native != 0 {
 				t.Errorf("native keys: %d (want some: %v)", st.Native, v.native)
 			}
-			assertIdentical(t, srv, dst)
+			redistest.AssertIdentical(t, srv, dst)
 		})
 	}
 }
