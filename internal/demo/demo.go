@@ -22,7 +22,7 @@ import (
 	"replicator/pkg/audit"
 	"replicator/pkg/cutover"
 	"replicator/pkg/pgutil"
-	"replicator/pkg/redisrdb"
+	"replicator/pkg/redissync"
 	"replicator/pkg/redisverify"
 	"replicator/pkg/snapshot"
 	"replicator/pkg/verify"
@@ -143,8 +143,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}()
 	rOpts := &redis.Options{Addr: srcR.Addr()}
 	go func() {
-		_, err := redisrdb.Sync(streamCtx, redisrdb.SyncConfig{Source: rOpts, Follow: true,
-			Writer: redisrdb.WriterConfig{Target: &redis.Options{Addr: dstR.Addr()}}}, o.Log, redisrdb.NewMetrics(reg))
+		_, err := redissync.Sync(streamCtx, redissync.SyncConfig{Source: rOpts, Follow: true,
+			Writer: redissync.WriterConfig{Target: &redis.Options{Addr: dstR.Addr()}}}, o.Log, redissync.NewMetrics(reg))
 		streamErr <- err
 	}()
 	var maxLag float64

@@ -17,13 +17,11 @@ import (
 // serves after loading an RDB must be exactly what the decoder produced
 // from the same bytes.
 
-// srv is the source (and ground-truth) server, dst a target for syncs.
-var srv, dst *testenv.Redis
+// srv is the ground-truth server.
+var srv *testenv.Redis
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.RunWithRedis(func() int {
-		return testenv.RunWithRedis(m.Run, &dst, testenv.RedisOptions{Password: "target-secret"})
-	}, &srv, testenv.RedisOptions{Args: []string{"--repl-diskless-sync-delay", "0"}}))
+	os.Exit(testenv.RunWithRedis(m.Run, &srv, testenv.RedisOptions{}))
 }
 
 func TestGroundTruthFixtures(t *testing.T) {

@@ -1,4 +1,4 @@
-package redisrdb_test
+package redissync_test
 
 import (
 	"context"
@@ -11,8 +11,18 @@ import (
 
 	"replicator/internal/redistest"
 	"replicator/internal/testenv"
-	"replicator/pkg/redisrdb"
+	"replicator/pkg/redissync"
 )
+
+// srv is the source of the syncs, dst their target; tests that need a
+// source with other settings start their own (startExtra).
+var srv, dst *testenv.Redis
+
+func TestMain(m *testing.M) {
+	os.Exit(testenv.RunWithRedis(func() int {
+		return testenv.RunWithRedis(m.Run, &dst, testenv.RedisOptions{Password: "target-secret"})
+	}, &srv, testenv.RedisOptions{Args: []string{"--repl-diskless-sync-delay", "0"}}))
+}
 
 func targetOptions(r *testenv.Redis) *redis.Options {
 	o, err := redis.ParseURL(r.URL(0))
@@ -53,8 +63,8 @@ func TestSyncFile(t *testing.T) {
 			tc := dst.Client(0)
 			tc.RPush(context.Background(), "db0:list:big", "stale")
 			tc.Close()
-			st, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{RDBFile: rdb, BigKeyBytes: v.big,
-				Writer: redisrdb.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version, Connections: 3}}, zaptest.NewLogger(t), nil)
+			st, err := redissync.Sync(context.Background(), redissync.SyncConfig{RDBFile: rdb, BigKeyBytes: v.big,
+				Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version, Connections: 3}}, zaptest.NewLogger(t), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

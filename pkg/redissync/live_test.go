@@ -1,4 +1,4 @@
-package redisrdb_test
+package redissync_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 
 	"replicator/internal/redistest"
 	"replicator/internal/testenv"
-	"replicator/pkg/redisrdb"
+	"replicator/pkg/redissync"
 	"replicator/pkg/redisverify"
 )
 
@@ -47,8 +47,8 @@ func TestSyncPSYNC(t *testing.T) {
 				t.Fatal(err)
 			}
 			sc.Close()
-			st, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: sourceOptions(), Mode: "psync",
-				Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+			st, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptions(), Mode: "psync",
+				Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,8 +76,8 @@ func TestSyncSCAN(t *testing.T) {
 		{9, 0},    // listpack encodings must go native
 		{0, 4096}, // keys above 4 KiB are read in pages, never DUMPed
 	} {
-		st, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: sourceOptions(), Mode: "scan", BigKeyBytes: v.big,
-			Writer: redisrdb.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version}}, zaptest.NewLogger(t), nil)
+		st, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptions(), Mode: "scan", BigKeyBytes: v.big,
+			Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version}}, zaptest.NewLogger(t), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,15 +143,15 @@ func TestFollow(t *testing.T) {
 	setConfig(t, "repl-diskless-sync", "no")
 	redistest.FillEverything(t, srv)
 	redistest.FlushAll(t, dst)
-	m := redisrdb.NewMetrics(nil)
+	m := redissync.NewMetrics(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	// Writes run while the snapshot is taken and loaded, and after.
 	writes := make(chan error, 1)
 	go func() { writes <- concurrentWrites(800) }()
 	done := make(chan error, 1)
 	go func() {
-		_, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: sourceOptions(), Mode: "auto", Follow: true,
-			Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), m)
+		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "auto", Follow: true,
+			Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), m)
 		done <- err
 	}()
 	if err := <-writes; err != nil {
@@ -222,7 +222,7 @@ func TestRerunAfterInterruptedSync(t *testing.T) {
 		}
 		cancel()
 	}()
-	_, err := redisrdb.Sync(cctx, redisrdb.SyncConfig{Source: sourceOptions(), Mode: "psync", Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+	_, err := redissync.Sync(cctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
 	if err == nil {
 		t.Log("the first run finished before it could be interrupted")
 	}
@@ -233,7 +233,7 @@ func TestRerunAfterInterruptedSync(t *testing.T) {
 		c.Del(ctx, fmt.Sprintf("bulk:%d", i))
 	}
 	c.Close()
-	if _, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: sourceOptions(), Mode: "psync", FlushTarget: true, Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil); err != nil {
+	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", FlushTarget: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil); err != nil {
 		t.Fatal(err)
 	}
 	redistest.AssertIdentical(t, srv, dst)
@@ -249,8 +249,8 @@ func TestFollowAfterDisklessTransfer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: sourceOptions(), Mode: "psync", Follow: true,
-			Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", Follow: true,
+			Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
 		done <- err
 	}()
 	waitIdentical(t)

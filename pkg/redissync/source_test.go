@@ -1,4 +1,4 @@
-package redisrdb_test
+package redissync_test
 
 import (
 	"context"
@@ -23,7 +23,7 @@ import (
 
 	"replicator/internal/redistest"
 	"replicator/internal/testenv"
-	"replicator/pkg/redisrdb"
+	"replicator/pkg/redissync"
 )
 
 // selfSigned writes a self-signed certificate and key (like Heroku's).
@@ -84,8 +84,8 @@ func TestSyncPSYNCOverTLS(t *testing.T) {
 	fillSmall(t, s)
 	redistest.FlushAll(t, dst)
 	source := &redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", tlsPort), Password: "src-pass", TLSConfig: &tls.Config{InsecureSkipVerify: true}}
-	if _, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: source, Mode: "psync",
-		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "psync",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
 		t.Fatal(err)
 	}
 	redistest.AssertIdentical(t, s, dst)
@@ -93,16 +93,16 @@ func TestSyncPSYNCOverTLS(t *testing.T) {
 	// The other direction: a TLS target (rediss://, --tls-skip-verify).
 	redistest.FlushAll(t, s)
 	target := &redis.Options{Addr: source.Addr, Password: "src-pass", TLSConfig: &tls.Config{InsecureSkipVerify: true}}
-	if _, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: sourceOptions(), Mode: "psync",
-		Writer: redisrdb.WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptions(), Mode: "psync",
+		Writer: redissync.WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
 		t.Fatal(err)
 	}
 	redistest.AssertIdentical(t, srv, s)
 
 	// Verification on: the self-signed certificate is refused, clearly.
 	source.TLSConfig = &tls.Config{ServerName: "test-redis"}
-	_, err = redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: source, Mode: "psync",
-		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err = redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "psync",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 	if err == nil || !strings.Contains(err.Error(), "--tls-skip-verify") {
 		t.Errorf("self-signed certificate with verification: %v", err)
 	}
@@ -116,8 +116,8 @@ func TestAutoFallsBackToSCAN(t *testing.T) {
 	redistest.FlushAll(t, dst)
 	core, logs := observer.New(zap.InfoLevel)
 	o, _ := redis.ParseURL(s.URL(0))
-	if _, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: o, Mode: "auto",
-		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.New(core), nil); err != nil {
+	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: o, Mode: "auto",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.New(core), nil); err != nil {
 		t.Fatal(err)
 	}
 	redistest.AssertIdentical(t, s, dst)
@@ -131,8 +131,8 @@ func TestAutoFallsBackToSCAN(t *testing.T) {
 		t.Errorf("no log line explaining the fallback; logs: %v", logs.All())
 	}
 	// psync mode does not fall back: it fails and says so.
-	_, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: o, Mode: "psync",
-		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: o, Mode: "psync",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 	if err == nil || !strings.Contains(err.Error(), "refused replication") {
 		t.Errorf("psync mode against a refusing source: %v", err)
 	}
@@ -147,7 +147,7 @@ func TestFollowSCANKeyspaceNotifications(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: o, Mode: "scan", Follow: true, Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: o, Mode: "scan", Follow: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 		done <- err
 	}()
 	c := s.Client(0)
@@ -187,14 +187,14 @@ func TestSyncPSYNCWithACLUser(t *testing.T) {
 	fillSmall(t, s)
 	redistest.FlushAll(t, dst)
 	source := &redis.Options{Addr: s.Addr(), Username: "migrator", Password: "user-secret"}
-	if _, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: source, Mode: "psync",
-		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "psync",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
 		t.Fatal(err)
 	}
 	redistest.AssertIdentical(t, s, dst)
 	source.Password = "wrong"
-	_, err := redisrdb.Sync(context.Background(), redisrdb.SyncConfig{Source: source, Mode: "auto",
-		Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "auto",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 	if err == nil || !strings.Contains(err.Error(), "AUTH") || strings.Contains(err.Error(), "user-secret") {
 		t.Errorf("wrong password: %v", err)
 	}

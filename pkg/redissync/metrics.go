@@ -1,4 +1,4 @@
-package redisrdb
+package redissync
 
 import "github.com/prometheus/client_golang/prometheus"
 

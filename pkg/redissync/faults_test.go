@@ -1,4 +1,4 @@
-package redisrdb_test
+package redissync_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 
 	"replicator/internal/redistest"
 	"replicator/internal/testenv"
-	"replicator/pkg/redisrdb"
+	"replicator/pkg/redissync"
 )
 
 // The PSYNC connection is cut in the middle of the RDB transfer (through a
@@ -53,12 +53,12 @@ func TestSyncConnectionCutMidRDBTransfer(t *testing.T) {
 		}
 		px.Cut()
 	}()
-	_, err = redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: source, Mode: "psync", Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err = redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 	if err == nil {
 		t.Fatal("the sync succeeded although its connection was cut mid-transfer")
 	}
 	t.Logf("error after the cut: %v", err)
-	if !errors.Is(err, redisrdb.ErrTransferCut) {
+	if !errors.Is(err, redissync.ErrTransferCut) {
 		t.Errorf("error %v is not ErrTransferCut", err)
 	}
 	if !strings.Contains(err.Error(), "source") || !strings.Contains(strings.ToLower(err.Error()), "rerun") {
@@ -75,7 +75,7 @@ func TestSyncConnectionCutMidRDBTransfer(t *testing.T) {
 	}
 
 	px.SetBandwidth(0)
-	if _, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: source, Mode: "psync", Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
 		t.Fatalf("rerun: %v", err)
 	}
 	redistest.AssertIdentical(t, s, dst)
@@ -117,19 +117,19 @@ func TestSyncTargetConnectionCutMidImport(t *testing.T) {
 		}
 		px.Cut()
 	}()
-	_, err = redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: source, Mode: "psync", Writer: redisrdb.WriterConfig{Target: target}}, zap.NewNop(), nil)
+	_, err = redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: target}}, zap.NewNop(), nil)
 	if err == nil {
 		t.Fatal("the sync succeeded although its target connections were cut mid-import")
 	}
 	t.Logf("error after the cut: %v", err)
-	if !strings.Contains(err.Error(), "target") || !errors.Is(err, redisrdb.ErrTransferCut) {
+	if !strings.Contains(err.Error(), "target") || !errors.Is(err, redissync.ErrTransferCut) {
 		t.Errorf("error %q does not name the target and say to rerun", err)
 	}
 	if strings.Contains(err.Error(), "target-secret") || strings.Contains(err.Error(), "src-pass") {
 		t.Errorf("error shows a password: %v", err)
 	}
 	px.SetBandwidth(0)
-	if _, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: source, Mode: "psync", Writer: redisrdb.WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
 		t.Fatalf("rerun: %v", err)
 	}
 	redistest.AssertIdentical(t, s, dst)
@@ -151,7 +151,7 @@ func TestFollowSurvivesConnectionCut(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := redisrdb.Sync(ctx, redisrdb.SyncConfig{Source: source, Mode: "psync", Follow: true, Writer: redisrdb.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Follow: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
 		done <- err
 	}()
 	waitSame := func(what string) {

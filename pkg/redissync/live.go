@@ -1,10 +1,12 @@
-package redisrdb
+package redissync
 
 import (
 	"context"
 	"errors"
 
 	"go.uber.org/zap"
+
+	"replicator/pkg/redisrdb"
 )
 
 // syncLive copies a live source: by PSYNC (as a replica) when the mode
@@ -21,7 +23,7 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger, m
 		}
 		// A refusal, or an RDB newer than this decoder (checked in the
 		// header, before any key is written), can still be copied by SCAN.
-		if cfg.Mode == "psync" || !errors.Is(err, ErrPSYNCRefused) && !errors.Is(err, ErrVersion) {
+		if cfg.Mode == "psync" || !errors.Is(err, ErrPSYNCRefused) && !errors.Is(err, redisrdb.ErrVersion) {
 			return st, err
 		}
 		log.Warn("cannot copy the source by replication; falling back to SCAN + DUMP + PTTL (a copy that is not point-in-time; follow by keyspace notifications is best-effort)",
@@ -67,7 +69,7 @@ func fullSync(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, repl
 	if err != nil {
 		return LoadStats{}, err
 	}
-	d := NewDecoder(r, cfg.Decoder)
+	d := redisrdb.NewDecoder(r, cfg.Decoder)
 	st, err := Load(ctx, d, w, cfg.BigKeyBytes, log)
 	if err != nil {
 		return st, transferError(rc.addr, err)

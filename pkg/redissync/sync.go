@@ -1,4 +1,4 @@
-package redisrdb
+package redissync
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"replicator/pkg/redisrdb"
 )
 
 // SyncConfig configures one `redis sync`.
@@ -33,7 +35,7 @@ type SyncConfig struct {
 	// Writer configures the target side.
 	Writer WriterConfig
 	// Decoder bounds the decoder.
-	Decoder Options
+	Decoder redisrdb.Options
 }
 
 // Validate checks the configuration.
@@ -102,7 +104,7 @@ func syncFile(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 		return LoadStats{}, fmt.Errorf("RDB file: %w", err)
 	}
 	defer f.Close()
-	d := NewDecoder(f, cfg.Decoder)
+	d := redisrdb.NewDecoder(f, cfg.Decoder)
 	st, err := Load(ctx, d, w, cfg.BigKeyBytes, log)
 	if err != nil {
 		return st, fmt.Errorf("RDB file %s: %w", cfg.RDBFile, err)

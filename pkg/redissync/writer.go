@@ -1,4 +1,4 @@
-package redisrdb
+package redissync
 
 import (
 	"context"
@@ -370,4 +370,12 @@ func (w *Writer) Do(ctx context.Context, db int, args ...any) error {
 	c := w.client(db, 1)
 	defer c.Close()
 	return c.Do(ctx, args...).Err()
+}
+
+// printable cuts a key to a length that fits an error message.
+func printable(b []byte) string {
+	if len(b) > 200 {
+		return string(b[:200]) + "..."
+	}
+	return string(b)
 }

@@ -1,4 +1,4 @@
-package redisrdb
+package redissync
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/semaphore"
+
+	"replicator/pkg/redisrdb"
 )
 
 // Following the replication stream: a reader goroutine parses commands
@@ -127,7 +129,7 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 		rc.Close()
 		return nil, err
 	}
-	if _, err := Load(ctx, NewDecoder(r, f.cfg.Decoder), f.w, f.cfg.BigKeyBytes, f.log); err != nil {
+	if _, err := Load(ctx, redisrdb.NewDecoder(r, f.cfg.Decoder), f.w, f.cfg.BigKeyBytes, f.log); err != nil {
 		rc.Close()
 		return nil, err
 	}
