@@ -46,9 +46,34 @@ type loader struct {
 	rawComplete bool
 }
 
-// Load decodes d to the end and writes every key to w. It returns when
-// everything is decoded and queued; call w.Flush to wait for the writes.
-func Load(ctx context.Context, d *redisrdb.Decoder, w *Writer, bigKeyBytes int64, log *zap.Logger) (LoadStats, error) {
+// Events is what the loader pulls decoded RDB events from: the boundary
+// between the format (package redisrdb, whose *Decoder implements it) and
+// the sync.
+//
+//   - Next advances to the next event and reports whether there is one. It
+//     returns false at the end of the input and at the first error, and
+//     keeps returning false after that.
+//   - Event is the current event. It and every slice it holds belong to the
+//     source and are valid only until the next call to Next; the loader
+//     copies what it keeps.
+//   - Capturing reports whether the current value's raw bytes are still
+//     being kept, so that its KeyEnd event will carry them in Raw; once it
+//     turns false for a value it stays false until the next KeyStart.
+//   - Offset is the number of input bytes consumed so far.
+//   - Err is nil after a clean end, else the error that stopped Next.
+type Events interface {
+	Next() bool
+	Event() *redisrdb.Event
+	Capturing() bool
+	Offset() int64
+	Err() error
+}
+
+var _ Events = (*redisrdb.Decoder)(nil)
+
+// Load reads d to the end and writes every key to w. It returns when
+// everything is read and queued; call w.Flush to wait for the writes.
+func Load(ctx context.Context, d Events, w *Writer, bigKeyBytes int64, log *zap.Logger) (LoadStats, error) {
 	l := &loader{w: w, log: log, bigKeyBytes: bigKeyBytes, now: func() int64 { return time.Now().UnixMilli() }}
 	l.nb.targetVersion = w.TargetVersion()
 	last := time.Now()
@@ -68,7 +93,7 @@ func Load(ctx context.Context, d *redisrdb.Decoder, w *Writer, bigKeyBytes int64
 	return l.stats, nil
 }
 
-func (l *loader) event(ctx context.Context, d *redisrdb.Decoder, ev *redisrdb.Event) error {
+func (l *loader) event(ctx context.Context, d Events, ev *redisrdb.Event) error {
 	switch ev.Kind {
 	case redisrdb.KindFunction:
 		l.stats.Functions++
@@ -107,7 +132,7 @@ func (l *loader) event(ctx context.Context, d *redisrdb.Decoder, ev *redisrdb.Ev
 	return nil
 }
 
-func (l *loader) start(ctx context.Context, d *redisrdb.Decoder, ev *redisrdb.Event) error {
+func (l *loader) start(ctx context.Context, d Events, ev *redisrdb.Event) error {
 	l.skip, l.native, l.pending, l.pendBytes, l.rawComplete = false, false, l.pending[:0], 0, false
 	l.db, l.key, l.expireAt = ev.DB, append([]byte(nil), ev.Key...), ev.ExpireAt
 	if ev.ExpireAt != 0 && ev.ExpireAt <= l.now() {

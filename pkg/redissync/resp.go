@@ -16,7 +16,9 @@ const (
 )
 
 // readCommand reads one RESP array of bulk strings from the replication
-// stream and returns it with the number of bytes it took.
+// stream and returns it with the number of bytes it took (also on error,
+// so far). Each argument is a fresh allocation that belongs to the caller:
+// commands wait in the follower's relay while more are read.
 func (c *replConn) readCommand() (args [][]byte, n int64, err error) {
 	l, err := c.br.ReadSlice('\n')
 	n += int64(len(l))

@@ -223,13 +223,15 @@ func (w *Writer) submit(ctx context.Context, j *job) error {
 	}
 }
 
-// Flush waits until every submitted job has run and returns the first error.
+// Flush waits until every submitted job has run and returns the first
+// error. It may be called any number of times.
 func (w *Writer) Flush() error {
 	w.wg.Wait()
 	return w.Err()
 }
 
-// Close flushes, stops the workers and returns the first error.
+// Close flushes, stops the workers and returns the first error. It is
+// called once, when nothing more will be written.
 func (w *Writer) Close() error {
 	err := w.Flush()
 	for _, ch := range w.chans {
