@@ -94,7 +94,10 @@ func (c *redisSyncCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	_, err = redissync.Sync(ctx, cfg, log, redissync.NewMetrics(reg))
+	if cfg.Metrics, err = redissync.NewMetrics(reg); err != nil {
+		return err
+	}
+	_, err = redissync.Sync(ctx, cfg, log)
 	return err
 }
 

@@ -38,7 +38,8 @@
 //     named by keyspace notifications: best-effort, events during a
 //     disconnect are lost.
 //   - Metrics (metrics.go): keys and bytes imported, follow lag and
-//     applied offset, reconnects.
+//     applied offset, reconnects; built once per process by the command
+//     (NewMetrics) and passed in SyncConfig.Metrics.
 //
 // Limits: SCAN mode reads each value whole with DUMP, so its memory per key
 // is the key's serialized size; the PSYNC and file paths never hold a value
@@ -50,5 +51,6 @@
 //	st, err := redissync.Sync(ctx, redissync.SyncConfig{
 //		Source: srcOpts, Mode: "auto", Follow: true,
 //		Writer: redissync.WriterConfig{Target: dstOpts},
-//	}, log, redissync.NewMetrics(reg))
+//		Metrics: m, // redissync.NewMetrics(reg), once per process
+//	}, log)
 package redissync

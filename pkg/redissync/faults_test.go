@@ -53,7 +53,7 @@ func TestSyncConnectionCutMidRDBTransfer(t *testing.T) {
 		}
 		px.Cut()
 	}()
-	_, err = redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err = redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
 	if err == nil {
 		t.Fatal("the sync succeeded although its connection was cut mid-transfer")
 	}
@@ -75,7 +75,7 @@ func TestSyncConnectionCutMidRDBTransfer(t *testing.T) {
 	}
 
 	px.SetBandwidth(0)
-	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop()); err != nil {
 		t.Fatalf("rerun: %v", err)
 	}
 	redistest.AssertIdentical(t, s, dst)
@@ -117,7 +117,7 @@ func TestSyncTargetConnectionCutMidImport(t *testing.T) {
 		}
 		px.Cut()
 	}()
-	_, err = redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: target}}, zap.NewNop(), nil)
+	_, err = redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: target}}, zap.NewNop())
 	if err == nil {
 		t.Fatal("the sync succeeded although its target connections were cut mid-import")
 	}
@@ -129,7 +129,7 @@ func TestSyncTargetConnectionCutMidImport(t *testing.T) {
 		t.Errorf("error shows a password: %v", err)
 	}
 	px.SetBandwidth(0)
-	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: target}}, zap.NewNop()); err != nil {
 		t.Fatalf("rerun: %v", err)
 	}
 	redistest.AssertIdentical(t, s, dst)
@@ -151,7 +151,7 @@ func TestFollowSurvivesConnectionCut(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Follow: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Follow: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
 		done <- err
 	}()
 	waitSame := func(what string) {

@@ -39,7 +39,7 @@ type follower struct {
 	cfg SyncConfig
 	w   *Writer
 	log *zap.Logger
-	m   *Metrics
+	m   *Metrics // may be nil
 
 	replid   string
 	received atomic.Int64
@@ -53,10 +53,10 @@ type follower struct {
 	release func(replCmd) // returns a command's bytes to the relay budget
 }
 
-func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, log *zap.Logger, m *Metrics) error {
-	f := &follower{cfg: cfg, w: w, log: log, m: m, replid: rc.replid, applied: rc.offset, safe: rc.offset}
+func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, log *zap.Logger) error {
+	f := &follower{cfg: cfg, w: w, log: log, m: cfg.Metrics, replid: rc.replid, applied: rc.offset, safe: rc.offset}
 	f.received.Store(rc.offset)
-	m.FollowOffset.Set(float64(rc.offset))
+	f.m.appliedOffset(rc.offset)
 	defer f.closeTarget()
 	log.Info("following the source's replication stream", zap.String("replid", rc.replid), zap.Int64("offset", rc.offset))
 	backoff := time.Second
@@ -71,7 +71,7 @@ func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, l
 		if errors.As(err, &te) {
 			return te.err
 		}
-		f.m.Reconnects.Inc()
+		f.m.reconnected()
 		log.Warn("replication link to the source dropped; reconnecting", zap.Error(err), zap.Duration("backoff", backoff))
 		for {
 			select {
@@ -143,7 +143,7 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 	}
 	f.replid, f.applied, f.safe = rc.replid, rc.offset, rc.offset
 	f.received.Store(rc.offset)
-	f.m.FollowOffset.Set(float64(rc.offset))
+	f.m.appliedOffset(rc.offset)
 	return rc, nil
 }
 
@@ -222,7 +222,7 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 				return fmt.Errorf("source %s: REPLCONF ACK: %w", rc.addr, err)
 			}
 			lag := f.received.Load() - f.applied
-			f.m.FollowLagBytes.Set(float64(lag))
+			f.m.followLag(lag)
 			if ticks++; ticks%30 == 0 {
 				f.log.Info("following", zap.Int64("applied_offset", f.safe), zap.Int64("lag_bytes", lag))
 			}
@@ -240,8 +240,8 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 			if err := f.apply(ctx, batch); err != nil {
 				return err
 			}
-			f.m.FollowLagBytes.Set(float64(f.received.Load() - f.applied))
-			f.m.FollowOffset.Set(float64(f.safe))
+			f.m.followLag(f.received.Load() - f.applied)
+			f.m.appliedOffset(f.safe)
 		}
 	}
 }
@@ -289,7 +289,7 @@ func (f *follower) apply(ctx context.Context, batch []replCmd) error {
 			return &targetError{fmt.Errorf("target: applying %s from the source at offset %d: %w", bytes.ToUpper(s.src.args[0]), s.src.end, err)}
 		}
 	}
-	f.m.BytesImported.Add(float64(bytesOut))
+	f.m.bytesImported(bytesOut)
 	for _, c := range batch {
 		f.release(c)
 		if len(c.args) > 0 {

@@ -11,7 +11,7 @@ import (
 
 // syncLive copies a live source: by PSYNC (as a replica) when the mode
 // allows and the source accepts it, else by SCAN + DUMP + PTTL.
-func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger, m *Metrics) (LoadStats, error) {
+func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (LoadStats, error) {
 	if cfg.Mode == "auto" || cfg.Mode == "psync" {
 		rc, st, err := psyncSnapshot(ctx, cfg, w, log)
 		if err == nil {
@@ -19,7 +19,7 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger, m
 				rc.Close()
 				return st, nil
 			}
-			return st, followPSYNC(ctx, cfg, w, rc, log, m)
+			return st, followPSYNC(ctx, cfg, w, rc, log)
 		}
 		// A refusal, or an RDB newer than this decoder (checked in the
 		// header, before any key is written), can still be copied by SCAN.
@@ -33,7 +33,7 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger, m
 	if err != nil || !cfg.Follow {
 		return st, err
 	}
-	return st, followKeyspace(ctx, cfg, w, log, m)
+	return st, followKeyspace(ctx, cfg, w, log)
 }
 
 // psyncSnapshot connects as a replica, asks for a full sync and loads the

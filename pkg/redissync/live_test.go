@@ -48,7 +48,7 @@ func TestSyncPSYNC(t *testing.T) {
 			}
 			sc.Close()
 			st, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptions(), Mode: "psync",
-				Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+				Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -77,7 +77,7 @@ func TestSyncSCAN(t *testing.T) {
 		{0, 4096}, // keys above 4 KiB are read in pages, never DUMPed
 	} {
 		st, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptions(), Mode: "scan", BigKeyBytes: v.big,
-			Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version}}, zaptest.NewLogger(t), nil)
+			Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version}}, zaptest.NewLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,7 +143,10 @@ func TestFollow(t *testing.T) {
 	setConfig(t, "repl-diskless-sync", "no")
 	redistest.FillEverything(t, srv)
 	redistest.FlushAll(t, dst)
-	m := redissync.NewMetrics(nil)
+	m, err := redissync.NewMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	// Writes run while the snapshot is taken and loaded, and after.
 	writes := make(chan error, 1)
@@ -151,7 +154,7 @@ func TestFollow(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "auto", Follow: true,
-			Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), m)
+			Writer: redissync.WriterConfig{Target: targetOptions(dst)}, Metrics: m}, zaptest.NewLogger(t))
 		done <- err
 	}()
 	if err := <-writes; err != nil {
@@ -222,7 +225,7 @@ func TestRerunAfterInterruptedSync(t *testing.T) {
 		}
 		cancel()
 	}()
-	_, err := redissync.Sync(cctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+	_, err := redissync.Sync(cctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
 	if err == nil {
 		t.Log("the first run finished before it could be interrupted")
 	}
@@ -233,7 +236,7 @@ func TestRerunAfterInterruptedSync(t *testing.T) {
 		c.Del(ctx, fmt.Sprintf("bulk:%d", i))
 	}
 	c.Close()
-	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", FlushTarget: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil); err != nil {
+	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", FlushTarget: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t)); err != nil {
 		t.Fatal(err)
 	}
 	redistest.AssertIdentical(t, srv, dst)
@@ -250,7 +253,7 @@ func TestFollowAfterDisklessTransfer(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", Follow: true,
-			Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+			Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
 		done <- err
 	}()
 	waitIdentical(t)

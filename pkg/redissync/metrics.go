@@ -1,9 +1,14 @@
 package redissync
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
 
-// Metrics are the importer's Prometheus metrics. Build them with
-// NewMetrics on the registry the command passes in.
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the sync's Prometheus metrics. The command builds them once
+// per process with NewMetrics, on the registry it serves, and passes them
+// in SyncConfig.Metrics. A nil *Metrics records nothing.
 type Metrics struct {
 	KeysImported   prometheus.Counter
 	BytesImported  prometheus.Counter
@@ -15,9 +20,11 @@ type Metrics struct {
 	Reconnects   prometheus.Counter
 }
 
-// NewMetrics creates the metrics and registers them on reg (nil: not
-// registered, for tests).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// NewMetrics creates the metrics and registers them on reg; with a nil reg
+// they are created unregistered (a test reads them directly). It fails when
+// reg refuses one of them, typically because metrics of that name are
+// registered already, and then leaves none of them registered.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		KeysImported: prometheus.NewCounter(prometheus.CounterOpts{Name: "replicator_redis_keys_imported_total",
 			Help: "Keys written to the target Redis by the snapshot (RESTORE or native commands)."}),
@@ -30,8 +37,47 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "replicator_redis_reconnects_total",
 			Help: "Reconnections to the source Redis after a dropped replication link."}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.KeysImported, m.BytesImported, m.FollowLagBytes, m.FollowOffset, m.Reconnects)
+	if reg == nil {
+		return m, nil
 	}
-	return m
+	all := []prometheus.Collector{m.KeysImported, m.BytesImported, m.FollowLagBytes, m.FollowOffset, m.Reconnects}
+	for i, c := range all {
+		if err := reg.Register(c); err != nil {
+			for _, done := range all[:i] {
+				reg.Unregister(done)
+			}
+			return nil, fmt.Errorf("redis sync metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) keyImported() {
+	if m != nil {
+		m.KeysImported.Inc()
+	}
+}
+
+func (m *Metrics) bytesImported(n int64) {
+	if m != nil {
+		m.BytesImported.Add(float64(n))
+	}
+}
+
+func (m *Metrics) followLag(n int64) {
+	if m != nil {
+		m.FollowLagBytes.Set(float64(n))
+	}
+}
+
+func (m *Metrics) appliedOffset(off int64) {
+	if m != nil {
+		m.FollowOffset.Set(float64(off))
+	}
+}
+
+func (m *Metrics) reconnected() {
+	if m != nil {
+		m.Reconnects.Inc()
+	}
 }

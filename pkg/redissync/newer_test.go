@@ -32,7 +32,7 @@ func TestSyncNewerRDBToOlderTarget(t *testing.T) {
 	os.WriteFile(file, data, 0o600)
 
 	redistest.FlushAll(t, dst)
-	st, err := redissync.Sync(context.Background(), redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+	st, err := redissync.Sync(context.Background(), redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestSyncNewerRDBToOlderTarget(t *testing.T) {
 	// A target that claims RDB 12 but refuses the payloads (as a wrong
 	// version guess would): every refused RESTORE is redone natively.
 	redistest.FlushAll(t, dst)
-	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: 12}}, zaptest.NewLogger(t), nil); err != nil {
+	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: 12}}, zaptest.NewLogger(t)); err != nil {
 		t.Fatal(err)
 	}
 	redistest.CompareModels(t, decoded, redistest.ServerModel(t, dst))
@@ -63,7 +63,7 @@ func TestSyncNewerRDBToOlderTarget(t *testing.T) {
 	b = &redistest.RDB{}
 	b.Byte(24).Str("hfe").U64(4102444800000).Len(1).Len(1).Str("f").Str("v")
 	os.WriteFile(file, redistest.File(12, b.Bytes()), 0o600)
-	_, err = redissync.Sync(context.Background(), redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+	_, err = redissync.Sync(context.Background(), redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
 	if err == nil || !strings.Contains(err.Error(), `"hfe"`) || !strings.Contains(err.Error(), "HPEXPIREAT") {
 		t.Errorf("field TTL on an old target: %v", err)
 	}
@@ -84,7 +84,7 @@ func TestSyncSkipsExpiredAndEmpty(t *testing.T) {
 	ctx := context.Background()
 	c.Set(ctx, "gone", "stale", 0)
 	c.SAdd(ctx, "emptyset", "stale")
-	st, err := redissync.Sync(ctx, redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+	st, err := redissync.Sync(ctx, redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

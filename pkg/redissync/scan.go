@@ -206,7 +206,7 @@ func restorePayload(ctx context.Context, w *Writer, db int, key, payload []byte,
 // notifications: each key named in an event is copied again (or deleted).
 // Best-effort: notifications are fire-and-forget, so events lost while
 // disconnected are lost; run `redis verify` before cutover.
-func followKeyspace(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger, m *Metrics) error {
+func followKeyspace(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) error {
 	c := cfg.sourceClient(0)
 	defer c.Close()
 	prev, _ := c.ConfigGet(ctx, "notify-keyspace-events").Result()

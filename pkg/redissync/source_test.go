@@ -85,7 +85,7 @@ func TestSyncPSYNCOverTLS(t *testing.T) {
 	redistest.FlushAll(t, dst)
 	source := &redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", tlsPort), Password: "src-pass", TLSConfig: &tls.Config{InsecureSkipVerify: true}}
 	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "psync",
-		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
 	redistest.AssertIdentical(t, s, dst)
@@ -94,7 +94,7 @@ func TestSyncPSYNCOverTLS(t *testing.T) {
 	redistest.FlushAll(t, s)
 	target := &redis.Options{Addr: source.Addr, Password: "src-pass", TLSConfig: &tls.Config{InsecureSkipVerify: true}}
 	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptions(), Mode: "psync",
-		Writer: redissync.WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
+		Writer: redissync.WriterConfig{Target: target}}, zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
 	redistest.AssertIdentical(t, srv, s)
@@ -102,7 +102,7 @@ func TestSyncPSYNCOverTLS(t *testing.T) {
 	// Verification on: the self-signed certificate is refused, clearly.
 	source.TLSConfig = &tls.Config{ServerName: "test-redis"}
 	_, err = redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "psync",
-		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
 	if err == nil || !strings.Contains(err.Error(), "--tls-skip-verify") {
 		t.Errorf("self-signed certificate with verification: %v", err)
 	}
@@ -117,7 +117,7 @@ func TestAutoFallsBackToSCAN(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	o, _ := redis.ParseURL(s.URL(0))
 	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: o, Mode: "auto",
-		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.New(core), nil); err != nil {
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.New(core)); err != nil {
 		t.Fatal(err)
 	}
 	redistest.AssertIdentical(t, s, dst)
@@ -132,7 +132,7 @@ func TestAutoFallsBackToSCAN(t *testing.T) {
 	}
 	// psync mode does not fall back: it fails and says so.
 	_, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: o, Mode: "psync",
-		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
 	if err == nil || !strings.Contains(err.Error(), "refused replication") {
 		t.Errorf("psync mode against a refusing source: %v", err)
 	}
@@ -147,7 +147,7 @@ func TestFollowSCANKeyspaceNotifications(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: o, Mode: "scan", Follow: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: o, Mode: "scan", Follow: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
 		done <- err
 	}()
 	c := s.Client(0)
@@ -188,13 +188,13 @@ func TestSyncPSYNCWithACLUser(t *testing.T) {
 	redistest.FlushAll(t, dst)
 	source := &redis.Options{Addr: s.Addr(), Username: "migrator", Password: "user-secret"}
 	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "psync",
-		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
 	redistest.AssertIdentical(t, s, dst)
 	source.Password = "wrong"
 	_, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "auto",
-		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
 	if err == nil || !strings.Contains(err.Error(), "AUTH") || strings.Contains(err.Error(), "user-secret") {
 		t.Errorf("wrong password: %v", err)
 	}

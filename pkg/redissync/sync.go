@@ -36,6 +36,9 @@ type SyncConfig struct {
 	Writer WriterConfig
 	// Decoder bounds the decoder.
 	Decoder redisrdb.Options
+	// Metrics receives the sync's metrics; nil records none. The command
+	// builds one with NewMetrics per process.
+	Metrics *Metrics
 }
 
 // Validate checks the configuration.
@@ -73,15 +76,12 @@ func (c SyncConfig) withDefaults() SyncConfig {
 
 // Sync copies the source into the target and, with Follow, keeps it in
 // sync until ctx ends.
-func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger, m *Metrics) (LoadStats, error) {
+func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (LoadStats, error) {
 	if err := cfg.Validate(); err != nil {
 		return LoadStats{}, err
 	}
 	cfg = cfg.withDefaults()
-	if m == nil {
-		m = NewMetrics(nil)
-	}
-	w, err := NewWriter(ctx, cfg.Writer, log, m)
+	w, err := NewWriter(ctx, cfg.Writer, log, cfg.Metrics)
 	if err != nil {
 		return LoadStats{}, err
 	}
@@ -95,7 +95,7 @@ func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger, m *Metrics) (Loa
 	if cfg.RDBFile != "" {
 		return syncFile(ctx, cfg, w, log)
 	}
-	return syncLive(ctx, cfg, w, log, m)
+	return syncLive(ctx, cfg, w, log)
 }
 
 func syncFile(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (LoadStats, error) {

@@ -64,7 +64,7 @@ func TestSyncFile(t *testing.T) {
 			tc.RPush(context.Background(), "db0:list:big", "stale")
 			tc.Close()
 			st, err := redissync.Sync(context.Background(), redissync.SyncConfig{RDBFile: rdb, BigKeyBytes: v.big,
-				Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version, Connections: 3}}, zaptest.NewLogger(t), nil)
+				Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version, Connections: 3}}, zaptest.NewLogger(t))
 			if err != nil {
 				t.Fatal(err)
 			}

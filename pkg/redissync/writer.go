@@ -93,15 +93,13 @@ type Writer struct {
 	cancel   context.CancelFunc
 }
 
-// NewWriter connects to the target and starts the writers.
+// NewWriter connects to the target and starts the writers; m may be nil
+// (no metrics).
 func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metrics) (*Writer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	if m == nil {
-		m = NewMetrics(nil)
-	}
 	w := &Writer{cfg: cfg, log: log, metrics: m, sem: semaphore.NewWeighted(cfg.MaxInflightBytes)}
 	c := w.client(0, 1)
 	defer c.Close()
@@ -320,9 +318,9 @@ func (w *Writer) run(clients map[int]*redis.Client, batch []*job) error {
 				}
 				return fmt.Errorf("target db %d key %q: %s: %w", db, printable(s.j.key), cmdName(s.j.cmds[i]), err)
 			}
-			w.metrics.BytesImported.Add(float64(s.j.bytes))
+			w.metrics.bytesImported(s.j.bytes)
 			if s.j.keyDone {
-				w.metrics.KeysImported.Inc()
+				w.metrics.keyImported()
 			}
 		}
 		start = end
