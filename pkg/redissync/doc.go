@@ -32,11 +32,11 @@
 //     command; see FuzzReplicationStream) and applied in order on one
 //     target connection; REPLCONF ACK is sent every second with the offset
 //     applied outside MULTI/EXEC, and a dropped link resumes with
-//     PSYNC <replid> <offset+1> after a backoff (1 s doubling to 30 s); when
-//     the source answers FULLRESYNC instead, the target is flushed and
-//     reloaded (and the log says so). In SCAN mode follow re-copies keys
-//     named by keyspace notifications: best-effort, events during a
-//     disconnect are lost.
+//     PSYNC <replid> <offset+1> after a jittered backoff (1 s doubling to
+//     30 s, github.com/cenkalti/backoff); when the source answers
+//     FULLRESYNC instead, the target is flushed and reloaded (and the log
+//     says so). In SCAN mode follow re-copies keys named by keyspace
+//     notifications: best-effort, events during a disconnect are lost.
 //   - Metrics (metrics.go): keys and bytes imported, follow lag and
 //     applied offset, reconnects; built once per process by the command
 //     (NewMetrics) and passed in SyncConfig.Metrics.

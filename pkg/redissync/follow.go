@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/semaphore"
@@ -59,7 +61,7 @@ func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, l
 	f.m.appliedOffset(rc.offset)
 	defer f.closeTarget()
 	log.Info("following the source's replication stream", zap.String("replid", rc.replid), zap.Int64("offset", rc.offset))
-	backoff := time.Second
+	delays := newReconnectBackOff()
 	for {
 		err := f.stream(ctx, rc)
 		rc.Close()
@@ -72,17 +74,15 @@ func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, l
 			return te.err
 		}
 		f.m.reconnected()
-		log.Warn("replication link to the source dropped; reconnecting", zap.Error(err), zap.Duration("backoff", backoff))
+		delays.Reset() // each drop starts again from the shortest delay
+		delay := delays.NextBackOff()
+		log.Warn("replication link to the source dropped; reconnecting", zap.Error(err), zap.Duration("backoff", delay))
 		for {
-			select {
-			case <-ctx.Done():
+			if !sleep(ctx, delay) {
 				return nil
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 30*time.Second)
 			rc, err = f.reconnect(ctx)
 			if err == nil {
-				backoff = time.Second
 				break
 			}
 			var te *targetError
@@ -92,8 +92,55 @@ func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, l
 			if ctx.Err() != nil {
 				return nil
 			}
-			log.Warn("reconnect to the source failed", zap.Error(err))
+			delay = delays.NextBackOff()
+			log.Warn("reconnect to the source failed", zap.Error(err), zap.Duration("backoff", delay))
 		}
+	}
+}
+
+// Delays between reconnect attempts: from reconnectMin doubling up to
+// reconnectMax, each spread by ±reconnectJitter so that replicators cut
+// off from one source at once do not all come back in step.
+const (
+	reconnectMin    = time.Second
+	reconnectMax    = 30 * time.Second
+	reconnectJitter = 0.25
+)
+
+// newReconnectBackOff returns the reconnect delays. The library spreads
+// each interval by ±RandomizationFactor, so its intervals are set that far
+// inside [reconnectMin, reconnectMax]; the clamp only catches rounding.
+func newReconnectBackOff() backoff.BackOff {
+	return &clampedBackOff{
+		BackOff: &backoff.ExponentialBackOff{
+			InitialInterval:     time.Duration(math.Ceil(float64(reconnectMin) / (1 - reconnectJitter))),
+			RandomizationFactor: reconnectJitter,
+			Multiplier:          2,
+			MaxInterval:         time.Duration(math.Floor(float64(reconnectMax) / (1 + reconnectJitter))),
+		},
+		min: reconnectMin, max: reconnectMax,
+	}
+}
+
+// clampedBackOff keeps another backoff's delays within [min, max].
+type clampedBackOff struct {
+	backoff.BackOff
+	min, max time.Duration
+}
+
+func (b *clampedBackOff) NextBackOff() time.Duration {
+	return min(max(b.BackOff.NextBackOff(), b.min), b.max)
+}
+
+// sleep waits for d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
