@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -149,9 +150,10 @@ func TestFollowSurvivesConnectionCut(t *testing.T) {
 	defer px.Close()
 	source := &redis.Options{Addr: px.Addr(), Password: "src-pass"}
 	ctx, cancel := context.WithCancel(context.Background())
+	m := newMetrics(t)
 	done := make(chan error, 1)
 	go func() {
-		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Follow: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
+		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Follow: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}, Metrics: m}, zap.NewNop())
 		done <- err
 	}()
 	waitSame := func(what string) {
@@ -175,14 +177,24 @@ func TestFollowSurvivesConnectionCut(t *testing.T) {
 		accepted := px.Accepted()
 		px.Cut()
 		for i := 0; i < 100; i++ {
-			c.Incr(bg, fmt.Sprintf("cut:%d", i%10))
-			c.RPush(bg, "cut:list", round*100+i)
+			if err := c.Incr(bg, fmt.Sprintf("cut:%d", i%10)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.RPush(bg, "cut:list", round*100+i).Err(); err != nil {
+				t.Fatal(err)
+			}
 		}
-		c.Del(bg, fmt.Sprintf("k%d", round))
+		if n, err := c.Del(bg, fmt.Sprintf("k%d", round)).Result(); err != nil || n != 1 {
+			t.Fatalf("DEL k%d: %d, %v", round, n, err)
+		}
 		waitSame(fmt.Sprintf("after cut %d", round+1))
 		if px.Accepted() <= accepted {
 			t.Errorf("cut %d: the follower did not reconnect through the proxy", round+1)
 		}
+	}
+	// One drop per cut: the follower counted each and only those.
+	if n := testutil.ToFloat64(m.Reconnects); n != 3 {
+		t.Errorf("reconnects metric %v after 3 cuts", n)
 	}
 	redistest.AssertIdentical(t, s, dst)
 	cancel()

@@ -41,20 +41,24 @@ func TestSyncPSYNC(t *testing.T) {
 			redistest.FillEverything(t, srv)
 			redistest.FlushAll(t, dst)
 			dc := dst.Client(0)
-			dc.Do(context.Background(), "FUNCTION", "FLUSH")
+			if err := dc.Do(context.Background(), "FUNCTION", "FLUSH").Err(); err != nil {
+				t.Fatal(err)
+			}
 			sc := srv.Client(0)
 			if err := sc.Do(context.Background(), "FUNCTION", "LOAD", "REPLACE", "#!lua name=synclib\nredis.register_function('one', function() return 1 end)").Err(); err != nil {
 				t.Fatal(err)
 			}
 			sc.Close()
+			m := newMetrics(t)
 			st, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptions(), Mode: "psync",
-				Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
+				Writer: redissync.WriterConfig{Target: targetOptions(dst)}, Metrics: m}, zaptest.NewLogger(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if st.Keys < 30 {
 				t.Fatalf("only %d keys imported", st.Keys)
 			}
+			checkKeysCounted(t, m, st)
 			redistest.AssertIdentical(t, srv, dst)
 			if n, err := dc.Do(context.Background(), "FCALL", "one", 0).Int(); err != nil || n != 1 {
 				t.Errorf("function library not carried: FCALL one = %v, %v", n, err)
@@ -76,11 +80,13 @@ func TestSyncSCAN(t *testing.T) {
 		{9, 0},    // listpack encodings must go native
 		{0, 4096}, // keys above 4 KiB are read in pages, never DUMPed
 	} {
+		m := newMetrics(t)
 		st, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptions(), Mode: "scan", BigKeyBytes: v.big,
-			Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version}}, zaptest.NewLogger(t))
+			Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version}, Metrics: m}, zaptest.NewLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
+		checkKeysCounted(t, m, st)
 		if v.big > 0 && st.Native == 0 {
 			t.Error("no key was copied in pieces")
 		}
@@ -143,19 +149,20 @@ func TestFollow(t *testing.T) {
 	setConfig(t, "repl-diskless-sync", "no")
 	redistest.FillEverything(t, srv)
 	redistest.FlushAll(t, dst)
-	m, err := redissync.NewMetrics(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := newMetrics(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	// Writes run while the snapshot is taken and loaded, and after.
 	writes := make(chan error, 1)
 	go func() { writes <- concurrentWrites(800) }()
-	done := make(chan error, 1)
+	type result struct {
+		st  redissync.LoadStats
+		err error
+	}
+	done := make(chan result, 1)
 	go func() {
-		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "auto", Follow: true,
+		st, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "auto", Follow: true,
 			Writer: redissync.WriterConfig{Target: targetOptions(dst)}, Metrics: m}, zaptest.NewLogger(t))
-		done <- err
+		done <- result{st, err}
 	}()
 	if err := <-writes; err != nil {
 		t.Fatal(err)
@@ -185,18 +192,32 @@ func TestFollow(t *testing.T) {
 	}
 	writeChurn(t, 3)
 	waitIdentical(t)
+	if n := testutil.ToFloat64(m.Reconnects); n < 2 {
+		t.Errorf("reconnects metric = %v after the link was killed and the source restarted", n)
+	}
+
+	// Caught up, the applied offset is the source's own replication
+	// offset and nothing is waiting to be applied.
+	offset := masterOffset(t, srv)
+	redistest.WaitFor(t, 30*time.Second, fmt.Sprintf("applied offset metric at the source's offset %d", offset), func() bool {
+		return testutil.ToFloat64(m.FollowOffset) >= float64(offset)
+	})
+	redistest.WaitFor(t, 30*time.Second, "follow lag metric at 0", func() bool { return testutil.ToFloat64(m.FollowLagBytes) == 0 })
 
 	// The independent client-side comparison agrees.
 	rep, err := redisverify.Run(context.Background(), redisverify.Config{Source: sourceOptions(), Target: targetOptions(dst)}, zaptest.NewLogger(t))
 	if err != nil || !rep.Identical() {
 		t.Errorf("redis verify after follow: %v, %+v", err, rep)
 	}
-	if testutil.ToFloat64(m.KeysImported) == 0 || testutil.ToFloat64(m.BytesImported) == 0 {
-		t.Error("import metrics not counted")
-	}
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("follow ended with %v", err)
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("follow ended with %v", res.err)
+	}
+	// The keys metric counts the first snapshot's keys and those of the
+	// full resynchronisation after the restart.
+	if keys := testutil.ToFloat64(m.KeysImported); res.st.Keys < 30 || keys < float64(res.st.Keys) {
+		t.Errorf("keys imported metric %v, the first snapshot alone wrote %d keys", keys, res.st.Keys)
 	}
 }
 
@@ -217,23 +238,36 @@ func TestRerunAfterInterruptedSync(t *testing.T) {
 	c.Close()
 	redistest.FlushAll(t, dst)
 	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Cancel once part of the keys arrived, or give up when the first run
+	// has ended anyway.
+	ended := make(chan struct{})
 	go func() {
 		tc := dst.Client(0)
 		defer tc.Close()
 		for tc.DBSize(ctx).Val() < 2000 {
-			time.Sleep(time.Millisecond)
+			select {
+			case <-ended:
+				return
+			case <-time.After(time.Millisecond):
+			}
 		}
 		cancel()
 	}()
 	_, err := redissync.Sync(cctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
+	close(ended)
 	if err == nil {
-		t.Log("the first run finished before it could be interrupted")
+		t.Fatal("the first run finished before it was interrupted: the rerun would prove nothing")
 	}
 	// Meanwhile the source deleted keys the first run may have copied:
 	// with FlushTarget the rerun does not keep them.
 	c = srv.Client(0)
+	p = c.Pipeline()
 	for i := 0; i < 20000; i += 2 {
-		c.Del(ctx, fmt.Sprintf("bulk:%d", i))
+		p.Del(ctx, fmt.Sprintf("bulk:%d", i))
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
 	}
 	c.Close()
 	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", FlushTarget: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t)); err != nil {

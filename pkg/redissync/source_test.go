@@ -56,17 +56,23 @@ func startExtra(t *testing.T, args ...string) *testenv.Redis {
 	return r
 }
 
+// fillSmall writes 503 keys: k0..k499, a hash, a sorted set and a key
+// with a TTL.
 func fillSmall(t *testing.T, r *testenv.Redis) {
 	t.Helper()
 	ctx := context.Background()
 	c := r.Client(0)
 	defer c.Close()
+	p := c.Pipeline()
 	for i := 0; i < 500; i++ {
-		c.Set(ctx, fmt.Sprintf("k%d", i), i, 0)
+		p.Set(ctx, fmt.Sprintf("k%d", i), i, 0)
 	}
-	c.HSet(ctx, "h", "a", 1, "b", 2)
-	c.ZAdd(ctx, "z", redis.Z{Score: 1, Member: "x"})
-	c.Set(ctx, "ttl", 1, time.Hour)
+	p.HSet(ctx, "h", "a", 1, "b", 2)
+	p.ZAdd(ctx, "z", redis.Z{Score: 1, Member: "x"})
+	p.Set(ctx, "ttl", 1, time.Hour)
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatalf("fill %s: %v", r.Addr(), err)
+	}
 }
 
 // TestSyncPSYNCOverTLS replicates from a TLS-only listener with a
@@ -152,23 +158,24 @@ func TestFollowSCANKeyspaceNotifications(t *testing.T) {
 	}()
 	c := s.Client(0)
 	defer c.Close()
-	// Wait for the snapshot, then write.
-	for deadline := time.Now().Add(30 * time.Second); redistest.Digest(t, s) != redistest.Digest(t, dst) && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-	}
-	// The subscription is made after the snapshot: wait until it exists.
-	for deadline := time.Now().Add(30 * time.Second); c.PubSubNumPat(context.Background()).Val() == 0 && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
 	bg := context.Background()
-	c.Set(bg, "new", "v", 0)
-	c.Del(bg, "k1")
-	c.HSet(bg, "h", "c", 3)
-	c.Expire(bg, "k2", time.Hour)
-	c.Rename(bg, "k3", "k3-renamed")
-	for deadline := time.Now().Add(30 * time.Second); redistest.Digest(t, s) != redistest.Digest(t, dst) && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
+	// Wait for the snapshot, then for the subscription, which is made
+	// after it; only then are changes seen.
+	redistest.WaitFor(t, 30*time.Second, "the snapshot on the target", func() bool { return redistest.Digest(t, s) == redistest.Digest(t, dst) })
+	redistest.WaitFor(t, 30*time.Second, "the follower's keyspace subscription", func() bool {
+		n, err := c.PubSubNumPat(bg).Result()
+		return err == nil && n > 0
+	})
+	p := c.Pipeline()
+	p.Set(bg, "new", "v", 0)
+	p.Del(bg, "k1")
+	p.HSet(bg, "h", "c", 3)
+	p.Expire(bg, "k2", time.Hour)
+	p.Rename(bg, "k3", "k3-renamed")
+	if _, err := p.Exec(bg); err != nil {
+		t.Fatal(err)
 	}
+	redistest.WaitFor(t, 30*time.Second, "the changes on the target", func() bool { return redistest.Digest(t, s) == redistest.Digest(t, dst) })
 	redistest.AssertIdentical(t, s, dst)
 	cancel()
 	if err := <-done; err != nil {
