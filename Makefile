@@ -40,7 +40,7 @@ fmt:
 ## (golang/go#75804, fixed in go1.27).
 FUZZTIME ?= 1m
 FUZZ_TARGETS = ./cmd/replicator:FuzzConfig:3000 ./pkg/redisrdb:FuzzDecode:100000 \
-	./pkg/redisrdb:FuzzDumpPayload:100000 ./pkg/redisrdb:FuzzReplicationStream:100000 \
+	./pkg/redisrdb:FuzzDumpPayload:100000 ./pkg/redissync:FuzzReplicationStream:100000 \
 	./pkg/wal:FuzzDecoder:30000
 fuzz:
 	@$(MAKE) --no-print-directory fuzz-run BUDGET=time

@@ -12,7 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"replicator/pkg/redisrdb"
+	"replicator/pkg/redissync"
 	"replicator/pkg/redisverify"
 )
 
@@ -80,8 +80,8 @@ func (c *redisSyncCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer log.Sync()
-	cfg := redisrdb.SyncConfig{RDBFile: c.RDB, Mode: c.Mode, Follow: c.Follow, FlushTarget: c.FlushTarget, BigKeyBytes: int64(c.BigKeyMB) << 20,
-		Writer: redisrdb.WriterConfig{Connections: c.Connections, TargetRDBVersion: c.TargetRDBVersion}}
+	cfg := redissync.SyncConfig{RDBFile: c.RDB, Mode: c.Mode, Follow: c.Follow, FlushTarget: c.FlushTarget, BigKeyBytes: int64(c.BigKeyMB) << 20,
+		Writer: redissync.WriterConfig{Connections: c.Connections, TargetRDBVersion: c.TargetRDBVersion}}
 	if cfg.Writer.Target, err = redisOptions("target", c.Target, c.redisTLS); err != nil {
 		return err
 	}
@@ -94,7 +94,10 @@ func (c *redisSyncCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	_, err = redisrdb.Sync(ctx, cfg, log, redisrdb.NewMetrics(reg))
+	if cfg.Metrics, err = redissync.NewMetrics(reg); err != nil {
+		return err
+	}
+	_, err = redissync.Sync(ctx, cfg, log)
 	return err
 }
 

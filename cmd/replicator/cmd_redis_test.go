@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"replicator/internal/redistest"
 	"replicator/internal/testenv"
 )
 
@@ -47,32 +48,47 @@ func TestRedisSyncAndVerifyCLI(t *testing.T) {
 	ctx := context.Background()
 	c := src.Client(0)
 	defer c.Close()
+	p := c.Pipeline()
 	for i := 0; i < 100; i++ {
-		c.Set(ctx, "k"+string(rune('a'+i%26))+strings.Repeat("x", i), i, 0)
+		p.Set(ctx, "k"+string(rune('a'+i%26))+strings.Repeat("x", i), i, 0)
 	}
-	c.HSet(ctx, "h", "f", "v")
-	c.Save(ctx)
+	p.HSet(ctx, "h", "f", "v")
+	p.Save(ctx)
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
 	rdb := filepath.Join(t.TempDir(), "dump.rdb")
 	b, err := os.ReadFile(filepath.Join(src.Dir, "dump.rdb"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(rdb, b, 0o600)
+	if err := os.WriteFile(rdb, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	if code := run([]string{"redis", "sync", "--rdb", rdb, "--target", dst.URL(0), "--metrics-addr", "", "--log-format", "json"}); code != exitOK {
 		t.Fatalf("redis sync --rdb exit %d", code)
+	}
+	// redis-server's own digest agrees with `redis verify` below.
+	if ds, dd := redistest.Digest(t, src), redistest.Digest(t, dst); ds != dd {
+		t.Errorf("after redis sync --rdb DEBUG DIGEST differs: source %s target %s", ds, dd)
 	}
 	if code := run([]string{"redis", "verify", "--source", src.URL(0), "--target", dst.URL(0)}); code != exitOK {
 		t.Fatalf("redis verify after sync: exit %d", code)
 	}
 	d := dst.Client(0)
-	d.Set(ctx, "h", "different", 0)
+	if err := d.Set(ctx, "h", "different", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 	d.Close()
 	if code := run([]string{"redis", "verify", "--source", src.URL(0), "--target", dst.URL(0), "--format", "json"}); code != exitDifferences {
 		t.Fatalf("redis verify with a difference: exit %d, want 1", code)
 	}
 	if code := run([]string{"redis", "sync", "--source", src.URL(0), "--target", dst.URL(0), "--mode", "psync", "--metrics-addr", "", "--log-format", "json"}); code != exitOK {
 		t.Fatalf("redis sync by PSYNC exit %d", code)
+	}
+	if ds, dd := redistest.Digest(t, src), redistest.Digest(t, dst); ds != dd {
+		t.Errorf("after redis sync by PSYNC DEBUG DIGEST differs: source %s target %s", ds, dd)
 	}
 	if code := run([]string{"redis", "verify", "--source", src.URL(0), "--target", dst.URL(0)}); code != exitOK {
 		t.Fatalf("redis verify after PSYNC sync: exit %d", code)
@@ -137,16 +153,26 @@ func TestRedisSyncKilledMidwayThenRerun(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-	partial := d.DBSize(ctx).Val()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait() // the error is the kill
+	partial, err := d.DBSize(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total, err := c.DBSize(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("target had %d of %d keys when the importer was killed", partial, total)
+	if partial >= total {
+		t.Fatalf("the importer had copied all %d keys before it was killed: the rerun would prove nothing", total)
+	}
 	if code := run(args[:len(args)-2]); code != exitOK {
 		t.Fatalf("rerun exit %d", code)
 	}
-	ds, _ := c.Do(ctx, "DEBUG", "DIGEST").Text()
-	dd, _ := d.Do(ctx, "DEBUG", "DIGEST").Text()
-	t.Logf("target had %d of %d keys when the importer was killed", partial, c.DBSize(ctx).Val())
-	if ds != dd {
+	if ds, dd := redistest.Digest(t, src), redistest.Digest(t, dst); ds != dd {
 		t.Errorf("after the rerun DEBUG DIGEST differs: source %s target %s", ds, dd)
 	}
 	if code := run([]string{"redis", "verify", "--source", src.URL(0), "--target", dst.URL(0)}); code != exitOK {

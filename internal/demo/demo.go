@@ -22,7 +22,7 @@ import (
 	"replicator/pkg/audit"
 	"replicator/pkg/cutover"
 	"replicator/pkg/pgutil"
-	"replicator/pkg/redisrdb"
+	"replicator/pkg/redissync"
 	"replicator/pkg/redisverify"
 	"replicator/pkg/snapshot"
 	"replicator/pkg/verify"
@@ -135,6 +135,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Duration.Round(time.Millisecond), res.ConsistentLSN)
 
 	say("\n[5/7] streaming Postgres changes and following Redis, under load for %s", o.Stream)
+	rMetrics, err := redissync.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	streamCtx, stopStream := context.WithCancel(ctx)
 	defer stopStream()
 	streamErr := make(chan error, 2)
@@ -143,8 +147,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}()
 	rOpts := &redis.Options{Addr: srcR.Addr()}
 	go func() {
-		_, err := redisrdb.Sync(streamCtx, redisrdb.SyncConfig{Source: rOpts, Follow: true,
-			Writer: redisrdb.WriterConfig{Target: &redis.Options{Addr: dstR.Addr()}}}, o.Log, redisrdb.NewMetrics(reg))
+		_, err := redissync.Sync(streamCtx, redissync.SyncConfig{Source: rOpts, Follow: true,
+			Writer: redissync.WriterConfig{Target: &redis.Options{Addr: dstR.Addr()}}, Metrics: rMetrics}, o.Log)
 		streamErr <- err
 	}()
 	var maxLag float64

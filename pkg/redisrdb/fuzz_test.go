@@ -1,14 +1,19 @@
-package redisrdb
+package redisrdb_test
 
 import (
 	"bufio"
 	"bytes"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"replicator/internal/redistest"
+	"replicator/pkg/redisrdb"
 )
 
 const fixtureDir = "../../../shared/fixtures/redis-rdb"
@@ -48,11 +53,11 @@ func corruptPayloads(t testing.TB) [][]byte {
 }
 
 // fuzzOptions keep allocations small so the fuzzer finds unbounded ones.
-var fuzzOptions = Options{MaxStringBytes: 1 << 20, BatchItems: 64, CaptureRaw: 1 << 16}
+var fuzzOptions = redisrdb.Options{MaxStringBytes: 1 << 20, BatchItems: 64, CaptureRaw: 1 << 16}
 
 // drain decodes everything and bounds the work: every event must consume
 // input or carry items, so a decoder that loops is caught.
-func drain(t testing.TB, d *Decoder, inputLen int) error {
+func drain(t testing.TB, d *redisrdb.Decoder, inputLen int) error {
 	timer := time.AfterFunc(5*time.Second, func() { panic("decoder still running after 5s") })
 	defer timer.Stop()
 	events := 0
@@ -76,10 +81,10 @@ func FuzzDecode(f *testing.F) {
 	// The 46 DUMP payloads again, each as the only key of an RDB file.
 	for _, p := range corruptPayloads(f) {
 		body := append([]byte{p[0]}, append([]byte{1, 'k'}, p[1:len(p)-10]...)...)
-		f.Add(rdbFile(11, body))
+		f.Add(redistest.File(11, body))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		drain(t, NewDecoder(bytes.NewReader(data), fuzzOptions), len(data))
+		drain(t, redisrdb.NewDecoder(bytes.NewReader(data), fuzzOptions), len(data))
 	})
 }
 
@@ -90,13 +95,13 @@ func FuzzDumpPayload(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// Fix up the checksum so the fuzzer gets past it into the value.
 		if len(data) >= 11 {
-			fixed := EncodeDump(data[:len(data)-10], int(data[len(data)-10])%13)
-			d, err := NewDumpDecoder([]byte("k"), fixed, fuzzOptions)
+			fixed := redisrdb.EncodeDump(data[:len(data)-10], int(data[len(data)-10])%13)
+			d, err := redisrdb.NewDumpDecoder([]byte("k"), fixed, fuzzOptions)
 			if err == nil {
 				drain(t, d, len(data))
 			}
 		}
-		if d, err := NewDumpDecoder([]byte("k"), data, fuzzOptions); err == nil {
+		if d, err := redisrdb.NewDumpDecoder([]byte("k"), data, fuzzOptions); err == nil {
 			drain(t, d, len(data))
 		}
 	})
@@ -106,11 +111,18 @@ func FuzzDumpPayload(f *testing.F) {
 func TestCorruptFixtures(t *testing.T) {
 	for _, p := range fixtureFiles(t) {
 		b, _ := os.ReadFile(p)
-		err := drain(t, NewDecoder(bytes.NewReader(b), Options{}), len(b))
+		err := drain(t, redisrdb.NewDecoder(bytes.NewReader(b), redisrdb.Options{}), len(b))
 		switch filepath.Base(p) {
 		case "corrupt_ziplist.rdb":
 			if err == nil {
 				t.Errorf("%s: decoded without error", p)
+			}
+		case "function-7.0rc.rdb":
+			// Functions in the 7.0 release-candidate format (opcode 246)
+			// are refused with the way out in the message, although Redis
+			// 7.0 GA loads them: a known gap, not a corrupt file.
+			if !errors.Is(err, redisrdb.ErrUnsupported) || !strings.Contains(fmt.Sprint(err), "save again") {
+				t.Errorf("%s: %v, want ErrUnsupported saying how to convert the file", p, err)
 			}
 		default:
 			if err != nil {
@@ -125,7 +137,7 @@ func TestCorruptFixtures(t *testing.T) {
 func TestCorruptPayloads(t *testing.T) {
 	ok, bad := 0, 0
 	for i, p := range corruptPayloads(t) {
-		d, err := NewDumpDecoder([]byte("k"), p, Options{MaxStringBytes: 1 << 20})
+		d, err := redisrdb.NewDumpDecoder([]byte("k"), p, redisrdb.Options{MaxStringBytes: 1 << 20})
 		if err == nil {
 			err = drain(t, d, len(p))
 		}
@@ -142,32 +154,4 @@ func TestCorruptPayloads(t *testing.T) {
 	if bad == 0 {
 		t.Error("every corrupt payload was accepted")
 	}
-}
-
-// FuzzReplicationStream: a hostile or corrupt command stream (or diskless
-// transfer) gives errors, never a panic, a loop or an allocation ahead of
-// the input.
-func FuzzReplicationStream(f *testing.F) {
-	f.Add([]byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$4\r\nPING\r\n"))
-	f.Add([]byte("*1\r\n$536870912\r\nxx"))
-	f.Add([]byte("*99999999\r\n"))
-	f.Add([]byte("$EOF:0123456789012345678901234567890123456789\r\nREDIS0009\xff0123456789012345678901234567890123456789*1\r\n$4\r\nPING\r\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		timer := time.AfterFunc(5*time.Second, func() { panic("stream reader still running after 5s") })
-		defer timer.Stop()
-		rc := &replConn{br: bufio.NewReaderSize(bytes.NewReader(data), 64<<10)}
-		if bytes.HasPrefix(data, []byte("$")) {
-			_, drain, err := rc.rdb()
-			if err != nil {
-				return
-			}
-			drain()
-		}
-		for i := 0; i <= len(data); i++ {
-			if _, _, err := rc.readCommand(); err != nil {
-				return
-			}
-		}
-		t.Fatalf("more commands than bytes")
-	})
 }

@@ -1,4 +1,4 @@
-package redisrdb
+package redisrdb_test
 
 import (
 	"bytes"
@@ -6,6 +6,9 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+
+	"replicator/internal/redistest"
+	"replicator/pkg/redisrdb"
 )
 
 // hugeSetRDB generates, lazily, an RDB holding one hashtable-encoded set of
@@ -20,19 +23,19 @@ func (h *hugeSetRDB) Read(p []byte) (int, error) {
 	for h.buf.Len() < len(p) && !h.done {
 		switch {
 		case h.i == 0:
-			b := &rb{}
+			b := &redistest.RDB{}
 			b.WriteString("REDIS0009")
-			b.byte(2).str("huge").len(uint64(h.n))
+			b.Byte(2).Str("huge").Len(uint64(h.n))
 			h.buf.Write(b.Bytes())
 		case h.i > h.n:
-			h.buf.Write([]byte{opEOF, 0, 0, 0, 0, 0, 0, 0, 0}) // checksum disabled
+			h.buf.Write([]byte{redistest.OpEOF, 0, 0, 0, 0, 0, 0, 0, 0}) // checksum disabled
 			h.done = true
 			continue
 		}
-		b := &rb{}
+		b := &redistest.RDB{}
 		for k := 0; k < 1000 && h.i < h.n; k++ {
 			h.i++
-			b.str("member-with-some-padding-" + strconv.Itoa(h.i))
+			b.Str("member-with-some-padding-" + strconv.Itoa(h.i))
 		}
 		if h.i == h.n {
 			h.i++
@@ -49,12 +52,12 @@ func (h *hugeSetRDB) Read(p []byte) (int, error) {
 // RDB) and checks the heap never holds it: memory stays at a few batches.
 func TestHugeSetBoundedMemory(t *testing.T) {
 	const n = 2_000_000
-	d := NewDecoder(&hugeSetRDB{n: n}, Options{BatchItems: 512})
+	d := redisrdb.NewDecoder(&hugeSetRDB{n: n}, redisrdb.Options{BatchItems: 512})
 	var ms runtime.MemStats
 	var peak uint64
 	total := 0
 	for i := 0; d.Next(); i++ {
-		if ev := d.Event(); ev.Kind == KindItems {
+		if ev := d.Event(); ev.Kind == redisrdb.KindItems {
 			total += len(ev.Items)
 		}
 		if i%500 == 0 {

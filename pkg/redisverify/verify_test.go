@@ -54,7 +54,9 @@ func copyByReplication(t *testing.T) {
 	// Wait until the replica has every write, then detach it.
 	s := src.Client(0)
 	defer s.Close()
-	s.Do(ctx, "WAIT", 1, 10000)
+	if n, err := s.Do(ctx, "WAIT", 1, 10000).Int(); err != nil || n < 1 {
+		t.Fatalf("WAIT for the replica: %d replicas acknowledged, %v", n, err)
+	}
 	if err := c.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
 		t.Fatal(err)
 	}

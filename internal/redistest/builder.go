@@ -1,20 +1,46 @@
-package redisrdb
+package redistest
 
 import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"strconv"
+
+	"replicator/pkg/redisrdb"
 )
 
 // Builders of RDB bytes by hand, following src/rdb.h, ziplist.c,
-// listpack.c and intset.c, for the table-driven tests.
+// listpack.c and intset.c, for the table-driven tests. They are written
+// from the Redis sources, not from the decoder, so the two check each
+// other.
 
-type rb struct{ bytes.Buffer }
+// Opcodes of src/rdb.h that are not value types.
+const (
+	OpSlotInfo      = 244
+	OpFunction2     = 245
+	OpFunctionPreGA = 246
+	OpModuleAux     = 247
+	OpIdle          = 248
+	OpFreq          = 249
+	OpAux           = 250
+	OpResizeDB      = 251
+	OpExpireTimeMs  = 252
+	OpExpireTime    = 253
+	OpSelectDB      = 254
+	OpEOF           = 255
+)
 
-func (b *rb) byte(v ...byte) *rb { b.Write(v); return b }
+// RDB accumulates the bytes of an RDB body; its methods append one
+// element each and return b, so records read as one chain:
+//
+//	b := &redistest.RDB{}
+//	b.Byte(0).Str("key").Str("value") // a string key
+type RDB struct{ bytes.Buffer }
 
-func (b *rb) len(n uint64) *rb {
+// Byte appends raw bytes (an opcode, a type byte, a fixed-width field).
+func (b *RDB) Byte(v ...byte) *RDB { b.Write(v); return b }
+
+// Len appends a length in the RDB length encoding (rdbSaveLen).
+func (b *RDB) Len(n uint64) *RDB {
 	switch {
 	case n < 1<<6:
 		b.WriteByte(byte(n))
@@ -31,24 +57,29 @@ func (b *rb) len(n uint64) *rb {
 	return b
 }
 
-func (b *rb) str(s string) *rb { b.len(uint64(len(s))); b.WriteString(s); return b }
-func (b *rb) raw(p []byte) *rb { b.len(uint64(len(p))); b.Write(p); return b }
-func (b *rb) u64(v uint64) *rb { b.Write(binary.LittleEndian.AppendUint64(nil, v)); return b }
+// Str appends a length-prefixed string.
+func (b *RDB) Str(s string) *RDB { b.Len(uint64(len(s))); b.WriteString(s); return b }
 
-// rdbFile wraps a body in a header, EOF and a correct checksum.
-func rdbFile(version int, body []byte) []byte {
+// Raw appends a length-prefixed blob (a ziplist, listpack or intset).
+func (b *RDB) Raw(p []byte) *RDB { b.Len(uint64(len(p))); b.Write(p); return b }
+
+// U64 appends a little-endian 64-bit value (milliseconds, a binary double).
+func (b *RDB) U64(v uint64) *RDB { b.Write(binary.LittleEndian.AppendUint64(nil, v)); return b }
+
+// File wraps a body in a header, EOF and a correct checksum.
+func File(version int, body []byte) []byte {
 	out := []byte(fmt.Sprintf("REDIS%04d", version))
 	out = append(out, body...)
-	out = append(out, opEOF)
+	out = append(out, OpEOF)
 	if version >= 5 {
-		out = binary.LittleEndian.AppendUint64(out, CRC64(0, out))
+		out = binary.LittleEndian.AppendUint64(out, redisrdb.CRC64(0, out))
 	}
 	return out
 }
 
-// ziplist builds a ziplist; int64 elements use the integer encodings,
+// Ziplist builds a ziplist; int64 elements use the integer encodings,
 // strings the string ones.
-func ziplist(elems ...any) []byte {
+func Ziplist(elems ...any) []byte {
 	var body []byte
 	prev := 0
 	for _, e := range elems {
@@ -100,8 +131,9 @@ func ziplist(elems ...any) []byte {
 	return append(out, 0xff)
 }
 
-// listpack builds a listpack.
-func listpack(elems ...any) []byte {
+// Listpack builds a listpack; int64 elements use the integer encodings,
+// strings the string ones.
+func Listpack(elems ...any) []byte {
 	var body []byte
 	for _, e := range elems {
 		var entry []byte
@@ -158,7 +190,8 @@ func listpack(elems ...any) []byte {
 	return append(out, 0xff)
 }
 
-func intset(width int, vals ...int64) []byte {
+// Intset builds an intset of width bytes (2, 4 or 8) per value.
+func Intset(width int, vals ...int64) []byte {
 	out := binary.LittleEndian.AppendUint32(nil, uint32(width))
 	out = binary.LittleEndian.AppendUint32(out, uint32(len(vals)))
 	for _, v := range vals {
@@ -174,9 +207,38 @@ func intset(width int, vals ...int64) []byte {
 	return out
 }
 
-func streamID(ms, seq uint64) []byte {
+// StreamID is the 16-byte big-endian form of a stream ID (radix-tree keys
+// and PEL entries).
+func StreamID(ms, seq uint64) []byte {
 	b := binary.BigEndian.AppendUint64(nil, ms)
 	return binary.BigEndian.AppendUint64(b, seq)
 }
 
-func itoa(i int) string { return strconv.Itoa(i) }
+// StreamBody appends a stream key "x" of value type typ (15, 19 or 21)
+// with one node of three live entries (one with its own fields, two using
+// the master fields) and one deleted entry, and one group with one
+// consumer owning one pending entry.
+func StreamBody(b *RDB, typ byte) {
+	lp := Listpack(
+		int64(3), int64(1), int64(2), "f", "g", int64(0), // master: count, deleted, 2 fields, terminator
+		int64(2), int64(0), int64(1), "a", "b", int64(3), // SAMEFIELDS, id 5-1
+		int64(2), int64(0), int64(2), "c", "d", int64(3), // SAMEFIELDS, id 5-2
+		int64(3), int64(0), int64(3), "z", "z", int64(3), // deleted + SAMEFIELDS, id 5-3
+		int64(0), int64(0), int64(4), int64(1), "h", "e", int64(5), // own fields, id 5-4
+	)
+	b.Byte(typ).Str("x").Len(1).Raw(StreamID(5, 0)).Raw(lp)
+	b.Len(3).Len(5).Len(4) // length, last id
+	if typ >= 19 {
+		b.Len(5).Len(1).Len(5).Len(3).Len(4) // first id, max deleted, entries added
+	}
+	b.Len(1).Str("g1").Len(5).Len(2) // one group, last delivered 5-2
+	if typ >= 19 {
+		b.Len(2) // entries read
+	}
+	b.Len(1).Byte(StreamID(5, 1)...).U64(1700000000000).Len(2) // group PEL
+	b.Len(1).Str("alice").U64(1700000000001)                   // one consumer
+	if typ >= 21 {
+		b.U64(1700000000002)
+	}
+	b.Len(1).Byte(StreamID(5, 1)...)
+}

@@ -1,4 +1,4 @@
-package redisrdb
+package redissync_test
 
 import (
 	"context"
@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"replicator/internal/redistest"
 	"replicator/internal/testenv"
+	"replicator/pkg/redissync"
 )
 
 // The PSYNC connection is cut in the middle of the RDB transfer (through a
@@ -32,7 +35,7 @@ func TestSyncConnectionCutMidRDBTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	px, err := testenv.StartProxy(s.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -51,12 +54,12 @@ func TestSyncConnectionCutMidRDBTransfer(t *testing.T) {
 		}
 		px.Cut()
 	}()
-	_, err = Sync(ctx, SyncConfig{Source: source, Mode: "psync", Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err = redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
 	if err == nil {
 		t.Fatal("the sync succeeded although its connection was cut mid-transfer")
 	}
 	t.Logf("error after the cut: %v", err)
-	if !errors.Is(err, ErrTransferCut) {
+	if !errors.Is(err, redissync.ErrTransferCut) {
 		t.Errorf("error %v is not ErrTransferCut", err)
 	}
 	if !strings.Contains(err.Error(), "source") || !strings.Contains(strings.ToLower(err.Error()), "rerun") {
@@ -73,10 +76,10 @@ func TestSyncConnectionCutMidRDBTransfer(t *testing.T) {
 	}
 
 	px.SetBandwidth(0)
-	if _, err := Sync(ctx, SyncConfig{Source: source, Mode: "psync", Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop()); err != nil {
 		t.Fatalf("rerun: %v", err)
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 }
 
 // The target's connections are cut in the middle of an import: the sync
@@ -94,7 +97,7 @@ func TestSyncTargetConnectionCutMidImport(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	px, err := testenv.StartProxy(dst.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -115,22 +118,22 @@ func TestSyncTargetConnectionCutMidImport(t *testing.T) {
 		}
 		px.Cut()
 	}()
-	_, err = Sync(ctx, SyncConfig{Source: source, Mode: "psync", Writer: WriterConfig{Target: target}}, zap.NewNop(), nil)
+	_, err = redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: target}}, zap.NewNop())
 	if err == nil {
 		t.Fatal("the sync succeeded although its target connections were cut mid-import")
 	}
 	t.Logf("error after the cut: %v", err)
-	if !strings.Contains(err.Error(), "target") || !errors.Is(err, ErrTransferCut) {
+	if !strings.Contains(err.Error(), "target") || !errors.Is(err, redissync.ErrTransferCut) {
 		t.Errorf("error %q does not name the target and say to rerun", err)
 	}
 	if strings.Contains(err.Error(), "target-secret") || strings.Contains(err.Error(), "src-pass") {
 		t.Errorf("error shows a password: %v", err)
 	}
 	px.SetBandwidth(0)
-	if _, err := Sync(ctx, SyncConfig{Source: source, Mode: "psync", Writer: WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Writer: redissync.WriterConfig{Target: target}}, zap.NewNop()); err != nil {
 		t.Fatalf("rerun: %v", err)
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 }
 
 // The replication link of a following sync is cut through the proxy: the
@@ -139,7 +142,7 @@ func TestSyncTargetConnectionCutMidImport(t *testing.T) {
 func TestFollowSurvivesConnectionCut(t *testing.T) {
 	s := startExtra(t)
 	fillSmall(t, s)
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	px, err := testenv.StartProxy(s.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -147,14 +150,15 @@ func TestFollowSurvivesConnectionCut(t *testing.T) {
 	defer px.Close()
 	source := &redis.Options{Addr: px.Addr(), Password: "src-pass"}
 	ctx, cancel := context.WithCancel(context.Background())
+	m := newMetrics(t)
 	done := make(chan error, 1)
 	go func() {
-		_, err := Sync(ctx, SyncConfig{Source: source, Mode: "psync", Follow: true, Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: source, Mode: "psync", Follow: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}, Metrics: m}, zap.NewNop())
 		done <- err
 	}()
 	waitSame := func(what string) {
 		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); digest(t, s) != digest(t, dst); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); redistest.Digest(t, s) != redistest.Digest(t, dst); time.Sleep(20 * time.Millisecond) {
 			select {
 			case err := <-done:
 				t.Fatalf("%s: the follower ended: %v", what, err)
@@ -173,16 +177,26 @@ func TestFollowSurvivesConnectionCut(t *testing.T) {
 		accepted := px.Accepted()
 		px.Cut()
 		for i := 0; i < 100; i++ {
-			c.Incr(bg, fmt.Sprintf("cut:%d", i%10))
-			c.RPush(bg, "cut:list", round*100+i)
+			if err := c.Incr(bg, fmt.Sprintf("cut:%d", i%10)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.RPush(bg, "cut:list", round*100+i).Err(); err != nil {
+				t.Fatal(err)
+			}
 		}
-		c.Del(bg, fmt.Sprintf("k%d", round))
+		if n, err := c.Del(bg, fmt.Sprintf("k%d", round)).Result(); err != nil || n != 1 {
+			t.Fatalf("DEL k%d: %d, %v", round, n, err)
+		}
 		waitSame(fmt.Sprintf("after cut %d", round+1))
 		if px.Accepted() <= accepted {
 			t.Errorf("cut %d: the follower did not reconnect through the proxy", round+1)
 		}
 	}
-	assertIdentical(t, s, dst)
+	// One drop per cut: the follower counted each and only those.
+	if n := testutil.ToFloat64(m.Reconnects); n != 3 {
+		t.Errorf("reconnects metric %v after 3 cuts", n)
+	}
+	redistest.AssertIdentical(t, s, dst)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("follow ended with %v", err)

@@ -1,8 +1,10 @@
-package redisrdb
+package redissync
 
 import (
 	"math"
 	"strconv"
+
+	"replicator/pkg/redisrdb"
 )
 
 // nativeBuilder turns decoded events of one key into ordinary write
@@ -12,26 +14,26 @@ import (
 type nativeBuilder struct {
 	targetVersion int // target's RDB version, for command syntax
 
-	typ      Type
+	typ      redisrdb.Type
 	key      []byte
 	expireAt int64
 	// pending holds the current group's PEL until its consumers arrive:
 	// XCLAIM needs the consumer, delivery time and count together. Bounded
 	// by the PEL size (about 32 bytes an entry), not by the stream size.
 	group    []byte
-	pending  map[StreamID]PendingEntry
+	pending  map[redisrdb.StreamID]redisrdb.PendingEntry
 	consumer []byte
 	entries  int64
-	meta     StreamMeta
+	meta     redisrdb.StreamMeta
 }
 
 type command []any
 
-func (n *nativeBuilder) start(ev *Event) []command {
+func (n *nativeBuilder) start(ev *redisrdb.Event) []command {
 	n.typ, n.key, n.expireAt = ev.Type, append([]byte(nil), ev.Key...), ev.ExpireAt
 	n.entries, n.pending = 0, nil
 	cmds := []command{{"DEL", n.key}}
-	if ev.Type == TypeString {
+	if ev.Type == redisrdb.TypeString {
 		cmds = append(cmds, command{"SET", n.key, ev.Value})
 	}
 	return cmds
@@ -47,28 +49,28 @@ func formatScore(f float64) string {
 	return strconv.FormatFloat(f, 'g', 17, 64)
 }
 
-func (n *nativeBuilder) items(items []Item) []command {
+func (n *nativeBuilder) items(items []redisrdb.Item) []command {
 	if len(items) == 0 {
 		return nil
 	}
 	var cmds []command
 	switch n.typ {
-	case TypeList, TypeSet:
+	case redisrdb.TypeList, redisrdb.TypeSet:
 		c := command{"RPUSH", n.key}
-		if n.typ == TypeSet {
+		if n.typ == redisrdb.TypeSet {
 			c[0] = "SADD"
 		}
 		for _, it := range items {
 			c = append(c, it.Member)
 		}
 		cmds = append(cmds, c)
-	case TypeZSet:
+	case redisrdb.TypeZSet:
 		c := command{"ZADD", n.key}
 		for _, it := range items {
 			c = append(c, formatScore(it.Score), it.Member)
 		}
 		cmds = append(cmds, c)
-	case TypeHash:
+	case redisrdb.TypeHash:
 		c := command{"HSET", n.key}
 		for _, it := range items {
 			c = append(c, it.Member, it.Value)
@@ -79,7 +81,7 @@ func (n *nativeBuilder) items(items []Item) []command {
 				cmds = append(cmds, command{"HPEXPIREAT", n.key, it.ExpireAt, "FIELDS", 1, it.Member})
 			}
 		}
-	case TypeStream:
+	case redisrdb.TypeStream:
 		for _, it := range items {
 			c := command{"XADD", n.key, it.ID.String()}
 			for _, f := range it.Fields {
@@ -92,12 +94,12 @@ func (n *nativeBuilder) items(items []Item) []command {
 	return cmds
 }
 
-func (n *nativeBuilder) stream(ev *Event) []command {
+func (n *nativeBuilder) stream(ev *redisrdb.Event) []command {
 	var cmds []command
 	switch ev.Kind {
-	case KindStreamMeta:
+	case redisrdb.KindStreamMeta:
 		n.meta = ev.Stream
-		if n.entries == 0 && (ev.Stream.LastID != StreamID{}) {
+		if n.entries == 0 && (ev.Stream.LastID != redisrdb.StreamID{}) {
 			// An empty stream (every entry deleted) still exists in Redis:
 			// add one entry with the last ID and trim it away at once.
 			cmds = append(cmds, command{"XADD", n.key, "MAXLEN", "0", ev.Stream.LastID.String(), "x", "x"})
@@ -106,26 +108,26 @@ func (n *nativeBuilder) stream(ev *Event) []command {
 		if n.targetVersion >= 10 && ev.Stream.HasV2 {
 			c = append(c, "ENTRIESADDED", ev.Stream.EntriesAdded, "MAXDELETEDID", ev.Stream.MaxDeletedID.String())
 		}
-		if n.entries > 0 || (ev.Stream.LastID != StreamID{}) {
+		if n.entries > 0 || (ev.Stream.LastID != redisrdb.StreamID{}) {
 			cmds = append(cmds, c)
 		}
-	case KindStreamGroup:
+	case redisrdb.KindStreamGroup:
 		n.group = append([]byte(nil), ev.Group.Name...)
-		n.pending = map[StreamID]PendingEntry{}
+		n.pending = map[redisrdb.StreamID]redisrdb.PendingEntry{}
 		c := command{"XGROUP", "CREATE", n.key, n.group, ev.Group.LastID.String(), "MKSTREAM"}
 		// An entries-read of -1 (stored as the largest uint64) means unknown.
 		if n.targetVersion >= 10 && ev.Group.HasV2 && ev.Group.EntriesRead <= math.MaxInt64 {
 			c = append(c, "ENTRIESREAD", ev.Group.EntriesRead)
 		}
 		cmds = append(cmds, c)
-	case KindStreamPending:
+	case redisrdb.KindStreamPending:
 		for _, p := range ev.Pending {
 			n.pending[p.ID] = p
 		}
-	case KindStreamConsumer:
+	case redisrdb.KindStreamConsumer:
 		n.consumer = append([]byte(nil), ev.Consumer.Name...)
 		cmds = append(cmds, command{"XGROUP", "CREATECONSUMER", n.key, n.group, n.consumer})
-	case KindStreamConsumerPending:
+	case redisrdb.KindStreamConsumerPending:
 		for _, id := range ev.IDs {
 			p := n.pending[id]
 			cmds = append(cmds, command{"XCLAIM", n.key, n.group, n.consumer, "0", id.String(),
@@ -146,7 +148,7 @@ func (n *nativeBuilder) end() []command {
 // nativeFromDump decodes a DUMP payload and returns the native commands
 // that recreate it (used when the target refuses a RESTORE).
 func nativeFromDump(key []byte, expireAt int64, payload []byte, targetVersion int) ([]command, error) {
-	d, err := NewDumpDecoder(key, payload, Options{})
+	d, err := redisrdb.NewDumpDecoder(key, payload, redisrdb.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -155,12 +157,12 @@ func nativeFromDump(key []byte, expireAt int64, payload []byte, targetVersion in
 	for d.Next() {
 		ev := d.Event()
 		switch ev.Kind {
-		case KindKeyStart:
+		case redisrdb.KindKeyStart:
 			ev.ExpireAt = expireAt
 			cmds = append(cmds, n.start(ev)...)
-		case KindItems:
+		case redisrdb.KindItems:
 			cmds = append(cmds, n.items(ev.Items)...)
-		case KindKeyEnd:
+		case redisrdb.KindKeyEnd:
 			cmds = append(cmds, n.end()...)
 		default:
 			cmds = append(cmds, n.stream(ev)...)

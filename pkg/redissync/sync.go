@@ -1,4 +1,4 @@
-package redisrdb
+package redissync
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"replicator/pkg/redisrdb"
 )
 
 // SyncConfig configures one `redis sync`.
@@ -33,7 +35,10 @@ type SyncConfig struct {
 	// Writer configures the target side.
 	Writer WriterConfig
 	// Decoder bounds the decoder.
-	Decoder Options
+	Decoder redisrdb.Options
+	// Metrics receives the sync's metrics; nil records none. The command
+	// builds one with NewMetrics per process.
+	Metrics *Metrics
 }
 
 // Validate checks the configuration.
@@ -71,15 +76,12 @@ func (c SyncConfig) withDefaults() SyncConfig {
 
 // Sync copies the source into the target and, with Follow, keeps it in
 // sync until ctx ends.
-func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger, m *Metrics) (LoadStats, error) {
+func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (LoadStats, error) {
 	if err := cfg.Validate(); err != nil {
 		return LoadStats{}, err
 	}
 	cfg = cfg.withDefaults()
-	if m == nil {
-		m = NewMetrics(nil)
-	}
-	w, err := NewWriter(ctx, cfg.Writer, log, m)
+	w, err := NewWriter(ctx, cfg.Writer, log, cfg.Metrics)
 	if err != nil {
 		return LoadStats{}, err
 	}
@@ -93,7 +95,7 @@ func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger, m *Metrics) (Loa
 	if cfg.RDBFile != "" {
 		return syncFile(ctx, cfg, w, log)
 	}
-	return syncLive(ctx, cfg, w, log, m)
+	return syncLive(ctx, cfg, w, log)
 }
 
 func syncFile(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (LoadStats, error) {
@@ -102,7 +104,7 @@ func syncFile(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 		return LoadStats{}, fmt.Errorf("RDB file: %w", err)
 	}
 	defer f.Close()
-	d := NewDecoder(f, cfg.Decoder)
+	d := redisrdb.NewDecoder(f, cfg.Decoder)
 	st, err := Load(ctx, d, w, cfg.BigKeyBytes, log)
 	if err != nil {
 		return st, fmt.Errorf("RDB file %s: %w", cfg.RDBFile, err)

@@ -1,4 +1,4 @@
-package redisrdb
+package redissync
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"replicator/pkg/redisrdb"
 )
 
 // The SCAN source, for sources that refuse PSYNC: every database is
@@ -175,14 +177,14 @@ func copyKeys(ctx context.Context, c *redis.Client, w *Writer, db int, keys []st
 // when only the version number is newer than the encoding needs, and as
 // native commands when the target does not know the encoding.
 func restorePayload(ctx context.Context, w *Writer, db int, key, payload []byte, expireAt int64) error {
-	ver, err := DumpVersion(payload)
+	ver, err := redisrdb.DumpVersion(payload)
 	if err != nil {
 		return fmt.Errorf("source db %d key %q: %w", db, printable(key), err)
 	}
 	tv := w.TargetVersion()
 	if ver > tv {
-		if MinVersion(payload[0]) <= tv {
-			payload = EncodeDump(payload[:len(payload)-10], tv)
+		if redisrdb.MinVersion(payload[0]) <= tv {
+			payload = redisrdb.EncodeDump(payload[:len(payload)-10], tv)
 		} else {
 			cmds, err := nativeFromDump(key, expireAt, payload, tv)
 			if err != nil {
@@ -204,7 +206,7 @@ func restorePayload(ctx context.Context, w *Writer, db int, key, payload []byte,
 // notifications: each key named in an event is copied again (or deleted).
 // Best-effort: notifications are fire-and-forget, so events lost while
 // disconnected are lost; run `redis verify` before cutover.
-func followKeyspace(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger, m *Metrics) error {
+func followKeyspace(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) error {
 	c := cfg.sourceClient(0)
 	defer c.Close()
 	prev, _ := c.ConfigGet(ctx, "notify-keyspace-events").Result()

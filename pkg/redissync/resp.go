@@ -1,9 +1,12 @@
-package redisrdb
+package redissync
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
+
+	"replicator/pkg/redisrdb"
 )
 
 // Limits on one replicated command, against a corrupt stream.
@@ -13,7 +16,9 @@ const (
 )
 
 // readCommand reads one RESP array of bulk strings from the replication
-// stream and returns it with the number of bytes it took.
+// stream and returns it with the number of bytes it took (also on error,
+// so far). Each argument is a fresh allocation that belongs to the caller:
+// commands wait in the follower's relay while more are read.
 func (c *replConn) readCommand() (args [][]byte, n int64, err error) {
 	l, err := c.br.ReadSlice('\n')
 	n += int64(len(l))
@@ -21,11 +26,11 @@ func (c *replConn) readCommand() (args [][]byte, n int64, err error) {
 		return nil, n, err
 	}
 	if len(l) < 3 || l[0] != '*' {
-		return nil, n, fmt.Errorf("%w: replication stream: expected an array, got %q", ErrCorrupt, l)
+		return nil, n, fmt.Errorf("%w: replication stream: expected an array, got %q", redisrdb.ErrCorrupt, l)
 	}
 	count, err := strconv.Atoi(string(l[1 : len(l)-2]))
 	if err != nil || count < 0 || count > maxCommandArgs {
-		return nil, n, fmt.Errorf("%w: replication stream: array header %q", ErrCorrupt, l)
+		return nil, n, fmt.Errorf("%w: replication stream: array header %q", redisrdb.ErrCorrupt, l)
 	}
 	args = make([][]byte, 0, min(count, 64))
 	for range count {
@@ -35,11 +40,11 @@ func (c *replConn) readCommand() (args [][]byte, n int64, err error) {
 			return nil, n, err
 		}
 		if len(h) < 3 || h[0] != '$' {
-			return nil, n, fmt.Errorf("%w: replication stream: expected a bulk string, got %q", ErrCorrupt, h)
+			return nil, n, fmt.Errorf("%w: replication stream: expected a bulk string, got %q", redisrdb.ErrCorrupt, h)
 		}
 		size, err := strconv.Atoi(string(h[1 : len(h)-2]))
 		if err != nil || size < 0 || size > maxBulkBytes {
-			return nil, n, fmt.Errorf("%w: replication stream: bulk header %q", ErrCorrupt, h)
+			return nil, n, fmt.Errorf("%w: replication stream: bulk header %q", redisrdb.ErrCorrupt, h)
 		}
 		buf, err := readGrowing(c.br, size+2)
 		n += int64(len(buf))
@@ -47,7 +52,7 @@ func (c *replConn) readCommand() (args [][]byte, n int64, err error) {
 			return nil, n, err
 		}
 		if buf[size] != '\r' || buf[size+1] != '\n' {
-			return nil, n, fmt.Errorf("%w: replication stream: bulk string not followed by CRLF", ErrCorrupt)
+			return nil, n, fmt.Errorf("%w: replication stream: bulk string not followed by CRLF", redisrdb.ErrCorrupt)
 		}
 		args = append(args, buf[:size])
 	}
@@ -71,4 +76,13 @@ func readGrowing(r io.Reader, n int) ([]byte, error) {
 		}
 	}
 	return buf, nil
+}
+
+// eofErr turns an EOF in the middle of something into ErrUnexpectedEOF,
+// which the callers report as a cut connection.
+func eofErr(err error) error {
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: unexpected end of data", io.ErrUnexpectedEOF)
+	}
+	return err
 }

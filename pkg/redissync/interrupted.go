@@ -1,4 +1,4 @@
-package redisrdb
+package redissync
 
 import (
 	"errors"

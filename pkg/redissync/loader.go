@@ -1,4 +1,4 @@
-package redisrdb
+package redissync
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"replicator/pkg/redisrdb"
 )
 
 // LoadStats counts what a load did.
@@ -37,16 +39,41 @@ type loader struct {
 	key        []byte
 	expireAt   int64
 	nb         nativeBuilder
-	pending    []Event // copies of the key's events while RESTORE is still possible
+	pending    []redisrdb.Event // copies of the key's events while RESTORE is still possible
 	pendBytes  int64
 	// rawComplete: the whole value is already captured (a string, or a
 	// single compact blob), so RESTORE is certain and nothing is kept.
 	rawComplete bool
 }
 
-// Load decodes d to the end and writes every key to w. It returns when
-// everything is decoded and queued; call w.Flush to wait for the writes.
-func Load(ctx context.Context, d *Decoder, w *Writer, bigKeyBytes int64, log *zap.Logger) (LoadStats, error) {
+// Events is what the loader pulls decoded RDB events from: the boundary
+// between the format (package redisrdb, whose *Decoder implements it) and
+// the sync.
+//
+//   - Next advances to the next event and reports whether there is one. It
+//     returns false at the end of the input and at the first error, and
+//     keeps returning false after that.
+//   - Event is the current event. It and every slice it holds belong to the
+//     source and are valid only until the next call to Next; the loader
+//     copies what it keeps.
+//   - Capturing reports whether the current value's raw bytes are still
+//     being kept, so that its KeyEnd event will carry them in Raw; once it
+//     turns false for a value it stays false until the next KeyStart.
+//   - Offset is the number of input bytes consumed so far.
+//   - Err is nil after a clean end, else the error that stopped Next.
+type Events interface {
+	Next() bool
+	Event() *redisrdb.Event
+	Capturing() bool
+	Offset() int64
+	Err() error
+}
+
+var _ Events = (*redisrdb.Decoder)(nil)
+
+// Load reads d to the end and writes every key to w. It returns when
+// everything is read and queued; call w.Flush to wait for the writes.
+func Load(ctx context.Context, d Events, w *Writer, bigKeyBytes int64, log *zap.Logger) (LoadStats, error) {
 	l := &loader{w: w, log: log, bigKeyBytes: bigKeyBytes, now: func() int64 { return time.Now().UnixMilli() }}
 	l.nb.targetVersion = w.TargetVersion()
 	last := time.Now()
@@ -66,22 +93,22 @@ func Load(ctx context.Context, d *Decoder, w *Writer, bigKeyBytes int64, log *za
 	return l.stats, nil
 }
 
-func (l *loader) event(ctx context.Context, d *Decoder, ev *Event) error {
+func (l *loader) event(ctx context.Context, d Events, ev *redisrdb.Event) error {
 	switch ev.Kind {
-	case KindFunction:
+	case redisrdb.KindFunction:
 		l.stats.Functions++
 		if err := l.w.Do(ctx, 0, "FUNCTION", "LOAD", "REPLACE", ev.Value); err != nil {
 			return fmt.Errorf("target: FUNCTION LOAD of a library from the source: %w", err)
 		}
 		return nil
-	case KindModuleAux:
+	case redisrdb.KindModuleAux:
 		l.log.Warn("source has auxiliary data of a Redis module; it is not copied", zap.String("module", ev.Module))
 		return nil
-	case KindKeyStart:
+	case redisrdb.KindKeyStart:
 		return l.start(ctx, d, ev)
-	case KindKeyEnd:
+	case redisrdb.KindKeyEnd:
 		return l.end(ctx, ev)
-	case KindAux, KindSelectDB:
+	case redisrdb.KindAux, redisrdb.KindSelectDB:
 		return nil
 	}
 	// Items and stream events.
@@ -91,7 +118,7 @@ func (l *loader) event(ctx context.Context, d *Decoder, ev *Event) error {
 	if l.native {
 		return l.sendNative(ctx, l.nativeCmds(ev), false)
 	}
-	if ev.Kind == KindItems && singleBlob(ev.Encoding) && d.Capturing() {
+	if ev.Kind == redisrdb.KindItems && singleBlob(ev.Encoding) && d.Capturing() {
 		l.rawComplete, l.pending, l.pendBytes = true, l.pending[:0], 0
 	}
 	if l.rawComplete {
@@ -105,7 +132,7 @@ func (l *loader) event(ctx context.Context, d *Decoder, ev *Event) error {
 	return nil
 }
 
-func (l *loader) start(ctx context.Context, d *Decoder, ev *Event) error {
+func (l *loader) start(ctx context.Context, d Events, ev *redisrdb.Event) error {
 	l.skip, l.native, l.pending, l.pendBytes, l.rawComplete = false, false, l.pending[:0], 0, false
 	l.db, l.key, l.expireAt = ev.DB, append([]byte(nil), ev.Key...), ev.ExpireAt
 	if ev.ExpireAt != 0 && ev.ExpireAt <= l.now() {
@@ -115,8 +142,8 @@ func (l *loader) start(ctx context.Context, d *Decoder, ev *Event) error {
 		l.stats.SkippedExpired++
 		return l.sendNative(ctx, []command{{"DEL", l.key}}, false)
 	}
-	l.restorable = MinVersion(ev.Encoding) <= l.w.TargetVersion()
-	if l.restorable && ev.Type == TypeString && d.Capturing() {
+	l.restorable = redisrdb.MinVersion(ev.Encoding) <= l.w.TargetVersion()
+	if l.restorable && ev.Type == redisrdb.TypeString && d.Capturing() {
 		l.rawComplete = true // the value was read with the key
 		return nil
 	}
@@ -131,8 +158,8 @@ func (l *loader) start(ctx context.Context, d *Decoder, ev *Event) error {
 // the first member is emitted.
 func singleBlob(enc byte) bool {
 	switch enc {
-	case TypeByteHashZipmap, TypeByteListZiplist, TypeByteSetIntset, TypeByteZSetZiplist, TypeByteHashZiplist,
-		TypeByteHashListpack, TypeByteZSetListpack, TypeByteSetListpack, TypeByteHashListpackEx, TypeByteHashListpackExPreGA:
+	case redisrdb.TypeByteHashZipmap, redisrdb.TypeByteListZiplist, redisrdb.TypeByteSetIntset, redisrdb.TypeByteZSetZiplist, redisrdb.TypeByteHashZiplist,
+		redisrdb.TypeByteHashListpack, redisrdb.TypeByteZSetListpack, redisrdb.TypeByteSetListpack, redisrdb.TypeByteHashListpackEx, redisrdb.TypeByteHashListpackExPreGA:
 		return true
 	}
 	return false
@@ -151,11 +178,11 @@ func (l *loader) goNative(ctx context.Context) error {
 	return nil
 }
 
-func (l *loader) nativeCmds(ev *Event) []command {
+func (l *loader) nativeCmds(ev *redisrdb.Event) []command {
 	switch ev.Kind {
-	case KindKeyStart:
+	case redisrdb.KindKeyStart:
 		return l.nb.start(ev)
-	case KindItems:
+	case redisrdb.KindItems:
 		return l.nb.items(ev.Items)
 	}
 	return l.nb.stream(ev)
@@ -172,11 +199,11 @@ func (l *loader) sendNative(ctx context.Context, cmds []command, done bool) erro
 	return l.w.submit(ctx, &job{db: l.db, key: l.key, cmds: cmds, bytes: n, keyDone: done})
 }
 
-func (l *loader) end(ctx context.Context, ev *Event) error {
+func (l *loader) end(ctx context.Context, ev *redisrdb.Event) error {
 	if l.skip {
 		return nil
 	}
-	if ev.Count == 0 && ev.Type != TypeString && ev.Type != TypeStream {
+	if ev.Count == 0 && ev.Type != redisrdb.TypeString && ev.Type != redisrdb.TypeStream {
 		// Redis refuses empty collections (and drops them when loading).
 		l.stats.SkippedEmpty++
 		l.pending = l.pending[:0]
@@ -185,7 +212,7 @@ func (l *loader) end(ctx context.Context, ev *Event) error {
 	l.stats.Keys++
 	if !l.native && ev.Raw != nil {
 		l.stats.Restored++
-		payload := EncodeDump(ev.Raw, l.w.TargetVersion())
+		payload := redisrdb.EncodeDump(ev.Raw, l.w.TargetVersion())
 		l.pending = l.pending[:0]
 		return l.w.submit(ctx, &job{db: l.db, key: l.key, restore: true, payload: payload, expireAt: l.expireAt,
 			cmds:  []command{{"RESTORE", l.key, l.expireAt, payload, "ABSTTL", "REPLACE"}},
@@ -203,12 +230,12 @@ func (l *loader) end(ctx context.Context, ev *Event) error {
 	return l.sendNative(ctx, l.nb.end(), true)
 }
 
-func cloneEvent(ev *Event) Event {
+func cloneEvent(ev *redisrdb.Event) redisrdb.Event {
 	c := *ev
 	c.Key = append([]byte(nil), ev.Key...)
 	c.Value = append([]byte(nil), ev.Value...)
 	c.Raw = nil
-	c.Items = make([]Item, len(ev.Items))
+	c.Items = make([]redisrdb.Item, len(ev.Items))
 	for i, it := range ev.Items {
 		it.Member = append([]byte(nil), it.Member...)
 		it.Value = append([]byte(nil), it.Value...)
@@ -221,14 +248,14 @@ func cloneEvent(ev *Event) Event {
 		}
 		c.Items[i] = it
 	}
-	c.Pending = append([]PendingEntry(nil), ev.Pending...)
-	c.IDs = append([]StreamID(nil), ev.IDs...)
+	c.Pending = append([]redisrdb.PendingEntry(nil), ev.Pending...)
+	c.IDs = append([]redisrdb.StreamID(nil), ev.IDs...)
 	c.Group.Name = append([]byte(nil), ev.Group.Name...)
 	c.Consumer.Name = append([]byte(nil), ev.Consumer.Name...)
 	return c
 }
 
-func eventBytes(ev *Event) int64 {
+func eventBytes(ev *redisrdb.Event) int64 {
 	n := int64(len(ev.Value)) + 32*int64(len(ev.Pending)+len(ev.IDs))
 	for _, it := range ev.Items {
 		n += int64(len(it.Member)+len(it.Value)) + 32

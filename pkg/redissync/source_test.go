@@ -1,4 +1,4 @@
-package redisrdb
+package redissync_test
 
 import (
 	"context"
@@ -21,7 +21,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"replicator/internal/redistest"
 	"replicator/internal/testenv"
+	"replicator/pkg/redissync"
 )
 
 // selfSigned writes a self-signed certificate and key (like Heroku's).
@@ -54,17 +56,23 @@ func startExtra(t *testing.T, args ...string) *testenv.Redis {
 	return r
 }
 
+// fillSmall writes 503 keys: k0..k499, a hash, a sorted set and a key
+// with a TTL.
 func fillSmall(t *testing.T, r *testenv.Redis) {
 	t.Helper()
 	ctx := context.Background()
 	c := r.Client(0)
 	defer c.Close()
+	p := c.Pipeline()
 	for i := 0; i < 500; i++ {
-		c.Set(ctx, fmt.Sprintf("k%d", i), i, 0)
+		p.Set(ctx, fmt.Sprintf("k%d", i), i, 0)
 	}
-	c.HSet(ctx, "h", "a", 1, "b", 2)
-	c.ZAdd(ctx, "z", redis.Z{Score: 1, Member: "x"})
-	c.Set(ctx, "ttl", 1, time.Hour)
+	p.HSet(ctx, "h", "a", 1, "b", 2)
+	p.ZAdd(ctx, "z", redis.Z{Score: 1, Member: "x"})
+	p.Set(ctx, "ttl", 1, time.Hour)
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatalf("fill %s: %v", r.Addr(), err)
+	}
 }
 
 // TestSyncPSYNCOverTLS replicates from a TLS-only listener with a
@@ -80,27 +88,27 @@ func TestSyncPSYNCOverTLS(t *testing.T) {
 	s := startExtra(t, "--tls-port", fmt.Sprint(tlsPort), "--tls-cert-file", cert, "--tls-key-file", key,
 		"--tls-ca-cert-file", cert, "--tls-auth-clients", "no")
 	fillSmall(t, s)
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	source := &redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", tlsPort), Password: "src-pass", TLSConfig: &tls.Config{InsecureSkipVerify: true}}
-	if _, err := Sync(context.Background(), SyncConfig{Source: source, Mode: "psync",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "psync",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 
 	// The other direction: a TLS target (rediss://, --tls-skip-verify).
-	flushAll(t, s)
+	redistest.FlushAll(t, s)
 	target := &redis.Options{Addr: source.Addr, Password: "src-pass", TLSConfig: &tls.Config{InsecureSkipVerify: true}}
-	if _, err := Sync(context.Background(), SyncConfig{Source: sourceOptions(), Mode: "psync",
-		Writer: WriterConfig{Target: target}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptions(), Mode: "psync",
+		Writer: redissync.WriterConfig{Target: target}}, zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
-	assertIdentical(t, srv, s)
+	redistest.AssertIdentical(t, srv, s)
 
 	// Verification on: the self-signed certificate is refused, clearly.
 	source.TLSConfig = &tls.Config{ServerName: "test-redis"}
-	_, err = Sync(context.Background(), SyncConfig{Source: source, Mode: "psync",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err = redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "psync",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
 	if err == nil || !strings.Contains(err.Error(), "--tls-skip-verify") {
 		t.Errorf("self-signed certificate with verification: %v", err)
 	}
@@ -111,14 +119,14 @@ func TestSyncPSYNCOverTLS(t *testing.T) {
 func TestAutoFallsBackToSCAN(t *testing.T) {
 	s := startExtra(t, "--rename-command", "PSYNC", "", "--rename-command", "SYNC", "")
 	fillSmall(t, s)
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	core, logs := observer.New(zap.InfoLevel)
 	o, _ := redis.ParseURL(s.URL(0))
-	if _, err := Sync(context.Background(), SyncConfig{Source: o, Mode: "auto",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.New(core), nil); err != nil {
+	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: o, Mode: "auto",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.New(core)); err != nil {
 		t.Fatal(err)
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 	found := false
 	for _, e := range logs.All() {
 		if strings.Contains(e.Message, "falling back to SCAN") && strings.Contains(fmt.Sprint(e.ContextMap()["reason"]), "PSYNC") {
@@ -129,8 +137,8 @@ func TestAutoFallsBackToSCAN(t *testing.T) {
 		t.Errorf("no log line explaining the fallback; logs: %v", logs.All())
 	}
 	// psync mode does not fall back: it fails and says so.
-	_, err := Sync(context.Background(), SyncConfig{Source: o, Mode: "psync",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: o, Mode: "psync",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
 	if err == nil || !strings.Contains(err.Error(), "refused replication") {
 		t.Errorf("psync mode against a refusing source: %v", err)
 	}
@@ -140,34 +148,35 @@ func TestAutoFallsBackToSCAN(t *testing.T) {
 func TestFollowSCANKeyspaceNotifications(t *testing.T) {
 	s := startExtra(t)
 	fillSmall(t, s)
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	o, _ := redis.ParseURL(s.URL(0))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := Sync(ctx, SyncConfig{Source: o, Mode: "scan", Follow: true, Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: o, Mode: "scan", Follow: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
 		done <- err
 	}()
 	c := s.Client(0)
 	defer c.Close()
-	// Wait for the snapshot, then write.
-	for deadline := time.Now().Add(30 * time.Second); digest(t, s) != digest(t, dst) && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-	}
-	// The subscription is made after the snapshot: wait until it exists.
-	for deadline := time.Now().Add(30 * time.Second); c.PubSubNumPat(context.Background()).Val() == 0 && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
 	bg := context.Background()
-	c.Set(bg, "new", "v", 0)
-	c.Del(bg, "k1")
-	c.HSet(bg, "h", "c", 3)
-	c.Expire(bg, "k2", time.Hour)
-	c.Rename(bg, "k3", "k3-renamed")
-	for deadline := time.Now().Add(30 * time.Second); digest(t, s) != digest(t, dst) && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
+	// Wait for the snapshot, then for the subscription, which is made
+	// after it; only then are changes seen.
+	redistest.WaitFor(t, 30*time.Second, "the snapshot on the target", func() bool { return redistest.Digest(t, s) == redistest.Digest(t, dst) })
+	redistest.WaitFor(t, 30*time.Second, "the follower's keyspace subscription", func() bool {
+		n, err := c.PubSubNumPat(bg).Result()
+		return err == nil && n > 0
+	})
+	p := c.Pipeline()
+	p.Set(bg, "new", "v", 0)
+	p.Del(bg, "k1")
+	p.HSet(bg, "h", "c", 3)
+	p.Expire(bg, "k2", time.Hour)
+	p.Rename(bg, "k3", "k3-renamed")
+	if _, err := p.Exec(bg); err != nil {
+		t.Fatal(err)
 	}
-	assertIdentical(t, s, dst)
+	redistest.WaitFor(t, 30*time.Second, "the changes on the target", func() bool { return redistest.Digest(t, s) == redistest.Digest(t, dst) })
+	redistest.AssertIdentical(t, s, dst)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -183,16 +192,16 @@ func TestSyncPSYNCWithACLUser(t *testing.T) {
 	}
 	c.Close()
 	fillSmall(t, s)
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	source := &redis.Options{Addr: s.Addr(), Username: "migrator", Password: "user-secret"}
-	if _, err := Sync(context.Background(), SyncConfig{Source: source, Mode: "psync",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil); err != nil {
+	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "psync",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
-	assertIdentical(t, s, dst)
+	redistest.AssertIdentical(t, s, dst)
 	source.Password = "wrong"
-	_, err := Sync(context.Background(), SyncConfig{Source: source, Mode: "auto",
-		Writer: WriterConfig{Target: targetOptions(dst)}}, zap.NewNop(), nil)
+	_, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: source, Mode: "auto",
+		Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zap.NewNop())
 	if err == nil || !strings.Contains(err.Error(), "AUTH") || strings.Contains(err.Error(), "user-secret") {
 		t.Errorf("wrong password: %v", err)
 	}

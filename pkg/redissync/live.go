@@ -1,15 +1,17 @@
-package redisrdb
+package redissync
 
 import (
 	"context"
 	"errors"
 
 	"go.uber.org/zap"
+
+	"replicator/pkg/redisrdb"
 )
 
 // syncLive copies a live source: by PSYNC (as a replica) when the mode
 // allows and the source accepts it, else by SCAN + DUMP + PTTL.
-func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger, m *Metrics) (LoadStats, error) {
+func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (LoadStats, error) {
 	if cfg.Mode == "auto" || cfg.Mode == "psync" {
 		rc, st, err := psyncSnapshot(ctx, cfg, w, log)
 		if err == nil {
@@ -17,11 +19,11 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger, m
 				rc.Close()
 				return st, nil
 			}
-			return st, followPSYNC(ctx, cfg, w, rc, log, m)
+			return st, followPSYNC(ctx, cfg, w, rc, log)
 		}
 		// A refusal, or an RDB newer than this decoder (checked in the
 		// header, before any key is written), can still be copied by SCAN.
-		if cfg.Mode == "psync" || !errors.Is(err, ErrPSYNCRefused) && !errors.Is(err, ErrVersion) {
+		if cfg.Mode == "psync" || !errors.Is(err, ErrPSYNCRefused) && !errors.Is(err, redisrdb.ErrVersion) {
 			return st, err
 		}
 		log.Warn("cannot copy the source by replication; falling back to SCAN + DUMP + PTTL (a copy that is not point-in-time; follow by keyspace notifications is best-effort)",
@@ -31,7 +33,7 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger, m
 	if err != nil || !cfg.Follow {
 		return st, err
 	}
-	return st, followKeyspace(ctx, cfg, w, log, m)
+	return st, followKeyspace(ctx, cfg, w, log)
 }
 
 // psyncSnapshot connects as a replica, asks for a full sync and loads the
@@ -67,7 +69,7 @@ func fullSync(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, repl
 	if err != nil {
 		return LoadStats{}, err
 	}
-	d := NewDecoder(r, cfg.Decoder)
+	d := redisrdb.NewDecoder(r, cfg.Decoder)
 	st, err := Load(ctx, d, w, cfg.BigKeyBytes, log)
 	if err != nil {
 		return st, transferError(rc.addr, err)

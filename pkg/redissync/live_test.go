@@ -1,4 +1,4 @@
-package redisrdb
+package redissync_test
 
 import (
 	"context"
@@ -11,7 +11,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
+	"replicator/internal/redistest"
 	"replicator/internal/testenv"
+	"replicator/pkg/redissync"
 	"replicator/pkg/redisverify"
 )
 
@@ -34,26 +36,30 @@ func setConfig(t *testing.T, kv ...string) {
 func TestSyncPSYNC(t *testing.T) {
 	for _, diskless := range []string{"no", "yes"} {
 		t.Run("diskless="+diskless, func(t *testing.T) {
-			loadInto(t, "")
+			redistest.LoadInto(t, srv, "")
 			setConfig(t, "repl-diskless-sync", diskless, "repl-diskless-sync-delay", "0")
-			fillEverything(t, srv)
-			flushAll(t, dst)
+			redistest.FillEverything(t, srv)
+			redistest.FlushAll(t, dst)
 			dc := dst.Client(0)
-			dc.Do(context.Background(), "FUNCTION", "FLUSH")
+			if err := dc.Do(context.Background(), "FUNCTION", "FLUSH").Err(); err != nil {
+				t.Fatal(err)
+			}
 			sc := srv.Client(0)
 			if err := sc.Do(context.Background(), "FUNCTION", "LOAD", "REPLACE", "#!lua name=synclib\nredis.register_function('one', function() return 1 end)").Err(); err != nil {
 				t.Fatal(err)
 			}
 			sc.Close()
-			st, err := Sync(context.Background(), SyncConfig{Source: sourceOptions(), Mode: "psync",
-				Writer: WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+			m := newMetrics(t)
+			st, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptions(), Mode: "psync",
+				Writer: redissync.WriterConfig{Target: targetOptions(dst)}, Metrics: m}, zaptest.NewLogger(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if st.Keys < 30 {
 				t.Fatalf("only %d keys imported", st.Keys)
 			}
-			assertIdentical(t, srv, dst)
+			checkKeysCounted(t, m, st)
+			redistest.AssertIdentical(t, srv, dst)
 			if n, err := dc.Do(context.Background(), "FCALL", "one", 0).Int(); err != nil || n != 1 {
 				t.Errorf("function library not carried: FCALL one = %v, %v", n, err)
 			}
@@ -63,9 +69,9 @@ func TestSyncPSYNC(t *testing.T) {
 }
 
 func TestSyncSCAN(t *testing.T) {
-	loadInto(t, "")
-	fillEverything(t, srv)
-	flushAll(t, dst)
+	redistest.LoadInto(t, srv, "")
+	redistest.FillEverything(t, srv)
+	redistest.FlushAll(t, dst)
 	for _, v := range []struct {
 		version int
 		big     int64
@@ -74,15 +80,17 @@ func TestSyncSCAN(t *testing.T) {
 		{9, 0},    // listpack encodings must go native
 		{0, 4096}, // keys above 4 KiB are read in pages, never DUMPed
 	} {
-		st, err := Sync(context.Background(), SyncConfig{Source: sourceOptions(), Mode: "scan", BigKeyBytes: v.big,
-			Writer: WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version}}, zaptest.NewLogger(t), nil)
+		m := newMetrics(t)
+		st, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptions(), Mode: "scan", BigKeyBytes: v.big,
+			Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: v.version}, Metrics: m}, zaptest.NewLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
+		checkKeysCounted(t, m, st)
 		if v.big > 0 && st.Native == 0 {
 			t.Error("no key was copied in pieces")
 		}
-		assertIdentical(t, srv, dst)
+		redistest.AssertIdentical(t, srv, dst)
 	}
 }
 
@@ -92,12 +100,12 @@ func waitIdentical(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if digest(t, srv) == digest(t, dst) {
+		if redistest.Digest(t, srv) == redistest.Digest(t, dst) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	assertIdentical(t, srv, dst)
+	redistest.AssertIdentical(t, srv, dst)
 }
 
 // writeChurn runs the kinds of writes a live app does, including ones that
@@ -137,20 +145,24 @@ func writeChurn(t *testing.T, round int) {
 }
 
 func TestFollow(t *testing.T) {
-	loadInto(t, "")
+	redistest.LoadInto(t, srv, "")
 	setConfig(t, "repl-diskless-sync", "no")
-	fillEverything(t, srv)
-	flushAll(t, dst)
-	m := NewMetrics(nil)
+	redistest.FillEverything(t, srv)
+	redistest.FlushAll(t, dst)
+	m := newMetrics(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	// Writes run while the snapshot is taken and loaded, and after.
 	writes := make(chan error, 1)
 	go func() { writes <- concurrentWrites(800) }()
-	done := make(chan error, 1)
+	type result struct {
+		st  redissync.LoadStats
+		err error
+	}
+	done := make(chan result, 1)
 	go func() {
-		_, err := Sync(ctx, SyncConfig{Source: sourceOptions(), Mode: "auto", Follow: true,
-			Writer: WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), m)
-		done <- err
+		st, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "auto", Follow: true,
+			Writer: redissync.WriterConfig{Target: targetOptions(dst)}, Metrics: m}, zaptest.NewLogger(t))
+		done <- result{st, err}
 	}()
 	if err := <-writes; err != nil {
 		t.Fatal(err)
@@ -180,26 +192,40 @@ func TestFollow(t *testing.T) {
 	}
 	writeChurn(t, 3)
 	waitIdentical(t)
+	if n := testutil.ToFloat64(m.Reconnects); n < 2 {
+		t.Errorf("reconnects metric = %v after the link was killed and the source restarted", n)
+	}
+
+	// Caught up, the applied offset is the source's own replication
+	// offset and nothing is waiting to be applied.
+	offset := masterOffset(t, srv)
+	redistest.WaitFor(t, 30*time.Second, fmt.Sprintf("applied offset metric at the source's offset %d", offset), func() bool {
+		return testutil.ToFloat64(m.FollowOffset) >= float64(offset)
+	})
+	redistest.WaitFor(t, 30*time.Second, "follow lag metric at 0", func() bool { return testutil.ToFloat64(m.FollowLagBytes) == 0 })
 
 	// The independent client-side comparison agrees.
 	rep, err := redisverify.Run(context.Background(), redisverify.Config{Source: sourceOptions(), Target: targetOptions(dst)}, zaptest.NewLogger(t))
 	if err != nil || !rep.Identical() {
 		t.Errorf("redis verify after follow: %v, %+v", err, rep)
 	}
-	if testutil.ToFloat64(m.KeysImported) == 0 || testutil.ToFloat64(m.BytesImported) == 0 {
-		t.Error("import metrics not counted")
-	}
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("follow ended with %v", err)
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("follow ended with %v", res.err)
+	}
+	// The keys metric counts the first snapshot's keys and those of the
+	// full resynchronisation after the restart.
+	if keys := testutil.ToFloat64(m.KeysImported); res.st.Keys < 30 || keys < float64(res.st.Keys) {
+		t.Errorf("keys imported metric %v, the first snapshot alone wrote %d keys", keys, res.st.Keys)
 	}
 }
 
 // TestRerunAfterInterruptedSync stops an import half way, as a kill would,
 // then reruns it: the target ends identical.
 func TestRerunAfterInterruptedSync(t *testing.T) {
-	loadInto(t, "")
-	fillEverything(t, srv)
+	redistest.LoadInto(t, srv, "")
+	redistest.FillEverything(t, srv)
 	ctx := context.Background()
 	c := srv.Client(0)
 	p := c.Pipeline()
@@ -210,45 +236,58 @@ func TestRerunAfterInterruptedSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	flushAll(t, dst)
+	redistest.FlushAll(t, dst)
 	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Cancel once part of the keys arrived, or give up when the first run
+	// has ended anyway.
+	ended := make(chan struct{})
 	go func() {
 		tc := dst.Client(0)
 		defer tc.Close()
 		for tc.DBSize(ctx).Val() < 2000 {
-			time.Sleep(time.Millisecond)
+			select {
+			case <-ended:
+				return
+			case <-time.After(time.Millisecond):
+			}
 		}
 		cancel()
 	}()
-	_, err := Sync(cctx, SyncConfig{Source: sourceOptions(), Mode: "psync", Writer: WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+	_, err := redissync.Sync(cctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
+	close(ended)
 	if err == nil {
-		t.Log("the first run finished before it could be interrupted")
+		t.Fatal("the first run finished before it was interrupted: the rerun would prove nothing")
 	}
 	// Meanwhile the source deleted keys the first run may have copied:
 	// with FlushTarget the rerun does not keep them.
 	c = srv.Client(0)
+	p = c.Pipeline()
 	for i := 0; i < 20000; i += 2 {
-		c.Del(ctx, fmt.Sprintf("bulk:%d", i))
+		p.Del(ctx, fmt.Sprintf("bulk:%d", i))
 	}
-	c.Close()
-	if _, err := Sync(ctx, SyncConfig{Source: sourceOptions(), Mode: "psync", FlushTarget: true, Writer: WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil); err != nil {
+	if _, err := p.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
-	assertIdentical(t, srv, dst)
+	c.Close()
+	if _, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", FlushTarget: true, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	redistest.AssertIdentical(t, srv, dst)
 }
 
 // TestFollowAfterDisklessTransfer: after a $EOF:<mark> transfer the
 // command stream starts right after the mark, in the same buffer.
 func TestFollowAfterDisklessTransfer(t *testing.T) {
-	loadInto(t, "")
+	redistest.LoadInto(t, srv, "")
 	setConfig(t, "repl-diskless-sync", "yes")
-	fillEverything(t, srv)
-	flushAll(t, dst)
+	redistest.FillEverything(t, srv)
+	redistest.FlushAll(t, dst)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := Sync(ctx, SyncConfig{Source: sourceOptions(), Mode: "psync", Follow: true,
-			Writer: WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t), nil)
+		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptions(), Mode: "psync", Follow: true,
+			Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
 		done <- err
 	}()
 	waitIdentical(t)

@@ -1,17 +1,21 @@
-package redisrdb
+package redissync
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/semaphore"
+
+	"replicator/pkg/redisrdb"
 )
 
 // Following the replication stream: a reader goroutine parses commands
@@ -37,7 +41,7 @@ type follower struct {
 	cfg SyncConfig
 	w   *Writer
 	log *zap.Logger
-	m   *Metrics
+	m   *Metrics // may be nil
 
 	replid   string
 	received atomic.Int64
@@ -51,13 +55,13 @@ type follower struct {
 	release func(replCmd) // returns a command's bytes to the relay budget
 }
 
-func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, log *zap.Logger, m *Metrics) error {
-	f := &follower{cfg: cfg, w: w, log: log, m: m, replid: rc.replid, applied: rc.offset, safe: rc.offset}
+func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, log *zap.Logger) error {
+	f := &follower{cfg: cfg, w: w, log: log, m: cfg.Metrics, replid: rc.replid, applied: rc.offset, safe: rc.offset}
 	f.received.Store(rc.offset)
-	m.FollowOffset.Set(float64(rc.offset))
+	f.m.appliedOffset(rc.offset)
 	defer f.closeTarget()
 	log.Info("following the source's replication stream", zap.String("replid", rc.replid), zap.Int64("offset", rc.offset))
-	backoff := time.Second
+	delays := newReconnectBackOff()
 	for {
 		err := f.stream(ctx, rc)
 		rc.Close()
@@ -69,18 +73,16 @@ func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, l
 		if errors.As(err, &te) {
 			return te.err
 		}
-		f.m.Reconnects.Inc()
-		log.Warn("replication link to the source dropped; reconnecting", zap.Error(err), zap.Duration("backoff", backoff))
+		f.m.reconnected()
+		delays.Reset() // each drop starts again from the shortest delay
+		delay := delays.NextBackOff()
+		log.Warn("replication link to the source dropped; reconnecting", zap.Error(err), zap.Duration("backoff", delay))
 		for {
-			select {
-			case <-ctx.Done():
+			if !sleep(ctx, delay) {
 				return nil
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 30*time.Second)
 			rc, err = f.reconnect(ctx)
 			if err == nil {
-				backoff = time.Second
 				break
 			}
 			var te *targetError
@@ -90,8 +92,55 @@ func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, l
 			if ctx.Err() != nil {
 				return nil
 			}
-			log.Warn("reconnect to the source failed", zap.Error(err))
+			delay = delays.NextBackOff()
+			log.Warn("reconnect to the source failed", zap.Error(err), zap.Duration("backoff", delay))
 		}
+	}
+}
+
+// Delays between reconnect attempts: from reconnectMin doubling up to
+// reconnectMax, each spread by ±reconnectJitter so that replicators cut
+// off from one source at once do not all come back in step.
+const (
+	reconnectMin    = time.Second
+	reconnectMax    = 30 * time.Second
+	reconnectJitter = 0.25
+)
+
+// newReconnectBackOff returns the reconnect delays. The library spreads
+// each interval by ±RandomizationFactor, so its intervals are set that far
+// inside [reconnectMin, reconnectMax]; the clamp only catches rounding.
+func newReconnectBackOff() backoff.BackOff {
+	return &clampedBackOff{
+		BackOff: &backoff.ExponentialBackOff{
+			InitialInterval:     time.Duration(math.Ceil(float64(reconnectMin) / (1 - reconnectJitter))),
+			RandomizationFactor: reconnectJitter,
+			Multiplier:          2,
+			MaxInterval:         time.Duration(math.Floor(float64(reconnectMax) / (1 + reconnectJitter))),
+		},
+		min: reconnectMin, max: reconnectMax,
+	}
+}
+
+// clampedBackOff keeps another backoff's delays within [min, max].
+type clampedBackOff struct {
+	backoff.BackOff
+	min, max time.Duration
+}
+
+func (b *clampedBackOff) NextBackOff() time.Duration {
+	return min(max(b.BackOff.NextBackOff(), b.min), b.max)
+}
+
+// sleep waits for d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -127,7 +176,7 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 		rc.Close()
 		return nil, err
 	}
-	if _, err := Load(ctx, NewDecoder(r, f.cfg.Decoder), f.w, f.cfg.BigKeyBytes, f.log); err != nil {
+	if _, err := Load(ctx, redisrdb.NewDecoder(r, f.cfg.Decoder), f.w, f.cfg.BigKeyBytes, f.log); err != nil {
 		rc.Close()
 		return nil, err
 	}
@@ -141,7 +190,7 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 	}
 	f.replid, f.applied, f.safe = rc.replid, rc.offset, rc.offset
 	f.received.Store(rc.offset)
-	f.m.FollowOffset.Set(float64(rc.offset))
+	f.m.appliedOffset(rc.offset)
 	return rc, nil
 }
 
@@ -220,7 +269,7 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 				return fmt.Errorf("source %s: REPLCONF ACK: %w", rc.addr, err)
 			}
 			lag := f.received.Load() - f.applied
-			f.m.FollowLagBytes.Set(float64(lag))
+			f.m.followLag(lag)
 			if ticks++; ticks%30 == 0 {
 				f.log.Info("following", zap.Int64("applied_offset", f.safe), zap.Int64("lag_bytes", lag))
 			}
@@ -238,8 +287,8 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 			if err := f.apply(ctx, batch); err != nil {
 				return err
 			}
-			f.m.FollowLagBytes.Set(float64(f.received.Load() - f.applied))
-			f.m.FollowOffset.Set(float64(f.safe))
+			f.m.followLag(f.received.Load() - f.applied)
+			f.m.appliedOffset(f.safe)
 		}
 	}
 }
@@ -287,7 +336,7 @@ func (f *follower) apply(ctx context.Context, batch []replCmd) error {
 			return &targetError{fmt.Errorf("target: applying %s from the source at offset %d: %w", bytes.ToUpper(s.src.args[0]), s.src.end, err)}
 		}
 	}
-	f.m.BytesImported.Add(float64(bytesOut))
+	f.m.bytesImported(bytesOut)
 	for _, c := range batch {
 		f.release(c)
 		if len(c.args) > 0 {

@@ -1,4 +1,4 @@
-package redisrdb
+package redissync
 
 import (
 	"context"
@@ -93,15 +93,13 @@ type Writer struct {
 	cancel   context.CancelFunc
 }
 
-// NewWriter connects to the target and starts the writers.
+// NewWriter connects to the target and starts the writers; m may be nil
+// (no metrics).
 func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metrics) (*Writer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	if m == nil {
-		m = NewMetrics(nil)
-	}
 	w := &Writer{cfg: cfg, log: log, metrics: m, sem: semaphore.NewWeighted(cfg.MaxInflightBytes)}
 	c := w.client(0, 1)
 	defer c.Close()
@@ -223,13 +221,15 @@ func (w *Writer) submit(ctx context.Context, j *job) error {
 	}
 }
 
-// Flush waits until every submitted job has run and returns the first error.
+// Flush waits until every submitted job has run and returns the first
+// error. It may be called any number of times.
 func (w *Writer) Flush() error {
 	w.wg.Wait()
 	return w.Err()
 }
 
-// Close flushes, stops the workers and returns the first error.
+// Close flushes, stops the workers and returns the first error. It is
+// called once, when nothing more will be written.
 func (w *Writer) Close() error {
 	err := w.Flush()
 	for _, ch := range w.chans {
@@ -318,9 +318,9 @@ func (w *Writer) run(clients map[int]*redis.Client, batch []*job) error {
 				}
 				return fmt.Errorf("target db %d key %q: %s: %w", db, printable(s.j.key), cmdName(s.j.cmds[i]), err)
 			}
-			w.metrics.BytesImported.Add(float64(s.j.bytes))
+			w.metrics.bytesImported(s.j.bytes)
 			if s.j.keyDone {
-				w.metrics.KeysImported.Inc()
+				w.metrics.keyImported()
 			}
 		}
 		start = end
@@ -370,4 +370,12 @@ func (w *Writer) Do(ctx context.Context, db int, args ...any) error {
 	c := w.client(db, 1)
 	defer c.Close()
 	return c.Do(ctx, args...).Err()
+}
+
+// printable cuts a key to a length that fits an error message.
+func printable(b []byte) string {
+	if len(b) > 200 {
+		return string(b[:200]) + "..."
+	}
+	return string(b)
 }

@@ -1,4 +1,4 @@
-package redisrdb
+package redissync
 
 import (
 	"bufio"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"replicator/pkg/redisrdb"
 )
 
 // replConn is a connection to the source acting as a replica
@@ -103,7 +105,7 @@ func (c *replConn) line() (string, error) {
 	b, err := c.br.ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) {
-			return "", fmt.Errorf("%w: protocol line longer than 64 KiB", ErrCorrupt)
+			return "", fmt.Errorf("%w: protocol line longer than 64 KiB", redisrdb.ErrCorrupt)
 		}
 		return "", err
 	}
@@ -186,18 +188,18 @@ func (c *replConn) rdb() (r io.Reader, drain func() error, err error) {
 		}
 	}
 	if !strings.HasPrefix(l, "$") {
-		return nil, nil, fmt.Errorf("%w: RDB transfer header %q", ErrCorrupt, l)
+		return nil, nil, fmt.Errorf("%w: RDB transfer header %q", redisrdb.ErrCorrupt, l)
 	}
 	if mark, ok := strings.CutPrefix(l, "$EOF:"); ok {
 		if len(mark) != 40 {
-			return nil, nil, fmt.Errorf("%w: diskless end mark of %d bytes", ErrCorrupt, len(mark))
+			return nil, nil, fmt.Errorf("%w: diskless end mark of %d bytes", redisrdb.ErrCorrupt, len(mark))
 		}
 		mr := &markReader{br: c.br, mark: []byte(mark)}
 		return mr, func() error { _, err := io.Copy(io.Discard, mr); return err }, nil
 	}
 	n, err := strconv.ParseInt(l[1:], 10, 64)
 	if err != nil || n < 0 {
-		return nil, nil, fmt.Errorf("%w: RDB transfer header %q", ErrCorrupt, l)
+		return nil, nil, fmt.Errorf("%w: RDB transfer header %q", redisrdb.ErrCorrupt, l)
 	}
 	lr := io.LimitReader(c.br, n)
 	return lr, func() error {

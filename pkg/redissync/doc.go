@@ -1,0 +1,56 @@
+// Package redissync carries a Redis keyspace to a target Redis and keeps
+// it in sync: what `replicator redis sync` runs. It decodes with package
+// redisrdb and owns everything that talks to a server.
+//
+// It follows the replica side of Redis replication (src/replication.c)
+// and the RESP protocol of the command stream, and writes with RESTORE
+// (the DUMP payload format of src/cluster.c) or ordinary commands.
+//
+//   - Sources. PSYNC (psync.go): the importer acts as a replica over TCP or
+//     TLS (AUTH, REPLCONF listening-port, REPLCONF capa eof capa psync2,
+//     PSYNC ? -1), reads +FULLRESYNC and the RDB in both transfer forms
+//     ($<len> and diskless $EOF:<40-byte mark>), decoding it as it arrives.
+//     An RDB file (sync.go). SCAN + DUMP + PTTL (scan.go) when the source
+//     refuses PSYNC; mode auto tries PSYNC first and logs why it fell back
+//     (live.go).
+//   - Loader (loader.go). Drives a decoder's events into the writer and,
+//     per key, decides between RESTORE and native commands.
+//   - Writer (writer.go, native.go). Values are passed through: the raw
+//     value bytes the decoder captured become a DUMP payload (type byte +
+//     body + the target's RDB version + CRC-64) for
+//     RESTORE key <abs-ms> payload ABSTTL REPLACE, when the target's RDB
+//     version knows the value's encoding. Otherwise (an older target, e.g.
+//     Valkey facing RDB 12 types) and for values over BigKeyBytes, native
+//     commands in decoder-sized batches: DEL, then RPUSH/SADD/ZADD/HSET
+//     (HPEXPIREAT for field TTLs), XADD/XSETID/XGROUP/XCLAIM for streams,
+//     then PEXPIREAT. Keys already expired and empty collections are
+//     skipped. Writes go over several pipelined connections; a key's jobs
+//     always take the same connection so its pieces stay in order; bytes
+//     in flight are bounded (MaxInflightBytes).
+//   - Follow (follow.go, resp.go). After a PSYNC snapshot the replication
+//     command stream is parsed (RESP arrays of bulk strings, bounded per
+//     command; see FuzzReplicationStream) and applied in order on one
+//     target connection; REPLCONF ACK is sent every second with the offset
+//     applied outside MULTI/EXEC, and a dropped link resumes with
+//     PSYNC <replid> <offset+1> after a jittered backoff (1 s doubling to
+//     30 s, github.com/cenkalti/backoff); when the source answers
+//     FULLRESYNC instead, the target is flushed and reloaded (and the log
+//     says so). In SCAN mode follow re-copies keys named by keyspace
+//     notifications: best-effort, events during a disconnect are lost.
+//   - Metrics (metrics.go): keys and bytes imported, follow lag and
+//     applied offset, reconnects; built once per process by the command
+//     (NewMetrics) and passed in SyncConfig.Metrics.
+//
+// Limits: SCAN mode reads each value whole with DUMP, so its memory per key
+// is the key's serialized size; the PSYNC and file paths never hold a value
+// larger than BigKeyBytes (plus one decoder batch). Module values cannot be
+// carried and stop the sync with an error naming the module.
+//
+// Usage:
+//
+//	st, err := redissync.Sync(ctx, redissync.SyncConfig{
+//		Source: srcOpts, Mode: "auto", Follow: true,
+//		Writer: redissync.WriterConfig{Target: dstOpts},
+//		Metrics: m, // redissync.NewMetrics(reg), once per process
+//	}, log)
+package redissync

@@ -1,0 +1,100 @@
+package redissync_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap/zaptest"
+
+	"replicator/internal/redistest"
+	"replicator/pkg/redissync"
+)
+
+// TestSyncNewerRDBToOlderTarget imports an RDB 12 file (Redis 7.4 types
+// the installed 7.0 cannot RESTORE) into the 7.0 target: those keys must
+// arrive through native commands, exactly.
+func TestSyncNewerRDBToOlderTarget(t *testing.T) {
+	b := &redistest.RDB{}
+	b.Byte(redistest.OpAux).Str("redis-ver").Str("7.4.0")
+	b.Byte(redistest.OpSelectDB).Len(0)
+	b.Byte(20).Str("set-lp").Raw(redistest.Listpack("b", "a", int64(1)))
+	b.Byte(redistest.OpExpireTimeMs).U64(4102444800000) // 2100-01-01
+	b.Byte(24).Str("hash-meta").U64(0).Len(2).Len(0).Str("f1").Str("v1").Len(0).Str("f2").Str("v2")
+	b.Byte(25).Str("hash-lpex").U64(0).Raw(redistest.Listpack("a", "1", int64(0), "b", "2", int64(0)))
+	b.Byte(redistest.OpSelectDB).Len(1)
+	redistest.StreamBody(b, 21)
+	b.Byte(0).Str("plain").Str("string")
+	file := filepath.Join(t.TempDir(), "v12.rdb")
+	data := redistest.File(12, b.Bytes())
+	os.WriteFile(file, data, 0o600)
+
+	redistest.FlushAll(t, dst)
+	st, err := redissync.Sync(context.Background(), redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Native != 4 || st.Restored != 1 {
+		t.Errorf("native %d restored %d; want the four 7.4 types native and the string restored", st.Native, st.Restored)
+	}
+	f, _ := os.Open(file)
+	defer f.Close()
+	decoded, _, err := redistest.DecodeAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := redistest.ServerModel(t, dst)
+	// The target derives the group's PEL delivery time etc. from XCLAIM;
+	// the model compares entries, IDs, groups, consumers and PEL counts.
+	redistest.CompareModels(t, decoded, served)
+
+	// A target that claims RDB 12 but refuses the payloads (as a wrong
+	// version guess would): every refused RESTORE is redone natively.
+	redistest.FlushAll(t, dst)
+	if _, err := redissync.Sync(context.Background(), redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst), TargetRDBVersion: 12}}, zaptest.NewLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	redistest.CompareModels(t, decoded, redistest.ServerModel(t, dst))
+
+	// A field TTL cannot be carried to a server without HPEXPIREAT: the
+	// error names the key and the command.
+	b = &redistest.RDB{}
+	b.Byte(24).Str("hfe").U64(4102444800000).Len(1).Len(1).Str("f").Str("v")
+	os.WriteFile(file, redistest.File(12, b.Bytes()), 0o600)
+	_, err = redissync.Sync(context.Background(), redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
+	if err == nil || !strings.Contains(err.Error(), `"hfe"`) || !strings.Contains(err.Error(), "HPEXPIREAT") {
+		t.Errorf("field TTL on an old target: %v", err)
+	}
+}
+
+// Keys already expired in the RDB and empty collections are not written,
+// and stale copies of them on the target are removed.
+func TestSyncSkipsExpiredAndEmpty(t *testing.T) {
+	b := &redistest.RDB{}
+	b.Byte(redistest.OpExpireTimeMs).U64(1000).Byte(0).Str("gone").Str("v")
+	b.Byte(2).Str("emptyset").Len(0)
+	b.Byte(0).Str("kept").Str("v")
+	file := filepath.Join(t.TempDir(), "x.rdb")
+	os.WriteFile(file, redistest.File(9, b.Bytes()), 0o600)
+	redistest.FlushAll(t, dst)
+	c := dst.Client(0)
+	defer c.Close()
+	ctx := context.Background()
+	c.Set(ctx, "gone", "stale", 0)
+	c.SAdd(ctx, "emptyset", "stale")
+	st, err := redissync.Sync(ctx, redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SkippedExpired != 1 || st.SkippedEmpty != 1 || st.Keys != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	if n := c.Exists(ctx, "gone", "emptyset").Val(); n != 0 {
+		t.Errorf("%d stale keys left on the target", n)
+	}
+	if c.Get(ctx, "kept").Val() != "v" {
+		t.Error("kept key missing")
+	}
+}
