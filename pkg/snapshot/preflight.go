@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"replicator/pkg/pgcatalog"
 	"replicator/pkg/pgutil"
 	"replicator/pkg/state"
 	"replicator/pkg/trigger"
@@ -219,29 +220,20 @@ func probePublication(ctx context.Context, src *pgx.Conn) error {
 
 // checkReplicaIdentity finds tables whose UPDATE and DELETE would fail
 // under a FOR ALL TABLES publication: no primary key and no usable replica
-// identity. Unlogged tables are not published, so they are fine.
+// identity (pgcatalog.ReplicaKey). Unlogged tables are not published, so
+// they are fine.
 func checkReplicaIdentity(ctx context.Context, cfg *Config, src *pgx.Conn, pf *preflight, add func(o, r, f string)) error {
-	rows, err := src.Query(ctx, `
-		SELECT n.nspname, c.relname, pg_has_role(c.relowner, 'USAGE')
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND `+userRelations+`
-		AND (c.relreplident = 'n'
-			OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
-			OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
-		ORDER BY 1, 2`)
+	tables, err := pgcatalog.Tables(ctx, src, pgcatalog.Options{Tables: pgcatalog.RowTables})
 	if err != nil {
 		return fmt.Errorf("preflight: find tables without a replica identity: %w", err)
 	}
-	type rel struct {
-		relName
-		owner bool
-	}
-	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (rel, error) {
-		var x rel
-		return x, r.Scan(&x.Schema, &x.Name, &x.owner)
-	})
-	if err != nil {
-		return fmt.Errorf("preflight: find tables without a replica identity: %w", err)
+	var list []relName
+	owned := map[relName]bool{}
+	for _, t := range tables {
+		if !t.Unlogged && !t.HasReplicaKey {
+			r := relName{t.Schema, t.Name}
+			list, owned[r] = append(list, r), t.Owned
+		}
 	}
 	for i, r := range list {
 		if i == maxListed {
@@ -252,15 +244,13 @@ func checkReplicaIdentity(ctx context.Context, cfg *Config, src *pgx.Conn, pf *p
 		case !cfg.ReplicaIdentityFull:
 			add("source table "+r.String(), "has no primary key and no replica identity, so its UPDATE and DELETE would fail once the publication exists",
 				"add a primary key, or pass --replica-identity-full to set REPLICA IDENTITY FULL on it")
-		case !r.owner:
+		case !owned[r]:
 			add("source table "+r.String(), "needs REPLICA IDENTITY FULL but the source user does not own it",
 				"run ALTER TABLE "+r.String()+" REPLICA IDENTITY FULL as its owner")
 		}
 	}
 	if cfg.ReplicaIdentityFull {
-		for _, r := range list {
-			pf.noIdentity = append(pf.noIdentity, r.relName)
-		}
+		pf.noIdentity = list
 	}
 	return nil
 }
@@ -269,7 +259,7 @@ func checkReplicaIdentity(ctx context.Context, cfg *Config, src *pgx.Conn, pf *p
 func checkReadable(ctx context.Context, src *pgx.Conn, add func(o, r, f string)) error {
 	rows, err := src.Query(ctx, `
 		SELECT n.nspname, c.relname, c.relkind = 'S' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'S') AND `+userRelations+`
+		WHERE `+pgcatalog.Where(pgcatalog.Options{Tables: pgcatalog.RowTables, Also: []pgcatalog.Kind{pgcatalog.Sequence}})+`
 		AND (NOT has_schema_privilege(n.oid, 'USAGE') OR NOT has_table_privilege(c.oid, 'SELECT'))
 		ORDER BY 1, 2 LIMIT `+fmt.Sprint(maxListed))
 	if err != nil {
@@ -327,7 +317,7 @@ func checkTarget(ctx context.Context, dst *pgx.Conn, pf *preflight, prev *state.
 	}
 	if prev == nil {
 		rows, err := dst.Query(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-			WHERE c.relkind IN ('r', 'p') AND `+userRelations+` ORDER BY 1, 2 LIMIT 4`)
+			WHERE `+pgcatalog.Where(pgcatalog.Options{Tables: pgcatalog.AllTables})+` ORDER BY 1, 2 LIMIT 4`)
 		if err != nil {
 			return fmt.Errorf("preflight: list the target's tables: %w", err)
 		}
