@@ -163,9 +163,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.Regist
 		return nil, err
 	}
 	defer capture.Release(context.Background())
-	if c, ok := capture.(interface{ Close() }); ok {
-		defer c.Close() // trigger capture's ticker runs until the run ends
-	}
+	defer capture.Close() // trigger capture's ticker runs until the run ends
 	res.SlotName, res.Publication, res.ConsistentLSN = point.State.SlotName, point.State.Publication, point.State.ConsistentLSN
 	res.SnapshotXmin = point.State.SnapshotXmin
 	st := point.State
