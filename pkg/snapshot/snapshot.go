@@ -7,7 +7,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"replicator/pkg/pgutil"
@@ -40,7 +39,7 @@ const lockKey = 0x7265706c69636174 // "replicat"
 // Run copies schema and data from the source to the target under one
 // consistent snapshot and records where the change stream must start. See
 // the package documentation for the steps.
-func Run(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.Registerer) (_ *Result, err error) {
+func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Result, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -48,7 +47,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.Regist
 		log = zap.NewNop()
 	}
 	start := time.Now()
-	rep := &reporter{p: cfg.Progress, m: newMetrics(reg)}
+	rep := &reporter{p: cfg.Progress, m: cfg.Metrics}
 	rep.phase("preflight")
 
 	src, err := connect(ctx, cfg.SourceURL, "source", nil)

@@ -104,7 +104,7 @@ func TestRecheckReportsOnlyPersistingDifferences(t *testing.T) {
 	cfg := testConfig(src, dst)
 	cfg.WaitTimeout = -1
 	cfg.RecheckDelay = 1500 * time.Millisecond
-	rep, err := Run(context.Background(), cfg, zap.New(core), nil)
+	rep, err := Run(context.Background(), cfg, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestNoStreamRunningComparesAsItStands(t *testing.T) {
 	pg.Exec(t, dst, `UPDATE replicator.state SET slot_name = 'verify_idle_slot'`)
 	cfg := testConfig(src, dst)
 	cfg.WaitTimeout = 2 * time.Second // a waiting verify would say it timed out instead
-	rep, err := Run(ctx, cfg, zap.NewNop(), nil)
+	rep, err := Run(ctx, cfg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
