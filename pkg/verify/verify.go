@@ -301,6 +301,8 @@ func (c *comparer) recheck(ctx context.Context, runs []*tableRun) error {
 		if !pending {
 			return nil
 		}
+		c.log.Debug("differences found while a stream runs: re-checking them after a pause",
+			zap.Int("round", round+1), zap.Duration("pause", c.cfg.RecheckDelay))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
