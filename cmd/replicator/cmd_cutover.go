@@ -53,13 +53,10 @@ func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
 	if c.Unfence {
 		return cutover.Unfence(ctx, cfg, out, log)
 	}
-	// No metrics endpoint: a cutover is short; verify's metrics go to a
-	// registry nobody serves.
-	reg, err := startMetrics(ctx, "", log)
-	if err != nil {
-		return err
-	}
-	err = cutover.Run(ctx, cfg, out, log, reg)
+	// No metrics endpoint: a cutover is short, and the final
+	// verification's counters (cfg.VerifyMetrics) would go to a registry
+	// nobody serves.
+	err = cutover.Run(ctx, cfg, out, log)
 	if errors.Is(err, cutover.ErrDifferences) {
 		return errDifferences
 	}

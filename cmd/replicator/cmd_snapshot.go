@@ -46,10 +46,14 @@ func (c *snapshotCmd) snapshot(ctx context.Context, log *zap.Logger, reg prometh
 	if isatty.IsTerminal(os.Stderr.Fd()) {
 		terminal = os.Stderr
 	}
-	prog := newSnapshotProgress(log, terminal, 5*time.Second)
 	cfg := c.config()
+	var err error
+	if cfg.Metrics, err = snapshot.NewMetrics(reg); err != nil {
+		return err
+	}
+	prog := newSnapshotProgress(log, terminal, 5*time.Second)
 	cfg.Progress = prog
-	res, err := snapshot.Run(ctx, cfg, log, reg)
+	res, err := snapshot.Run(ctx, cfg, log)
 	prog.stop(err == nil)
 	if err != nil {
 		return err

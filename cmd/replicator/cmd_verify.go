@@ -36,7 +36,10 @@ func (c *verifyCmd) Run(ctx context.Context, g *Globals) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	rep, err := verify.Run(ctx, cfg, log, reg)
+	if cfg.Metrics, err = verify.NewMetrics(reg); err != nil {
+		return err
+	}
+	rep, err := verify.Run(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -125,9 +125,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	reg := prometheus.NewRegistry()
+	snapMetrics, err := snapshot.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	verifyMetrics, err := verify.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	say("\n[4/7] snapshot: schema, parallel copy under one exported snapshot, indexes, sequences")
 	res, err := snapshot.Run(ctx, snapshot.Config{SourceURL: source, TargetURL: target, Jobs: 4,
-		ReplicaIdentityFull: true, Progress: o.Progress}, o.Log, reg)
+		ReplicaIdentityFull: true, Progress: o.Progress, Metrics: snapMetrics}, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
@@ -171,7 +179,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	say("\n[6/7] cutover while the app still writes: fence its role, drain, sequences forward, verify, switch steps")
 	err = cutover.Run(ctx, cutover.Config{SourceURL: source, TargetURL: target, Fence: true, AppRoles: []string{"shop_app"},
-		SequenceMargin: 1000, Timeout: 2 * time.Minute}, indent(o.Out), o.Log, reg)
+		SequenceMargin: 1000, Timeout: 2 * time.Minute, VerifyMetrics: verifyMetrics}, indent(o.Out), o.Log)
 	if err != nil && !errors.Is(err, cutover.ErrDifferences) {
 		return nil, fmt.Errorf("cutover: %w", err)
 	}
@@ -179,7 +187,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	loads.Wait()
 	say("      the app's writes after the fence were refused: %d attempts failed (%d committed before it)", pgStats.Errors.Load(), pgStats.Transactions.Load())
 	say("\n      the verification report, on the frozen source and the target:")
-	vrep, err := verify.Run(ctx, verify.Config{Source: source, Target: target}, o.Log, reg)
+	vrep, err := verify.Run(ctx, verify.Config{Source: source, Target: target, Metrics: verifyMetrics}, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}

@@ -115,7 +115,12 @@ func TestDeployMetricsAreExported(t *testing.T) {
 
 	// verify: the copy above, equal now, and a pair that differs in one row.
 	reg := prometheus.NewRegistry()
-	rep, err := verify.Run(ctx, verify.Config{Source: dst.URL(sdb), Target: dst.URL(tdb), WaitTimeout: -1}, nil, reg)
+	// One set of verify counters for the process: both runs add to it.
+	verifyMetrics, err := verify.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := verify.Run(ctx, verify.Config{Source: dst.URL(sdb), Target: dst.URL(tdb), WaitTimeout: -1, Metrics: verifyMetrics}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +134,7 @@ func TestDeployMetricsAreExported(t *testing.T) {
 	vs, vt := dst.NewDatabase(t), dst.NewDatabase(t)
 	dst.Exec(t, vs, "CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT g, 'x' FROM generate_series(1, 100) g")
 	dst.Exec(t, vt, "CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT g, 'x' FROM generate_series(1, 100) g; UPDATE items SET v = 'changed' WHERE id = 50")
-	if rep, err = verify.Run(ctx, verify.Config{Source: dst.URL(vs), Target: dst.URL(vt), WaitTimeout: -1}, nil, reg); err != nil {
+	if rep, err = verify.Run(ctx, verify.Config{Source: dst.URL(vs), Target: dst.URL(vt), WaitTimeout: -1, Metrics: verifyMetrics}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !rep.Different() {

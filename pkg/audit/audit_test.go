@@ -37,6 +37,10 @@ func TestPostgresAuditFindsWhatGetsInTheWay(t *testing.T) {
 		CREATE UNLOGGED TABLE cache (k text PRIMARY KEY, v text);
 		CREATE TABLE ev (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
 		CREATE TABLE ev_2025 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+		CREATE TABLE lost_ident (a int NOT NULL); CREATE UNIQUE INDEX lost_ident_a ON lost_ident (a);
+		ALTER TABLE lost_ident REPLICA IDENTITY USING INDEX lost_ident_a; DROP INDEX lost_ident_a;
+		CREATE TABLE ext_tab (id int); ALTER EXTENSION hstore ADD TABLE ext_tab;
+		CREATE SEQUENCE ext_seq; ALTER EXTENSION hstore ADD SEQUENCE ext_seq;
 		SELECT lo_create(0);
 		ANALYZE`)
 	conn := pg.Connect(t, db)
@@ -44,14 +48,21 @@ func TestPostgresAuditFindsWhatGetsInTheWay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `public.logs`; strings.Join(rep.NoReplicaKey, ",") != want {
+	// lost_ident's replica identity index was dropped: as keyless as NOTHING.
+	if want := `public.logs,public.lost_ident`; strings.Join(rep.NoReplicaKey, ",") != want {
 		t.Errorf("tables without key = %v, want only %s (logs_full has REPLICA IDENTITY FULL, ev is partitioned with a key)", rep.NoReplicaKey, want)
+	}
+	// An extension's own table and sequence are the extension's, not the app's.
+	for _, tb := range rep.Tables {
+		if strings.Contains(tb.Name, "ext_tab") {
+			t.Errorf("the extension's table is listed: %+v", tb)
+		}
 	}
 	if strings.Join(rep.Unlogged, ",") != "public.cache" {
 		t.Errorf("unlogged = %v", rep.Unlogged)
 	}
 	if rep.LargeObjects != 1 || rep.Sequences != 1 {
-		t.Errorf("large objects %d, sequences %d; want 1 and 1", rep.LargeObjects, rep.Sequences)
+		t.Errorf("large objects %d, sequences %d; want 1 and 1 (the extension's sequence is not the app's)", rep.LargeObjects, rep.Sequences)
 	}
 	if rep.Tables[0].Name != `"Sales"."Order Lines"` || rep.Tables[0].Rows != 5000 {
 		t.Errorf("largest table = %+v, want \"Sales\".\"Order Lines\" with 5000 rows", rep.Tables[0])

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"replicator/pkg/pgcatalog"
 )
 
 // Options tune the audit.
@@ -92,11 +94,9 @@ func Postgres(ctx context.Context, conn *pgx.Conn, opts Options) (*PostgresRepor
 		       CASE WHEN c.relkind = 'p' THEN coalesce((SELECT sum(pg_total_relation_size(i.inhrelid)) FROM pg_inherits i WHERE i.inhparent = c.oid), 0)
 		            ELSE pg_total_relation_size(c.oid) END::bigint,
 		       EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = c.oid AND x.indisprimary),
-		       c.relreplident, c.relkind = 'p', c.relpersistence = 'u',
-		       EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
+		       `+pgcatalog.ReplicaKey+`, c.relkind = 'p', c.relpersistence = 'u'
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'replicator')
-		  AND n.nspname NOT LIKE 'pg\_%'
+		WHERE `+pgcatalog.Where(pgcatalog.Options{Tables: pgcatalog.AllTables})+`
 		ORDER BY 3 DESC, 1`)
 	if err != nil {
 		return nil, fmt.Errorf("source: list tables: %w", err)
@@ -104,9 +104,8 @@ func Postgres(ctx context.Context, conn *pgx.Conn, opts Options) (*PostgresRepor
 	var dataBytes int64
 	for rows.Next() {
 		var t Table
-		var ident string
-		var unlogged, isPartition bool
-		if err := rows.Scan(&t.Name, &t.Rows, &t.Bytes, &t.HasPrimaryKey, &ident, &t.Partitioned, &unlogged, &isPartition); err != nil {
+		var replicaKey, unlogged bool
+		if err := rows.Scan(&t.Name, &t.Rows, &t.Bytes, &t.HasPrimaryKey, &replicaKey, &t.Partitioned, &unlogged); err != nil {
 			return nil, fmt.Errorf("source: list tables: %w", err)
 		}
 		r.Tables = append(r.Tables, t)
@@ -115,7 +114,7 @@ func Postgres(ctx context.Context, conn *pgx.Conn, opts Options) (*PostgresRepor
 		}
 		// A partitioned root carries no rows; its leaves are what the
 		// publication replicates.
-		if !t.Partitioned && (ident == "n" || (ident == "d" && !t.HasPrimaryKey)) {
+		if !t.Partitioned && !replicaKey {
 			r.NoReplicaKey = append(r.NoReplicaKey, t.Name)
 		}
 		if unlogged {
@@ -143,8 +142,8 @@ func Postgres(ctx context.Context, conn *pgx.Conn, opts Options) (*PostgresRepor
 	if err := exts.Err(); err != nil {
 		return nil, fmt.Errorf("source: list extensions: %w", err)
 	}
-	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
-		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname <> 'replicator'),
+	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'S' AND `+pgcatalog.UserRelation+`),
 		(SELECT count(*) FROM pg_largeobject_metadata)`).Scan(&r.Sequences, &r.LargeObjects); err != nil {
 		return nil, fmt.Errorf("source: count sequences and large objects: %w", err)
 	}

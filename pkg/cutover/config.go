@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"replicator/pkg/verify"
 )
 
 // Fence methods.
@@ -52,6 +54,9 @@ type Config struct {
 	// command's default is 1000).
 	SequenceMargin int64
 	Verify         string // VerifyFull (default) or VerifyNone
+	// VerifyMetrics are the counters the final verification adds to,
+	// built once per process with verify.NewMetrics; nil for none.
+	VerifyMetrics *verify.Metrics
 
 	// Route53Zone, RecordName and RedisTarget fill in the switch step;
 	// placeholders are printed when they are empty.

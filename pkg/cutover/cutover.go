@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"replicator/pkg/pgutil"
@@ -33,7 +32,6 @@ type runner struct {
 	cfg      Config
 	out      io.Writer
 	log      *zap.Logger
-	reg      prometheus.Registerer
 	src, tgt *pgx.Conn
 	st       *state.State
 	recs     map[string]record
@@ -75,7 +73,7 @@ func connectBoth(ctx context.Context, cfg *Config) (src, tgt *pgx.Conn, err erro
 
 // Run runs the cutover's steps, printing one line per step to out. It
 // returns ErrDifferences when the final verification finds differences.
-func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger, reg prometheus.Registerer) error {
+func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -88,7 +86,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger, reg pr
 	}
 	defer src.Close(context.Background())
 	defer tgt.Close(context.Background())
-	r := &runner{cfg: cfg, out: out, log: log, reg: reg, src: src, tgt: tgt}
+	r := &runner{cfg: cfg, out: out, log: log, src: src, tgt: tgt}
 	if cfg.DryRun {
 		fmt.Fprintln(out, "dry run: nothing is changed on the source or the target")
 	} else {
@@ -390,13 +388,13 @@ func (r *runner) verify(ctx context.Context) error {
 		return nil
 	}
 	started := time.Now()
-	vcfg := verify.Config{Source: r.cfg.SourceURL, Target: r.cfg.TargetURL}
+	vcfg := verify.Config{Source: r.cfg.SourceURL, Target: r.cfg.TargetURL, Metrics: r.cfg.VerifyMetrics}
 	if r.fenced {
 		// Step 4 drained the stream and nothing writes any more: a
 		// difference now is not a row in flight, re-checking cannot clear it.
 		vcfg.Rechecks = -1
 	}
-	rep, err := verify.Run(ctx, vcfg, r.log, r.reg)
+	rep, err := verify.Run(ctx, vcfg, r.log)
 	if err != nil {
 		return err
 	}

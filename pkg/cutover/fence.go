@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"replicator/pkg/pgcatalog"
 	"replicator/pkg/pgutil"
 )
 
@@ -56,11 +57,12 @@ type fencePlan struct {
 }
 
 // userTables restricts pg_class c / pg_namespace n to the relations an app
-// writes: ordinary and partitioned tables, and views and foreign tables
-// (an updatable view writes its table with its owner's rights), outside
-// the system schemas and the replicator's own.
-const userTables = `c.relkind IN ('r', 'p', 'v', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'replicator')
-	AND n.nspname !~ '^pg_(toast|temp_)'`
+// writes: the user tables of pgcatalog (ordinary, partitioned and their
+// partitions), and views and foreign tables under the same rules (an
+// updatable view writes its table with its owner's rights). Extension
+// members are not the app's: the migration does not carry their rows, and
+// they are often a superuser's, whom a revoke cannot stop anyway.
+var userTables = pgcatalog.Where(pgcatalog.Options{Tables: pgcatalog.AllTables, Also: []pgcatalog.Kind{pgcatalog.View, pgcatalog.Foreign}})
 
 // writePrivileges are the privileges the fence takes away.
 var writePrivileges = []string{"INSERT", "UPDATE", "DELETE", "TRUNCATE"}

@@ -64,3 +64,36 @@ func TestFenceRefusesInheritedWriteAccess(t *testing.T) {
 		t.Errorf("undo did not restore the grants: %v → %v", before, g)
 	}
 }
+
+// The fence takes write access to the app's tables and the views and
+// foreign tables it writes through, never to an extension's own tables or
+// the replicator's schema (pgcatalog's user relations).
+func TestFenceCoversTheAppsRelationsOnly(t *testing.T) {
+	ctx := context.Background()
+	db := pg.NewDatabase(t)
+	user := "app_" + db
+	pg.Exec(t, "postgres", "CREATE ROLE "+user+" LOGIN")
+	t.Cleanup(func() {
+		pg.Exec(t, db, "DROP OWNED BY "+user)
+		pg.Exec(t, "postgres", "DROP ROLE "+user)
+	})
+	pg.Exec(t, db, `CREATE EXTENSION hstore; CREATE TABLE items (id int); CREATE VIEW items_v AS SELECT * FROM items;
+		CREATE TABLE ext_tab (id int); ALTER EXTENSION hstore ADD TABLE ext_tab;
+		CREATE SCHEMA replicator; CREATE TABLE replicator.own (id int);
+		GRANT INSERT ON items, items_v, ext_tab, replicator.own TO `+user)
+	cfg := Config{SourceURL: "x", TargetURL: "y", AppRoles: []string{user}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := planFence(ctx, pg.Connect(t, db), &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, g := range plan.rec.Revoked {
+		got = append(got, g.Schema+"."+g.Table+" "+g.Privilege)
+	}
+	if want := []string{"public.items INSERT", "public.items_v INSERT"}; !slices.Equal(got, want) {
+		t.Errorf("the fence revokes %v, want %v", got, want)
+	}
+}

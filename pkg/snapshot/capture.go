@@ -36,12 +36,16 @@ type CapturePoint struct {
 // importable (SET TRANSACTION SNAPSHOT) until Release is called, and whose
 // visible rows are exactly those that precede the first change the stream
 // will deliver: no gap and no duplicate. Release may be called more than
-// once and after a failed Start. Reset removes what an interrupted earlier
-// run left on the source so that Start can run again; it may be repeated.
+// once and after a failed Start. Close stops what Start left running for
+// the rest of the run (trigger capture's ticker), when the run ends; it
+// returns once that has stopped, may be repeated, and is a no-op when
+// nothing runs. Reset removes what an interrupted earlier run left on the
+// source so that Start can run again; it may be repeated.
 type Capture interface {
 	Reset(ctx context.Context) error
 	Start(ctx context.Context) (*CapturePoint, error)
 	Release(ctx context.Context) error
+	Close()
 }
 
 // logicalCapture is a pgoutput slot created over the replication protocol
@@ -145,6 +149,15 @@ func (c *logicalCapture) Release(ctx context.Context) error {
 	c.repl = nil
 	return err
 }
+
+// Close has nothing to stop: the slot and publication stay for the
+// stream, and Release closed the replication session.
+func (c *logicalCapture) Close() {}
+
+var (
+	_ Capture = (*logicalCapture)(nil)
+	_ Capture = (*triggerCapture)(nil)
+)
 
 // newCapture picks the capture for mode, already resolved by preflight.
 func newCapture(mode string, cfg *Config, log *zap.Logger) (Capture, error) {

@@ -11,18 +11,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
 
+	"replicator/pkg/pgcatalog"
 	"replicator/pkg/pgutil"
 )
-
-// userRelations restricts pg_class c (joined to pg_namespace n) to the
-// application's own relations: not the system's, not the replicator's own
-// bookkeeping, not members of an extension (the extension's CREATE makes
-// those on the target).
-const userRelations = `
-	n.nspname NOT IN ('pg_catalog', 'information_schema', 'replicator')
-	AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'
-	AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-		AND d.objid = c.oid AND d.deptype = 'e')`
 
 // querier is a connection or transaction to read the catalog with.
 type querier interface {
@@ -54,10 +45,11 @@ func (t *table) columnList() string {
 	return s
 }
 
-// listTables returns every table holding rows: plain tables and the leaf
-// partitions of partitioned ones (relkind r). Partitioned parents (p) hold
-// no rows of their own, so each row is copied once, through its leaf.
-// Views, materialized views and foreign tables hold no rows to copy.
+// listTables returns every user table holding rows (pgcatalog.RowTables):
+// plain tables and the leaf partitions of partitioned ones. Partitioned
+// parents hold no rows of their own, so each row is copied once, through
+// its leaf. Views, materialized views and foreign tables hold no rows to
+// copy.
 func listTables(ctx context.Context, db querier) ([]*table, error) {
 	rows, err := db.Query(ctx, `
 		SELECT n.nspname, c.relname, c.relpersistence = 'u', c.relispartition,
@@ -65,7 +57,7 @@ func listTables(ctx context.Context, db querier) ([]*table, error) {
 			coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
 				WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), '{}')
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind = 'r' AND `+userRelations+`
+		WHERE `+pgcatalog.Where(pgcatalog.Options{Tables: pgcatalog.RowTables})+`
 		ORDER BY pg_table_size(c.oid) DESC, n.nspname, c.relname`)
 	if err != nil {
 		return nil, fmt.Errorf("list source tables: %w", err)
@@ -131,7 +123,7 @@ type sequence struct {
 func readSequences(ctx context.Context, db querier) ([]sequence, error) {
 	rows, err := db.Query(ctx, `
 		SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind = 'S' AND `+userRelations+` ORDER BY 1, 2`)
+		WHERE c.relkind = 'S' AND `+pgcatalog.UserRelation+` ORDER BY 1, 2`)
 	if err != nil {
 		return nil, fmt.Errorf("list source sequences: %w", err)
 	}
@@ -186,7 +178,7 @@ func setSequences(ctx context.Context, target *pgx.Conn, seqs []sequence) error 
 // listMatviews lists the source's filled materialized views.
 func listMatviews(ctx context.Context, ctl querier) ([]string, error) {
 	rows, err := ctl.Query(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind = 'm' AND c.relispopulated AND `+userRelations+` ORDER BY 1, 2`)
+		WHERE c.relkind = 'm' AND c.relispopulated AND `+pgcatalog.UserRelation+` ORDER BY 1, 2`)
 	if err != nil {
 		return nil, fmt.Errorf("list source materialized views: %w", err)
 	}

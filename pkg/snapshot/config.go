@@ -54,6 +54,9 @@ type Config struct {
 	Trigger trigger.Config
 	// Progress receives progress events; nil for none.
 	Progress Progress
+	// Metrics are the Prometheus counters the copy adds to, built once per
+	// process with NewMetrics; nil for none.
+	Metrics *Metrics
 
 	// lockPerTable makes workers lock tables as they reach them, as they
 	// do when the source's lock table is too small for up-front locks.

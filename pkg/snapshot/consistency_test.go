@@ -40,7 +40,7 @@ func TestSnapshotConsistentWithSlot(t *testing.T) {
 		pg.Exec(t, src, `DELETE FROM acct WHERE id > 19990 AND id <= 20000`)
 	}}
 	cfg.Progress = writes
-	if _, err := Run(context.Background(), cfg, testLogger(t), nil); err != nil {
+	if _, err := Run(context.Background(), cfg, testLogger(t)); err != nil {
 		t.Fatal(err)
 	}
 	after := tableSums(t, src)
@@ -87,7 +87,7 @@ func TestSnapshotTruncateDuringCopyWaits(t *testing.T) {
 			truncated <- err
 		}()
 	}}
-	if _, err := Run(context.Background(), cfg, testLogger(t), nil); err != nil {
+	if _, err := Run(context.Background(), cfg, testLogger(t)); err != nil {
 		t.Fatal(err)
 	}
 	compareSums(t, want, tableSums(t, dst))

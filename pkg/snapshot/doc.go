@@ -64,9 +64,10 @@
 //
 // Usage:
 //
+//	metrics, err := snapshot.NewMetrics(registry) // once per process
 //	res, err := snapshot.Run(ctx, snapshot.Config{
-//		SourceURL: src, TargetURL: dst, Jobs: 8,
-//	}, log, registry)
+//		SourceURL: src, TargetURL: dst, Jobs: 8, Metrics: metrics,
+//	}, log)
 //	if errors.Is(err, snapshot.ErrPreflight) { /* print err: one line per problem */ }
 //	// res.ConsistentLSN is where `replicator stream` starts.
 package snapshot

@@ -1,22 +1,26 @@
 package snapshot
 
 import (
-	"errors"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the snapshot's Prometheus counters.
-type metrics struct {
+// Metrics are the snapshot's Prometheus counters. Build them once per
+// process (per registry) with NewMetrics and pass them in Config.Metrics;
+// every run of that process adds to the same counters. A nil *Metrics
+// counts nothing.
+type Metrics struct {
 	rows   *prometheus.CounterVec
 	bytes  prometheus.Counter
 	chunks prometheus.Counter
 }
 
-// newMetrics registers the counters on reg (nil for none). Registering
-// twice on one registry (a second run in one process) reuses the first.
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
+// NewMetrics creates the counters and registers them on reg; with a nil
+// reg they are not registered (tests). Registering twice on one registry
+// is an error: build them once and share them.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "replicator_snapshot_rows_total",
 			Help: "Rows copied from source to target by the snapshot, per table."}, []string{"table"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "replicator_snapshot_bytes_total",
@@ -25,22 +29,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Copy chunks committed on the target."}),
 	}
 	if reg == nil {
-		return m
+		return m, nil
 	}
-	m.rows = register(reg, m.rows)
-	m.bytes = register(reg, m.bytes)
-	m.chunks = register(reg, m.chunks)
-	return m
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
+	for _, c := range []prometheus.Collector{m.rows, m.bytes, m.chunks} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register the snapshot metrics: %w", err)
 		}
 	}
-	return c
+	return m, nil
+}
+
+func (m *Metrics) copied(table string, rows, bytes int64) {
+	if m == nil {
+		return
+	}
+	m.rows.WithLabelValues(table).Add(float64(rows))
+	m.bytes.Add(float64(bytes))
+}
+
+func (m *Metrics) chunkDone() {
+	if m != nil {
+		m.chunks.Inc()
+	}
 }

@@ -12,7 +12,7 @@ import (
 // refusal names what it should and that nothing was written anywhere.
 func runRefused(t *testing.T, cfg Config, src, dst string, mention ...string) *PreflightError {
 	t.Helper()
-	_, err := Run(context.Background(), cfg, testLogger(t), nil)
+	_, err := Run(context.Background(), cfg, testLogger(t))
 	var pe *PreflightError
 	if !errors.As(err, &pe) || !errors.Is(err, ErrPreflight) {
 		t.Fatalf("err = %v, want a preflight refusal", err)
@@ -61,7 +61,7 @@ func TestReplicaIdentityFullSetsExactlyThoseTables(t *testing.T) {
 		INSERT INTO nothing VALUES (1), (1);`)
 	cfg.ReplicaIdentityFull = true
 	want := tableSums(t, src)
-	if _, err := Run(context.Background(), cfg, testLogger(t), nil); err != nil {
+	if _, err := Run(context.Background(), cfg, testLogger(t)); err != nil {
 		t.Fatal(err)
 	}
 	got := queryString(t, src, `SELECT string_agg(relname || '=' || relreplident::text, ',' ORDER BY relname) FROM pg_class
@@ -81,7 +81,7 @@ func TestPreflightRefusesWalLevelReplica(t *testing.T) {
 	src := rep.NewDatabase(t)
 	dst := pg.NewDatabase(t)
 	cfg := Config{SourceURL: rep.URL(src), TargetURL: pg.URL(dst), SlotName: "s_walreplica", Capture: CaptureLogical}
-	_, err = Run(context.Background(), cfg, testLogger(t), nil)
+	_, err = Run(context.Background(), cfg, testLogger(t))
 	if !errors.Is(err, ErrPreflight) {
 		t.Fatalf("err = %v, want a preflight refusal", err)
 	}
@@ -108,7 +108,7 @@ func TestPreflightRefusesSlotInUse(t *testing.T) {
 	src, _, cfg := pair(t)
 	pg.Exec(t, src, `CREATE TABLE t (id int PRIMARY KEY)`)
 	pg.Exec(t, src, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, cfg.SlotName)
-	_, err := Run(context.Background(), cfg, testLogger(t), nil)
+	_, err := Run(context.Background(), cfg, testLogger(t))
 	if !errors.Is(err, ErrPreflight) {
 		t.Fatalf("err = %v, want a preflight refusal", err)
 	}
@@ -118,7 +118,7 @@ func TestPreflightRefusesSlotInUse(t *testing.T) {
 func TestPreflightRefusesPublicationNotForAllTables(t *testing.T) {
 	src, dst, cfg := pair(t)
 	pg.Exec(t, src, `CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION replicator FOR TABLE t`)
-	_, err := Run(context.Background(), cfg, testLogger(t), nil)
+	_, err := Run(context.Background(), cfg, testLogger(t))
 	if !errors.Is(err, ErrPreflight) {
 		t.Fatalf("err = %v, want a preflight refusal", err)
 	}

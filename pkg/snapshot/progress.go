@@ -8,7 +8,7 @@ import (
 // Prometheus counters, and keeps the totals for the Result.
 type reporter struct {
 	p      Progress
-	m      *metrics
+	m      *Metrics // nil: none
 	rows   atomic.Int64
 	bytes  atomic.Int64
 	chunks atomic.Int64
@@ -40,8 +40,7 @@ func (r *reporter) plan(tables []TablePlan) {
 func (r *reporter) copied(table string, rows, bytes int64) {
 	r.rows.Add(rows)
 	r.bytes.Add(bytes)
-	r.m.rows.WithLabelValues(table).Add(float64(rows))
-	r.m.bytes.Add(float64(bytes))
+	r.m.copied(table, rows, bytes)
 	if r.p != nil {
 		r.p.Copied(table, rows, bytes)
 	}
@@ -49,7 +48,7 @@ func (r *reporter) copied(table string, rows, bytes int64) {
 
 func (r *reporter) chunkDone() {
 	r.chunks.Add(1)
-	r.m.chunks.Inc()
+	r.m.chunkDone()
 }
 
 func (r *reporter) tableDone(table string) {

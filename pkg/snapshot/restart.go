@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
+	"replicator/pkg/pgcatalog"
 	"replicator/pkg/pgutil"
 )
 
@@ -28,9 +29,8 @@ import (
 // unfinished snapshot of ours is there; preflight refused to start on a
 // target that held tables of its own, so these objects are ours.
 func cleanTarget(ctx context.Context, dst *pgx.Conn, log *zap.Logger) error {
-	schemas, err := queryStrings(ctx, dst, `SELECT nspname FROM pg_namespace
-		WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'replicator', 'public')
-		AND nspname !~ '^pg_toast' AND nspname !~ '^pg_temp_' ORDER BY 1`)
+	schemas, err := queryStrings(ctx, dst, `SELECT nspname FROM pg_namespace n
+		WHERE `+pgcatalog.UserSchema+` AND nspname <> 'public' ORDER BY 1`)
 	if err != nil {
 		return err
 	}
@@ -40,16 +40,17 @@ func cleanTarget(ctx context.Context, dst *pgx.Conn, log *zap.Logger) error {
 	}
 	// Objects of public that are not part of an extension, most dependent
 	// kinds first; CASCADE and IF EXISTS because dropping one may already
-	// have dropped another.
-	notExt := func(catalog, col string) string {
-		return fmt.Sprintf(`NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '%s'::regclass AND d.objid = %s AND d.deptype = 'e')`, catalog, col)
-	}
+	// have dropped another. Tables are dropped by the roots of their
+	// partition trees, which take their partitions with them.
+	inPublic := `SELECT quote_ident(c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'public' AND `
+	notExt := pgcatalog.NotExtensionMember
 	kinds := []struct{ drop, query string }{
-		{"DROP TABLE IF EXISTS %s CASCADE", `SELECT quote_ident(c.relname) FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r','p') AND NOT c.relispartition AND ` + notExt("pg_class", "c.oid")},
-		{"DROP FOREIGN TABLE IF EXISTS %s CASCADE", `SELECT quote_ident(c.relname) FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'f' AND ` + notExt("pg_class", "c.oid")},
-		{"DROP VIEW IF EXISTS %s CASCADE", `SELECT quote_ident(c.relname) FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v' AND ` + notExt("pg_class", "c.oid")},
-		{"DROP MATERIALIZED VIEW IF EXISTS %s CASCADE", `SELECT quote_ident(c.relname) FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'm' AND ` + notExt("pg_class", "c.oid")},
-		{"DROP SEQUENCE IF EXISTS %s CASCADE", `SELECT quote_ident(c.relname) FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S' AND ` + notExt("pg_class", "c.oid")},
+		{"DROP TABLE IF EXISTS %s CASCADE", inPublic + pgcatalog.Where(pgcatalog.Options{Tables: pgcatalog.RootTables})},
+		{"DROP FOREIGN TABLE IF EXISTS %s CASCADE", inPublic + `c.relkind = 'f' AND ` + pgcatalog.UserRelation},
+		{"DROP VIEW IF EXISTS %s CASCADE", inPublic + `c.relkind = 'v' AND ` + pgcatalog.UserRelation},
+		{"DROP MATERIALIZED VIEW IF EXISTS %s CASCADE", inPublic + `c.relkind = 'm' AND ` + pgcatalog.UserRelation},
+		{"DROP SEQUENCE IF EXISTS %s CASCADE", inPublic + `c.relkind = 'S' AND ` + pgcatalog.UserRelation},
 		{"DROP AGGREGATE IF EXISTS %s CASCADE", `SELECT quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND p.prokind = 'a' AND ` + notExt("pg_proc", "p.oid")},
 		{"DROP ROUTINE IF EXISTS %s CASCADE", `SELECT quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND p.prokind <> 'a' AND ` + notExt("pg_proc", "p.oid")},
 		{"DROP TYPE IF EXISTS %s CASCADE", `SELECT quote_ident(t.typname) FROM pg_type t WHERE t.typnamespace = 'public'::regnamespace

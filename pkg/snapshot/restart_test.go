@@ -13,7 +13,7 @@ func TestRestartAfterInterruptedRunStartsOver(t *testing.T) {
 	src, dst, cfg := pair(t)
 	pg.Exec(t, src, awkwardSchema)
 	want := tableSums(t, src)
-	if _, err := Run(context.Background(), cfg, testLogger(t), nil); err != nil {
+	if _, err := Run(context.Background(), cfg, testLogger(t)); err != nil {
 		t.Fatal(err)
 	}
 	firstLSN := queryString(t, dst, `SELECT consistent_lsn::text FROM replicator.state`)
@@ -23,7 +23,7 @@ func TestRestartAfterInterruptedRunStartsOver(t *testing.T) {
 	pg.Exec(t, src, `INSERT INTO events (payload) VALUES ('after the first run')`)
 	want = tableSums(t, src)
 
-	res, err := Run(context.Background(), cfg, testLogger(t), nil)
+	res, err := Run(context.Background(), cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

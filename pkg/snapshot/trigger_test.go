@@ -15,7 +15,7 @@ func TestTriggerSnapshotStartsOverAfterInterruption(t *testing.T) {
 	pg.Exec(t, src, `CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE nopk (a int, b text);
 		INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 500) i;
 		INSERT INTO nopk SELECT i % 10, 'dup' FROM generate_series(1, 100) i`)
-	res, err := Run(context.Background(), cfg, testLogger(t), nil)
+	res, err := Run(context.Background(), cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestTriggerSnapshotStartsOverAfterInterruption(t *testing.T) {
 	if n := queryString(t, src, `SELECT count(*)::text FROM replicator.changelog`); n == "0" {
 		t.Fatal("the triggers recorded nothing")
 	}
-	res, err = Run(context.Background(), cfg, testLogger(t), nil)
+	res, err = Run(context.Background(), cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

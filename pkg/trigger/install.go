@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
+	"replicator/pkg/pgcatalog"
 	"replicator/pkg/pgutil"
 	"replicator/pkg/state"
 )
@@ -170,50 +171,34 @@ func settingsFor(typname string, typtype string) []string {
 	return allPins
 }
 
-// ListTables reads the tables trigger capture covers: ordinary and
-// partitioned tables outside the system schemas, schema replicator and
-// extensions. Partitions are listed with their root.
+// ListTables reads the tables trigger capture covers: the user tables of
+// pgcatalog (ordinary and partitioned, outside the system schemas, schema
+// replicator and extensions), each partition listed with the root of its
+// tree, whose row trigger captures it. A partition whose root is not a
+// user table has no trigger to capture it and is left out.
 func ListTables(ctx context.Context, conn *pgx.Conn) ([]*Table, error) {
-	rows, err := conn.Query(ctx, `
-		WITH RECURSIVE rel AS (
-			SELECT c.oid, c.oid AS root FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-			WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence <> 't'
-			  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'replicator') AND n.nspname NOT LIKE 'pg\_%'
-			  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-			UNION ALL
-			SELECT i.inhrelid, rel.root FROM pg_inherits i JOIN rel ON i.inhparent = rel.oid
-			JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relispartition
-		)
-		SELECT c.oid, rel.root, n.nspname, c.relname, c.relreplident::text,
-			EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-			EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
-		FROM rel JOIN pg_class c ON c.oid = rel.oid JOIN pg_namespace n ON n.oid = c.relnamespace
-		ORDER BY n.nspname, c.relname`)
+	all, err := pgcatalog.Tables(ctx, conn, pgcatalog.Options{Tables: pgcatalog.AllTables})
 	if err != nil {
 		return nil, fmt.Errorf("list the source's tables: %w", err)
 	}
-	type relRow struct {
-		oid, root        uint32
-		nsp, name, ident string
-		hasPK, hasIdent  bool
-	}
-	rels, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (relRow, error) {
-		var x relRow
-		err := r.Scan(&x.oid, &x.root, &x.nsp, &x.name, &x.ident, &x.hasPK, &x.hasIdent)
-		return x, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list the source's tables: %w", err)
+	roots := map[uint32]bool{}
+	for _, t := range all {
+		if !t.Partition {
+			roots[t.OID] = true
+		}
 	}
 	var out []*Table
-	for _, r := range rels {
-		t := &Table{ID: r.oid, Root: r.root, Namespace: r.nsp, Name: r.name}
+	for _, r := range all {
+		if !roots[r.Root] {
+			continue
+		}
+		t := &Table{ID: r.OID, Root: r.Root, Namespace: r.Schema, Name: r.Name}
 		// The key follows what logical replication would use: the primary
 		// key, else a replica identity index, else the whole row.
 		switch {
-		case r.hasPK:
+		case r.HasPrimaryKey:
 			t.Identity = 'd'
-		case r.ident == "i" && r.hasIdent:
+		case r.ReplicaIdentity == 'i' && r.HasIdentityIndex:
 			t.Identity = 'i'
 		default:
 			t.Identity = 'f'
@@ -231,7 +216,7 @@ func ListTables(ctx context.Context, conn *pgx.Conn) ([]*Table, error) {
 			LEFT JOIN pg_type t1 ON t1.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype WHEN t.typelem <> 0 AND t.typlen = -1 THEN t.typelem ELSE t.oid END
 			LEFT JOIN pg_type e ON e.oid = CASE WHEN t1.typtype = 'd' THEN t1.typbasetype WHEN t1.typelem <> 0 AND t1.typlen = -1 THEN t1.typelem ELSE t1.oid END
 			WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-			ORDER BY a.attnum`, r.oid, string(t.Identity))
+			ORDER BY a.attnum`, r.OID, string(t.Identity))
 		if err != nil {
 			return nil, fmt.Errorf("read the columns of %s: %w", t, err)
 		}

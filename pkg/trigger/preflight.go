@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"replicator/pkg/pgcatalog"
 	"replicator/pkg/pgutil"
 	"replicator/pkg/state"
 )
@@ -32,11 +33,11 @@ func CheckPrivileges(ctx context.Context, conn *pgx.Conn) error {
 	if !canCreate && !ownSchema {
 		probs = append(probs, fmt.Sprintf("user %q cannot create schema replicator: GRANT CREATE ON DATABASE to it", user))
 	}
+	// Every user table, partitions included: Install puts a TRUNCATE
+	// trigger on each.
 	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
-		  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'replicator') AND n.nspname NOT LIKE 'pg\_%'
-		  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+		WHERE `+pgcatalog.Where(pgcatalog.Options{Tables: pgcatalog.AllTables})+`
 		  AND NOT (pg_has_role(current_user, c.relowner, 'USAGE') OR has_table_privilege(c.oid, 'TRIGGER'))
 		ORDER BY 1, 2`)
 	if err != nil {

@@ -142,7 +142,7 @@ func (c *comparer) compareBuckets(ctx context.Context, t *tableRun) error {
 	for range mismatched {
 		t.chunkMismatched()
 	}
-	c.metrics.chunksMismatched.Add(float64(len(mismatched)))
+	c.metrics.mismatched(len(mismatched))
 	return t.probe(ctx, func(ctx context.Context, emit func(RowDiff)) error {
 		return c.compareBucketRows(ctx, t, mismatched, emit)
 	})

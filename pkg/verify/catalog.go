@@ -6,6 +6,8 @@ import (
 	"path"
 	"sort"
 	"strings"
+
+	"replicator/pkg/pgcatalog"
 )
 
 // column is one column of a table.
@@ -40,9 +42,11 @@ func (r *relation) estRows() int64 {
 	return r.pages * 80
 }
 
-// catalogSQL lists ordinary tables and partitions (partitioned parents
-// hold no rows of their own and are compared through their partitions).
-const catalogSQL = `
+// catalogSQL lists the user tables that hold rows (pgcatalog.RowTables):
+// ordinary tables and partitions; partitioned parents hold no rows of
+// their own and are compared through their partitions. Extension members
+// are left out: the snapshot does not copy them either.
+var catalogSQL = `
 SELECT n.nspname, c.relname, c.reltuples::float8,
        (pg_relation_size(c.oid) / current_setting('block_size')::int8),
        coalesce((SELECT rn.nspname || '.' || r.relname FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace
@@ -64,8 +68,7 @@ SELECT n.nspname, c.relname, c.reltuples::float8,
           FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation
          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'replicator')
-  AND n.nspname NOT LIKE 'pg\_%'
+WHERE ` + pgcatalog.Where(pgcatalog.Options{Tables: pgcatalog.RowTables}) + `
 ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"`
 
 func loadRelations(ctx context.Context, s *side) (map[string]*relation, error) {
@@ -232,8 +235,10 @@ type sequence struct {
 }
 
 func loadSequences(ctx context.Context, s *side) (map[string]sequence, error) {
-	rows, err := s.pool.Query(ctx, `SELECT schemaname || '.' || sequencename, last_value, increment_by < 0 FROM pg_sequences
-		WHERE schemaname NOT IN ('replicator', 'pg_catalog', 'information_schema')`)
+	rows, err := s.pool.Query(ctx, `SELECT s.schemaname || '.' || s.sequencename, s.last_value, s.increment_by < 0
+		FROM pg_sequences s JOIN pg_namespace n ON n.nspname = s.schemaname
+		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.sequencename
+		WHERE `+pgcatalog.UserRelation)
 	if err != nil {
 		return nil, fmt.Errorf("list the sequences of the %s: %w", s.name, err)
 	}

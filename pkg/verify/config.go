@@ -47,6 +47,10 @@ type Config struct {
 	// Rechecks is how many times differences are re-checked while a stream
 	// is running. Default 2; negative: never.
 	Rechecks int
+
+	// Metrics are the Prometheus counters the comparison adds to, built
+	// once per process with NewMetrics; nil for none.
+	Metrics *Metrics
 }
 
 func (c *Config) withDefaults() Config {

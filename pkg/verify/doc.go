@@ -48,7 +48,8 @@
 //
 // Usage:
 //
-//	rep, err := verify.Run(ctx, verify.Config{Source: src, Target: dst}, log, prometheus.NewRegistry())
+//	metrics, err := verify.NewMetrics(registry) // once per process
+//	rep, err := verify.Run(ctx, verify.Config{Source: src, Target: dst, Metrics: metrics}, log)
 //	if err != nil { return err }            // connection or catalog error
 //	rep.WriteText(os.Stdout)
 //	if rep.Different() { /* exit 1 */ }

@@ -134,7 +134,7 @@ func testConfig(src, dst string) Config {
 
 func runVerify(t *testing.T, cfg Config) *Report {
 	t.Helper()
-	rep, err := Run(context.Background(), cfg, zap.NewNop(), nil)
+	rep, err := Run(context.Background(), cfg, zap.NewNop())
 	if err != nil {
 		t.Fatalf("verify: %v", err)
 	}

@@ -2,11 +2,15 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"replicator/pkg/state"
@@ -42,40 +46,75 @@ func sourceLSN(t *testing.T, db string) string {
 	return lsn
 }
 
-// applyLater plays the stream: after delay it applies the source's changes
-// to the target and records the source position in the same transaction.
-func applyLater(t *testing.T, src, dst string, delay time.Duration) chan error {
+// applyWhen plays the stream: once ready is closed it applies the
+// source's changes to the target and records the source position in the
+// same transaction.
+func applyWhen(t *testing.T, src, dst string, ready <-chan struct{}) chan error {
+	srcConn, dstConn := pg.Connect(t, src), pg.Connect(t, dst)
 	done := make(chan error, 1)
-	lsn := ""
 	go func() {
-		time.Sleep(delay)
 		ctx := context.Background()
-		conn := pg.Connect(t, dst)
-		lsn = sourceLSN(t, src)
-		tx, err := conn.Begin(ctx)
-		if err != nil {
+		select {
+		case <-ready:
+		case <-time.After(time.Minute):
+			done <- errors.New("verify never reached the point where the stream's changes were to arrive")
+			return
+		}
+		var lsn string
+		if err := srcConn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
 			done <- err
 			return
 		}
-		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, `UPDATE items SET v = 'new' WHERE id IN (10, 1500); INSERT INTO items VALUES (5000, 'fresh'); DELETE FROM items WHERE id = 7`); err != nil {
-			done <- err
-			return
-		}
-		if err := state.RecordAppliedLSN(ctx, tx, lsn, time.Now()); err != nil {
-			done <- err
-			return
-		}
-		done <- tx.Commit(ctx)
+		done <- pgx.BeginFunc(ctx, dstConn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `UPDATE items SET v = 'new' WHERE id IN (10, 1500); INSERT INTO items VALUES (5000, 'fresh'); DELETE FROM items WHERE id = 7`); err != nil {
+				return err
+			}
+			return state.RecordAppliedLSN(ctx, tx, lsn, time.Now())
+		})
 	}()
 	return done
+}
+
+// waitingForLSN is closed once a session of verify has read the source's
+// WAL position (the query stays in pg_stat_activity): from then on it
+// waits for the target to apply it.
+func waitingForLSN(t *testing.T, src string) <-chan struct{} {
+	conn := pg.Connect(t, src)
+	ready := make(chan struct{})
+	go func() {
+		defer close(ready)
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			var seen bool
+			err := conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+				WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%pg_last_wal_replay_lsn()%')`).Scan(&seen)
+			if err != nil || seen {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	return ready
+}
+
+// loggedOnce returns a logger into core and a channel closed when msg is
+// first logged.
+func loggedOnce(core zapcore.Core, msg string) (*zap.Logger, <-chan struct{}) {
+	ch := make(chan struct{})
+	var once sync.Once
+	return zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
+		if e.Message == msg {
+			once.Do(func() { close(ch) })
+		}
+		return nil
+	})), ch
 }
 
 // Verify waits until the target has applied the source's position, so rows
 // in flight are not differences.
 func TestWaitsForTheStreamToApply(t *testing.T) {
 	src, dst := liveDatabases(t)
-	done := applyLater(t, src, dst, 1500*time.Millisecond)
+	done := applyWhen(t, src, dst, waitingForLSN(t, src))
 	cfg := testConfig(src, dst)
 	cfg.WaitTimeout = time.Minute
 	cfg.Rechecks = -1 // the wait alone must be enough
@@ -86,8 +125,9 @@ func TestWaitsForTheStreamToApply(t *testing.T) {
 	if rep.Different() {
 		t.Fatalf("rows in flight reported as differences: %q", diffLines(rep))
 	}
-	if !strings.Contains(rep.Consistent, "applied") {
-		t.Errorf("report does not say how the stream was accounted for: %q", rep.Consistent)
+	// Not "target had applied … after <timeout>": the wait itself ended it.
+	if !strings.HasPrefix(rep.Consistent, "compared after the target applied source position") {
+		t.Errorf("report does not say the target applied the source's position before the comparison: %q", rep.Consistent)
 	}
 	if rep.SourceRows != 2000 || rep.TargetRows != 2000 {
 		t.Errorf("rows %d/%d, want 2000 on each side", rep.SourceRows, rep.TargetRows)
@@ -99,12 +139,15 @@ func TestWaitsForTheStreamToApply(t *testing.T) {
 func TestRecheckReportsOnlyPersistingDifferences(t *testing.T) {
 	src, dst := liveDatabases(t)
 	pg.Exec(t, dst, `UPDATE items SET v = 'drifted' WHERE id = 321`) // not the stream's doing
-	done := applyLater(t, src, dst, 800*time.Millisecond)
-	core, logs := observer.New(zap.InfoLevel)
+	// The stream's changes arrive after the first comparison, during the
+	// pause before the re-check.
+	core, logs := observer.New(zap.DebugLevel)
+	log, paused := loggedOnce(core, "differences found while a stream runs: re-checking them after a pause")
+	done := applyWhen(t, src, dst, paused)
 	cfg := testConfig(src, dst)
 	cfg.WaitTimeout = -1
 	cfg.RecheckDelay = 1500 * time.Millisecond
-	rep, err := Run(context.Background(), cfg, zap.New(core), nil)
+	rep, err := Run(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +175,7 @@ func TestNoStreamRunningComparesAsItStands(t *testing.T) {
 	pg.Exec(t, dst, `UPDATE replicator.state SET slot_name = 'verify_idle_slot'`)
 	cfg := testConfig(src, dst)
 	cfg.WaitTimeout = 2 * time.Second // a waiting verify would say it timed out instead
-	rep, err := Run(ctx, cfg, zap.NewNop(), nil)
+	rep, err := Run(ctx, cfg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,16 +1,25 @@
 package verify
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
 
-type metrics struct {
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are verify's Prometheus counters. Build them once per process
+// (per registry) with NewMetrics and pass them in Config.Metrics; every
+// run of that process adds to the same counters. A nil *Metrics counts
+// nothing.
+type Metrics struct {
 	rows             *prometheus.CounterVec
 	chunksMismatched prometheus.Counter
 }
 
-// newMetrics registers the verify metrics on reg. Registering twice on one
-// registry (two runs in one process) reuses the first collectors.
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
+// NewMetrics creates the counters and registers them on reg; with a nil
+// reg they are not registered (tests). Registering twice on one registry
+// is an error: build them once and share them.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "replicator_verify_rows_total",
 			Help: "Rows checksummed by verify, per side (source, target).",
@@ -21,17 +30,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg == nil {
-		return m
+		return m, nil
 	}
-	if err := reg.Register(m.rows); err != nil {
-		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-			m.rows = are.ExistingCollector.(*prometheus.CounterVec)
+	for _, c := range []prometheus.Collector{m.rows, m.chunksMismatched} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register the verify metrics: %w", err)
 		}
 	}
-	if err := reg.Register(m.chunksMismatched); err != nil {
-		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-			m.chunksMismatched = are.ExistingCollector.(prometheus.Counter)
-		}
+	return m, nil
+}
+
+func (m *Metrics) rowsRead(src, tgt int64) {
+	if m == nil {
+		return
 	}
-	return m
+	m.rows.WithLabelValues("source").Add(float64(src))
+	m.rows.WithLabelValues("target").Add(float64(tgt))
+}
+
+func (m *Metrics) mismatched(chunks int) {
+	if m != nil {
+		m.chunksMismatched.Add(float64(chunks))
+	}
 }

@@ -157,7 +157,7 @@ func (c *comparer) compareRanges(ctx context.Context, t *tableRun) error {
 				return nil
 			}
 			t.chunkMismatched()
-			c.metrics.chunksMismatched.Inc()
+			c.metrics.mismatched(1)
 			return c.bisect(gctx, t, r, s.count, d.count, 0)
 		})
 	}
@@ -222,7 +222,7 @@ func (c *comparer) compareRangesByScan(ctx context.Context, t *tableRun, ranges 
 			continue
 		}
 		t.chunkMismatched()
-		c.metrics.chunksMismatched.Inc()
+		c.metrics.mismatched(1)
 		g.Go(func() error { return c.bisect(gctx, t, r, ns, nd, 0) })
 	}
 	return g.Wait()

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -22,7 +21,7 @@ type comparer struct {
 	cfg      Config
 	src, tgt *side
 	log      *zap.Logger
-	metrics  *metrics
+	metrics  *Metrics // nil: none
 }
 
 // probe re-runs one row-level comparison (a leaf key range or a set of
@@ -56,8 +55,7 @@ func (c *comparer) countRows(t *tableRun, src, tgt int64) {
 	t.res.SourceRows += src
 	t.res.TargetRows += tgt
 	t.mu.Unlock()
-	c.metrics.rows.WithLabelValues("source").Add(float64(src))
-	c.metrics.rows.WithLabelValues("target").Add(float64(tgt))
+	c.metrics.rowsRead(src, tgt)
 }
 
 // probe runs fn and remembers it when it found differences, so that they
@@ -84,7 +82,7 @@ func (t *tableRun) probe(ctx context.Context, fn probe) error {
 // Run compares source and target as configured. Differences are in the
 // report, not an error; the error is for what kept the comparison from
 // finishing (connection, permissions, bad settings).
-func Run(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.Registerer) (_ *Report, err error) {
+func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Report, err error) {
 	defer func() { err = withRetryHint(err) }()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -94,7 +92,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.Regist
 		log = zap.NewNop()
 	}
 	started := time.Now()
-	c := &comparer{cfg: cfg, log: log, metrics: newMetrics(reg)}
+	c := &comparer{cfg: cfg, log: log, metrics: cfg.Metrics}
 	if c.src, err = openSide(ctx, cfg.Source, "source", cfg.Jobs+1); err != nil {
 		return nil, err
 	}
@@ -303,6 +301,8 @@ func (c *comparer) recheck(ctx context.Context, runs []*tableRun) error {
 		if !pending {
 			return nil
 		}
+		c.log.Debug("differences found while a stream runs: re-checking them after a pause",
+			zap.Int("round", round+1), zap.Duration("pause", c.cfg.RecheckDelay))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
