@@ -14,10 +14,13 @@
 // are never written, identity columns are inserted with OVERRIDING SYSTEM
 // VALUE, and the session runs with session_replication_role = replica.
 //
-// Under trigger capture (the target's state says which), each changelog
-// batch arrives as one wal.Txn whose position is the batch id
-// (trigger.Source); a target transaction holds whole batches only, since
-// a Txn is never split, and records state.RecordAppliedBatch.
+// The applier records positions itself: each target transaction ends with
+// state.RecordApplied of its last source transaction's End, whatever the
+// kind (position.Position). Under trigger capture (the target's state says
+// which), each changelog batch arrives as one wal.Txn whose position is
+// the batch id (trigger.Source); a target transaction holds whole batches
+// only, since a Txn is never split. Errors name positions as they format
+// themselves: "source LSN 0/16B3748", "changelog id 42".
 //
 // Stream is the supervisor behind `replicator stream`: it reconnects with
 // bounded exponential backoff on retryable errors and stops with a clear

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"replicator/pkg/pgutil"
+	"replicator/pkg/position"
 	"replicator/pkg/state"
 	"replicator/pkg/trigger"
 	"replicator/pkg/wal"
@@ -148,31 +149,26 @@ func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger,
 	case st.Capture != state.CaptureLogical:
 		return &StageError{"connect", fmt.Errorf("the target's migration uses %q capture, which this version does not know", st.Capture)}
 	}
-	start, err := pglogrepl.ParseLSN(st.ConsistentLSN)
+	start, err := position.ParseLSN(st.ConsistentLSN)
 	if err != nil {
 		return &StageError{"connect", fmt.Errorf("the target's state has no valid consistent LSN (%q): run `replicator snapshot` again", st.ConsistentLSN)}
 	}
-	if st.AppliedLSN != "" {
-		applied, err := pglogrepl.ParseLSN(st.AppliedLSN)
-		if err != nil {
-			return &StageError{"connect", fmt.Errorf("the target's state has an invalid applied LSN %q", st.AppliedLSN)}
-		}
-		start = max(start, applied)
+	if start.Less(st.Applied) {
+		start = st.Applied
 	}
 	ccfg := cfg.Capture
 	ccfg.SourceURL, ccfg.Slot, ccfg.Publication = cfg.SourceURL, st.SlotName, st.Publication
-	ccfg.Start, ccfg.LastCommitTime = start, st.AppliedCommitTime
+	ccfg.Start = start.LSN()
 	src, err := wal.OpenLogical(ctx, ccfg, log)
 	if err != nil {
 		return &StageError{"capture", err}
 	}
 	defer src.Close()
-	ap, err := NewApplier(ctx, target, cfg.Apply, start, m, log)
+	ap, err := NewApplier(ctx, target, cfg.Apply, start, st.AppliedCommitTime, m, log)
 	if err != nil {
 		return &StageError{"apply", err}
 	}
 	*started = true
-	m.LastAppliedLSN.Set(float64(start))
 
 	lagCtx, stopLag := context.WithCancel(ctx)
 	lagDone := make(chan struct{})
@@ -224,15 +220,16 @@ func watchLag(ctx context.Context, cfg StreamConfig, src *wal.Logical, ap *Appli
 			}
 		}
 		end := max(polled, src.SourceEnd())
-		if applied := ap.Applied(); end > applied {
+		applied := ap.Applied().LSN()
+		if end > applied {
 			m.SourceLagBytes.Set(float64(end - applied))
 		} else {
 			m.SourceLagBytes.Set(0)
 		}
 		if time.Since(lastLog) >= 30*time.Second {
 			lastLog = time.Now()
-			log.Info("stream progress", zap.Stringer("applied_lsn", ap.Applied()), zap.Stringer("source_lsn", end),
-				zap.Uint64("lag_bytes", uint64(max(end, ap.Applied())-ap.Applied())))
+			log.Info("stream progress", zap.Stringer("applied_lsn", applied), zap.Stringer("source_lsn", end),
+				zap.Uint64("lag_bytes", uint64(max(end, applied)-applied)))
 		}
 		if first, busy := ap.Busy(); busy {
 			m.ApplyLagSeconds.Set(max(0, time.Since(first).Seconds()))

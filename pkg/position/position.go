@@ -54,6 +54,19 @@ func Batch(id int64) Position { return Position{KindBatch, uint64(id)} }
 // ChangelogID is the position of one changelog row (never negative).
 func ChangelogID(id int64) Position { return Position{KindChangelogID, uint64(id)} }
 
+// New is the position of kind k at v, as Kind and Uint64 give them back:
+// for encodings of a position's own (spill files). KindNone gives the zero
+// Position whatever v is.
+func New(k Kind, v uint64) (Position, error) {
+	switch k {
+	case KindNone:
+		return Position{}, nil
+	case KindLSN, KindBatch, KindChangelogID:
+		return Position{k, v}, nil
+	}
+	return Position{}, fmt.Errorf("position: unknown kind %d", uint8(k))
+}
+
 // ParseLSN reads PostgreSQL's pg_lsn text (e.g. 0/16B3748).
 func ParseLSN(s string) (Position, error) {
 	l, err := pglogrepl.ParseLSN(s)

@@ -101,6 +101,14 @@ func TestAccessors(t *testing.T) {
 	if q, err := ParseLSN("16/B3748000"); err != nil || q != LSN(0x16_B374_8000) {
 		t.Errorf("ParseLSN: %v, %v", q, err)
 	}
+	for _, p := range []Position{{}, LSN(0x2A), Batch(7), ChangelogID(42)} {
+		if q, err := New(p.Kind(), p.Uint64()); err != nil || q != p {
+			t.Errorf("New(%v, %d) = %v, %v; want %v", p.Kind(), p.Uint64(), q, err, p)
+		}
+	}
+	if _, err := New(Kind(99), 1); err == nil {
+		t.Error("New of an unknown kind succeeded")
+	}
 	if _, err := ParseLSN("42"); err == nil {
 		t.Error("ParseLSN of a plain number succeeded")
 	}

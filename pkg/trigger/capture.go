@@ -147,7 +147,8 @@ func (c *Capture) RunTicker(ctx context.Context) error {
 // Batch is the set of changes of the transactions that committed between
 // two ticks: visible in tick ID's snapshot and not in tick ID-1's. ID is
 // the position to record on the target once the batch is committed there
-// (state.RecordAppliedBatch), and Time the commit time to record with it.
+// (state.RecordApplied of position.Batch(ID)), and Time the commit time
+// to record with it.
 type Batch struct {
 	ID   int64
 	Prev string // tick ID-1's snapshot
