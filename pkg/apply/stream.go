@@ -33,7 +33,9 @@ type StreamConfig struct {
 	Trigger trigger.Config
 
 	// MinBackoff and MaxBackoff bound the wait before reconnecting after a
-	// retryable error; it doubles each time. Defaults (0) 500ms and 30s.
+	// retryable error; it doubles each time, with ±25% jitter kept within
+	// the bounds, and starts over at MinBackoff after a run longer than
+	// twice MaxBackoff. Defaults (0) 500ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
 	// SourcePollInterval is how often the source's WAL end is read for
 	// replicator_source_lag_bytes. Default (0) 2s.
@@ -81,8 +83,9 @@ var ErrSnapshotNotDone = errors.New("the snapshot into the target has not finish
 // finishes the target transaction in progress and returns nil) or a fatal
 // error. Retryable errors (connections lost, a server restarting) are
 // retried with bounded exponential backoff; the stream resumes from the
-// position recorded on the target, so nothing is applied twice. Metrics
-// are registered with reg (may be nil).
+// position recorded on the target, so nothing is applied twice. A panic
+// inside the stream stops it with a *PanicError (its stack in the log).
+// Metrics are registered with reg (may be nil).
 func Stream(ctx context.Context, cfg StreamConfig, log *zap.Logger, reg prometheus.Registerer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -91,11 +94,11 @@ func Stream(ctx context.Context, cfg StreamConfig, log *zap.Logger, reg promethe
 	if err != nil {
 		return fmt.Errorf("stream: register metrics: %w", err)
 	}
-	backoff := cfg.MinBackoff
+	wait := newReconnectBackoff(cfg.MinBackoff, cfg.MaxBackoff)
 	started := false
 	for {
 		began := time.Now()
-		err := attempt(ctx, cfg, m, log, reg, &started)
+		err := guard("apply", log, func() error { return attempt(ctx, cfg, m, log, reg, &started) })()
 		if ctx.Err() != nil {
 			log.Info("stream stopped")
 			return nil
@@ -117,16 +120,18 @@ func Stream(ctx context.Context, cfg StreamConfig, log *zap.Logger, reg promethe
 			return err
 		}
 		if time.Since(began) > 2*cfg.MaxBackoff {
-			backoff = cfg.MinBackoff // it ran a good while: a fresh incident
+			wait.Reset() // it ran a good while: a fresh incident
 		}
-		log.Warn("stream interrupted; reconnecting", zap.String("stage", stage), zap.Error(err), zap.Duration("retry_in", backoff))
+		retryIn := wait.Next()
+		log.Warn("stream interrupted; reconnecting", zap.String("stage", stage), zap.Error(err), zap.Duration("retry_in", retryIn))
+		timer := time.NewTimer(retryIn)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			log.Info("stream stopped")
 			return nil
-		case <-time.After(backoff):
+		case <-timer.C:
 		}
-		backoff = min(2*backoff, cfg.MaxBackoff)
 	}
 }
 
@@ -169,18 +174,7 @@ func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger,
 		return &StageError{"apply", err}
 	}
 	*started = true
-
-	lagCtx, stopLag := context.WithCancel(ctx)
-	lagDone := make(chan struct{})
-	go func() {
-		defer close(lagDone)
-		watchLag(lagCtx, cfg, src, ap, m, log)
-	}()
-	err = ap.Run(ctx, src)
-	stopLag()
-	<-lagDone
-	m.ApplyLagSeconds.Set(0)
-	return err
+	return applyAndWatch(ctx, ap, src, m, log, func(ctx context.Context) { watchLag(ctx, cfg, src, ap, m, log) })
 }
 
 // watchLag keeps the lag gauges current. The source's WAL end is read on

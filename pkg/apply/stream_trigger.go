@@ -33,17 +33,7 @@ func attemptTrigger(ctx context.Context, cfg StreamConfig, target *pgx.Conn, st 
 	*started = true
 	log.Info("streaming trigger capture batches", zap.Int64("after_batch", st.Applied.ID()))
 
-	lagCtx, stopLag := context.WithCancel(ctx)
-	lagDone := make(chan struct{})
-	go func() {
-		defer close(lagDone)
-		watchTriggerLag(lagCtx, src, ap, m, log)
-	}()
-	err = ap.Run(ctx, src)
-	stopLag()
-	<-lagDone
-	m.ApplyLagSeconds.Set(0)
-	return err
+	return applyAndWatch(ctx, ap, src, m, log, func(ctx context.Context) { watchTriggerLag(ctx, src, ap, m, log) })
 }
 
 // watchTriggerLag keeps replicator_apply_lag_seconds current: now minus
