@@ -25,6 +25,7 @@ import (
 	"replicator/pkg/redisrdb"
 	"replicator/pkg/redisverify"
 	"replicator/pkg/snapshot"
+	"replicator/pkg/trigger"
 	"replicator/pkg/verify"
 )
 
@@ -137,9 +138,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	say("\n[5/7] streaming Postgres changes and following Redis, under load for %s", o.Stream)
 	streamCtx, stopStream := context.WithCancel(ctx)
 	defer stopStream()
+	am, err := apply.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	tm, err := trigger.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	streamErr := make(chan error, 2)
 	go func() {
-		streamErr <- apply.Stream(streamCtx, apply.StreamConfig{SourceURL: source, TargetURL: target}, o.Log, reg)
+		streamErr <- apply.Stream(streamCtx, apply.StreamConfig{SourceURL: source, TargetURL: target,
+			Metrics: am, TriggerMetrics: tm}, o.Log)
 	}()
 	rOpts := &redis.Options{Addr: srcR.Addr()}
 	go func() {

@@ -26,5 +26,8 @@
 // bounded exponential backoff on retryable errors and stops with a clear
 // error (table, key, LSN, cause) on a change the target refuses.
 //
-//	err := apply.Stream(ctx, apply.StreamConfig{SourceURL: src, TargetURL: dst}, log, registry)
+//	m, err := apply.NewMetrics(registry)        // once per process
+//	tm, err := trigger.NewMetrics(registry)
+//	err = apply.Stream(ctx, apply.StreamConfig{SourceURL: src, TargetURL: dst,
+//		Metrics: m, TriggerMetrics: tm}, log)
 package apply

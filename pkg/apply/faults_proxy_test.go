@@ -82,7 +82,7 @@ func TestStreamSurvivesConnectionCuts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- Stream(ctx, cfg, log, nil) }()
+	go func() { done <- Stream(ctx, cfg, log) }()
 	w := startWriter(t, p.srcURL)
 	defer w.finish()
 	var checks, violations atomic.Int64

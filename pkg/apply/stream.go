@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"replicator/pkg/pgutil"
@@ -40,6 +39,13 @@ type StreamConfig struct {
 	// SourcePollInterval is how often the source's WAL end is read for
 	// replicator_source_lag_bytes. Default (0) 2s.
 	SourcePollInterval time.Duration
+
+	// Metrics and TriggerMetrics receive the stream's metrics and trigger
+	// capture's. Build them once per process (NewMetrics,
+	// trigger.NewMetrics): they outlive the stream's reconnects. nil: no
+	// metrics.
+	Metrics        *Metrics
+	TriggerMetrics *trigger.Metrics
 }
 
 // Validate applies defaults and checks the configuration.
@@ -85,20 +91,20 @@ var ErrSnapshotNotDone = errors.New("the snapshot into the target has not finish
 // retried with bounded exponential backoff; the stream resumes from the
 // position recorded on the target, so nothing is applied twice. A panic
 // inside the stream stops it with a *PanicError (its stack in the log).
-// Metrics are registered with reg (may be nil).
-func Stream(ctx context.Context, cfg StreamConfig, log *zap.Logger, reg prometheus.Registerer) error {
+// Metrics go to cfg.Metrics and cfg.TriggerMetrics.
+func Stream(ctx context.Context, cfg StreamConfig, log *zap.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	m, err := NewMetrics(reg)
-	if err != nil {
-		return fmt.Errorf("stream: register metrics: %w", err)
+	m := cfg.Metrics
+	if m == nil {
+		m = newMetrics() // unregistered: updated below, read by nobody
 	}
 	wait := newReconnectBackoff(cfg.MinBackoff, cfg.MaxBackoff)
 	started := false
 	for {
 		began := time.Now()
-		err := guard("apply", log, func() error { return attempt(ctx, cfg, m, log, reg, &started) })()
+		err := guard("apply", log, func() error { return attempt(ctx, cfg, m, log, &started) })()
 		if ctx.Err() != nil {
 			log.Info("stream stopped")
 			return nil
@@ -136,7 +142,7 @@ func Stream(ctx context.Context, cfg StreamConfig, log *zap.Logger, reg promethe
 }
 
 // attempt runs one session: connect, read the state, stream, apply.
-func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger, reg prometheus.Registerer, started *bool) error {
+func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger, started *bool) error {
 	target, err := pgutil.Connect(ctx, cfg.TargetURL, "target")
 	if err != nil {
 		return &StageError{"connect", err}
@@ -150,7 +156,7 @@ func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger,
 	case st.SnapshotStatus != state.SnapshotDone:
 		return &StageError{"connect", ErrSnapshotNotDone}
 	case st.Capture == state.CaptureTrigger:
-		return attemptTrigger(ctx, cfg, target, st, m, log, reg, started)
+		return attemptTrigger(ctx, cfg, target, st, m, log, started)
 	case st.Capture != state.CaptureLogical:
 		return &StageError{"connect", fmt.Errorf("the target's migration uses %q capture, which this version does not know", st.Capture)}
 	}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"replicator/pkg/state"
@@ -19,9 +18,9 @@ import (
 // commit holds whole batches only, recording the last one's batch id
 // (state.RecordApplied); after a crash the stream resumes after it.
 func attemptTrigger(ctx context.Context, cfg StreamConfig, target *pgx.Conn, st *state.State, m *Metrics, log *zap.Logger,
-	reg prometheus.Registerer, started *bool) error {
+	started *bool) error {
 	src, err := trigger.OpenSource(ctx, cfg.SourceURL, trigger.SourceConfig{Capture: cfg.Trigger, Applied: st.Applied.ID(),
-		TxnMemory: cfg.Capture.TxnMemory, SpillDir: cfg.Capture.SpillDir}, log, reg)
+		TxnMemory: cfg.Capture.TxnMemory, SpillDir: cfg.Capture.SpillDir}, log, cfg.TriggerMetrics)
 	if err != nil {
 		return &StageError{"capture", err}
 	}

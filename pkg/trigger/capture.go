@@ -9,7 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -28,8 +27,7 @@ type Capture struct {
 	cfg   Config
 	log   *zap.Logger
 
-	rows prometheus.Gauge
-	lag  prometheus.Gauge
+	m *Metrics // nil: none
 
 	mu         sync.Mutex
 	tables     map[uint32]*Table
@@ -37,9 +35,9 @@ type Capture struct {
 	lastTicked time.Time
 }
 
-// New connects to the source (sourceURL is never logged) and registers
-// the capture metrics on reg (nil: no metrics).
-func New(ctx context.Context, sourceURL string, cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Capture, error) {
+// New connects to the source (sourceURL is never logged). m receives the
+// capture metrics (nil: none).
+func New(ctx context.Context, sourceURL string, cfg Config, log *zap.Logger, m *Metrics) (*Capture, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -47,7 +45,7 @@ func New(ctx context.Context, sourceURL string, cfg Config, log *zap.Logger, reg
 	if err != nil {
 		return nil, err
 	}
-	c := &Capture{pool: pool, where: where, cfg: cfg, log: log, tables: map[uint32]*Table{}}
+	c := &Capture{pool: pool, where: where, cfg: cfg, log: log, m: m, tables: map[uint32]*Table{}}
 	conn, err := c.acquire(ctx)
 	if err != nil {
 		pool.Close()
@@ -58,27 +56,6 @@ func New(ctx context.Context, sourceURL string, cfg Config, log *zap.Logger, reg
 	if err != nil {
 		pool.Close()
 		return nil, err
-	}
-	c.rows = prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_trigger_changelog_rows",
-		Help: "Rows in the source's changelog not yet purged (refreshed at most every MetricsInterval)."})
-	c.lag = prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_trigger_capture_lag_seconds",
-		Help: "Seconds between now and the tick closing the last batch the target committed (source clock)."})
-	if reg != nil {
-		// A stream that reconnects builds a new Capture on the same
-		// registry: it takes over the gauges already registered.
-		for _, g := range []*prometheus.Gauge{&c.rows, &c.lag} {
-			err := reg.Register(*g)
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				if old, ok := are.ExistingCollector.(prometheus.Gauge); ok {
-					*g, err = old, nil
-				}
-			}
-			if err != nil {
-				pool.Close()
-				return nil, fmt.Errorf("register trigger capture metrics: %w", err)
-			}
-		}
 	}
 	return c, nil
 }

@@ -185,7 +185,11 @@ func TestCaptureMatchesSource(t *testing.T) {
 	}
 
 	reg := prometheus.NewRegistry()
-	capt, err := trigger.New(ctx, s.url, testConfig(), zap.NewNop(), reg)
+	m, err := trigger.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capt, err := trigger.New(ctx, s.url, testConfig(), zap.NewNop(), m)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,7 +79,9 @@ func (c *Capture) updateMetrics(ctx context.Context, conn *pgx.Conn, applied int
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("measure capture lag: %w", err)
 	}
-	c.lag.Set(lag)
+	if c.m != nil {
+		c.m.CaptureLagSeconds.Set(lag)
+	}
 	c.mu.Lock()
 	due := force || time.Since(c.lastCount) >= c.cfg.MetricsInterval
 	if due {
@@ -93,6 +95,8 @@ func (c *Capture) updateMetrics(ctx context.Context, conn *pgx.Conn, applied int
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM replicator.changelog`).Scan(&n); err != nil {
 		return fmt.Errorf("count the changelog: %w", err)
 	}
-	c.rows.Set(float64(n))
+	if c.m != nil {
+		c.m.ChangelogRows.Set(float64(n))
+	}
 	return nil
 }

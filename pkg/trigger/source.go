@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -67,9 +66,9 @@ type Source struct {
 }
 
 // OpenSource connects to the source and starts the ticker, the reader and
-// the purger. sourceURL is never logged; reg (nil: none) receives the
-// capture metrics and may be the same registry on every reconnect.
-func OpenSource(ctx context.Context, sourceURL string, cfg SourceConfig, log *zap.Logger, reg prometheus.Registerer) (*Source, error) {
+// the purger. sourceURL is never logged; m (nil: none) receives the
+// capture metrics, the same *Metrics on every reconnect.
+func OpenSource(ctx context.Context, sourceURL string, cfg SourceConfig, log *zap.Logger, m *Metrics) (*Source, error) {
 	if cfg.TxnMemory == 0 {
 		cfg.TxnMemory = 8 << 20
 	}
@@ -79,7 +78,7 @@ func OpenSource(ctx context.Context, sourceURL string, cfg SourceConfig, log *za
 	if cfg.TxnMemory < 0 || cfg.MetricsInterval < 0 || cfg.Applied < 0 {
 		return nil, fmt.Errorf("trigger source: negative memory bound, interval or batch")
 	}
-	capt, err := New(ctx, sourceURL, cfg.Capture, log, reg)
+	capt, err := New(ctx, sourceURL, cfg.Capture, log, m)
 	if err != nil {
 		return nil, err
 	}
