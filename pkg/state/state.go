@@ -205,11 +205,6 @@ func RecordAppliedLSN(ctx context.Context, tx DB, lsn string, commitTime time.Ti
 	return RecordApplied(ctx, tx, pos, commitTime)
 }
 
-// RecordAppliedBatch is RecordApplied of a changelog batch id.
-func RecordAppliedBatch(ctx context.Context, tx DB, batch int64, commitTime time.Time) error {
-	return RecordApplied(ctx, tx, position.Batch(batch), commitTime)
-}
-
 // RecordError stores the last error (already free of credentials) so that
 // `replicator status` can show it.
 func RecordError(ctx context.Context, db DB, msg string) error {
