@@ -23,8 +23,11 @@
 // themselves: "source LSN 0/16B3748", "changelog id 42".
 //
 // Stream is the supervisor behind `replicator stream`: it reconnects with
-// bounded exponential backoff on retryable errors and stops with a clear
-// error (table, key, LSN, cause) on a change the target refuses.
+// bounded, jittered exponential backoff on retryable errors, stops with a
+// clear error (table, key, position, cause) on a change the target
+// refuses, and turns a panic inside it into a fatal PanicError with the
+// stack in the log. The applier and the lag poller of one attempt run in
+// one errgroup (supervisor.go).
 //
 //	m, err := apply.NewMetrics(registry)        // once per process
 //	tm, err := trigger.NewMetrics(registry)
