@@ -49,5 +49,9 @@ func (c *runCmd) Run(ctx context.Context, g *Globals) error {
 		}
 	}
 	log.Info("streaming changes", zap.String("until", "SIGINT or SIGTERM"))
-	return apply.Stream(ctx, c.streamConfig(c.Source, c.Target), log, reg)
+	cfg := c.streamConfig(c.Source, c.Target)
+	if err := streamMetrics(&cfg, reg); err != nil {
+		return err
+	}
+	return apply.Stream(ctx, cfg, log)
 }

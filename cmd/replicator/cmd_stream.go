@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"replicator/pkg/apply"
+	"replicator/pkg/trigger"
 	"replicator/pkg/wal"
 )
 
@@ -43,5 +47,21 @@ func (c *streamCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer log.Sync()
-	return apply.Stream(ctx, c.streamConfig(c.Source, c.Target), log, reg)
+	cfg := c.streamConfig(c.Source, c.Target)
+	if err := streamMetrics(&cfg, reg); err != nil {
+		return err
+	}
+	return apply.Stream(ctx, cfg, log)
+}
+
+// streamMetrics builds the stream's metrics on reg, once per process.
+func streamMetrics(cfg *apply.StreamConfig, reg prometheus.Registerer) error {
+	var err error
+	if cfg.Metrics, err = apply.NewMetrics(reg); err != nil {
+		return fmt.Errorf("register the stream's metrics: %w", err)
+	}
+	if cfg.TriggerMetrics, err = trigger.NewMetrics(reg); err != nil {
+		return fmt.Errorf("register trigger capture's metrics: %w", err)
+	}
+	return nil
 }

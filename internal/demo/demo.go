@@ -25,6 +25,7 @@ import (
 	"replicator/pkg/redissync"
 	"replicator/pkg/redisverify"
 	"replicator/pkg/snapshot"
+	"replicator/pkg/trigger"
 	"replicator/pkg/verify"
 )
 
@@ -149,9 +150,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	streamCtx, stopStream := context.WithCancel(ctx)
 	defer stopStream()
+	am, err := apply.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	tm, err := trigger.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	streamErr := make(chan error, 2)
 	go func() {
-		streamErr <- apply.Stream(streamCtx, apply.StreamConfig{SourceURL: source, TargetURL: target}, o.Log, reg)
+		streamErr <- apply.Stream(streamCtx, apply.StreamConfig{SourceURL: source, TargetURL: target,
+			Metrics: am, TriggerMetrics: tm}, o.Log)
 	}()
 	rOpts := &redis.Options{Addr: srcR.Addr()}
 	go func() {

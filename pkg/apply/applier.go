@@ -7,11 +7,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"replicator/pkg/position"
+	"replicator/pkg/state"
 	"replicator/pkg/wal"
 )
 
@@ -32,10 +33,6 @@ type Config struct {
 	// the memory its arguments hold). Defaults (0) 1000 and 8 MiB.
 	BatchStatements int
 	BatchBytes      int64
-	// Changelog says the positions of changes and transactions are trigger
-	// capture's changelog ids and batch numbers, not WAL positions, so
-	// that errors name them as such.
-	Changelog bool
 }
 
 func (c *Config) setDefaults() {
@@ -76,7 +73,8 @@ type Applier struct {
 	m    *Metrics
 	cat  *catalog
 
-	applied pglogrepl.LSN // end LSN of the last transaction committed on the target
+	applied    position.Position // end of the last transaction committed on the target
+	lastCommit time.Time         // source commit time of the newest transaction that had one
 
 	// current target transaction
 	tx         pgx.Tx
@@ -89,10 +87,11 @@ type Applier struct {
 	counts     map[countKey]int
 	txns       []*wal.Txn
 	groupFirst atomic.Int64 // unix nanos of the oldest commit time in the group; 0 when none
-	// position is the gauge of the applied position: LastAppliedLSN, or
-	// the batch gauge under trigger capture.
+	// position is the gauge of the applied position's kind, chosen by
+	// NewApplier: LastAppliedLSN, or LastAppliedBatch under trigger
+	// capture. nil without metrics.
 	position    prometheus.Gauge
-	lastApplied atomic.Uint64
+	lastApplied atomic.Pointer[position.Position]
 
 	// net changes (net.go)
 	nets     map[*targetTable]*netTable
@@ -110,8 +109,8 @@ type stmtMeta struct {
 	table    string
 	op       string
 	key      string
-	first    pglogrepl.LSN // source positions of its changes, named only in errors
-	last     pglogrepl.LSN
+	first    position.Position // source positions of its changes, named only in errors
+	last     position.Position
 	xid      uint32
 	expected int64 // rows it must touch; -1 for any
 	setWise  bool  // a set-wise statement of net changes (net.go)
@@ -123,17 +122,36 @@ type insertRun struct {
 	p           *plan
 	cols        []int
 	vals        [][]*string // per column
-	first, last pglogrepl.LSN
+	first, last position.Position
 	xid         uint32
 	firstKey    string // the first row's key, named when the run is one row
 }
 
 // NewApplier prepares conn for apply: session_replication_role = replica,
 // so target triggers and foreign-key checks do not fire (the source
-// already ran them). applied is the target's recorded position.
-func NewApplier(ctx context.Context, conn *pgx.Conn, cfg Config, applied pglogrepl.LSN, m *Metrics, log *zap.Logger) (*Applier, error) {
+// already ran them). applied is where the target is: transactions ending
+// at or before it are skipped; its kind (an LSN, or a changelog batch
+// under trigger capture) is the kind every transaction must have, and
+// picks the position gauge of m. appliedCommit is the source commit time
+// recorded with it (zero when unknown), kept in the state while only
+// heartbeats move the position.
+func NewApplier(ctx context.Context, conn *pgx.Conn, cfg Config, applied position.Position, appliedCommit time.Time,
+	m *Metrics, log *zap.Logger) (*Applier, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	var gauge prometheus.Gauge
+	switch applied.Kind() {
+	case position.KindLSN:
+		if m != nil {
+			gauge = m.LastAppliedLSN
+		}
+	case position.KindBatch:
+		if m != nil {
+			gauge = m.LastAppliedBatch
+		}
+	default:
+		return nil, fmt.Errorf("apply: cannot start at %s: not the position of a source transaction", applied)
 	}
 	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
 		return nil, fmt.Errorf("target: SET session_replication_role = replica (the target user needs superuser, or rds_superuser on RDS): %w", err)
@@ -145,44 +163,18 @@ func NewApplier(ctx context.Context, conn *pgx.Conn, cfg Config, applied pglogre
 	if _, err := conn.Exec(ctx, "SET enable_hashjoin = off; SET enable_mergejoin = off"); err != nil {
 		return nil, fmt.Errorf("target: set planner options: %w", err)
 	}
-	a := &Applier{cfg: cfg, conn: conn, log: log, m: m, cat: newCatalog(), applied: applied,
-		nets: map[*targetTable]*netTable{}}
-	a.lastApplied.Store(uint64(applied))
-	if m != nil {
-		a.position = m.LastAppliedLSN
+	a := &Applier{cfg: cfg, conn: conn, log: log, m: m, cat: newCatalog(), applied: applied, lastCommit: appliedCommit,
+		nets: map[*targetTable]*netTable{}, position: gauge}
+	a.lastApplied.Store(&applied)
+	if gauge != nil {
+		gauge.Set(float64(applied.Uint64()))
 	}
 	return a, nil
 }
 
-// changePosition names where a change is on the source.
-func (a *Applier) changePosition(l pglogrepl.LSN) string {
-	if a.cfg.Changelog {
-		return fmt.Sprintf("changelog id %d", uint64(l))
-	}
-	return "source LSN " + l.String()
-}
-
-// changeRange names the positions of a run of changes.
-func (a *Applier) changeRange(first, last pglogrepl.LSN) string {
-	switch {
-	case first == last:
-		return a.changePosition(first)
-	case a.cfg.Changelog:
-		return fmt.Sprintf("changelog ids %d..%d", uint64(first), uint64(last))
-	}
-	return "source LSN " + first.String() + ".." + last.String()
-}
-
-// txnPosition names where a transaction ends on the source.
-func (a *Applier) txnPosition(l pglogrepl.LSN) string {
-	if a.cfg.Changelog {
-		return fmt.Sprintf("changelog batch %d", uint64(l))
-	}
-	return "source LSN " + l.String()
-}
-
-// Applied is the end LSN of the last transaction committed on the target.
-func (a *Applier) Applied() pglogrepl.LSN { return pglogrepl.LSN(a.lastApplied.Load()) }
+// Applied is the end position of the last transaction committed on the
+// target. Safe to call from any goroutine.
+func (a *Applier) Applied() position.Position { return *a.lastApplied.Load() }
 
 // Busy reports the commit time of the oldest transaction being applied,
 // or false when none is.
@@ -239,20 +231,18 @@ func (a *Applier) Run(ctx context.Context, src wal.Source) error {
 	}
 }
 
-// expired is a context that is already done: Next with it returns only a
-// transaction that is ready.
-var expired = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()
-
 // group applies t and the transactions that follow it within the bounds,
 // in one target transaction, then records the position and commits.
 func (a *Applier) group(ctx, opCtx context.Context, src wal.Source, t *wal.Txn) error {
 	start := time.Now()
 	for t != nil {
-		if t.EndLSN <= a.applied {
+		if t.End.Kind() != a.applied.Kind() {
+			// Positions order only within one kind: skipping by them
+			// would be meaningless.
+			t.Close()
+			return &StageError{"capture", fmt.Errorf("capture delivered a transaction at %s to a target at %s", t.End, a.applied)}
+		}
+		if !a.applied.Less(t.End) {
 			t.Close() // applied before a restart: exactly once
 		} else if err := a.add(opCtx, t); err != nil {
 			return err
@@ -261,8 +251,8 @@ func (a *Applier) group(ctx, opCtx context.Context, src wal.Source, t *wal.Txn) 
 		if a.changes >= a.cfg.MaxChanges || a.bytes >= a.cfg.MaxBytes || ctx.Err() != nil {
 			break
 		}
-		next, err := src.Next(expired)
-		if err != nil && !errors.Is(err, context.Canceled) {
+		next, err := src.Poll()
+		if err != nil {
 			return &StageError{"capture", err}
 		}
 		if next == nil {
@@ -302,6 +292,9 @@ func (a *Applier) add(ctx context.Context, t *wal.Txn) error {
 	if !t.Heartbeat && a.groupFirst.Load() == 0 {
 		a.groupFirst.Store(t.CommitTime.UnixNano())
 	}
+	if !t.CommitTime.IsZero() {
+		a.lastCommit = t.CommitTime
+	}
 	a.txns = append(a.txns, t)
 	a.changes += t.Count
 	a.bytes += t.Bytes
@@ -323,17 +316,24 @@ func (a *Applier) commit(ctx context.Context, src wal.Source) error {
 	last := a.txns[len(a.txns)-1]
 	// The position goes in the same target transaction as the data: after
 	// a crash the target says exactly which source transactions it holds.
-	if err := src.Record(ctx, a.tx, last); err != nil {
+	// A logical heartbeat has no commit time of its own: the state keeps
+	// that of the last real transaction, so apply lag is measured from it.
+	commitTime := a.lastCommit
+	if commitTime.IsZero() {
+		commitTime = time.Now()
+	}
+	if err := state.RecordApplied(ctx, a.tx, last.End, commitTime); err != nil {
 		return err
 	}
 	if err := a.tx.Commit(ctx); err != nil {
-		return fmt.Errorf("target: commit through %s: %w", a.txnPosition(last.EndLSN), err)
+		return fmt.Errorf("target: commit through %s: %w", last.End, err)
 	}
 	a.tx = nil
 	// Only now may the source forget these transactions.
 	src.Committed(last)
-	a.applied = last.EndLSN
-	a.lastApplied.Store(uint64(last.EndLSN))
+	a.applied = last.End
+	applied := last.End
+	a.lastApplied.Store(&applied)
 	n := 0
 	for _, t := range a.txns {
 		if !t.Heartbeat {
@@ -350,7 +350,7 @@ func (a *Applier) commit(ctx context.Context, src wal.Source) error {
 			a.m.BatchChanges.Observe(float64(a.changes))
 		}
 		if a.position != nil {
-			a.position.Set(float64(last.EndLSN))
+			a.position.Set(float64(last.End.Uint64()))
 		}
 	}
 	a.reset()

@@ -14,14 +14,23 @@
 // are never written, identity columns are inserted with OVERRIDING SYSTEM
 // VALUE, and the session runs with session_replication_role = replica.
 //
-// Under trigger capture (the target's state says which), each changelog
-// batch arrives as one wal.Txn whose position is the batch id
-// (trigger.Source); a target transaction holds whole batches only, since
-// a Txn is never split, and records state.RecordAppliedBatch.
+// The applier records positions itself: each target transaction ends with
+// state.RecordApplied of its last source transaction's End, whatever the
+// kind (position.Position). Under trigger capture (the target's state says
+// which), each changelog batch arrives as one wal.Txn whose position is
+// the batch id (trigger.Source); a target transaction holds whole batches
+// only, since a Txn is never split. Errors name positions as they format
+// themselves: "source LSN 0/16B3748", "changelog id 42".
 //
 // Stream is the supervisor behind `replicator stream`: it reconnects with
-// bounded exponential backoff on retryable errors and stops with a clear
-// error (table, key, LSN, cause) on a change the target refuses.
+// bounded, jittered exponential backoff on retryable errors, stops with a
+// clear error (table, key, position, cause) on a change the target
+// refuses, and turns a panic inside it into a fatal PanicError with the
+// stack in the log. The applier and the lag poller of one attempt run in
+// one errgroup (supervisor.go).
 //
-//	err := apply.Stream(ctx, apply.StreamConfig{SourceURL: src, TargetURL: dst}, log, registry)
+//	m, err := apply.NewMetrics(registry)        // once per process
+//	tm, err := trigger.NewMetrics(registry)
+//	err = apply.Stream(ctx, apply.StreamConfig{SourceURL: src, TargetURL: dst,
+//		Metrics: m, TriggerMetrics: tm}, log)
 package apply

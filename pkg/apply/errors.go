@@ -43,6 +43,19 @@ func (e *ApplyError) Error() string {
 
 func (e *ApplyError) Unwrap() error { return e.Err }
 
+// PanicError is a panic recovered at the stream's boundary: a bug, fatal
+// and never retried. The stack is logged where it was recovered; Error
+// gives the panic's value only.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("internal error (a bug: please report it with the stack trace from the log): %s",
+		pgutil.RedactText(fmt.Sprint(e.Value)))
+}
+
 // ErrRowMissing is the cause when an UPDATE or DELETE finds no row on the
 // target: the target differs from the source.
 var ErrRowMissing = errors.New("the row is not on the target (the target has drifted from the source: verify, and re-run the snapshot if needed)")
@@ -51,7 +64,8 @@ var ErrRowMissing = errors.New("the row is not on the target (the target has dri
 // a server shutting down or starting up, a network error. Errors about the
 // data or the setup are not.
 func IsRetryable(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) {
+	var pe *PanicError
+	if err == nil || errors.Is(err, context.Canceled) || errors.As(err, &pe) {
 		return false
 	}
 	var ae *ApplyError

@@ -47,18 +47,45 @@ func bigTxn(t *testing.T, p *pair, n int) pglogrepl.LSN {
 	return p.sourceLSN(t)
 }
 
-// applyingOnTarget reports whether a session on the target database has an
-// open write transaction: the applier in the middle of a batch.
-func applyingOnTarget(t *testing.T, p *pair) bool {
+// applyingOnTarget reports whether a session on the target database has
+// had a write transaction open for at least d: the applier in the middle
+// of a batch.
+func applyingOnTarget(t *testing.T, p *pair, d time.Duration) bool {
 	t.Helper()
 	var n int
 	c := targetCluster(t).Connect(t, p.dst)
 	defer c.Close(context.Background())
 	if err := c.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL`).Scan(&n); err != nil {
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL
+		AND xact_start <= now() - $1::interval`, d.String()).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n > 0
+}
+
+// sending reports whether the source's walsender for the stream's slot
+// has sent past end, or is blocked writing to the stream's connection:
+// either way the transaction ending before end is on its way.
+func sending(t *testing.T, p *pair, end pglogrepl.LSN) bool {
+	t.Helper()
+	c := srcPG.Connect(t, "postgres")
+	defer c.Close(context.Background())
+	var sent *string
+	var wait *string
+	err := c.QueryRow(context.Background(), `SELECT r.sent_lsn::text, a.wait_event FROM pg_replication_slots s
+		JOIN pg_stat_replication r ON r.pid = s.active_pid JOIN pg_stat_activity a ON a.pid = s.active_pid
+		WHERE s.slot_name = $1`, p.slot).Scan(&sent, &wait)
+	if err != nil {
+		return false // not streaming at the moment
+	}
+	if wait != nil && *wait == "WalSenderWriteData" {
+		return true
+	}
+	if sent == nil {
+		return false
+	}
+	l, err := pglogrepl.ParseLSN(*sent)
+	return err == nil && l >= end
 }
 
 // TestStreamSurvivesConnectionCuts runs the stream with a TCP proxy in front
@@ -82,7 +109,7 @@ func TestStreamSurvivesConnectionCuts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- Stream(ctx, cfg, log, nil) }()
+	go func() { done <- Stream(ctx, cfg, log) }()
 	w := startWriter(t, p.srcURL)
 	defer w.finish()
 	var checks, violations atomic.Int64
@@ -91,14 +118,16 @@ func TestStreamSurvivesConnectionCuts(t *testing.T) {
 	go func() { defer close(watched); watchFlush(watchCtx, t, p, &checks, &violations) }()
 	defer func() { stopWatch(); <-watched }()
 	began := time.Now()
-	time.Sleep(500 * time.Millisecond)
+	from := p.appliedLSN(t)
+	waitUntil(t, 30*time.Second, "the stream to apply the writer's transactions", done, func() bool { return p.appliedLSN(t) > from })
 
 	// 1. Source side, mid-transaction: throttle the replication connection
-	// so a large transaction takes seconds to arrive, and cut it halfway.
+	// so a large transaction takes seconds to arrive, and cut it while it
+	// is on its way: the source has sent it (or is blocked sending it into
+	// the throttled proxy), the target has not applied it.
 	srcProxy.SetBandwidth(64 << 10)
-	time.Sleep(200 * time.Millisecond) // the writer's small transactions still flow
 	commit := bigTxn(t, p, 6000)
-	time.Sleep(700 * time.Millisecond)
+	waitUntil(t, 30*time.Second, "the source to send the large transaction", done, func() bool { return sending(t, p, commit) })
 	if applied := p.appliedLSN(t); applied >= commit {
 		t.Fatalf("the large transaction was applied (%s >= %s) before the cut: throttle harder", applied, commit)
 	}
@@ -117,10 +146,11 @@ func TestStreamSurvivesConnectionCuts(t *testing.T) {
 	// the applier has a target transaction open, and cut it.
 	dstProxy.SetBandwidth(64 << 10)
 	commit = bigTxn(t, p, 6000)
-	waitUntil(t, 30*time.Second, "the applier to open a target transaction", done, func() bool {
-		return applyingOnTarget(t, p)
+	// A group of small transactions commits in a few milliseconds even
+	// throttled; one open for a second is a large one, mid-batch.
+	waitUntil(t, 30*time.Second, "the applier to be in the middle of a large target transaction", done, func() bool {
+		return applyingOnTarget(t, p, time.Second)
 	})
-	time.Sleep(200 * time.Millisecond)
 	if applied := p.appliedLSN(t); applied >= commit {
 		t.Fatalf("the large transaction was applied (%s >= %s) before the cut", applied, commit)
 	}
@@ -140,9 +170,28 @@ func TestStreamSurvivesConnectionCuts(t *testing.T) {
 	}
 
 	// 3. A partition: the target refuses connections for a while; the
-	// stream keeps retrying with growing waits.
+	// stream keeps retrying with growing waits. The partition lasts until
+	// a retry waited clearly longer than the first (past its jitter).
+	reconnects := func() []time.Duration {
+		var waits []time.Duration
+		for _, e := range logs.FilterMessage("stream interrupted; reconnecting").All() {
+			if d, ok := e.ContextMap()["retry_in"].(time.Duration); ok {
+				waits = append(waits, d)
+			}
+		}
+		return waits
+	}
+	grown := cfg.MinBackoff * 7 / 5
+	before := len(reconnects())
 	dstProxy.SetDown(true)
-	time.Sleep(1500 * time.Millisecond)
+	waitUntil(t, 30*time.Second, "the stream to retry with a growing wait during the partition", done, func() bool {
+		for _, d := range reconnects()[before:] {
+			if d > grown {
+				return true
+			}
+		}
+		return false
+	})
 	dstProxy.SetDown(false)
 	want := p.sourceLSN(t)
 	waitUntil(t, 60*time.Second, "the stream to catch up", done, func() bool { return p.appliedLSN(t) >= want })
@@ -168,14 +217,10 @@ func TestStreamSurvivesConnectionCuts(t *testing.T) {
 	if len(retries) < 3 {
 		t.Errorf("%d logged reconnects, want at least one per cut and several during the partition", len(retries))
 	}
-	grew := false
-	for _, e := range logs.FilterMessage("stream interrupted; reconnecting").All() {
-		if d, ok := e.ContextMap()["retry_in"].(time.Duration); ok && d > cfg.MinBackoff {
-			grew = true
+	for _, d := range reconnects() {
+		if d < cfg.MinBackoff || d > cfg.MaxBackoff {
+			t.Errorf("a reconnect waited %s, outside [%s, %s]", d, cfg.MinBackoff, cfg.MaxBackoff)
 		}
-	}
-	if !grew {
-		t.Error("the backoff never grew beyond its minimum during the partition")
 	}
 }
 

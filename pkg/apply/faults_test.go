@@ -170,8 +170,17 @@ func TestStreamKill9(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	pr := p.startProcess(t, "--metrics-addr", addr)
 	p.waitCaughtUpProc(t, 90*time.Second, pr)
-	time.Sleep(1500 * time.Millisecond) // a lag sample after catching up
-	metrics := scrape(t, "http://"+addr+"/metrics")
+	// Caught up and idle, the lag poller's next sample reads 0.
+	var metrics string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		metrics = scrape(t, "http://"+addr+"/metrics")
+		if strings.Contains(metrics, "replicator_apply_lag_seconds 0\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("apply lag is not 0 15s after catching up, idle:\n%s", grepLines(metrics, "apply_lag"))
+		}
+	}
 	pr.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-pr.done:
@@ -188,9 +197,6 @@ func TestStreamKill9(t *testing.T) {
 		if !strings.Contains(metrics, want) && !strings.Contains(metrics, strings.TrimSuffix(want, " 0")) {
 			t.Errorf("metrics lack %s", want)
 		}
-	}
-	if !strings.Contains(metrics, "replicator_apply_lag_seconds 0\n") {
-		t.Errorf("apply lag is not 0 when caught up and idle:\n%s", grepLines(metrics, "apply_lag"))
 	}
 	if strings.Contains(pr.out.String(), testenv.Password) {
 		t.Error("the log shows the password")
@@ -247,13 +253,15 @@ func TestStreamServerRestarts(t *testing.T) {
 	watched := make(chan struct{})
 	go func() { defer close(watched); watchFlush(watchCtx, t, p, &checks, &violations) }()
 	defer func() { stopWatch(); <-watched }()
-	time.Sleep(700 * time.Millisecond)
+	// Each restart comes once the stream applies the writer's
+	// transactions again, i.e. has reconnected after the one before.
+	p.waitApplying(t, r)
 	restart(t, targetCluster(t), testenv.Crash)
-	time.Sleep(700 * time.Millisecond)
+	p.waitApplying(t, r)
 	restart(t, srcPG, testenv.Fast)
-	time.Sleep(700 * time.Millisecond)
+	p.waitApplying(t, r)
 	restart(t, srcPG, testenv.Immediate)
-	time.Sleep(700 * time.Millisecond)
+	p.waitApplying(t, r)
 	if n := w.finish(); n < 10 {
 		t.Fatalf("the writer committed only %d transactions", n)
 	}
@@ -267,6 +275,26 @@ func TestStreamServerRestarts(t *testing.T) {
 	t.Logf("confirmed flush position sampled %d times", checks.Load())
 	if n := violations.Load(); n > 0 {
 		t.Errorf("the slot confirmed more than the target had committed %d times", n)
+	}
+}
+
+// waitApplying waits until the target's recorded position moves past
+// where it is now: the stream is connected and applying (the source must
+// be taking writes).
+func (p *pair) waitApplying(t *testing.T, r *running) {
+	t.Helper()
+	from := p.appliedLSN(t)
+	deadline := time.Now().Add(60 * time.Second)
+	for p.appliedLSN(t) <= from {
+		select {
+		case <-r.done:
+			t.Fatalf("the stream stopped: %v", r.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the target's position stayed at %s for 60s", from)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -200,7 +200,7 @@ func (p *pair) start(t testing.TB, cfg StreamConfig) *running {
 	r := &running{cancel: cancel, done: make(chan struct{})}
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	go func() {
-		r.err = Stream(ctx, cfg, log, nil)
+		r.err = Stream(ctx, cfg, log)
 		close(r.done)
 	}()
 	t.Cleanup(func() { r.stop(t) })

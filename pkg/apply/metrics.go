@@ -3,7 +3,8 @@ package apply
 import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the stream's Prometheus metrics. Create them once per
-// registry with NewMetrics; they outlive reconnects.
+// process with NewMetrics and pass them in (StreamConfig.Metrics,
+// NewApplier); they outlive reconnects.
 type Metrics struct {
 	SourceLagBytes      prometheus.Gauge
 	ApplyLagSeconds     prometheus.Gauge
@@ -18,6 +19,21 @@ type Metrics struct {
 // NewMetrics creates the metrics and registers them with reg (nil: not
 // registered, e.g. in tests).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := newMetrics()
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.SourceLagBytes, m.ApplyLagSeconds, m.AppliedTransactions,
+		m.AppliedChanges, m.BatchChanges, m.LastAppliedLSN, m.LastAppliedBatch, m.StreamErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// newMetrics creates the metrics, unregistered.
+func newMetrics() *Metrics {
 	m := &Metrics{
 		SourceLagBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_source_lag_bytes",
 			Help: "Bytes of source WAL not yet applied to the target (source WAL end minus applied position)."}),
@@ -40,14 +56,5 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, stage := range []string{"connect", "capture", "apply"} {
 		m.StreamErrors.WithLabelValues(stage) // exported as 0 before the first error
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.SourceLagBytes, m.ApplyLagSeconds, m.AppliedTransactions,
-		m.AppliedChanges, m.BatchChanges, m.LastAppliedLSN, m.LastAppliedBatch, m.StreamErrors} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
+	return m
 }

@@ -6,8 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/jackc/pglogrepl"
-
+	"replicator/pkg/position"
 	"replicator/pkg/wal"
 )
 
@@ -36,7 +35,7 @@ type netRow struct {
 	alive       bool        // the row exists after the changes
 	insert      bool        // it is (re)inserted whole, with vals
 	vals        []wal.Value // the row after the changes (update: unchanged TOAST where never set)
-	first, last pglogrepl.LSN
+	first, last position.Position
 	xid         uint32
 }
 
@@ -80,7 +79,7 @@ func (a *Applier) netChange(t *wal.Txn, p *plan, c *wal.Change) bool {
 	}
 	switch {
 	case r == nil:
-		r = &netRow{key: key, first: c.LSN, xid: t.XID}
+		r = &netRow{key: key, first: c.Pos, xid: t.XID}
 		switch c.Kind {
 		case wal.Insert:
 			r.alive, r.insert, r.vals = true, true, c.New
@@ -116,7 +115,7 @@ func (a *Applier) netChange(t *wal.Txn, p *plan, c *wal.Change) bool {
 		// on a consistent source; applied in order, the target says why.
 		return false
 	}
-	r.last = c.LSN
+	r.last = c.Pos
 	for _, v := range c.New {
 		a.batchBytes += int64(len(v.Text))
 	}
@@ -288,7 +287,12 @@ func (a *Applier) queueNetInserts(nt *netTable) {
 func (a *Applier) setMeta(p *plan, op string, rows []*netRow) stmtMeta {
 	first, last := rows[0].first, rows[0].last
 	for _, r := range rows {
-		first, last = min(first, r.first), max(last, r.last)
+		if r.first.Less(first) {
+			first = r.first
+		}
+		if last.Less(r.last) {
+			last = r.last
+		}
 	}
 	key := fmt.Sprintf("(one of %d rows)", len(rows))
 	if len(rows) == 1 {

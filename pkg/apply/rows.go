@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"replicator/pkg/position"
 	"replicator/pkg/wal"
 )
 
@@ -24,21 +25,21 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 		for _, r := range c.Truncated {
 			p, err := a.cat.plan(ctx, a.conn, r)
 			if err != nil {
-				return &ApplyError{Table: r.String(), Op: "truncate", Where: a.changePosition(c.LSN), XID: t.XID, Err: err}
+				return &ApplyError{Table: r.String(), Op: "truncate", Where: c.Pos.String(), XID: t.XID, Err: err}
 			}
 			names = append(names, p.table.name)
 			a.count(r.String(), "truncate", 1)
 		}
 		a.queue(truncateSQL(names, c), nil, stmtMeta{table: fmt.Sprint(names), op: "truncate",
-			first: c.LSN, last: c.LSN, xid: t.XID, expected: -1}, 0)
+			first: c.Pos, last: c.Pos, xid: t.XID, expected: -1}, 0)
 		return nil
 	}
 	p, err := a.cat.plan(ctx, a.conn, c.Rel)
 	if err != nil {
-		return &ApplyError{Table: c.Rel.String(), Op: c.Kind.String(), Key: c.KeyString(), Where: a.changePosition(c.LSN), XID: t.XID, Err: err}
+		return &ApplyError{Table: c.Rel.String(), Op: c.Kind.String(), Key: c.KeyString(), Where: c.Pos.String(), XID: t.XID, Err: err}
 	}
 	fail := func(err error) error {
-		return &ApplyError{Table: p.table.name, Op: c.Kind.String(), Key: c.KeyString(), Where: a.changePosition(c.LSN), XID: t.XID, Err: err}
+		return &ApplyError{Table: p.table.name, Op: c.Kind.String(), Key: c.KeyString(), Where: c.Pos.String(), XID: t.XID, Err: err}
 	}
 	a.count(c.Rel.String(), c.Kind.String(), 1)
 	if p.netted && a.run != nil && a.run.p.table == p.table {
@@ -65,14 +66,14 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 		}
 		if a.run == nil || a.run.p != p || !slices.Equal(a.run.cols, cols) || len(a.run.vals[0]) >= maxRunRows || a.precise {
 			a.closeRun()
-			a.run = &insertRun{p: p, cols: cols, vals: make([][]*string, len(cols)), first: c.LSN, xid: t.XID,
+			a.run = &insertRun{p: p, cols: cols, vals: make([][]*string, len(cols)), first: c.Pos, xid: t.XID,
 				firstKey: c.KeyString()}
 		}
 		for n, i := range cols {
 			a.run.vals[n] = append(a.run.vals[n], text(c.New[i]))
 			a.batchBytes += int64(len(c.New[i].Text)) + 16
 		}
-		a.run.last = c.LSN
+		a.run.last = c.Pos
 		return nil
 	case wal.Update, wal.Delete:
 		a.closeRun()
@@ -113,7 +114,7 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			}
 		}
 		a.queue(sql, args, stmtMeta{table: p.table.name, op: c.Kind.String(), key: c.KeyString(),
-			first: c.LSN, last: c.LSN, xid: t.XID, expected: 1}, size)
+			first: c.Pos, last: c.Pos, xid: t.XID, expected: 1}, size)
 		return nil
 	}
 	return fail(fmt.Errorf("unknown change kind %q", byte(c.Kind)))
@@ -197,12 +198,12 @@ func (a *Applier) flush(ctx context.Context) error {
 func (a *Applier) stmtError(m stmtMeta, err error) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
-		return fmt.Errorf("target: apply %s on %s at %s: %w", m.op, m.table, a.changeRange(m.first, m.last), err)
+		return fmt.Errorf("target: apply %s on %s at %s: %w", m.op, m.table, position.Range(m.first, m.last), err)
 	}
 	return a.applyError(m, err)
 }
 
 // applyError is a refused statement's error, naming its source positions.
 func (a *Applier) applyError(m stmtMeta, err error) *ApplyError {
-	return &ApplyError{Table: m.table, Op: m.op, Key: m.key, Where: a.changeRange(m.first, m.last), XID: m.xid, Err: err, setWise: m.setWise}
+	return &ApplyError{Table: m.table, Op: m.op, Key: m.key, Where: position.Range(m.first, m.last), XID: m.xid, Err: err, setWise: m.setWise}
 }

@@ -8,10 +8,10 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"replicator/pkg/pgutil"
+	"replicator/pkg/position"
 	"replicator/pkg/state"
 	"replicator/pkg/trigger"
 	"replicator/pkg/wal"
@@ -32,11 +32,20 @@ type StreamConfig struct {
 	Trigger trigger.Config
 
 	// MinBackoff and MaxBackoff bound the wait before reconnecting after a
-	// retryable error; it doubles each time. Defaults (0) 500ms and 30s.
+	// retryable error; it doubles each time, with ±25% jitter kept within
+	// the bounds, and starts over at MinBackoff after a run longer than
+	// twice MaxBackoff. Defaults (0) 500ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
 	// SourcePollInterval is how often the source's WAL end is read for
 	// replicator_source_lag_bytes. Default (0) 2s.
 	SourcePollInterval time.Duration
+
+	// Metrics and TriggerMetrics receive the stream's metrics and trigger
+	// capture's. Build them once per process (NewMetrics,
+	// trigger.NewMetrics): they outlive the stream's reconnects. nil: no
+	// metrics.
+	Metrics        *Metrics
+	TriggerMetrics *trigger.Metrics
 }
 
 // Validate applies defaults and checks the configuration.
@@ -80,21 +89,22 @@ var ErrSnapshotNotDone = errors.New("the snapshot into the target has not finish
 // finishes the target transaction in progress and returns nil) or a fatal
 // error. Retryable errors (connections lost, a server restarting) are
 // retried with bounded exponential backoff; the stream resumes from the
-// position recorded on the target, so nothing is applied twice. Metrics
-// are registered with reg (may be nil).
-func Stream(ctx context.Context, cfg StreamConfig, log *zap.Logger, reg prometheus.Registerer) error {
+// position recorded on the target, so nothing is applied twice. A panic
+// inside the stream stops it with a *PanicError (its stack in the log).
+// Metrics go to cfg.Metrics and cfg.TriggerMetrics.
+func Stream(ctx context.Context, cfg StreamConfig, log *zap.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	m, err := NewMetrics(reg)
-	if err != nil {
-		return fmt.Errorf("stream: register metrics: %w", err)
+	m := cfg.Metrics
+	if m == nil {
+		m = newMetrics() // unregistered: updated below, read by nobody
 	}
-	backoff := cfg.MinBackoff
+	wait := newReconnectBackoff(cfg.MinBackoff, cfg.MaxBackoff)
 	started := false
 	for {
 		began := time.Now()
-		err := attempt(ctx, cfg, m, log, reg, &started)
+		err := guard("apply", log, func() error { return attempt(ctx, cfg, m, log, &started) })()
 		if ctx.Err() != nil {
 			log.Info("stream stopped")
 			return nil
@@ -116,21 +126,23 @@ func Stream(ctx context.Context, cfg StreamConfig, log *zap.Logger, reg promethe
 			return err
 		}
 		if time.Since(began) > 2*cfg.MaxBackoff {
-			backoff = cfg.MinBackoff // it ran a good while: a fresh incident
+			wait.Reset() // it ran a good while: a fresh incident
 		}
-		log.Warn("stream interrupted; reconnecting", zap.String("stage", stage), zap.Error(err), zap.Duration("retry_in", backoff))
+		retryIn := wait.Next()
+		log.Warn("stream interrupted; reconnecting", zap.String("stage", stage), zap.Error(err), zap.Duration("retry_in", retryIn))
+		timer := time.NewTimer(retryIn)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			log.Info("stream stopped")
 			return nil
-		case <-time.After(backoff):
+		case <-timer.C:
 		}
-		backoff = min(2*backoff, cfg.MaxBackoff)
 	}
 }
 
 // attempt runs one session: connect, read the state, stream, apply.
-func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger, reg prometheus.Registerer, started *bool) error {
+func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger, started *bool) error {
 	target, err := pgutil.Connect(ctx, cfg.TargetURL, "target")
 	if err != nil {
 		return &StageError{"connect", err}
@@ -144,47 +156,31 @@ func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger,
 	case st.SnapshotStatus != state.SnapshotDone:
 		return &StageError{"connect", ErrSnapshotNotDone}
 	case st.Capture == state.CaptureTrigger:
-		return attemptTrigger(ctx, cfg, target, st, m, log, reg, started)
+		return attemptTrigger(ctx, cfg, target, st, m, log, started)
 	case st.Capture != state.CaptureLogical:
 		return &StageError{"connect", fmt.Errorf("the target's migration uses %q capture, which this version does not know", st.Capture)}
 	}
-	start, err := pglogrepl.ParseLSN(st.ConsistentLSN)
+	start, err := position.ParseLSN(st.ConsistentLSN)
 	if err != nil {
 		return &StageError{"connect", fmt.Errorf("the target's state has no valid consistent LSN (%q): run `replicator snapshot` again", st.ConsistentLSN)}
 	}
-	if st.AppliedLSN != "" {
-		applied, err := pglogrepl.ParseLSN(st.AppliedLSN)
-		if err != nil {
-			return &StageError{"connect", fmt.Errorf("the target's state has an invalid applied LSN %q", st.AppliedLSN)}
-		}
-		start = max(start, applied)
+	if start.Less(st.Applied) {
+		start = st.Applied
 	}
 	ccfg := cfg.Capture
 	ccfg.SourceURL, ccfg.Slot, ccfg.Publication = cfg.SourceURL, st.SlotName, st.Publication
-	ccfg.Start, ccfg.LastCommitTime = start, st.AppliedCommitTime
+	ccfg.Start = start.LSN()
 	src, err := wal.OpenLogical(ctx, ccfg, log)
 	if err != nil {
 		return &StageError{"capture", err}
 	}
 	defer src.Close()
-	ap, err := NewApplier(ctx, target, cfg.Apply, start, m, log)
+	ap, err := NewApplier(ctx, target, cfg.Apply, start, st.AppliedCommitTime, m, log)
 	if err != nil {
 		return &StageError{"apply", err}
 	}
 	*started = true
-	m.LastAppliedLSN.Set(float64(start))
-
-	lagCtx, stopLag := context.WithCancel(ctx)
-	lagDone := make(chan struct{})
-	go func() {
-		defer close(lagDone)
-		watchLag(lagCtx, cfg, src, ap, m, log)
-	}()
-	err = ap.Run(ctx, src)
-	stopLag()
-	<-lagDone
-	m.ApplyLagSeconds.Set(0)
-	return err
+	return applyAndWatch(ctx, ap, src, m, log, func(ctx context.Context) { watchLag(ctx, cfg, src, ap, m, log) })
 }
 
 // watchLag keeps the lag gauges current. The source's WAL end is read on
@@ -224,15 +220,16 @@ func watchLag(ctx context.Context, cfg StreamConfig, src *wal.Logical, ap *Appli
 			}
 		}
 		end := max(polled, src.SourceEnd())
-		if applied := ap.Applied(); end > applied {
+		applied := ap.Applied().LSN()
+		if end > applied {
 			m.SourceLagBytes.Set(float64(end - applied))
 		} else {
 			m.SourceLagBytes.Set(0)
 		}
 		if time.Since(lastLog) >= 30*time.Second {
 			lastLog = time.Now()
-			log.Info("stream progress", zap.Stringer("applied_lsn", ap.Applied()), zap.Stringer("source_lsn", end),
-				zap.Uint64("lag_bytes", uint64(max(end, ap.Applied())-ap.Applied())))
+			log.Info("stream progress", zap.Stringer("applied_lsn", applied), zap.Stringer("source_lsn", end),
+				zap.Uint64("lag_bytes", uint64(max(end, applied)-applied)))
 		}
 		if first, busy := ap.Busy(); busy {
 			m.ApplyLagSeconds.Set(max(0, time.Since(first).Seconds()))

@@ -231,7 +231,7 @@ func TestStreamRefusesWithoutSnapshot(t *testing.T) {
 	cfg := StreamConfig{SourceURL: srcPG.URL(src), TargetURL: dst.URL(db)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := Stream(ctx, cfg, zapNop(), nil)
+	err := Stream(ctx, cfg, zapNop())
 	if !errors.Is(err, state.ErrNoMigration) {
 		t.Fatalf("stream without state: %v, want %v", err, state.ErrNoMigration)
 	}
@@ -240,7 +240,7 @@ func TestStreamRefusesWithoutSnapshot(t *testing.T) {
 		ConsistentLSN: "0/1000000", SnapshotStatus: state.SnapshotCopying}); err != nil {
 		t.Fatal(err)
 	}
-	err = Stream(ctx, cfg, zapNop(), nil)
+	err = Stream(ctx, cfg, zapNop())
 	if !errors.Is(err, ErrSnapshotNotDone) {
 		t.Fatalf("stream with an unfinished snapshot: %v, want %v", err, ErrSnapshotNotDone)
 	}

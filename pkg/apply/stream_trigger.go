@@ -4,9 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"replicator/pkg/state"
@@ -17,40 +15,24 @@ import (
 // changelog's batches, each one source "transaction" positioned by its
 // batch id, go through the same applier as logical capture. The applier
 // never splits a transaction across target transactions, so a target
-// commit holds whole batches only, with state.RecordAppliedBatch of the
-// last one; after a crash the stream resumes after the recorded batch.
+// commit holds whole batches only, recording the last one's batch id
+// (state.RecordApplied); after a crash the stream resumes after it.
 func attemptTrigger(ctx context.Context, cfg StreamConfig, target *pgx.Conn, st *state.State, m *Metrics, log *zap.Logger,
-	reg prometheus.Registerer, started *bool) error {
-	src, err := trigger.OpenSource(ctx, cfg.SourceURL, trigger.SourceConfig{Capture: cfg.Trigger, Applied: st.AppliedBatch,
-		TxnMemory: cfg.Capture.TxnMemory, SpillDir: cfg.Capture.SpillDir}, log, reg)
+	started *bool) error {
+	src, err := trigger.OpenSource(ctx, cfg.SourceURL, trigger.SourceConfig{Capture: cfg.Trigger, Applied: st.Applied.ID(),
+		TxnMemory: cfg.Capture.TxnMemory, SpillDir: cfg.Capture.SpillDir}, log, cfg.TriggerMetrics)
 	if err != nil {
 		return &StageError{"capture", err}
 	}
 	defer src.Close()
-	// Batch ids stand where logical capture has LSNs (and changelog ids
-	// where changes have theirs): only compared, and named so in errors.
-	acfg := cfg.Apply
-	acfg.Changelog = true
-	ap, err := NewApplier(ctx, target, acfg, pglogrepl.LSN(st.AppliedBatch), m, log)
+	ap, err := NewApplier(ctx, target, cfg.Apply, st.Applied, st.AppliedCommitTime, m, log)
 	if err != nil {
 		return &StageError{"apply", err}
 	}
-	ap.position = m.LastAppliedBatch
 	*started = true
-	m.LastAppliedBatch.Set(float64(st.AppliedBatch))
-	log.Info("streaming trigger capture batches", zap.Int64("after_batch", st.AppliedBatch))
+	log.Info("streaming trigger capture batches", zap.Int64("after_batch", st.Applied.ID()))
 
-	lagCtx, stopLag := context.WithCancel(ctx)
-	lagDone := make(chan struct{})
-	go func() {
-		defer close(lagDone)
-		watchTriggerLag(lagCtx, src, ap, m, log)
-	}()
-	err = ap.Run(ctx, src)
-	stopLag()
-	<-lagDone
-	m.ApplyLagSeconds.Set(0)
-	return err
+	return applyAndWatch(ctx, ap, src, m, log, func(ctx context.Context) { watchTriggerLag(ctx, src, ap, m, log) })
 }
 
 // watchTriggerLag keeps replicator_apply_lag_seconds current: now minus
@@ -69,7 +51,7 @@ func watchTriggerLag(ctx context.Context, src *trigger.Source, ap *Applier, m *M
 		}
 		if time.Since(lastLog) >= 30*time.Second {
 			lastLog = time.Now()
-			log.Info("stream progress", zap.Uint64("applied_batch", uint64(ap.Applied())))
+			log.Info("stream progress", zap.Int64("applied_batch", ap.Applied().ID()))
 		}
 		select {
 		case <-ctx.Done():

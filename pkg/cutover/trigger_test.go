@@ -17,15 +17,16 @@ import (
 	"go.uber.org/zap"
 
 	"replicator/internal/testenv"
+	"replicator/pkg/apply"
 	"replicator/pkg/state"
 	"replicator/pkg/trigger"
 )
 
 // Trigger capture (Heroku sources): the high-water mark is a tick, and the
-// cutover waits for the target to apply its batch. The stream's trigger
-// half is played here by trigger.Capture.Run recording each batch on the
-// target; the source takes no writes during the test, so the batches are
-// empty and nothing needs applying.
+// cutover waits for the target to apply its batch. The stream is
+// apply.Stream in this process, as `replicator stream` runs it; the source
+// takes no writes during the test, so the batches are empty and applying
+// them only records their positions.
 func TestTriggerCaptureCutover(t *testing.T) {
 	ctx := context.Background()
 	m := &migration{src: pg.NewDatabase(t), dst: pg.NewDatabase(t)}
@@ -80,39 +81,41 @@ func TestTriggerCaptureCutover(t *testing.T) {
 	}
 	cp.Release(ctx)
 
-	capt, err := trigger.New(ctx, m.srcURL, trigger.Config{TickInterval: 100 * time.Millisecond}, zap.NewNop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	runCtx, stop := context.WithCancel(ctx)
 	stopped := make(chan error, 1)
 	go func() {
-		target, err := pgx.Connect(runCtx, m.dstURL)
-		if err != nil {
-			stopped <- err
-			return
-		}
-		defer target.Close(ctx)
-		stopped <- capt.Run(runCtx, 0, func(ctx context.Context, b *trigger.Batch, cur *trigger.Cursor) error {
-			return pgx.BeginFunc(ctx, target, func(tx pgx.Tx) error {
-				if cur.Next(ctx) {
-					return errors.New("a change arrived, but this test's source takes no writes")
-				}
-				if err := cur.Err(); err != nil {
-					return err
-				}
-				return state.RecordAppliedBatch(ctx, tx, b.ID, b.Time)
-			})
-		})
+		stopped <- apply.Stream(runCtx, apply.StreamConfig{SourceURL: m.srcURL, TargetURL: m.dstURL,
+			Trigger: trigger.Config{TickInterval: 100 * time.Millisecond}}, zap.NewNop())
 	}()
+	streamDone := false
 	t.Cleanup(func() {
 		stop()
-		if err := <-stopped; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("trigger capture: %v", err)
+		if streamDone {
+			return
 		}
-		capt.Close()
+		if err := <-stopped; err != nil {
+			t.Errorf("stream: %v", err)
+		}
 	})
-	time.Sleep(300 * time.Millisecond) // a few ticks: the stream is running
+	// The stream is running once it has applied a few ticks' batches.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		st, err := state.Load(ctx, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Applied.ID() >= 2 {
+			break
+		}
+		select {
+		case err := <-stopped:
+			streamDone = true
+			t.Fatalf("the stream ended before applying a batch: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream applied batch %d after 30s, want 2", st.Applied.ID())
+		}
+	}
 
 	grantsBefore := tableGrants(t, m.src)
 	args := []string{"cutover", "--source", m.srcURL, "--target", m.dstURL, "--timeout", "30s", "--fence"}

@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"replicator/pkg/position"
 )
 
 // Schema is the name of the bookkeeping schema on the target (and, for
@@ -48,11 +50,17 @@ type State struct {
 	ConsistentLSN  string // logical: where the stream starts (pg_lsn text)
 	SnapshotXmin   string // trigger: pg_current_snapshot() of the copy
 	SnapshotStatus string
-	// AppliedLSN is, for logical capture, the commit end LSN of the last
-	// source transaction applied to the target ("" before the first).
-	AppliedLSN string
-	// AppliedBatch is, for trigger capture, the id of the last changelog
-	// batch applied (0 before the first).
+	// Applied is the source position of the last source transaction
+	// applied to the target: for logical capture the end LSN of its commit
+	// (the zero Position before the first), for trigger capture its
+	// changelog batch id (batch 0, the copy's tick, before the first).
+	Applied position.Position
+	// AppliedLSN and AppliedBatch are Applied as the columns hold it, for
+	// readers written before Applied: the pg_lsn text ("" when none) and
+	// the batch id (0 when none).
+	//
+	// Deprecated: use Applied.
+	AppliedLSN        string
 	AppliedBatch      int64
 	AppliedCommitTime time.Time // source commit time of the last applied transaction
 	AppliedAt         time.Time // when it was applied
@@ -98,12 +106,14 @@ func EnsureSchema(ctx context.Context, db DB) error {
 // Load reads the state row; ErrNoMigration when there is none.
 func Load(ctx context.Context, db DB) (*State, error) {
 	var s State
-	var slot, pub, clsn, xmin, alsn, lastErr *string
+	var slot, pub, clsn, xmin, lastErr *string
 	var act, aat *time.Time
+	var alsn position.Position
+	batch := position.Batch(0)
 	err := db.QueryRow(ctx, `SELECT capture, slot_name, publication, consistent_lsn::text, snapshot_xmin,
-		snapshot_status, applied_lsn::text, applied_batch, applied_commit_time, applied_at, last_error,
+		snapshot_status, applied_lsn, applied_batch, applied_commit_time, applied_at, last_error,
 		started_at, updated_at FROM replicator.state WHERE id = 1`).Scan(
-		&s.Capture, &slot, &pub, &clsn, &xmin, &s.SnapshotStatus, &alsn, &s.AppliedBatch, &act, &aat,
+		&s.Capture, &slot, &pub, &clsn, &xmin, &s.SnapshotStatus, &alsn, &batch, &act, &aat,
 		&lastErr, &s.StartedAt, &s.UpdatedAt)
 	var pgErr *pgconn.PgError
 	if errors.Is(err, pgx.ErrNoRows) || (errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.UndefinedTable || pgErr.Code == pgerrcode.InvalidSchemaName)) {
@@ -113,7 +123,18 @@ func Load(ctx context.Context, db DB) (*State, error) {
 		return nil, fmt.Errorf("read replicator.state on the target: %w", err)
 	}
 	s.SlotName, s.Publication, s.ConsistentLSN = deref(slot), deref(pub), deref(clsn)
-	s.SnapshotXmin, s.AppliedLSN, s.LastError = deref(xmin), deref(alsn), deref(lastErr)
+	s.SnapshotXmin, s.LastError = deref(xmin), deref(lastErr)
+	// Each capture mode keeps its position in its own column; the other
+	// one stays at its default.
+	if s.Capture == CaptureTrigger {
+		s.Applied = batch
+	} else {
+		s.Applied = alsn
+	}
+	if !alsn.IsZero() {
+		s.AppliedLSN = alsn.LSN().String()
+	}
+	s.AppliedBatch = batch.ID()
 	if act != nil {
 		s.AppliedCommitTime = *act
 	}
@@ -152,26 +173,37 @@ func SetSnapshotStatus(ctx context.Context, db DB, status string) error {
 	return nil
 }
 
-// RecordAppliedLSN stores the commit end LSN and commit time of the last
-// applied source transaction. It must run in the same target transaction as
-// the changes it covers.
-func RecordAppliedLSN(ctx context.Context, tx DB, lsn string, commitTime time.Time) error {
-	_, err := tx.Exec(ctx, `UPDATE replicator.state SET applied_lsn = $1::pg_lsn, applied_commit_time = $2,
-		applied_at = now(), updated_at = now(), last_error = NULL WHERE id = 1`, lsn, commitTime)
+// RecordApplied stores the position and commit time of the last applied
+// source transaction: an LSN (logical capture) into applied_lsn, a
+// changelog batch (trigger capture) into applied_batch. It must run in the
+// same target transaction as the changes it covers.
+func RecordApplied(ctx context.Context, tx DB, pos position.Position, commitTime time.Time) error {
+	var column string
+	switch pos.Kind() {
+	case position.KindLSN:
+		column = "applied_lsn"
+	case position.KindBatch:
+		column = "applied_batch"
+	default:
+		return fmt.Errorf("record applied position on the target: %s is not the position of a source transaction", pos)
+	}
+	_, err := tx.Exec(ctx, `UPDATE replicator.state SET `+column+` = $1, applied_commit_time = $2,
+		applied_at = now(), updated_at = now(), last_error = NULL WHERE id = 1`, pos, commitTime)
 	if err != nil {
-		return fmt.Errorf("record applied position %s on the target: %w", lsn, err)
+		return fmt.Errorf("record applied position %s on the target: %w", pos, err)
 	}
 	return nil
 }
 
-// RecordAppliedBatch is RecordAppliedLSN for trigger capture.
-func RecordAppliedBatch(ctx context.Context, tx DB, batch int64, commitTime time.Time) error {
-	_, err := tx.Exec(ctx, `UPDATE replicator.state SET applied_batch = $1, applied_commit_time = $2,
-		applied_at = now(), updated_at = now(), last_error = NULL WHERE id = 1`, batch, commitTime)
+// RecordAppliedLSN is RecordApplied of an LSN given as pg_lsn text.
+//
+// Deprecated: use RecordApplied.
+func RecordAppliedLSN(ctx context.Context, tx DB, lsn string, commitTime time.Time) error {
+	pos, err := position.ParseLSN(lsn)
 	if err != nil {
-		return fmt.Errorf("record applied batch %d on the target: %w", batch, err)
+		return fmt.Errorf("record applied position %q on the target: %w", lsn, err)
 	}
-	return nil
+	return RecordApplied(ctx, tx, pos, commitTime)
 }
 
 // RecordError stores the last error (already free of credentials) so that

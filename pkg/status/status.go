@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"replicator/pkg/units"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"replicator/pkg/position"
 	"replicator/pkg/state"
+	"replicator/pkg/units"
 )
 
 // Status is a point-in-time view of a migration.
@@ -69,8 +70,13 @@ func Gather(ctx context.Context, target, source *pgx.Conn) (*Status, error) {
 		return nil, err
 	}
 	s := &Status{Capture: st.Capture, SnapshotStatus: st.SnapshotStatus, ConsistentLSN: st.ConsistentLSN,
-		AppliedLSN: st.AppliedLSN, AppliedBatch: st.AppliedBatch, LastError: st.LastError,
-		StartedAt: st.StartedAt, UpdatedAt: st.UpdatedAt}
+		LastError: st.LastError, StartedAt: st.StartedAt, UpdatedAt: st.UpdatedAt}
+	switch st.Applied.Kind() {
+	case position.KindLSN:
+		s.AppliedLSN = st.Applied.LSN().String()
+	case position.KindBatch:
+		s.AppliedBatch = st.Applied.ID()
+	}
 	if !st.AppliedCommitTime.IsZero() {
 		ct, at := st.AppliedCommitTime, st.AppliedAt
 		s.LastCommitTime, s.AppliedAt = &ct, &at
@@ -87,11 +93,14 @@ func Gather(ctx context.Context, target, source *pgx.Conn) (*Status, error) {
 }
 
 func (s *Status) readSource(ctx context.Context, source *pgx.Conn, st *state.State) error {
-	from := st.AppliedLSN
-	if from == "" {
-		from = st.ConsistentLSN
+	from := st.Applied
+	if from.IsZero() && st.ConsistentLSN != "" {
+		var err error
+		if from, err = position.ParseLSN(st.ConsistentLSN); err != nil {
+			return fmt.Errorf("target: replicator.state holds the consistent LSN %q: %w", st.ConsistentLSN, err)
+		}
 	}
-	if from != "" {
+	if !from.IsZero() {
 		var lag int64
 		if err := source.QueryRow(ctx, `SELECT greatest(pg_current_wal_lsn() - $1::pg_lsn, 0)::bigint`, from).Scan(&lag); err != nil {
 			return fmt.Errorf("source: read WAL position: %w", err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"replicator/internal/testenv"
+	"replicator/pkg/position"
 	"replicator/pkg/state"
 )
 
@@ -26,15 +27,24 @@ func TestStatusReportsLagAndSlot(t *testing.T) {
 	if _, err := Gather(ctx, tconn, nil); !errors.Is(err, state.ErrNoMigration) {
 		t.Fatalf("status without state: %v, want ErrNoMigration", err)
 	}
+	// Slots are cluster-wide: this test's is named for its own database
+	// (and dropped with it).
+	slot := "slot_" + src
 	var lsn string
-	sconn.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot('replicator', 'pgoutput')`).Scan(&lsn)
-	if err := state.Begin(ctx, tconn, &state.State{Capture: state.CaptureLogical, SlotName: "replicator",
+	if err := sconn.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, slot).Scan(&lsn); err != nil {
+		t.Fatalf("create the slot: %v", err)
+	}
+	if err := state.Begin(ctx, tconn, &state.State{Capture: state.CaptureLogical, SlotName: slot,
 		Publication: "replicator", ConsistentLSN: lsn, SnapshotStatus: state.SnapshotDone}); err != nil {
 		t.Fatal(err)
 	}
 	pg.Exec(t, src, `CREATE TABLE filler AS SELECT g, repeat('x', 100) FROM generate_series(1, 10000) g`)
 	commit := time.Now().Add(-3 * time.Second)
-	if err := state.RecordAppliedLSN(ctx, tconn, lsn, commit); err != nil {
+	applied, err := position.ParseLSN(lsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := state.RecordApplied(ctx, tconn, applied, commit); err != nil {
 		t.Fatal(err)
 	}
 	st, err := Gather(ctx, tconn, sconn)
@@ -47,7 +57,7 @@ func TestStatusReportsLagAndSlot(t *testing.T) {
 	if st.ApplyLagSeconds == nil || *st.ApplyLagSeconds < 2.5 {
 		t.Fatalf("apply lag = %v, want about 3 s", st.ApplyLagSeconds)
 	}
-	if st.Slot == nil || st.Slot.Name != "replicator" || st.Slot.Active || st.Slot.RetainedWALBytes < 1_000_000 {
+	if st.Slot == nil || st.Slot.Name != slot || st.Slot.Active || st.Slot.RetainedWALBytes < 1_000_000 {
 		t.Fatalf("slot = %+v", st.Slot)
 	}
 	var out bytes.Buffer

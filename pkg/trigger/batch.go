@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Op is what a change does: the kinds logical capture uses, so a trigger
@@ -125,7 +126,7 @@ ORDER BY last_id, id`
 
 // Cursor reads one batch's changes in apply order with bounded memory: a
 // server-side cursor fetched cfg.PageRows rows at a time, in a read-only
-// transaction on its own connection. Use it as
+// transaction on a connection of its own, held until Close. Use it as
 //
 //	cur, err := capture.Open(ctx, batch)
 //	defer cur.Close(ctx)
@@ -135,16 +136,16 @@ ORDER BY last_id, id`
 // A batch can be read again (after a failed apply) by opening it again:
 // its rows stay until Purge is told the batch is applied.
 type Cursor struct {
-	c       *Capture
-	batch   *Batch
-	release func()
-	tx      pgx.Tx
-	page    []rawChange
-	pos     int
-	done    bool
-	cur     Change
-	err     error
-	n       int64
+	c     *Capture
+	batch *Batch
+	conn  *pgxpool.Conn // nil once closed
+	tx    pgx.Tx
+	page  []rawChange
+	pos   int
+	done  bool
+	cur   Change
+	err   error
+	n     int64
 }
 
 type rawChange struct {
@@ -159,13 +160,13 @@ type rawChange struct {
 
 // Open declares the cursor of batch b.
 func (c *Capture) Open(ctx context.Context, b *Batch) (*Cursor, error) {
-	conn, release, err := c.read.acquire(ctx)
+	conn, err := c.acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read batch %d: %w", b.ID, err)
 	}
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		release()
+		conn.Release()
 		return nil, fmt.Errorf("read batch %d: begin on the source: %w", b.ID, err)
 	}
 	// The batch is sorted by transaction (batchSQL); a backlog of many
@@ -173,15 +174,15 @@ func (c *Capture) Open(ctx context.Context, b *Batch) (*Cursor, error) {
 	// this one read-only session only.
 	if _, err := tx.Exec(ctx, "SET LOCAL work_mem = '64MB'"); err != nil {
 		tx.Rollback(ctx)
-		release()
+		conn.Release()
 		return nil, fmt.Errorf("read batch %d: %w", b.ID, err)
 	}
 	if _, err := tx.Exec(ctx, "DECLARE replicator_batch NO SCROLL CURSOR FOR "+batchSQL, b.Prev, b.Cur); err != nil {
 		tx.Rollback(ctx)
-		release()
+		conn.Release()
 		return nil, fmt.Errorf("read batch %d (ticks %s .. %s): %w", b.ID, b.Prev, b.Cur, err)
 	}
-	return &Cursor{c: c, batch: b, release: release, tx: tx}, nil
+	return &Cursor{c: c, batch: b, conn: conn, tx: tx}, nil
 }
 
 // Next advances to the next change; false at the end of the batch or on
@@ -340,11 +341,11 @@ func (r *Cursor) Err() error { return r.err }
 // Close ends the read transaction and returns the connection. It may be
 // repeated.
 func (r *Cursor) Close(ctx context.Context) error {
-	if r.release == nil {
+	if r.conn == nil {
 		return nil
 	}
 	err := r.tx.Rollback(ctx)
-	r.release()
-	r.release = nil
+	r.conn.Release()
+	r.conn = nil
 	return err
 }

@@ -8,10 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
-
-	"replicator/pkg/pgutil"
 )
 
 // ErrNoTick is returned (wrapped) when the tick a batch starts from is not
@@ -20,16 +18,16 @@ import (
 var ErrNoTick = errors.New("tick not found on the source")
 
 // Capture reads batches from the changelog on the source, runs the ticker
-// and purges what the target has committed. Ticker, reader and purge use
-// their own connections and may run concurrently; one batch cursor is
-// open at a time (Open waits for the previous cursor's Close).
+// and purges what the target has committed. Ticker, reader and purge take
+// their connections from one small pool (conn.go) and may run
+// concurrently.
 type Capture struct {
-	tick, read, misc *connSlot
-	cfg              Config
-	log              *zap.Logger
+	pool  *pgxpool.Pool
+	where *pgx.ConnConfig // for describing connection errors; never logged
+	cfg   Config
+	log   *zap.Logger
 
-	rows prometheus.Gauge
-	lag  prometheus.Gauge
+	m *Metrics // nil: none
 
 	mu         sync.Mutex
 	tables     map[uint32]*Table
@@ -37,59 +35,34 @@ type Capture struct {
 	lastTicked time.Time
 }
 
-// New connects to the source (sourceURL is never logged) and registers
-// the capture metrics on reg (nil: no metrics).
-func New(ctx context.Context, sourceURL string, cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Capture, error) {
+// New connects to the source (sourceURL is never logged). m receives the
+// capture metrics (nil: none).
+func New(ctx context.Context, sourceURL string, cfg Config, log *zap.Logger, m *Metrics) (*Capture, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	pcfg, err := pgutil.ParseConfig(sourceURL, "source")
+	pool, where, err := openPool(ctx, sourceURL)
 	if err != nil {
 		return nil, err
 	}
-	misc := &connSlot{cfg: pcfg}
-	conn, release, err := misc.acquire(ctx)
+	c := &Capture{pool: pool, where: where, cfg: cfg, log: log, m: m, tables: map[uint32]*Table{}}
+	conn, err := c.acquire(ctx)
 	if err != nil {
+		pool.Close()
 		return nil, err
 	}
-	err = CheckInstalled(ctx, conn)
-	release()
+	err = CheckInstalled(ctx, conn.Conn())
+	conn.Release()
 	if err != nil {
-		misc.close()
+		pool.Close()
 		return nil, err
-	}
-	c := &Capture{tick: &connSlot{cfg: pcfg}, read: &connSlot{cfg: pcfg}, misc: misc, cfg: cfg, log: log, tables: map[uint32]*Table{},
-		rows: prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_trigger_changelog_rows",
-			Help: "Rows in the source's changelog not yet purged (refreshed at most every MetricsInterval)."}),
-		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_trigger_capture_lag_seconds",
-			Help: "Seconds between now and the tick closing the last batch the target committed (source clock)."}),
-	}
-	if reg != nil {
-		// A stream that reconnects builds a new Capture on the same
-		// registry: it takes over the gauges already registered.
-		for _, g := range []*prometheus.Gauge{&c.rows, &c.lag} {
-			err := reg.Register(*g)
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				if old, ok := are.ExistingCollector.(prometheus.Gauge); ok {
-					*g, err = old, nil
-				}
-			}
-			if err != nil {
-				misc.close()
-				return nil, fmt.Errorf("register trigger capture metrics: %w", err)
-			}
-		}
 	}
 	return c, nil
 }
 
-// Close closes the connections. Open cursors must be closed first.
-func (c *Capture) Close() {
-	c.tick.close()
-	c.read.close()
-	c.misc.close()
-}
+// Close closes the connections. Open cursors must be closed first: Close
+// waits for every connection taken from the pool to be given back.
+func (c *Capture) Close() { c.pool.Close() }
 
 // Tick records pg_current_snapshot() as the next tick and returns its id.
 // A tick closes a batch: batch N holds the transactions visible in tick
@@ -97,11 +70,11 @@ func (c *Capture) Close() {
 // demand, e.g. before cutover) alongside RunTicker.
 func (c *Capture) Tick(ctx context.Context) (int64, error) {
 	var id int64
-	conn, release, err := c.tick.acquire(ctx)
+	conn, err := c.acquire(ctx)
 	if err != nil {
 		return 0, err
 	}
-	defer release()
+	defer conn.Release()
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		// The lock serializes tickers, so ids are consecutive and each
 		// snapshot is taken after the previous tick committed.
@@ -147,7 +120,8 @@ func (c *Capture) RunTicker(ctx context.Context) error {
 // Batch is the set of changes of the transactions that committed between
 // two ticks: visible in tick ID's snapshot and not in tick ID-1's. ID is
 // the position to record on the target once the batch is committed there
-// (state.RecordAppliedBatch), and Time the commit time to record with it.
+// (state.RecordApplied of position.Batch(ID)), and Time the commit time
+// to record with it.
 type Batch struct {
 	ID   int64
 	Prev string // tick ID-1's snapshot
@@ -167,13 +141,13 @@ func (c *Capture) NextBatch(ctx context.Context, applied int64) (*Batch, error) 
 		b := &Batch{ID: applied + 1}
 		var cur *string
 		var at *time.Time
-		conn, release, err := c.misc.acquire(ctx)
+		conn, err := c.acquire(ctx)
 		if err != nil {
 			return nil, err
 		}
 		err = conn.QueryRow(ctx, `SELECT p.snap::text, c.snap::text, c.at FROM replicator.ticks p
 			LEFT JOIN replicator.ticks c ON c.id = p.id + 1 WHERE p.id = $1`, applied).Scan(&b.Prev, &cur, &at)
-		release()
+		conn.Release()
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, fmt.Errorf("read batch %d: %w: tick %d; the changelog on the source was reset since the copy: take a new snapshot", b.ID, ErrNoTick, applied)
 		}

@@ -58,9 +58,28 @@ func pick(r *rand.Rand, xs []string) string { return xs[r.Intn(len(xs))] }
 
 // writer runs random small transactions as the application until stop.
 type writer struct {
-	s      *source
-	nextID *atomic.Int64
-	errs   chan error
+	s       *source
+	nextID  *atomic.Int64
+	errs    chan error
+	commits atomic.Int64
+}
+
+// waitCommits waits until the writers committed n more transactions.
+func (w *writer) waitCommits(t *testing.T, n int64) {
+	t.Helper()
+	want := w.commits.Load() + n
+	deadline := time.Now().Add(30 * time.Second)
+	for w.commits.Load() < want {
+		select {
+		case err := <-w.errs:
+			t.Fatalf("application write failed: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the writers committed %d of %d more transactions in 30s", w.commits.Load()-want+n, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (w *writer) run(ctx context.Context, seed int64, stop <-chan struct{}, wg *sync.WaitGroup) {
@@ -89,6 +108,9 @@ func (w *writer) run(ctx context.Context, seed int64, stop <-chan struct{}, wg *
 		if err != nil && !isRetryable(err) {
 			w.errs <- err
 			return
+		}
+		if err == nil {
+			w.commits.Add(1)
 		}
 	}
 }
@@ -170,12 +192,12 @@ func TestCaptureMatchesSource(t *testing.T) {
 	defer stopWriters()
 
 	tables := install(t, s)
-	time.Sleep(200 * time.Millisecond)
+	w.waitCommits(t, 20) // writers commit after the install, before the capture point
 	cp, err := trigger.StartCapturePoint(ctx, s.url, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // writers commit after the snapshot, before the copy reads
+	w.waitCommits(t, 20) // writers commit after the snapshot, before the copy reads
 	copySnapshot(t, s, cp.SnapshotName, target, tables)
 	if err := cp.Release(ctx); err != nil {
 		t.Fatal(err)
@@ -185,7 +207,11 @@ func TestCaptureMatchesSource(t *testing.T) {
 	}
 
 	reg := prometheus.NewRegistry()
-	capt, err := trigger.New(ctx, s.url, testConfig(), zap.NewNop(), reg)
+	m, err := trigger.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capt, err := trigger.New(ctx, s.url, testConfig(), zap.NewNop(), m)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,30 +35,29 @@
 // StartCapturePoint and New, refuses a source whose tables or columns
 // changed since.
 //
-// The flow, with the apply stage in between:
+// The flow, from the copy to the stream:
 //
 //	tables, err := trigger.Install(ctx, srcConn, cfg, log)     // before the copy's snapshot
 //	cp, err := trigger.StartCapturePoint(ctx, sourceURL, log)  // cp.SnapshotName for the copy workers
 //	state.Begin(ctx, target, &st)                             // st = cp.State()
 //	… copy …; cp.Release(ctx)
 //
-//	capt, err := trigger.New(ctx, sourceURL, cfg, log, reg)
-//	defer capt.Close()
-//	err = capt.Run(ctx, st.AppliedBatch, func(ctx context.Context, b *trigger.Batch, cur *trigger.Cursor) error {
-//		return pgx.BeginFunc(ctx, target, func(tx pgx.Tx) error {
-//			for cur.Next(ctx) { /* apply cur.Change() in tx */ }
-//			if err := cur.Err(); err != nil { return err }
-//			return state.RecordAppliedBatch(ctx, tx, b.ID, b.Time) // same transaction
-//		})
-//	})
+//	m, err := trigger.NewMetrics(reg)                         // once per process
+//	src, err := trigger.OpenSource(ctx, sourceURL,
+//		trigger.SourceConfig{Capture: cfg, Applied: st.Applied.ID()}, log, m)
+//	defer src.Close()
+//	err = applier.Run(ctx, src)                               // pkg/apply
 //
-// Run ticks, reads each batch after the applied one, calls apply and purges
-// what it committed; NextBatch, Open, Tick and Purge are the same steps for
-// callers that drive them themselves.
-//
-// `replicator stream` uses Source instead (source.go): the same steps as a
-// wal.Source, so the batches go through pkg/apply like logical capture's
-// transactions, one batch per wal.Txn positioned by its id.
+// Source (source.go) is a wal.Source: it runs the ticker, reads each batch
+// after the applied one (one read ahead of apply) into one wal.Txn
+// positioned by the batch id, and purges what apply reports committed.
+// pkg/apply applies each Txn, records its position on the target in the
+// same transaction (state.RecordApplied of position.Batch), commits, and
+// only then calls Committed: a target transaction holds whole batches
+// only, and after a crash the stream resumes after the recorded batch.
+// `replicator stream` (apply.Stream) does exactly this. Capture's Tick,
+// NextBatch, Open and Purge are the same steps one at a time, for callers
+// that drive them themselves (cutover's on-demand tick, the tests).
 //
 // Choose and CheckPrivileges serve `--capture auto` and preflight.
 package trigger

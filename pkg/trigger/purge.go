@@ -19,11 +19,11 @@ import (
 // one huge delete. It returns how many rows it deleted and refreshes the
 // metrics.
 func (c *Capture) Purge(ctx context.Context, applied int64) (int64, error) {
-	conn, release, err := c.misc.acquire(ctx)
+	conn, err := c.acquire(ctx)
 	if err != nil {
 		return 0, err
 	}
-	defer release()
+	defer conn.Release()
 	var snap string
 	err = conn.QueryRow(ctx, `SELECT snap::text FROM replicator.ticks WHERE id = $1`, applied).Scan(&snap)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -57,7 +57,7 @@ func (c *Capture) Purge(ctx context.Context, applied int64) (int64, error) {
 	if total > 0 {
 		c.log.Debug("purged changelog", zap.Int64("batch", applied), zap.Int64("rows", total))
 	}
-	return total, c.updateMetrics(ctx, conn, applied, total > 0)
+	return total, c.updateMetrics(ctx, conn.Conn(), applied, total > 0)
 }
 
 // UpdateMetrics sets the capture lag (now − the time of tick applied,
@@ -65,12 +65,12 @@ func (c *Capture) Purge(ctx context.Context, applied int64) (int64, error) {
 // unless force, the changelog row count (an exact count: the changelog is
 // small once caught up).
 func (c *Capture) UpdateMetrics(ctx context.Context, applied int64, force bool) error {
-	conn, release, err := c.misc.acquire(ctx)
+	conn, err := c.acquire(ctx)
 	if err != nil {
 		return err
 	}
-	defer release()
-	return c.updateMetrics(ctx, conn, applied, force)
+	defer conn.Release()
+	return c.updateMetrics(ctx, conn.Conn(), applied, force)
 }
 
 func (c *Capture) updateMetrics(ctx context.Context, conn *pgx.Conn, applied int64, force bool) error {
@@ -79,7 +79,9 @@ func (c *Capture) updateMetrics(ctx context.Context, conn *pgx.Conn, applied int
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("measure capture lag: %w", err)
 	}
-	c.lag.Set(lag)
+	if c.m != nil {
+		c.m.CaptureLagSeconds.Set(lag)
+	}
 	c.mu.Lock()
 	due := force || time.Since(c.lastCount) >= c.cfg.MetricsInterval
 	if due {
@@ -93,6 +95,8 @@ func (c *Capture) updateMetrics(ctx context.Context, conn *pgx.Conn, applied int
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM replicator.changelog`).Scan(&n); err != nil {
 		return fmt.Errorf("count the changelog: %w", err)
 	}
-	c.rows.Set(float64(n))
+	if c.m != nil {
+		c.m.ChangelogRows.Set(float64(n))
+	}
 	return nil
 }

@@ -7,12 +7,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"replicator/pkg/state"
+	"replicator/pkg/position"
 	"replicator/pkg/wal"
 )
 
@@ -20,8 +18,8 @@ import (
 // to the same apply stage as logical capture.
 type SourceConfig struct {
 	Capture Config
-	// Applied is the last batch the target committed (state.AppliedBatch):
-	// the first batch delivered is Applied+1.
+	// Applied is the last batch the target committed (the id of
+	// state.State.Applied): the first batch delivered is Applied+1.
 	Applied int64
 	// TxnMemory is how many bytes of one batch are held in memory before
 	// the rest is spilled to disk. Default (0) 8 MiB.
@@ -39,11 +37,11 @@ type SourceConfig struct {
 // only (apply never splits a Txn), and the position it records is the
 // batch id.
 //
-// The Txn's EndLSN and CommitLSN carry the batch id (positions are only
-// compared, never read as WAL addresses) and CommitTime the tick's time.
-// A batch with no changes is a heartbeat: applying it records the
-// position, so idle ticks do not pile up on the source. Each change's LSN
-// is its changelog id, which apply names in its errors.
+// The Txn's End and Commit are the batch (position.Batch) and CommitTime
+// the tick's time. A batch with no changes is a heartbeat: applying it
+// records the position, so idle ticks do not pile up on the source. Each
+// change's Pos is its changelog id (position.ChangelogID), which apply
+// names in its errors.
 //
 // Three goroutines run until Close: the ticker, the batch reader (one
 // batch read ahead of apply, so memory holds at most three batches'
@@ -68,9 +66,9 @@ type Source struct {
 }
 
 // OpenSource connects to the source and starts the ticker, the reader and
-// the purger. sourceURL is never logged; reg (nil: none) receives the
-// capture metrics and may be the same registry on every reconnect.
-func OpenSource(ctx context.Context, sourceURL string, cfg SourceConfig, log *zap.Logger, reg prometheus.Registerer) (*Source, error) {
+// the purger. sourceURL is never logged; m (nil: none) receives the
+// capture metrics, the same *Metrics on every reconnect.
+func OpenSource(ctx context.Context, sourceURL string, cfg SourceConfig, log *zap.Logger, m *Metrics) (*Source, error) {
 	if cfg.TxnMemory == 0 {
 		cfg.TxnMemory = 8 << 20
 	}
@@ -80,7 +78,7 @@ func OpenSource(ctx context.Context, sourceURL string, cfg SourceConfig, log *za
 	if cfg.TxnMemory < 0 || cfg.MetricsInterval < 0 || cfg.Applied < 0 {
 		return nil, fmt.Errorf("trigger source: negative memory bound, interval or batch")
 	}
-	capt, err := New(ctx, sourceURL, cfg.Capture, log, reg)
+	capt, err := New(ctx, sourceURL, cfg.Capture, log, m)
 	if err != nil {
 		return nil, err
 	}
@@ -114,42 +112,49 @@ func OpenSource(ctx context.Context, sourceURL string, cfg SourceConfig, log *za
 }
 
 // Next returns the next batch as a transaction, waiting until its tick is
-// taken and it is read; ctx.Err() when ctx ends, or the error that stopped
-// capture.
+// taken and it is read. See wal.Source.
 func (s *Source) Next(ctx context.Context) (*wal.Txn, error) {
-	select {
-	case t := <-s.out:
-		return t, nil
-	default:
+	if t, err := s.Poll(); t != nil || err != nil {
+		return t, err
 	}
 	select {
 	case t := <-s.out:
 		return t, nil
 	case <-s.done:
+		return s.Poll()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Poll returns the next batch if it is read, else nil. See wal.Source.
+func (s *Source) Poll() (*wal.Txn, error) {
+	select {
+	case <-s.done:
+		// The reader queued what it read before the group ended.
 		select {
 		case t := <-s.out:
 			return t, nil
 		default:
 		}
 		return nil, fmt.Errorf("trigger capture: %w", s.err)
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	default:
 	}
+	select {
+	case t := <-s.out:
+		return t, nil
+	default:
+	}
+	return nil, nil
 }
 
 // Pending reports whether a batch is read and waiting for Next.
 func (s *Source) Pending() bool { return len(s.out) > 0 }
 
-// Record writes the batch id and tick time of txn into the target's state,
-// inside the target transaction db.
-func (s *Source) Record(ctx context.Context, db state.DB, txn *wal.Txn) error {
-	return state.RecordAppliedBatch(ctx, db, int64(txn.EndLSN), txn.CommitTime)
-}
-
 // Committed lets the purger delete the changelog rows of every batch up
 // to txn's. It does not block.
 func (s *Source) Committed(txn *wal.Txn) {
-	s.committed.Store(int64(txn.EndLSN))
+	s.committed.Store(txn.End.ID())
 	select {
 	case s.kick <- struct{}{}:
 	default:
@@ -241,7 +246,7 @@ func (s *Source) read(ctx context.Context, b *Batch) (*wal.Txn, error) {
 		s.log.Info("read a large batch from the changelog", zap.Int64("batch", b.ID), zap.Int("changes", txn.Count),
 			zap.Int64("bytes", txn.Bytes), zap.Duration("took", time.Since(began).Round(time.Millisecond)))
 	}
-	txn.CommitLSN, txn.EndLSN = pglogrepl.LSN(b.ID), pglogrepl.LSN(b.ID)
+	txn.Commit, txn.End = position.Batch(b.ID), position.Batch(b.ID)
 	txn.CommitTime = b.Time
 	txn.Heartbeat = txn.Count == 0
 	return txn, nil
@@ -296,7 +301,7 @@ func (s *Source) decode(ctx context.Context, b *Batch, cur *Cursor, pages chan<-
 			if err := flushTrunc(); err != nil {
 				return err
 			}
-			trunc = &wal.Change{Kind: wal.Truncate, LSN: pglogrepl.LSN(ch.ID), Truncated: []*wal.Relation{s.relation(ch.Table)}}
+			trunc = &wal.Change{Kind: wal.Truncate, Pos: position.ChangelogID(ch.ID), Truncated: []*wal.Relation{s.relation(ch.Table)}}
 			truncTx = ch.TxID
 			continue
 		}
@@ -364,7 +369,7 @@ func (s *Source) relation(t *Table) *wal.Relation {
 //   - Delete: Old is the key (or the whole row without a key).
 func (s *Source) convert(ch *Change) (wal.Change, error) {
 	rel := s.relation(ch.Table)
-	c := wal.Change{Rel: rel, LSN: pglogrepl.LSN(ch.ID)}
+	c := wal.Change{Rel: rel, Pos: position.ChangelogID(ch.ID)}
 	switch ch.Op {
 	case Insert:
 		c.Kind, c.New = wal.Insert, values(ch.New)

@@ -3,6 +3,7 @@ package trigger
 import (
 	"testing"
 
+	"replicator/pkg/position"
 	"replicator/pkg/wal"
 )
 
@@ -25,7 +26,7 @@ func TestConvertShapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Kind != wal.Update || c.Old != nil || string(c.New[0].Text) != "1" || string(c.New[1].Text) != "x" ||
-		c.New[2].Kind != wal.ValueUnchanged || c.LSN != 7 || c.Rel.Identity != wal.IdentityDefault || !c.Rel.Columns[0].Key {
+		c.New[2].Kind != wal.ValueUnchanged || c.Pos != position.ChangelogID(7) || c.Rel.Identity != wal.IdentityDefault || !c.Rel.Columns[0].Key {
 		t.Errorf("update with unchanged key: %+v", c)
 	}
 

@@ -8,7 +8,7 @@ package wal
 //
 //	b := wal.NewTxnBuilder(dir, 8<<20)
 //	for … { if err := b.Add(change); err != nil { b.Discard(); return err } }
-//	txn := b.Txn()   // set its position fields; the caller closes it
+//	txn := b.Txn()   // set its position fields (Commit, End); the caller closes it
 type TxnBuilder struct {
 	txn *Txn
 }
@@ -33,7 +33,7 @@ func (b *TxnBuilder) Add(c Change) error {
 func (b *TxnBuilder) Count() int { return b.txn.Count }
 
 // Txn returns the transaction with every change added; the caller sets its
-// position fields (XID, CommitLSN, EndLSN, CommitTime) and closes it. The
+// position fields (XID, Commit, End, CommitTime) and closes it. The
 // builder must not be used afterwards.
 func (b *TxnBuilder) Txn() *Txn {
 	t := b.txn

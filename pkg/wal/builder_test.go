@@ -5,20 +5,23 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"replicator/pkg/position"
 )
 
 // TestTxnBuilderSpills: a transaction built change by change past its
 // memory bound goes to a spill file, reads back complete and in order, and
-// Close (or Discard) deletes the file.
+// Close (or Discard) deletes the file. Positions of any kind survive the
+// spill file.
 func TestTxnBuilderSpills(t *testing.T) {
 	dir := t.TempDir()
 	rel := &Relation{ID: 1, Namespace: "public", Name: "t", Identity: IdentityDefault,
 		Columns: []Column{{Name: "id", Key: true}, {Name: "v"}}}
 	b := NewTxnBuilder(dir, 2048)
 	for i := 0; i < 1000; i++ {
-		c := Change{Kind: Insert, Rel: rel, LSN: 0, New: []Value{{Kind: ValueText, Text: []byte(strconv.Itoa(i))}, {Kind: ValueNull}}}
+		c := Change{Kind: Insert, Rel: rel, Pos: position.ChangelogID(int64(i)), New: []Value{{Kind: ValueText, Text: []byte(strconv.Itoa(i))}, {Kind: ValueNull}}}
 		if i%2 == 1 {
-			c = Change{Kind: Update, Rel: rel, Old: []Value{{Kind: ValueText, Text: []byte(strconv.Itoa(i - 1))}, {Kind: ValueUnchanged}},
+			c = Change{Kind: Update, Rel: rel, Pos: position.ChangelogID(int64(i)), Old: []Value{{Kind: ValueText, Text: []byte(strconv.Itoa(i - 1))}, {Kind: ValueUnchanged}},
 				New: []Value{{Kind: ValueText, Text: []byte(strconv.Itoa(i - 1))}, {Kind: ValueUnchanged}}}
 		}
 		if err := b.Add(c); err != nil {
@@ -36,7 +39,7 @@ func TestTxnBuilderSpills(t *testing.T) {
 	i := 0
 	err := txn.Each(func(c *Change) error {
 		want := strconv.Itoa(i - i%2)
-		if string(c.New[0].Text) != want || (i%2 == 1) != (c.Kind == Update) || c.Rel != rel {
+		if string(c.New[0].Text) != want || (i%2 == 1) != (c.Kind == Update) || c.Rel != rel || c.Pos != position.ChangelogID(int64(i)) {
 			t.Fatalf("change %d: %+v", i, c)
 		}
 		i++

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-
-	"replicator/pkg/state"
+	"replicator/pkg/position"
 )
 
 // Kind is what a change does to a row.
@@ -90,7 +88,10 @@ type Change struct {
 	Rel  *Relation
 	Old  []Value
 	New  []Value
-	LSN  pglogrepl.LSN // WAL position of the change, for errors
+	// Pos is where the change is on the source, named in errors: its WAL
+	// position under logical capture, its changelog id under trigger
+	// capture.
+	Pos position.Position
 
 	// Truncate only: the tables, and TRUNCATE's options.
 	Truncated       []*Relation
@@ -158,17 +159,18 @@ func (c *Change) size() int64 {
 // with Each, as often as needed, until Close.
 //
 // A Txn with no changes and Heartbeat set carries only a position: the
-// source confirmed that nothing needing apply happened up to EndLSN.
+// source confirmed that nothing needing apply happened up to End.
 //
-// Positions are only compared, never read as WAL addresses outside this
-// package: under trigger capture (trigger.Source) a Txn is one changelog
-// batch, EndLSN and CommitLSN hold the batch id, CommitTime the time of
-// the tick that closed the batch, and each change's LSN its changelog id.
+// Positions are built by the source: logical capture gives WAL positions
+// (position.LSN); trigger capture (trigger.Source) delivers one changelog
+// batch per Txn, whose Commit and End are the batch (position.Batch),
+// CommitTime the time of the tick that closed the batch, and each
+// change's Pos its changelog id.
 type Txn struct {
 	XID        uint32
-	CommitLSN  pglogrepl.LSN
-	EndLSN     pglogrepl.LSN // end of the commit record: the position to confirm
-	CommitTime time.Time     // zero for a heartbeat
+	Commit     position.Position // the commit record
+	End        position.Position // end of the commit record: the position to record and confirm
+	CommitTime time.Time         // zero for a logical heartbeat
 	Heartbeat  bool
 
 	Count int   // changes in the transaction
@@ -198,19 +200,26 @@ func (t *Txn) Close() error {
 }
 
 // Source is a capture source: logical decoding (this package) or trigger
-// capture. The apply stage pulls transactions from it and reports back
-// what the target has committed.
+// capture. The apply stage pulls transactions from it, records their
+// positions on the target itself (pkg/state), and reports back what the
+// target has committed.
+//
+// Next and Poll are called from one goroutine (the apply stage's), in any
+// interleaving. Each Txn they return belongs to the caller, who closes it
+// (after Committed, or when it is dropped). Once capture has stopped on an
+// error, the transactions received before it are delivered first, then
+// every further call returns that error again.
 type Source interface {
 	// Next blocks until the next transaction in commit order is complete
-	// and returns it; the caller closes it. It returns ctx.Err() when ctx
-	// ends, or the error that stopped capture. Next is called from one
-	// goroutine.
+	// and returns it. It returns ctx.Err() when ctx ends first, or the
+	// error that stopped capture; never a nil Txn with a nil error.
 	Next(ctx context.Context) (*Txn, error)
-	// Record writes the position of txn (the last of a target transaction)
-	// into the target's state, inside the target transaction db.
-	Record(ctx context.Context, db state.DB, txn *Txn) error
+	// Poll returns the next transaction if it is complete now, without
+	// waiting: (nil, nil) when none is ready, or the error that stopped
+	// capture. It may be called any number of times.
+	Poll() (*Txn, error)
 	// Committed tells the source that every transaction up to and
 	// including txn is committed on the target, so the source may release
-	// it. Safe to call from any goroutine.
+	// it. It does not block and is safe to call from any goroutine.
 	Committed(txn *Txn)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pglogrepl"
+
+	"replicator/pkg/position"
 )
 
 // ErrProtocol marks a pgoutput stream that does not follow the protocol
@@ -65,7 +67,7 @@ func (d *decoder) feed(at pglogrepl.LSN, data []byte) (t *Txn, err error) {
 		if d.cur != nil {
 			return nil, fmt.Errorf("%w: BEGIN of xid %d at %s inside xid %d", ErrProtocol, m.Xid, at, d.cur.XID)
 		}
-		d.cur = &Txn{XID: m.Xid, CommitLSN: m.FinalLSN, CommitTime: m.CommitTime,
+		d.cur = &Txn{XID: m.Xid, Commit: position.LSN(m.FinalLSN), CommitTime: m.CommitTime,
 			buf: newChangeBuffer(d.spillDir, d.memLimit)}
 	case *pglogrepl.CommitMessage:
 		if d.cur == nil {
@@ -73,7 +75,7 @@ func (d *decoder) feed(at pglogrepl.LSN, data []byte) (t *Txn, err error) {
 		}
 		t := d.cur
 		d.cur = nil
-		t.CommitLSN, t.EndLSN, t.CommitTime = m.CommitLSN, m.TransactionEndLSN, m.CommitTime
+		t.Commit, t.End, t.CommitTime = position.LSN(m.CommitLSN), position.LSN(m.TransactionEndLSN), m.CommitTime
 		return t, nil
 	case *pglogrepl.RelationMessage:
 		r := &Relation{ID: m.RelationID, Namespace: m.Namespace, Name: m.RelationName,
@@ -92,7 +94,7 @@ func (d *decoder) feed(at pglogrepl.LSN, data []byte) (t *Txn, err error) {
 		if d.cur == nil {
 			return nil, fmt.Errorf("%w: TRUNCATE at %s outside a transaction", ErrProtocol, at)
 		}
-		c := Change{Kind: Truncate, LSN: at, Cascade: m.Option&1 != 0, RestartIdentity: m.Option&2 != 0}
+		c := Change{Kind: Truncate, Pos: position.LSN(at), Cascade: m.Option&1 != 0, RestartIdentity: m.Option&2 != 0}
 		for _, id := range m.RelationIDs {
 			r, ok := d.rels[id]
 			if !ok {
@@ -191,7 +193,7 @@ func (d *decoder) add(at pglogrepl.LSN, relID uint32, kind Kind, old, new *pglog
 	if !ok {
 		return fmt.Errorf("%w: %s at %s of relation %d never described", ErrProtocol, kind, at, relID)
 	}
-	c := Change{Kind: kind, Rel: r, LSN: at, Old: image(old), New: image(new)}
+	c := Change{Kind: kind, Rel: r, Pos: position.LSN(at), Old: image(old), New: image(new)}
 	return d.push(c)
 }
 
@@ -199,7 +201,7 @@ func (d *decoder) push(c Change) error {
 	d.cur.Count++
 	d.cur.Bytes += c.size()
 	if err := d.cur.buf.add(c); err != nil {
-		return fmt.Errorf("xid %d at %s: %w", d.cur.XID, c.LSN, err)
+		return fmt.Errorf("xid %d at %s: %w", d.cur.XID, c.Pos.LSN(), err)
 	}
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+
+	"replicator/pkg/position"
 )
 
 // Message builders following the pgoutput v1 formats byte by byte.
@@ -117,7 +119,7 @@ func TestDecoderTransaction(t *testing.T) {
 		t.Fatal("COMMIT did not complete the transaction")
 	}
 	defer txn.Close()
-	if txn.XID != 77 || txn.CommitLSN != 0x500 || txn.EndLSN != 0x540 || !txn.CommitTime.Equal(at) || txn.Count != 4 {
+	if txn.XID != 77 || txn.Commit != position.LSN(0x500) || txn.End != position.LSN(0x540) || !txn.CommitTime.Equal(at) || txn.Count != 4 {
 		t.Fatalf("transaction %+v", txn)
 	}
 	var got []Change
@@ -226,8 +228,8 @@ func TestSpillRoundTrip(t *testing.T) {
 			t.Fatalf("pass %d: %d changes, want 2000", pass, len(got))
 		}
 		for i, c := range got {
-			if c.LSN != pglogrepl.LSN(100+i) {
-				t.Fatalf("pass %d: change %d has LSN %s: out of order", pass, i, c.LSN)
+			if c.Pos != position.LSN(pglogrepl.LSN(100+i)) {
+				t.Fatalf("pass %d: change %d is at %s: out of order", pass, i, c.Pos)
 			}
 			if i%5 == 0 {
 				if c.Kind != Update || c.New[1].Kind != ValueUnchanged || c.Old[1].Kind != ValueNull {

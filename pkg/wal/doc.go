@@ -18,12 +18,17 @@
 // (trigger.Source), building its transactions with NewTxnBuilder, which
 // spills the same way.
 //
+// Positions are position.Position values: a Txn's Commit and End and a
+// Change's Pos are LSNs here; trigger capture fills the same fields with
+// its batch and changelog ids, so apply never needs to know which source
+// it reads.
+//
 //	src, err := wal.OpenLogical(ctx, wal.Config{SourceURL: url, Slot: "replicator",
 //		Publication: "replicator", Start: lsn}, log)
 //	defer src.Close()
 //	for {
-//		txn, err := src.Next(ctx)
-//		// apply txn.Each(...), record txn.EndLSN on the target, commit, then:
+//		txn, err := src.Next(ctx) // or src.Poll() to take only what is ready
+//		// apply txn.Each(...), state.RecordApplied(ctx, tx, txn.End, …), commit, then:
 //		src.Committed(txn)
 //		txn.Close()
 //	}

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"replicator/pkg/pgutil"
-	"replicator/pkg/state"
+	"replicator/pkg/position"
 )
 
 // Config configures logical capture from one replication slot.
@@ -34,9 +34,6 @@ type Config struct {
 	// it are not delivered (the larger of the slot's consistent point and
 	// the target's applied position). Required.
 	Start pglogrepl.LSN
-	// LastCommitTime is the commit time of the transaction at Start, kept
-	// in the target's state when only a heartbeat moves the position.
-	LastCommitTime time.Time
 
 	// TxnMemory is how many bytes of one transaction's changes are held in
 	// memory before they are spilled to disk. Default (0) 8 MiB.
@@ -101,10 +98,9 @@ type Logical struct {
 	done   chan struct{}
 	err    error // set before done is closed
 
-	committed  atomic.Uint64 // end LSN of the last transaction committed on the target
-	walEnd     atomic.Uint64 // latest WAL end the source reported
-	lastCommit time.Time     // used by Record only (the apply goroutine)
-	closeOnce  sync.Once
+	committed atomic.Uint64 // end LSN of the last transaction committed on the target
+	walEnd    atomic.Uint64 // latest WAL end the source reported
+	closeOnce sync.Once
 }
 
 // OpenLogical connects to the source in replication mode, starts streaming
@@ -147,8 +143,7 @@ func OpenLogical(ctx context.Context, cfg Config, log *zap.Logger) (*Logical, er
 	cfg.SpillDir = spill
 	runCtx, cancel := context.WithCancel(context.Background())
 	l := &Logical{cfg: cfg, log: log, conn: conn, out: make(chan *Txn, 1024),
-		mem: semaphore.NewWeighted(cfg.QueueMemory), cancel: cancel, done: make(chan struct{}),
-		lastCommit: cfg.LastCommitTime}
+		mem: semaphore.NewWeighted(cfg.QueueMemory), cancel: cancel, done: make(chan struct{})}
 	l.committed.Store(uint64(cfg.Start))
 	l.walEnd.Store(uint64(cfg.Start))
 	log.Info("streaming from the source", zap.String("slot", cfg.Slot), zap.String("publication", cfg.Publication),
@@ -163,18 +158,27 @@ func OpenLogical(ctx context.Context, cfg Config, log *zap.Logger) (*Logical, er
 
 // Next returns the next transaction in commit order. See Source.
 func (l *Logical) Next(ctx context.Context) (*Txn, error) {
-	select {
-	case t := <-l.out:
-		l.release(t)
-		return t, nil
-	default:
+	if t, err := l.Poll(); t != nil || err != nil {
+		return t, err
 	}
 	select {
 	case t := <-l.out:
 		l.release(t)
 		return t, nil
 	case <-l.done:
-		// Deliver what was received before the error first.
+		return l.Poll()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Poll returns the next transaction if one is received, else nil. See
+// Source.
+func (l *Logical) Poll() (*Txn, error) {
+	select {
+	case <-l.done:
+		// Everything received was queued before done was closed: deliver
+		// it before the error.
 		select {
 		case t := <-l.out:
 			l.release(t)
@@ -182,9 +186,15 @@ func (l *Logical) Next(ctx context.Context) (*Txn, error) {
 		default:
 		}
 		return nil, l.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	default:
 	}
+	select {
+	case t := <-l.out:
+		l.release(t)
+		return t, nil
+	default:
+	}
+	return nil, nil
 }
 
 // Pending reports whether received transactions are waiting for Next.
@@ -203,24 +213,12 @@ func (l *Logical) weight(t *Txn) int64 {
 	return min(t.buf.inMemory(), l.cfg.QueueMemory)
 }
 
-// Record writes txn's end LSN and commit time into the target's state. A
-// heartbeat keeps the commit time of the last real transaction.
-func (l *Logical) Record(ctx context.Context, db state.DB, txn *Txn) error {
-	if !txn.Heartbeat {
-		l.lastCommit = txn.CommitTime
-	}
-	ct := l.lastCommit
-	if ct.IsZero() {
-		ct = time.Now()
-	}
-	return state.RecordAppliedLSN(ctx, db, txn.EndLSN.String(), ct)
-}
-
 // Committed advances the flush position reported to the source.
 func (l *Logical) Committed(txn *Txn) {
 	for {
 		cur := l.committed.Load()
-		if uint64(txn.EndLSN) <= cur || l.committed.CompareAndSwap(cur, uint64(txn.EndLSN)) {
+		end := uint64(txn.End.LSN())
+		if end <= cur || l.committed.CompareAndSwap(cur, end) {
 			return
 		}
 	}
@@ -327,7 +325,8 @@ func (l *Logical) receive(ctx context.Context) error {
 				// because of an idle (or busy-elsewhere) source.
 				if !dec.inTxn() && ka.ServerWALEnd > received && idle &&
 					time.Since(lastHeartbeat) >= l.cfg.StatusInterval/2 {
-					if err := l.enqueue(ctx, &Txn{EndLSN: ka.ServerWALEnd, CommitLSN: ka.ServerWALEnd, Heartbeat: true}); err != nil {
+					at := position.LSN(ka.ServerWALEnd)
+					if err := l.enqueue(ctx, &Txn{End: at, Commit: at, Heartbeat: true}); err != nil {
 						return err
 					}
 					received = ka.ServerWALEnd
@@ -349,7 +348,7 @@ func (l *Logical) receive(ctx context.Context) error {
 				if t == nil {
 					continue
 				}
-				if t.EndLSN <= received {
+				if t.End.LSN() <= received {
 					// Already applied (the source resends from its confirmed
 					// position, which may be behind the target's).
 					t.Close()
@@ -358,7 +357,7 @@ func (l *Logical) receive(ctx context.Context) error {
 				if err := l.enqueue(ctx, t); err != nil {
 					return err
 				}
-				received = t.EndLSN
+				received = t.End.LSN()
 			}
 		default:
 			// NoticeResponse and the like.
@@ -381,7 +380,7 @@ func (l *Logical) enqueue(ctx context.Context, t *Txn) error {
 			t.Close()
 			return ctx.Err()
 		}
-		if err := l.sendStatus(ctx, t.CommitLSN, false); err != nil {
+		if err := l.sendStatus(ctx, t.Commit.LSN(), false); err != nil {
 			t.Close()
 			return err
 		}

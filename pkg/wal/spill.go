@@ -8,7 +8,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/jackc/pglogrepl"
+	"replicator/pkg/position"
 )
 
 // Huge transactions: this package keeps protocol v1 (text, no streaming of
@@ -145,13 +145,14 @@ func (b *changeBuffer) relAt(i uint64) (*Relation, error) {
 	return b.rels[i-1], nil
 }
 
-// Spill record: kind, rel, lsn, old image, new image, truncate list, flags.
+// Spill record: kind, rel, position (kind, value), old image, new image, truncate list, flags.
 // An image is a count (0 = absent, n+1 = n columns) then per column its
 // kind and, for text, length and bytes.
 func (b *changeBuffer) encode(dst []byte, c *Change) []byte {
 	dst = append(dst, byte(c.Kind))
 	dst = binary.AppendUvarint(dst, b.rel(c.Rel))
-	dst = binary.AppendUvarint(dst, uint64(c.LSN))
+	dst = append(dst, byte(c.Pos.Kind()))
+	dst = binary.AppendUvarint(dst, c.Pos.Uint64())
 	dst = appendImage(dst, c.Old)
 	dst = appendImage(dst, c.New)
 	dst = binary.AppendUvarint(dst, uint64(len(c.Truncated)))
@@ -197,11 +198,17 @@ func (b *changeBuffer) decode(r *bufio.Reader, c *Change) error {
 	if c.Rel, err = b.relAt(ri); err != nil {
 		return err
 	}
-	lsn, err := binary.ReadUvarint(r)
+	pk, err := r.ReadByte()
 	if err != nil {
 		return err
 	}
-	c.LSN = pglogrepl.LSN(lsn)
+	pv, err := binary.ReadUvarint(r)
+	if err != nil {
+		return err
+	}
+	if c.Pos, err = position.New(position.Kind(pk), pv); err != nil {
+		return err
+	}
 	if c.Old, err = readImage(r); err != nil {
 		return err
 	}
