@@ -114,7 +114,10 @@ func OpenLogical(ctx context.Context, cfg Config, log *zap.Logger) (*Logical, er
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"proto_version '1'", "publication_names " + pgutil.QuoteLiteral(cfg.Publication)}
+	// pgoutput reads publication_names as a list of identifiers, so a
+	// name is quoted as an identifier inside the literal: unquoted, a
+	// mixed-case name would be folded to lower case.
+	args := []string{"proto_version '1'", "publication_names " + pgutil.QuoteLiteral(pgutil.QuoteIdent(cfg.Publication))}
 	if err := pglogrepl.StartReplication(ctx, conn, pgutil.QuoteIdent(cfg.Slot), cfg.Start,
 		pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
 		conn.Close(context.Background())
