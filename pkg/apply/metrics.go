@@ -1,6 +1,10 @@
 package apply
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"replicator/pkg/metrics"
+)
 
 // Metrics are the stream's Prometheus metrics. Create them once per
 // process with NewMetrics and pass them in (StreamConfig.Metrics,
@@ -20,14 +24,8 @@ type Metrics struct {
 // registered, e.g. in tests).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := newMetrics()
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.SourceLagBytes, m.ApplyLagSeconds, m.AppliedTransactions,
-		m.AppliedChanges, m.BatchChanges, m.LastAppliedLSN, m.LastAppliedBatch, m.StreamErrors} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := metrics.Register(reg, "stream", m.SourceLagBytes, m.ApplyLagSeconds, m.AppliedTransactions, m.AppliedChanges, m.BatchChanges, m.LastAppliedLSN, m.LastAppliedBatch, m.StreamErrors); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -1,9 +1,9 @@
 package redissync
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"replicator/pkg/metrics"
 )
 
 // Metrics are the sync's Prometheus metrics. The command builds them once
@@ -37,17 +37,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "replicator_redis_reconnects_total",
 			Help: "Reconnections to the source Redis after a dropped replication link."}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	all := []prometheus.Collector{m.KeysImported, m.BytesImported, m.FollowLagBytes, m.FollowOffset, m.Reconnects}
-	for i, c := range all {
-		if err := reg.Register(c); err != nil {
-			for _, done := range all[:i] {
-				reg.Unregister(done)
-			}
-			return nil, fmt.Errorf("redis sync metrics: %w", err)
-		}
+	if err := metrics.Register(reg, "redis sync", m.KeysImported, m.BytesImported, m.FollowLagBytes, m.FollowOffset, m.Reconnects); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -1,9 +1,9 @@
 package snapshot
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"replicator/pkg/metrics"
 )
 
 // Metrics are the snapshot's Prometheus counters. Build them once per
@@ -28,13 +28,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		chunks: prometheus.NewCounter(prometheus.CounterOpts{Name: "replicator_snapshot_chunks_done_total",
 			Help: "Copy chunks committed on the target."}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.rows, m.bytes, m.chunks} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register the snapshot metrics: %w", err)
-		}
+	if err := metrics.Register(reg, "snapshot", m.rows, m.bytes, m.chunks); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -1,6 +1,10 @@
 package trigger
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"replicator/pkg/metrics"
+)
 
 // Metrics are trigger capture's Prometheus metrics. Build them once per
 // process with NewMetrics and pass the same *Metrics to every Capture and
@@ -22,13 +26,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		CaptureLagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "replicator_trigger_capture_lag_seconds",
 			Help: "Seconds between now and the tick closing the last batch the target committed (source clock)."}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.ChangelogRows, m.CaptureLagSeconds} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := metrics.Register(reg, "trigger capture", m.ChangelogRows, m.CaptureLagSeconds); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -1,9 +1,9 @@
 package verify
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"replicator/pkg/metrics"
 )
 
 // Metrics are verify's Prometheus counters. Build them once per process
@@ -29,13 +29,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Chunks (key ranges or hash buckets) whose count or checksum differed between source and target.",
 		}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.rows, m.chunksMismatched} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register the verify metrics: %w", err)
-		}
+	if err := metrics.Register(reg, "verify", m.rows, m.chunksMismatched); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
