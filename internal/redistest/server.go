@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -259,4 +260,21 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// FunctionCodes is the code of every function library srv serves, sorted.
+func FunctionCodes(t testing.TB, srv *testenv.Redis) []string {
+	t.Helper()
+	c := srv.Client(0)
+	defer c.Close()
+	libs, err := c.FunctionList(context.Background(), redis.FunctionListQuery{WithCode: true}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []string
+	for _, l := range libs {
+		codes = append(codes, l.Code)
+	}
+	slices.Sort(codes)
+	return codes
 }

@@ -294,7 +294,12 @@ func (d *Decoder) top() error {
 			d.ev.Kind, d.ev.Value = KindFunction, code
 			return nil
 		case opFunctionPreGA:
-			return fmt.Errorf("%w: functions in the Redis 7.0 release-candidate format; load them into a Redis 7.0 GA server and save again", ErrUnsupported)
+			code, err := d.readFunctionPreGA()
+			if err != nil {
+				return fmt.Errorf("function library in the 7.0 release-candidate format: %w", err)
+			}
+			d.ev.Kind, d.ev.Value = KindFunction, code
+			return nil
 		case opModuleAux:
 			id, err := d.readLen()
 			if err != nil {
@@ -397,4 +402,39 @@ func (d *Decoder) startValue(typ byte) error {
 	}
 	d.src = src
 	return nil
+}
+
+// readFunctionPreGA reads a library saved by a Redis 7.0 release candidate
+// (name, engine, a flag and an optional description, code) and returns it
+// as the source FUNCTION LOAD takes, the way Redis 7.0 GA translates it on
+// load: "#!<engine> name=<name>" then the code. The description is dropped,
+// as Redis drops it (GA libraries have none).
+func (d *Decoder) readFunctionPreGA() ([]byte, error) {
+	name, err := d.readString()
+	if err != nil {
+		return nil, err
+	}
+	name = append([]byte(nil), name...) // readString's buffer is reused
+	engine, err := d.readString()
+	if err != nil {
+		return nil, err
+	}
+	engine = append([]byte(nil), engine...)
+	hasDesc, err := d.readLen()
+	if err != nil {
+		return nil, err
+	}
+	if hasDesc != 0 {
+		if _, err := d.readString(); err != nil {
+			return nil, err
+		}
+	}
+	code, err := d.readString()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(engine)+len(name)+len(code)+10)
+	out = append(append(append(out, "#!"...), engine...), " name="...)
+	out = append(append(append(out, name...), '\n'), code...)
+	return out, nil
 }

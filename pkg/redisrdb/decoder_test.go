@@ -50,6 +50,12 @@ func TestDecodeHandBuilt(t *testing.T) {
 		{"aux and function", 10, func(b *redistest.RDB) {
 			b.Byte(redistest.OpAux).Str("redis-ver").Str("7.0.0").Byte(redistest.OpFunction2).Str("#!lua name=lib\nredis.register_function('f', function() return 1 end)")
 		}, "", "aux redis-ver=7.0.0;function #!lua name=lib\nredis.register_function('f', function() return 1 end)"},
+		{"function 7.0-rc with description", 10, func(b *redistest.RDB) {
+			b.Byte(redistest.OpFunctionPreGA).Str("lib").Str("LUA").Len(1).Str("a description").Str("redis.register_function('f', function() return 1 end)")
+		}, "", "function #!LUA name=lib\nredis.register_function('f', function() return 1 end)"},
+		{"function 7.0-rc without description", 10, func(b *redistest.RDB) {
+			b.Byte(redistest.OpFunctionPreGA).Str("l2").Str("LUA").Len(0).Str("code")
+		}, "", "function #!LUA name=l2\ncode"},
 		{"module aux skipped", 10, func(b *redistest.RDB) {
 			b.Byte(redistest.OpModuleAux).Len(moduleID("hellotype", 0)).Len(2).Len(2)
 			b.Len(1).Len(5).Len(2).Len(6).Len(3).Byte(0, 0, 0, 0).Len(4).U64(0).Len(5).Str("x").Len(0)
@@ -183,7 +189,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"not rdb", []byte("HELLO0009"), redisrdb.ErrCorrupt, "no REDIS magic"},
 		{"too new", redistest.File(13, nil), redisrdb.ErrVersion, "RDB version 13"},
 		{"module value", redistest.File(9, (&redistest.RDB{}).Byte(7).Str("mk").Len(uint64(moduleID("ReJSON-RL", 3))).Bytes()), redisrdb.ErrModule, `module type "ReJSON-RL"`},
-		{"pre-GA function", redistest.File(10, (&redistest.RDB{}).Byte(redistest.OpFunctionPreGA).Bytes()), redisrdb.ErrUnsupported, "release-candidate"},
+		{"truncated pre-GA function", redistest.File(10, (&redistest.RDB{}).Byte(redistest.OpFunctionPreGA).Str("lib").Bytes()), nil, "release-candidate"},
 		{"unknown type", redistest.File(9, (&redistest.RDB{}).Byte(40).Str("k").Bytes()), redisrdb.ErrCorrupt, "unknown opcode"},
 		{"huge declared string", redistest.File(9, (&redistest.RDB{}).Byte(0).Str("k").Len(1<<40).Bytes()), redisrdb.ErrTooLarge, "limit"},
 		{"huge lzf", redistest.File(9, (&redistest.RDB{}).Byte(0).Str("k").Byte(0xc3).Len(3).Len(1<<20).Byte(0, 0, 0).Bytes()), redisrdb.ErrCorrupt, "LZF lengths"},

@@ -15,9 +15,10 @@
 // hashes (hashtable, zipmap, ziplist, listpack, and the Redis 7.4 field-TTL
 // types with their release-candidate variants), streams (listpacks v1-v3
 // with consumer groups and PELs). A module value stops decoding with a
-// ModuleError naming the module; functions in the Redis 7.0
-// release-candidate format (FUNCTION, opcode 246) stop it with
-// ErrUnsupported. The CRC-64 trailer is checked when the file has one (a
+// ModuleError naming the module. Functions in the Redis 7.0
+// release-candidate format (FUNCTION, opcode 246: name, engine, optional
+// description, code) become the "#!engine name=..." source Redis 7.0 GA
+// translates them to (src/rdb.c rdbFunctionLoad). The CRC-64 trailer is checked when the file has one (a
 // zero checksum means the writer disabled it).
 //
 // DUMP payloads (src/cluster.c createDumpPayload: type byte, value body,

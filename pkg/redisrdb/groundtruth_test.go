@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,5 +99,35 @@ func TestGroundTruthServerWritten(t *testing.T) {
 		if !redistest.SameValue(g, s) {
 			t.Errorf("%s: DUMP payload decodes to %v, server has %v", k, g, s.Short())
 		}
+	}
+}
+
+// TestGroundTruthFunctionPreGA: a library saved by a 7.0 release candidate
+// decodes to exactly the code redis-server serves after loading the file.
+func TestGroundTruthFunctionPreGA(t *testing.T) {
+	file := filepath.Join(fixtureDir, "function-7.0rc.rdb")
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, other, err := redistest.DecodeAll(f)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	var decoded []string
+	for _, o := range other {
+		if code, ok := strings.CutPrefix(o, "function "); ok {
+			decoded = append(decoded, code)
+		}
+	}
+	redistest.LoadInto(t, srv, file)
+	served := redistest.FunctionCodes(t, srv)
+	if len(served) != 2 {
+		t.Fatalf("redis-server serves %d libraries from the fixture, want 2 (lib1, lib2)", len(served))
+	}
+	slices.Sort(decoded)
+	if !slices.Equal(decoded, served) {
+		t.Errorf("decoded libraries\n%q\nredis-server serves\n%q", decoded, served)
 	}
 }
