@@ -19,6 +19,15 @@ type LoadStats struct {
 	SkippedEmpty   int64
 	Functions      int64
 	Bytes          int64 // RDB bytes read
+	// ExpiredFields counts hash fields not written because their own TTL
+	// had passed (Redis does not load them either).
+	ExpiredFields int64
+	// DuplicateKeys counts key records of an RDB file that repeated an
+	// earlier key (loaded with DuplicatesLast).
+	DuplicateKeys int64
+	// DroppedFieldTTLs counts hash field TTLs dropped (HashFieldTTL drop,
+	// target without HPEXPIREAT): those fields are permanent on the target.
+	DroppedFieldTTLs int64
 }
 
 // loader drives a Decoder into a Writer. For each key it decides between
@@ -41,6 +50,13 @@ type loader struct {
 	nb         nativeBuilder
 	pending    []redisrdb.Event // copies of the key's events while RESTORE is still possible
 	pendBytes  int64
+	// nbuf holds the key's native commands until they fill a job of
+	// nativeJobBytes or the key ends; txOpen: a job of the key was sent,
+	// opening its transaction on the target.
+	nbuf      []command
+	nbufBytes int64
+	txOpen    bool
+	noKey     bool // the key ends up absent: its last job is not a key written
 	// rawComplete: the whole value is already captured (a string, or a
 	// single compact blob), so RESTORE is certain and nothing is kept.
 	rawComplete bool
@@ -73,9 +89,11 @@ var _ Events = (*redisrdb.Decoder)(nil)
 
 // Load reads d to the end and writes every key to w. It returns when
 // everything is read and queued; call w.Flush to wait for the writes.
-func Load(ctx context.Context, d Events, w *Writer, bigKeyBytes int64, log *zap.Logger) (LoadStats, error) {
+func Load(ctx context.Context, d Events, w *Writer, bigKeyBytes int64, log *zap.Logger) (st LoadStats, err error) {
 	l := &loader{w: w, log: log, bigKeyBytes: bigKeyBytes, now: func() int64 { return time.Now().UnixMilli() }}
-	l.nb.targetVersion = w.TargetVersion()
+	l.nb = *w.builder(0)
+	l.nb.now = l.now
+	defer func() { st.ExpiredFields = l.nb.expiredFields }()
 	last := time.Now()
 	for d.Next() {
 		if err := l.event(ctx, d, d.Event()); err != nil {
@@ -116,7 +134,11 @@ func (l *loader) event(ctx context.Context, d Events, ev *redisrdb.Event) error 
 		return nil
 	}
 	if l.native {
-		return l.sendNative(ctx, l.nativeCmds(ev), false)
+		cmds, err := l.nativeCmds(ev)
+		if err != nil {
+			return err
+		}
+		return l.sendNative(ctx, cmds, false)
 	}
 	if ev.Kind == redisrdb.KindItems && singleBlob(ev.Encoding) && d.Capturing() {
 		l.rawComplete, l.pending, l.pendBytes = true, l.pending[:0], 0
@@ -134,13 +156,14 @@ func (l *loader) event(ctx context.Context, d Events, ev *redisrdb.Event) error 
 
 func (l *loader) start(ctx context.Context, d Events, ev *redisrdb.Event) error {
 	l.skip, l.native, l.pending, l.pendBytes, l.rawComplete = false, false, l.pending[:0], 0, false
+	l.nbuf, l.nbufBytes, l.txOpen, l.noKey = l.nbuf[:0], 0, false, false
 	l.db, l.key, l.expireAt = ev.DB, append([]byte(nil), ev.Key...), ev.ExpireAt
 	if ev.ExpireAt != 0 && ev.ExpireAt <= l.now() {
 		// Expired on the source means absent: delete a copy a previous
 		// run may have left on the target.
 		l.skip = true
 		l.stats.SkippedExpired++
-		return l.sendNative(ctx, []command{{"DEL", l.key}}, false)
+		return l.submitNow(ctx, command{"DEL", l.key})
 	}
 	l.restorable = redisrdb.MinVersion(ev.Encoding) <= l.w.TargetVersion()
 	if l.restorable && ev.Type == redisrdb.TypeString && d.Capturing() {
@@ -170,7 +193,11 @@ func singleBlob(enc byte) bool {
 func (l *loader) goNative(ctx context.Context) error {
 	l.native = true
 	for i := range l.pending {
-		if err := l.sendNative(ctx, l.nativeCmds(&l.pending[i]), false); err != nil {
+		cmds, err := l.nativeCmds(&l.pending[i])
+		if err != nil {
+			return err
+		}
+		if err := l.sendNative(ctx, cmds, false); err != nil {
 			return err
 		}
 	}
@@ -178,25 +205,41 @@ func (l *loader) goNative(ctx context.Context) error {
 	return nil
 }
 
-func (l *loader) nativeCmds(ev *redisrdb.Event) []command {
+func (l *loader) nativeCmds(ev *redisrdb.Event) ([]command, error) {
 	switch ev.Kind {
 	case redisrdb.KindKeyStart:
-		return l.nb.start(ev)
+		return l.nb.start(ev), nil
 	case redisrdb.KindItems:
 		return l.nb.items(ev.Items)
 	}
-	return l.nb.stream(ev)
+	return l.nb.stream(ev), nil
 }
 
+// nativeJobBytes is the most native command bytes of one key held before
+// they are sent: a small key goes in one job (one MULTI/EXEC in the
+// pipeline), a large one in several jobs of one transaction.
+const nativeJobBytes = 1 << 20
+
+// sendNative queues native commands of the current key; done sends the
+// rest and closes the key's transaction. A refusal before done leaves the
+// transaction open, and the writer discards it: nothing of the key shows.
 func (l *loader) sendNative(ctx context.Context, cmds []command, done bool) error {
-	if len(cmds) == 0 && !done {
+	for _, c := range cmds {
+		l.nbuf = append(l.nbuf, c)
+		l.nbufBytes += cmdBytes(c)
+	}
+	if !done && l.nbufBytes < nativeJobBytes {
 		return nil
 	}
-	var n int64
-	for _, c := range cmds {
-		n += cmdBytes(c)
-	}
-	return l.w.submit(ctx, &job{db: l.db, key: l.key, cmds: cmds, bytes: n, keyDone: done})
+	j := &job{db: l.db, key: l.key, cmds: l.nbuf, bytes: l.nbufBytes, keyDone: done, txStart: !l.txOpen, noKey: l.noKey}
+	l.nbuf, l.nbufBytes, l.txOpen = nil, 0, true // the job owns the commands now
+	return l.w.submit(ctx, j)
+}
+
+// submitNow sends one command of a key that is not written (expired,
+// empty), outside any transaction.
+func (l *loader) submitNow(ctx context.Context, c command) error {
+	return l.w.submit(ctx, &job{db: l.db, key: l.key, cmds: []command{c}, bytes: cmdBytes(c)})
 }
 
 func (l *loader) end(ctx context.Context, ev *redisrdb.Event) error {
@@ -207,7 +250,11 @@ func (l *loader) end(ctx context.Context, ev *redisrdb.Event) error {
 		// Redis refuses empty collections (and drops them when loading).
 		l.stats.SkippedEmpty++
 		l.pending = l.pending[:0]
-		return l.sendNative(ctx, []command{{"DEL", l.key}}, false)
+		if l.txOpen {
+			l.nbuf, l.nbufBytes, l.noKey = l.nbuf[:0], 0, true
+			return l.sendNative(ctx, []command{{"DEL", l.key}}, true)
+		}
+		return l.submitNow(ctx, command{"DEL", l.key})
 	}
 	l.stats.Keys++
 	if !l.native && ev.Raw != nil {
@@ -221,12 +268,20 @@ func (l *loader) end(ctx context.Context, ev *redisrdb.Event) error {
 	if l.rawComplete {
 		return fmt.Errorf("internal error: value of %q was captured but its bytes are missing", l.key)
 	}
-	l.stats.Native++
 	if !l.native {
 		if err := l.goNative(ctx); err != nil {
 			return err
 		}
 	}
+	if ev.Type == redisrdb.TypeHash && l.nb.fields == 0 {
+		// Every field had expired: Redis would not load the key. Close
+		// the transaction (its DEL removes an older copy) and count none.
+		l.stats.Keys--
+		l.stats.SkippedExpired++
+		l.noKey = true
+		return l.sendNative(ctx, nil, true)
+	}
+	l.stats.Native++
 	return l.sendNative(ctx, l.nb.end(), true)
 }
 

@@ -1,8 +1,10 @@
 package redissync
 
 import (
+	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"replicator/pkg/redisrdb"
 )
@@ -13,6 +15,19 @@ import (
 // Every command is bounded by the decoder's batch size.
 type nativeBuilder struct {
 	targetVersion int // target's RDB version, for command syntax
+	// fieldTTL: the target has HPEXPIREAT; without it policy says what
+	// happens to a field's TTL (FieldTTLRefuse or FieldTTLDrop) and
+	// dropped records the ones dropped. now is the clock fields expire by.
+	fieldTTL bool
+	policy   string
+	dropped  *droppedTTLs
+	now      func() int64
+	db       int
+
+	// expiredFields counts hash fields not written because their TTL had
+	// passed; fields counts the members written for the current key.
+	expiredFields int64
+	fields        int64
 
 	typ      redisrdb.Type
 	key      []byte
@@ -30,8 +45,8 @@ type nativeBuilder struct {
 type command []any
 
 func (n *nativeBuilder) start(ev *redisrdb.Event) []command {
-	n.typ, n.key, n.expireAt = ev.Type, append([]byte(nil), ev.Key...), ev.ExpireAt
-	n.entries, n.pending = 0, nil
+	n.typ, n.key, n.expireAt, n.db = ev.Type, append([]byte(nil), ev.Key...), ev.ExpireAt, ev.DB
+	n.entries, n.pending, n.fields = 0, nil, 0
 	cmds := []command{{"DEL", n.key}}
 	if ev.Type == redisrdb.TypeString {
 		cmds = append(cmds, command{"SET", n.key, ev.Value})
@@ -49,10 +64,28 @@ func formatScore(f float64) string {
 	return strconv.FormatFloat(f, 'g', 17, 64)
 }
 
-func (n *nativeBuilder) items(items []redisrdb.Item) []command {
+// FieldTTLError is the refusal of a hash whose fields have TTLs that the
+// target cannot keep (no HPEXPIREAT, policy refuse).
+type FieldTTLError struct {
+	DB    int
+	Key   string
+	Field string
+}
+
+func (e *FieldTTLError) Error() string {
+	return fmt.Sprintf("db %d key %q: field %q has its own TTL, and the target has no HPEXPIREAT (Redis before 7.4): "+
+		"the key was not written; use a Redis 7.4+ target, or pass --hash-field-ttl drop to write such fields without their TTL",
+		e.DB, e.Key, e.Field)
+}
+
+func (n *nativeBuilder) items(items []redisrdb.Item) ([]command, error) {
 	if len(items) == 0 {
-		return nil
+		return nil, nil
 	}
+	if n.typ == redisrdb.TypeHash {
+		return n.hashItems(items)
+	}
+	n.fields += int64(len(items))
 	var cmds []command
 	switch n.typ {
 	case redisrdb.TypeList, redisrdb.TypeSet:
@@ -70,17 +103,6 @@ func (n *nativeBuilder) items(items []redisrdb.Item) []command {
 			c = append(c, formatScore(it.Score), it.Member)
 		}
 		cmds = append(cmds, c)
-	case redisrdb.TypeHash:
-		c := command{"HSET", n.key}
-		for _, it := range items {
-			c = append(c, it.Member, it.Value)
-		}
-		cmds = append(cmds, c)
-		for _, it := range items {
-			if it.ExpireAt != 0 {
-				cmds = append(cmds, command{"HPEXPIREAT", n.key, it.ExpireAt, "FIELDS", 1, it.Member})
-			}
-		}
 	case redisrdb.TypeStream:
 		for _, it := range items {
 			c := command{"XADD", n.key, it.ID.String()}
@@ -91,7 +113,38 @@ func (n *nativeBuilder) items(items []redisrdb.Item) []command {
 			n.entries++
 		}
 	}
-	return cmds
+	return cmds, nil
+}
+
+// hashItems writes hash fields. A field whose TTL has passed is not
+// written, as Redis does not load it; one with a TTL the target cannot
+// keep follows the policy, decided before anything of the field is sent.
+func (n *nativeBuilder) hashItems(items []redisrdb.Item) ([]command, error) {
+	now := n.now()
+	c := command{"HSET", n.key}
+	var ttls []command
+	for _, it := range items {
+		if it.ExpireAt != 0 {
+			if it.ExpireAt <= now {
+				n.expiredFields++
+				continue
+			}
+			switch {
+			case n.fieldTTL:
+				ttls = append(ttls, command{"HPEXPIREAT", n.key, it.ExpireAt, "FIELDS", 1, it.Member})
+			case n.policy == FieldTTLDrop:
+				n.dropped.add(n.db, n.key, it.Member)
+			default:
+				return nil, &FieldTTLError{DB: n.db, Key: printable(n.key), Field: printable(it.Member)}
+			}
+		}
+		c = append(c, it.Member, it.Value)
+		n.fields++
+	}
+	if len(c) == 2 {
+		return nil, nil
+	}
+	return append([]command{c}, ttls...), nil
 }
 
 func (n *nativeBuilder) stream(ev *redisrdb.Event) []command {
@@ -147,12 +200,11 @@ func (n *nativeBuilder) end() []command {
 
 // nativeFromDump decodes a DUMP payload and returns the native commands
 // that recreate it (used when the target refuses a RESTORE).
-func nativeFromDump(key []byte, expireAt int64, payload []byte, targetVersion int) ([]command, error) {
+func nativeFromDump(key []byte, expireAt int64, payload []byte, n *nativeBuilder) ([]command, error) {
 	d, err := redisrdb.NewDumpDecoder(key, payload, redisrdb.Options{})
 	if err != nil {
 		return nil, err
 	}
-	n := &nativeBuilder{targetVersion: targetVersion}
 	var cmds []command
 	for d.Next() {
 		ev := d.Event()
@@ -161,7 +213,11 @@ func nativeFromDump(key []byte, expireAt int64, payload []byte, targetVersion in
 			ev.ExpireAt = expireAt
 			cmds = append(cmds, n.start(ev)...)
 		case redisrdb.KindItems:
-			cmds = append(cmds, n.items(ev.Items)...)
+			c, err := n.items(ev.Items)
+			if err != nil {
+				return nil, err
+			}
+			cmds = append(cmds, c...)
 		case redisrdb.KindKeyEnd:
 			cmds = append(cmds, n.end()...)
 		default:
@@ -169,4 +225,11 @@ func nativeFromDump(key []byte, expireAt int64, payload []byte, targetVersion in
 		}
 	}
 	return cmds, d.Err()
+}
+
+// builder is a nativeBuilder for this writer's target and policy, for
+// keys of database db.
+func (w *Writer) builder(db int) *nativeBuilder {
+	return &nativeBuilder{targetVersion: w.version, fieldTTL: w.fieldTTL, policy: w.cfg.HashFieldTTL,
+		dropped: &w.dropped, now: func() int64 { return time.Now().UnixMilli() }, db: db}
 }

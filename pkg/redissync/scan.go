@@ -186,7 +186,7 @@ func restorePayload(ctx context.Context, w *Writer, db int, key, payload []byte,
 		if redisrdb.MinVersion(payload[0]) <= tv {
 			payload = redisrdb.EncodeDump(payload[:len(payload)-10], tv)
 		} else {
-			cmds, err := nativeFromDump(key, expireAt, payload, tv)
+			cmds, err := nativeFromDump(key, expireAt, payload, w.builder(db))
 			if err != nil {
 				return fmt.Errorf("source db %d: %w", db, err)
 			}
@@ -194,7 +194,7 @@ func restorePayload(ctx context.Context, w *Writer, db int, key, payload []byte,
 			for _, c := range cmds {
 				n += cmdBytes(c)
 			}
-			return w.submit(ctx, &job{db: db, key: key, cmds: cmds, bytes: n, keyDone: true})
+			return w.submit(ctx, &job{db: db, key: key, cmds: cmds, bytes: n, keyDone: true, txStart: true})
 		}
 	}
 	return w.submit(ctx, &job{db: db, key: key, restore: true, payload: payload, expireAt: expireAt,

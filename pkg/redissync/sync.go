@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/redis/go-redis/v9"
@@ -39,6 +40,9 @@ type SyncConfig struct {
 	// Metrics receives the sync's metrics; nil records none. The command
 	// builds one with NewMetrics per process.
 	Metrics *Metrics
+	// DuplicateKeys is what an RDB file that repeats a key does:
+	// DuplicatesRefuse (the default, "") or DuplicatesLast.
+	DuplicateKeys string
 }
 
 // Validate checks the configuration.
@@ -56,6 +60,11 @@ func (c *SyncConfig) Validate() error {
 	}
 	if c.BigKeyBytes < 0 {
 		return errors.New("redis sync: BigKeyBytes must not be negative")
+	}
+	switch c.DuplicateKeys {
+	case "", DuplicatesRefuse, DuplicatesLast:
+	default:
+		return fmt.Errorf("redis sync: duplicate keys policy %q: use refuse or last", c.DuplicateKeys)
 	}
 	if err := c.Decoder.Validate(); err != nil {
 		return err
@@ -92,13 +101,47 @@ func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (LoadStats, erro
 			return LoadStats{}, fmt.Errorf("target Redis %s: FLUSHALL: %w", cfg.Writer.Target.Addr, err)
 		}
 	}
+	var st LoadStats
 	if cfg.RDBFile != "" {
-		return syncFile(ctx, cfg, w, log)
+		st, err = syncFile(ctx, cfg, w, log)
+	} else {
+		st, err = syncLive(ctx, cfg, w, log)
 	}
-	return syncLive(ctx, cfg, w, log)
+	if n, ex := w.DroppedFieldTTLs(); n > 0 {
+		st.DroppedFieldTTLs = n
+		log.Warn("hash field TTLs dropped: the target has no HPEXPIREAT (Redis before 7.4), so these fields are now permanent (--hash-field-ttl drop)",
+			zap.Int64("fields", n), zap.Strings("examples", ex))
+	}
+	if err != nil {
+		return st, startOver(err, w)
+	}
+	return st, nil
+}
+
+// startOver adds to an error that stopped the copy how many keys are
+// already on the target and how to begin again from a clean target.
+func startOver(err error, w *Writer) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	w.Flush() // the keys queued before the error; its own error is err or later
+	if n := w.Written(); n > 0 {
+		return fmt.Errorf("%w; %d keys were already written to the target: to start over, fix this and run again with --flush-target (it empties the target first)", err, n)
+	}
+	return err
 }
 
 func syncFile(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (LoadStats, error) {
+	// A first pass finds repeated keys, so that a refused file leaves the
+	// target untouched; the decoder is fast next to the writes.
+	dups, err := checkDuplicates(cfg, func() (io.ReadCloser, error) { return os.Open(cfg.RDBFile) })
+	if err != nil {
+		return LoadStats{}, fmt.Errorf("RDB file %s: %w", cfg.RDBFile, err)
+	}
+	if dups.Count > 0 {
+		log.Warn("RDB file repeats keys; the last copy of each is kept (--duplicate-keys last)",
+			zap.Int64("duplicate_keys", dups.Count), zap.Strings("examples", dups.Examples))
+	}
 	f, err := os.Open(cfg.RDBFile)
 	if err != nil {
 		return LoadStats{}, fmt.Errorf("RDB file: %w", err)
@@ -106,6 +149,7 @@ func syncFile(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 	defer f.Close()
 	d := redisrdb.NewDecoder(f, cfg.Decoder)
 	st, err := Load(ctx, d, w, cfg.BigKeyBytes, log)
+	st.DuplicateKeys = dups.Count
 	if err != nil {
 		return st, fmt.Errorf("RDB file %s: %w", cfg.RDBFile, err)
 	}
@@ -119,5 +163,6 @@ func syncFile(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 func logStats(log *zap.Logger, msg string, st LoadStats) {
 	log.Info(msg, zap.Int64("keys", st.Keys), zap.Int64("restored", st.Restored), zap.Int64("native", st.Native),
 		zap.Int64("skipped_expired", st.SkippedExpired), zap.Int64("skipped_empty", st.SkippedEmpty),
-		zap.Int64("functions", st.Functions), zap.Int64("rdb_bytes", st.Bytes))
+		zap.Int64("functions", st.Functions), zap.Int64("rdb_bytes", st.Bytes),
+		zap.Int64("expired_fields", st.ExpiredFields), zap.Int64("duplicate_keys", st.DuplicateKeys))
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -30,7 +31,18 @@ type WriterConfig struct {
 	// TargetRDBVersion is the newest RDB version the target can RESTORE;
 	// 0 detects it from INFO server.
 	TargetRDBVersion int
+	// HashFieldTTL is what happens to a hash field's own TTL (Redis 7.4+)
+	// when the target has no HPEXPIREAT: "refuse" (the default, "") stops
+	// before that key is written; "drop" writes the field without its TTL
+	// and reports it. Fields already expired are never written either way.
+	HashFieldTTL string
 }
+
+// Hash field TTL policies (WriterConfig.HashFieldTTL).
+const (
+	FieldTTLRefuse = "refuse"
+	FieldTTLDrop   = "drop"
+)
 
 // Validate checks the configuration.
 func (c *WriterConfig) Validate() error {
@@ -39,6 +51,11 @@ func (c *WriterConfig) Validate() error {
 	}
 	if c.Connections < 0 || c.PipelineCommands < 0 || c.MaxInflightBytes < 0 || c.TargetRDBVersion < 0 {
 		return errors.New("redis writer: negative limits")
+	}
+	switch c.HashFieldTTL {
+	case "", FieldTTLRefuse, FieldTTLDrop:
+	default:
+		return fmt.Errorf("redis writer: hash field TTL policy %q: use refuse or drop", c.HashFieldTTL)
 	}
 	return nil
 }
@@ -53,6 +70,9 @@ func (c WriterConfig) withDefaults() WriterConfig {
 	if c.MaxInflightBytes == 0 {
 		c.MaxInflightBytes = 64 << 20
 	}
+	if c.HashFieldTTL == "" {
+		c.HashFieldTTL = FieldTTLRefuse
+	}
 	return c
 }
 
@@ -65,6 +85,11 @@ type job struct {
 	cmds    []command
 	bytes   int64
 	keyDone bool // the key is complete once this job ran
+	// txStart opens a MULTI for the key that its keyDone job closes with
+	// EXEC, so a key written in several round trips appears whole or not
+	// at all: the jobs in between run on a connection of their own.
+	txStart bool
+	noKey   bool // the keyDone job leaves the key absent: not counted
 
 	// restore marks a RESTORE job; if the target refuses the payload the
 	// worker recreates the key with native commands instead.
@@ -80,6 +105,10 @@ type Writer struct {
 	metrics *Metrics
 	version int
 	info    string
+	// fieldTTL: the target has HPEXPIREAT (hash field TTLs), probed once.
+	fieldTTL bool
+	written  atomic.Int64 // keys whose last job ran without error
+	dropped  droppedTTLs
 
 	chans []chan *job
 	sem   *semaphore.Weighted
@@ -112,6 +141,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metric
 	if w.version == 0 {
 		w.version = RDBVersionOf(info)
 	}
+	w.fieldTTL = hasCommand(ctx, c, "hpexpireat", RDBVersionOf(info) >= 12)
 	w.ctx, w.cancel = context.WithCancel(ctx)
 	for i := 0; i < cfg.Connections; i++ {
 		ch := make(chan *job, 64)
@@ -125,6 +155,49 @@ func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metric
 
 // TargetVersion is the RDB version payloads are stamped with.
 func (w *Writer) TargetVersion() int { return w.version }
+
+// Written is how many keys were written completely so far; after Flush it
+// counts every key submitted before.
+func (w *Writer) Written() int64 { return w.written.Load() }
+
+// hasCommand asks the target once whether it knows a command (COMMAND
+// INFO answers nil for an unknown one); if COMMAND itself is refused the
+// server version decides (guess).
+func hasCommand(ctx context.Context, c *redis.Client, name string, guess bool) bool {
+	v, err := c.Do(ctx, "COMMAND", "INFO", name).Slice()
+	if err != nil || len(v) != 1 {
+		return guess
+	}
+	return v[0] != nil
+}
+
+// droppedTTLs records hash field TTLs written without their TTL (policy
+// drop): a count and the first few keys, for the summary.
+type droppedTTLs struct {
+	mu       sync.Mutex
+	n        int64
+	examples []string
+}
+
+const maxExamples = 5
+
+func (d *droppedTTLs) add(db int, key, field []byte) (first bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.n++
+	if len(d.examples) < maxExamples {
+		d.examples = append(d.examples, fmt.Sprintf("db %d key %q field %q", db, printable(key), printable(field)))
+	}
+	return d.n == 1
+}
+
+// DroppedFieldTTLs is how many hash field TTLs were dropped (policy drop,
+// target without HPEXPIREAT) and a few of them.
+func (w *Writer) DroppedFieldTTLs() (int64, []string) {
+	w.dropped.mu.Lock()
+	defer w.dropped.mu.Unlock()
+	return w.dropped.n, append([]string(nil), w.dropped.examples...)
+}
 
 // RDBVersionOf maps INFO server output to the newest RDB version that
 // server loads. Valkey refuses Redis' RDB 12 whatever its own number.
@@ -242,12 +315,10 @@ func (w *Writer) Close() error {
 
 func (w *Writer) worker(ch chan *job) {
 	defer w.done.Done()
-	clients := map[int]*redis.Client{}
-	defer func() {
-		for _, c := range clients {
-			c.Close()
-		}
-	}()
+	cs := &conns{db: map[int]*redis.Client{}, tx: map[string]*redis.Client{}, free: map[int][]*redis.Client{}}
+	// Closing the connections also discards a transaction left open by an
+	// error: the key it was writing never appears.
+	defer cs.close()
 	var batch []*job
 	for j := range ch {
 		batch = append(batch[:0], j)
@@ -266,7 +337,7 @@ func (w *Writer) worker(ch chan *job) {
 			}
 		}
 		if w.Err() == nil {
-			if err := w.run(clients, batch); err != nil {
+			if err := w.run(cs, batch); err != nil {
 				w.fail(err)
 			}
 		}
@@ -277,53 +348,139 @@ func (w *Writer) worker(ch chan *job) {
 	}
 }
 
-// run sends the batch, one pipeline per database.
-func (w *Writer) run(clients map[int]*redis.Client, batch []*job) error {
-	for start := 0; start < len(batch); {
-		db := batch[start].db
-		end := start
-		for end < len(batch) && batch[end].db == db {
-			end++
+// conns are one worker's connections: one per database, and one per key
+// whose transaction spans several batches (reused once it is closed).
+type conns struct {
+	db   map[int]*redis.Client
+	tx   map[string]*redis.Client // by txID
+	free map[int][]*redis.Client
+}
+
+func (cs *conns) close() {
+	for _, c := range cs.db {
+		c.Close()
+	}
+	for _, c := range cs.tx {
+		c.Close()
+	}
+	for _, l := range cs.free {
+		for _, c := range l {
+			c.Close()
 		}
-		c := clients[db]
+	}
+}
+
+func txID(db int, key []byte) string { return strconv.Itoa(db) + "/" + string(key) }
+
+// sent is one job as it went into a pipeline.
+type sent struct {
+	j    *job
+	db   int
+	cmds []*redis.Cmd
+	args []command
+}
+
+// route picks the connection of each job and the commands it sends (the
+// job's, with MULTI and EXEC around a key written in a transaction). A key
+// whose whole transaction is in one job stays on the database connection:
+// nothing else runs on it between MULTI and EXEC.
+func (w *Writer) route(cs *conns, batch []*job) ([]*redis.Client, map[*redis.Client][]sent) {
+	var order []*redis.Client
+	by := map[*redis.Client][]sent{}
+	dbClient := func(db int) *redis.Client {
+		c := cs.db[db]
 		if c == nil {
 			c = w.client(db, 1)
-			clients[db] = c
+			cs.db[db] = c
 		}
-		pipe := c.Pipeline()
-		type sent struct {
-			j    *job
-			cmds []*redis.Cmd
-		}
-		var all []sent
-		for _, j := range batch[start:end] {
-			s := sent{j: j}
-			for _, cmd := range j.cmds {
-				s.cmds = append(s.cmds, pipe.Do(w.ctx, cmd...))
+		return c
+	}
+	for _, j := range batch {
+		id := txID(j.db, j.key)
+		c, open := cs.tx[id]
+		args := j.cmds
+		switch {
+		case j.txStart && j.keyDone:
+			c = dbClient(j.db)
+			args = append(append([]command{{"MULTI"}}, args...), command{"EXEC"})
+		case j.txStart:
+			if l := cs.free[j.db]; len(l) > 0 {
+				c, cs.free[j.db] = l[len(l)-1], l[:len(l)-1]
+			} else {
+				c = w.client(j.db, 1)
 			}
-			all = append(all, s)
+			cs.tx[id] = c
+			args = append([]command{{"MULTI"}}, args...)
+		case open:
+			if j.keyDone {
+				args = append(append([]command(nil), args...), command{"EXEC"})
+				// Later jobs of the batch may reuse the connection: on it
+				// they come after this EXEC.
+				delete(cs.tx, id)
+				cs.free[j.db] = append(cs.free[j.db], c)
+			}
+		default:
+			c = dbClient(j.db)
+		}
+		if _, ok := by[c]; !ok {
+			order = append(order, c)
+		}
+		by[c] = append(by[c], sent{j: j, db: j.db, args: args})
+	}
+	return order, by
+}
+
+// run sends the batch, one pipeline per connection.
+func (w *Writer) run(cs *conns, batch []*job) error {
+	order, by := w.route(cs, batch)
+	for _, c := range order {
+		all := by[c]
+		pipe := c.Pipeline()
+		for i := range all {
+			for _, cmd := range all[i].args {
+				all[i].cmds = append(all[i].cmds, pipe.Do(w.ctx, cmd...))
+			}
 		}
 		pipe.Exec(w.ctx) // errors are read per command below
 		for _, s := range all {
-			for i, cmd := range s.cmds {
-				err := cmd.Err()
-				if err == nil || errors.Is(err, redis.Nil) {
-					continue
-				}
-				if s.j.restore && i == 0 && refusedPayload(err) {
-					if err := w.restoreNatively(c, s.j, err); err != nil {
-						return err
-					}
-					continue
-				}
-				return fmt.Errorf("target db %d key %q: %s: %w", db, printable(s.j.key), cmdName(s.j.cmds[i]), err)
+			if err := w.check(c, s); err != nil {
+				return err
 			}
 			w.metrics.bytesImported(s.j.bytes)
-			if s.j.keyDone {
+			if s.j.keyDone && !s.j.noKey {
+				w.written.Add(1)
 				w.metrics.keyImported()
 			}
 		}
-		start = end
+	}
+	return nil
+}
+
+// check reads the replies of one job.
+func (w *Writer) check(c *redis.Client, s sent) error {
+	for i, cmd := range s.cmds {
+		err := cmd.Err()
+		if err == nil && cmdName(s.args[i]) == "EXEC" {
+			// EXEC answers each queued command; an error there is one of
+			// them failing (the others ran: Redis has no rollback).
+			vals, _ := cmd.Val().([]any)
+			for _, v := range vals {
+				if e, ok := v.(error); ok {
+					err = e
+					break
+				}
+			}
+		}
+		if err == nil || errors.Is(err, redis.Nil) {
+			continue
+		}
+		if s.j.restore && i == 0 && refusedPayload(err) {
+			if err := w.restoreNatively(c, s.j, err); err != nil {
+				return err
+			}
+			continue
+		}
+		return fmt.Errorf("target db %d key %q: %s: %w", s.db, printable(s.j.key), cmdName(s.args[i]), err)
 	}
 	return nil
 }
@@ -346,7 +503,7 @@ func refusedPayload(err error) bool {
 }
 
 func (w *Writer) restoreNatively(c *redis.Client, j *job, cause error) error {
-	cmds, err := nativeFromDump(j.key, j.expireAt, j.payload, w.version)
+	cmds, err := nativeFromDump(j.key, j.expireAt, j.payload, w.builder(j.db))
 	if err != nil {
 		return fmt.Errorf("key %q: target refused RESTORE (%v) and the payload cannot be rewritten: %w", printable(j.key), cause, err)
 	}
@@ -357,9 +514,16 @@ func (w *Writer) restoreNatively(c *redis.Client, j *job, cause error) error {
 	if first {
 		w.log.Warn("target refused a RESTORE payload; recreating such keys with native commands", zap.Error(cause))
 	}
-	for _, cmd := range cmds {
-		if err := c.Do(w.ctx, cmd...).Err(); err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("key %q: %s: %w", printable(j.key), cmdName(cmd), err)
+	// One transaction: the key appears whole or not at all.
+	pipe := c.TxPipeline()
+	res := make([]*redis.Cmd, len(cmds))
+	for i, cmd := range cmds {
+		res[i] = pipe.Do(w.ctx, cmd...)
+	}
+	pipe.Exec(w.ctx) // errors are read per command below
+	for i, r := range res {
+		if err := r.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("key %q: %s: %w", printable(j.key), cmdName(cmds[i]), err)
 		}
 	}
 	return nil
