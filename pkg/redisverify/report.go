@@ -43,9 +43,14 @@ func (r *Report) Write(w io.Writer, format string) error {
 			}
 			fmt.Fprintf(&b, "  db%-3d source %10d keys  target %10d keys  %s\n", d.DB, d.Source, d.Target, mark)
 		}
+		fmt.Fprintf(&b, "  function libraries: source %d, target %d\n", r.Libraries.Source, r.Libraries.Target)
 		fmt.Fprintf(&b, "Keys checked: %d%s; differences: %d (in %s)\n", r.Checked, r.sampledNote(), r.DiffCount, r.Duration)
 		for _, d := range r.Differences {
-			fmt.Fprintf(&b, "  db%d %q: %s", d.DB, d.Key, d.Kind)
+			if d.DB < 0 {
+				fmt.Fprintf(&b, "  %s %q", d.Kind, d.Key)
+			} else {
+				fmt.Fprintf(&b, "  db%d %q: %s", d.DB, d.Key, d.Kind)
+			}
 			if d.Source != "" || d.Target != "" {
 				fmt.Fprintf(&b, " (source %s, target %s)", orDash(d.Source), orDash(d.Target))
 			}

@@ -56,9 +56,17 @@ type Difference struct {
 	Target string `json:"target,omitempty"`
 }
 
-// Report is the outcome.
+// LibraryCount is how many function libraries each side has.
+type LibraryCount struct {
+	Source int `json:"source"`
+	Target int `json:"target"`
+}
+
+// Report is the outcome. A difference with DB -1 is about the server, not
+// a key: a function library (Key is its name).
 type Report struct {
 	Databases   []DBCount    `json:"databases"`
+	Libraries   LibraryCount `json:"function_libraries"`
 	Checked     int64        `json:"keys_checked"`
 	Sampled     bool         `json:"sampled"`
 	DiffCount   int64        `json:"differences_total"`
@@ -135,6 +143,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (*Report, error) {
 	tdbs, err := keyspace(ctx, dst.db(0))
 	if err != nil {
 		return nil, fmt.Errorf("target Redis %s: %w", cfg.Target.Addr, err)
+	}
+	if err := v.libraries(ctx); err != nil {
+		return nil, err
 	}
 	for db := 0; db < 16 || sdbs[db] > 0 || tdbs[db] > 0; db++ {
 		if sdbs[db] == 0 && tdbs[db] == 0 {
@@ -370,6 +381,9 @@ func (v *verifier) value(ctx context.Context, db int, s, t *redis.Client, k stri
 	}
 	if da != dbg {
 		v.diff(Difference{DB: db, Key: k, Kind: "value", Source: a.typ + " digest " + da, Target: b.typ + " digest " + dbg})
+	}
+	if a.typ == "stream" {
+		return v.groups(ctx, db, s, t, k)
 	}
 	return nil
 }
