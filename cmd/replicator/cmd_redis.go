@@ -4,14 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"replicator/pkg/redisconn"
 	"replicator/pkg/redissync"
 	"replicator/pkg/redisverify"
 )
@@ -42,7 +44,25 @@ type redisSyncCmd struct {
 // redisTLS are the Redis TLS flags.
 type redisTLS struct {
 	TLSSkipVerify bool   `help:"Do not verify the Redis servers' TLS certificates (Heroku Redis uses self-signed ones)."`
-	TLSCA         string `name:"tls-ca" help:"Verify the Redis servers' TLS certificates against this CA bundle (PEM) instead of the system's." placeholder:"FILE" type:"existingfile"`
+	TLSCA         string `name:"tls-ca" help:"Verify the Redis servers' TLS certificates against this CA bundle (PEM) instead of the system's." placeholder:"FILE"`
+}
+
+// go-redis logs dial retries and pool events on its own; the errors this
+// program reports say the same, explained. Nothing of the library's own
+// goes to the output.
+func init() { redis.SetLogger(quietRedis{}) }
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
+// unwrapPath drops the *fs.PathError wrapping (the path is already named).
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // redisOptions parses a redis:// or rediss:// URL.
@@ -50,12 +70,9 @@ func redisOptions(what, raw string, t redisTLS) (*redis.Options, error) {
 	if raw == "" {
 		return nil, fmt.Errorf("no %s Redis URL: pass --%s redis://[user:password@]host:port or set its environment variable", what, what)
 	}
-	if !strings.HasPrefix(raw, "redis://") && !strings.HasPrefix(raw, "rediss://") {
-		return nil, fmt.Errorf("%s Redis URL must start with redis:// or rediss:// (TLS)", what)
-	}
-	o, err := redis.ParseURL(raw)
+	o, err := redisconn.ParseURL(what, raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s Redis URL: %w", what, err)
+		return nil, err
 	}
 	if o.TLSConfig == nil {
 		return o, nil
@@ -65,8 +82,11 @@ func redisOptions(what, raw string, t redisTLS) (*redis.Options, error) {
 		o.TLSConfig = &tls.Config{InsecureSkipVerify: true, ServerName: o.TLSConfig.ServerName} //nolint:gosec // asked for by --tls-skip-verify
 	case t.TLSCA != "":
 		pem, err := os.ReadFile(t.TLSCA)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-ca: %w", err)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("--tls-ca %s: no such file: pass the path of the PEM CA bundle of the Redis servers (or --tls-skip-verify for self-signed certificates, as on Heroku Redis)", t.TLSCA)
+		case err != nil:
+			return nil, fmt.Errorf("--tls-ca %s cannot be read (%v): pass a readable PEM file holding the CA bundle of the Redis servers", t.TLSCA, unwrapPath(err))
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"replicator/pkg/redisconn"
 )
 
 // RedisReport is the inventory of a source Redis.
@@ -54,7 +56,7 @@ func Redis(ctx context.Context, opts *redis.Options, sample int) (*RedisReport, 
 	defer c.Close()
 	info, err := c.Info(ctx, "server", "memory", "keyspace").Result()
 	if err != nil {
-		return nil, fmt.Errorf("redis source %s: INFO: %w", opts.Addr, err)
+		return nil, redisconn.Explain("source", opts, err)
 	}
 	f := infoFields(info)
 	r := &RedisReport{Version: f["redis_version"], EvictionPolicy: f["maxmemory_policy"], TypeMix: map[string]int{}}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"replicator/pkg/redisconn"
 	"replicator/pkg/redisrdb"
 )
 
@@ -57,7 +58,7 @@ func dialSource(ctx context.Context, o *redis.Options) (*replConn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	conn, err := d.DialContext(ctx, "tcp", o.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("source Redis %s: %w", o.Addr, err)
+		return nil, redisconn.Explain("source", o, err)
 	}
 	if o.TLSConfig != nil {
 		cfg := o.TLSConfig.Clone()
@@ -68,7 +69,7 @@ func dialSource(ctx context.Context, o *redis.Options) (*replConn, error) {
 		tc.SetDeadline(time.Now().Add(15 * time.Second))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
-			return nil, fmt.Errorf("source Redis %s: TLS handshake: %w (for self-signed certificates pass --tls-skip-verify)", o.Addr, err)
+			return nil, redisconn.Explain("source", o, err)
 		}
 		tc.SetDeadline(time.Time{})
 		conn = tc
@@ -81,7 +82,7 @@ func dialSource(ctx context.Context, o *redis.Options) (*replConn, error) {
 		}
 		if _, err := c.call(args...); err != nil {
 			conn.Close()
-			return nil, fmt.Errorf("source Redis %s: AUTH: %w", o.Addr, err)
+			return nil, redisconn.Explain("source", o, err)
 		}
 	}
 	return c, nil

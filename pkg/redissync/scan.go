@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"replicator/pkg/redisconn"
 	"replicator/pkg/redisrdb"
 )
 
@@ -54,7 +55,7 @@ func scanSnapshot(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logge
 	defer c0.Close()
 	dbs, err := sourceDBs(ctx, c0)
 	if err != nil {
-		return st, fmt.Errorf("source %s: INFO keyspace: %w", cfg.Source.Addr, err)
+		return st, redisconn.Explain("source", cfg.Source, err)
 	}
 	if err := copyFunctions(ctx, c0, w, log); err != nil {
 		return st, err

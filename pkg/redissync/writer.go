@@ -13,6 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/semaphore"
+
+	"replicator/pkg/redisconn"
 )
 
 // WriterConfig configures the pipelined writer to the target.
@@ -134,7 +136,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metric
 	defer c.Close()
 	info, err := c.Info(ctx, "server").Result()
 	if err != nil {
-		return nil, fmt.Errorf("target Redis %s: %w (check the URL, password and TLS settings)", cfg.Target.Addr, err)
+		return nil, redisconn.Explain("target", cfg.Target, err)
 	}
 	w.info = info
 	w.version = cfg.TargetRDBVersion

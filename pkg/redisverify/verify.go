@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+
+	"replicator/pkg/redisconn"
 )
 
 // Config configures a comparison.
@@ -138,11 +140,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (*Report, error) {
 
 	sdbs, err := keyspace(ctx, src.db(0))
 	if err != nil {
-		return nil, fmt.Errorf("source Redis %s: %w", cfg.Source.Addr, err)
+		return nil, redisconn.Explain("source", cfg.Source, err)
 	}
 	tdbs, err := keyspace(ctx, dst.db(0))
 	if err != nil {
-		return nil, fmt.Errorf("target Redis %s: %w", cfg.Target.Addr, err)
+		return nil, redisconn.Explain("target", cfg.Target, err)
 	}
 	if err := v.libraries(ctx); err != nil {
 		return nil, err
