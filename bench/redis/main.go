@@ -1,11 +1,11 @@
 // Command redis is the side-by-side Redis sync benchmark: it fills a source
 // redis-server with a mixed dataset by redis-benchmark (strings, hashes,
-// lists, sets, sorted sets), then times `replicator redis sync` into one
-// empty target and the target's own full sync (REPLICAOF the source) into
-// another, one after the other, and checks both with DEBUG DIGEST against
-// the source.
+// lists, sets, sorted sets), then times `replicator redis sync` and the
+// target's own full sync (REPLICAOF the source), each into a fresh empty
+// redis-server, in rounds of A B B A, and checks every copy with DEBUG
+// DIGEST against the source. It prints the median of the pair ratios.
 //
-//	go run ./bench/redis -keys 800000
+//	go run ./bench/redis -keys 430000 -rounds 2
 package main
 
 import (
@@ -15,23 +15,28 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"replicator/bench/benchkit"
 	"replicator/internal/testenv"
 )
 
 func main() {
-	keys := flag.Int("keys", 800000, "approximate number of keys in the source")
+	keys := flag.Int("keys", 430000, "approximate number of keys in the source")
+	rounds := flag.Int("rounds", 2, "rounds of A B B A (replicator, REPLICAOF, REPLICAOF, replicator)")
 	flag.Parse()
-	if err := run(*keys); err != nil {
+	if err := run(*keys, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(keys int) error {
+func run(keys, rounds int) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "bench-redis-")
 	if err != nil {
@@ -47,16 +52,6 @@ func run(keys int) error {
 		return err
 	}
 	defer src.Close()
-	t1, err := testenv.StartRedis(testenv.RedisOptions{})
-	if err != nil {
-		return err
-	}
-	defer t1.Close()
-	t2, err := testenv.StartRedis(testenv.RedisOptions{})
-	if err != nil {
-		return err
-	}
-	defer t2.Close()
 
 	// Mixed types: 40 % strings, 15 % each of hashes, lists, sets and
 	// sorted sets, several members per collection.
@@ -79,58 +74,138 @@ func run(keys int) error {
 	defer c.Close()
 	dbsize, _ := c.DBSize(ctx).Result()
 	mem, _ := c.Info(ctx, "memory").Result()
-	srcDigest, err := c.Do(ctx, "DEBUG", "DIGEST").Text()
+	srcDigest, err := digest(ctx, src)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("source: %d keys, %s\n", dbsize, usedMemory(mem))
 
-	var results []benchkit.Result
-	wall, rss, err := benchkit.Run(ctx, benchkit.LogFile(work, "bench"), nil, bin, "redis", "sync", "--source", src.URL(0), "--target", t1.URL(0),
-		"--metrics-addr", "", "--log-format", "json")
-	if err != nil {
-		return err
+	// Each method copies into a fresh, empty redis-server, so that the
+	// native side really does a full sync (a replica that was detached
+	// would resume with a partial one). Runs go A B B A per round, and
+	// each adjacent pair gives one ratio: load drifting over the run
+	// falls on both sides.
+	loadBefore := benchkit.LoadAvg()
+	type run struct {
+		wall time.Duration
+		rss  int64
 	}
-	if err := sameDigest(ctx, t1, srcDigest); err != nil {
-		return fmt.Errorf("replicator redis sync: %w", err)
-	}
-	results = append(results, benchkit.Result{Name: "replicator redis sync", Wall: wall, PeakRSS: rss, Note: "PSYNC, RESTORE pipelined"})
-
-	c2 := t2.Client(0)
-	defer c2.Close()
-	start := time.Now()
-	if err := c2.Do(ctx, "REPLICAOF", "127.0.0.1", fmt.Sprint(src.Port)).Err(); err != nil {
-		return err
-	}
-	for {
-		info, err := c2.Info(ctx, "replication").Result()
+	var repl, native []run
+	replicator := func() error {
+		t, err := testenv.StartRedis(testenv.RedisOptions{})
 		if err != nil {
 			return err
+		}
+		defer t.Close()
+		wall, rss, err := benchkit.Run(ctx, benchkit.LogFile(work, "bench"), nil, bin, "redis", "sync", "--source", src.URL(0), "--target", t.URL(0),
+			"--metrics-addr", "", "--log-format", "json")
+		if err != nil {
+			return err
+		}
+		if err := sameDigest(ctx, t, srcDigest); err != nil {
+			return fmt.Errorf("replicator redis sync: %w", err)
+		}
+		repl = append(repl, run{wall, rss})
+		fmt.Printf("  replicator redis sync  %.2f s  %d MB\n", wall.Seconds(), rss>>20)
+		return nil
+	}
+	replicaof := func() error {
+		t, err := testenv.StartRedis(testenv.RedisOptions{})
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		wall, err := fullSync(ctx, t, src.Port)
+		if err != nil {
+			return err
+		}
+		if err := sameDigest(ctx, t, srcDigest); err != nil {
+			return fmt.Errorf("native full sync: %w", err)
+		}
+		native = append(native, run{wall, 0})
+		fmt.Printf("  REPLICAOF              %.2f s\n", wall.Seconds())
+		return nil
+	}
+	for range rounds {
+		for _, m := range []func() error{replicator, replicaof, replicaof, replicator} {
+			if err := m(); err != nil {
+				return err
+			}
+		}
+	}
+	var ratios []float64
+	var peak int64
+	for i := range repl {
+		ratios = append(ratios, repl[i].wall.Seconds()/native[i].wall.Seconds())
+		peak = max(peak, repl[i].rss)
+	}
+	sort.Float64s(ratios)
+	med := ratios[len(ratios)/2]
+	if len(ratios)%2 == 0 {
+		med = (ratios[len(ratios)/2-1] + ratios[len(ratios)/2]) / 2
+	}
+	medWall := func(rs []run) time.Duration {
+		w := make([]time.Duration, len(rs))
+		for i, r := range rs {
+			w[i] = r.wall
+		}
+		slices.Sort(w)
+		return w[len(w)/2]
+	}
+	fmt.Printf("\nredis sync benchmark: %d keys (%s), %s, %d rounds A B B A, load %s before, %s after\n\n", dbsize, usedMemory(mem),
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), rounds, loadBefore, benchkit.LoadAvg())
+	benchkit.Print(os.Stdout, "REPLICAOF (native full sync)", []benchkit.Result{
+		{Name: "replicator redis sync", Wall: medWall(repl), PeakRSS: peak, Note: "PSYNC, RESTORE pipelined; median run, highest RSS"},
+		{Name: "REPLICAOF (native full sync)", Wall: medWall(native), Note: "disk-based RDB transfer and load; median run"},
+	})
+	fmt.Printf("\npair ratios (replicator / REPLICAOF): %s; median %.2f\n", fmtRatios(ratios), med)
+	return nil
+}
+
+func fmtRatios(r []float64) string {
+	var s []string
+	for _, x := range r {
+		s = append(s, fmt.Sprintf("%.2f", x))
+	}
+	return strings.Join(s, " ")
+}
+
+// fullSync makes t a replica of the source on port and returns how long
+// until its link is up with no sync in progress; t is detached after.
+func fullSync(ctx context.Context, t *testenv.Redis, port int) (time.Duration, error) {
+	c := t.Client(0)
+	defer c.Close()
+	start := time.Now()
+	if err := c.Do(ctx, "REPLICAOF", "127.0.0.1", fmt.Sprint(port)).Err(); err != nil {
+		return 0, err
+	}
+	for {
+		info, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			return 0, err
 		}
 		if strings.Contains(info, "master_link_status:up") && strings.Contains(info, "master_sync_in_progress:0") {
 			break
 		}
 		if time.Since(start) > 30*time.Minute {
-			return fmt.Errorf("native full sync did not finish in 30 minutes")
+			return 0, fmt.Errorf("native full sync did not finish in 30 minutes")
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // polling a server-side state, not synchronising our own code
 	}
-	nativeWall := time.Since(start)
-	c2.Do(ctx, "REPLICAOF", "NO", "ONE")
-	if err := sameDigest(ctx, t2, srcDigest); err != nil {
-		return fmt.Errorf("native full sync: %w", err)
-	}
-	results = append(results, benchkit.Result{Name: "REPLICAOF (native full sync)", Wall: nativeWall, Note: "disk-based RDB transfer and load"})
+	wall := time.Since(start)
+	return wall, c.Do(ctx, "REPLICAOF", "NO", "ONE").Err()
+}
 
-	fmt.Printf("\nredis sync benchmark: %d keys (%s), %s, load %s\n\n", dbsize, usedMemory(mem), time.Now().UTC().Format("2006-01-02"), benchkit.LoadAvg())
-	benchkit.Print(os.Stdout, "REPLICAOF (native full sync)", results)
-	return nil
+// digest is DEBUG DIGEST, which takes seconds on a large dataset and a
+// busy machine: longer than a client's default read timeout.
+func digest(ctx context.Context, r *testenv.Redis) (string, error) {
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), ReadTimeout: 5 * time.Minute})
+	defer c.Close()
+	return c.Do(ctx, "DEBUG", "DIGEST").Text()
 }
 
 func sameDigest(ctx context.Context, r *testenv.Redis, want string) error {
-	c := r.Client(0)
-	defer c.Close()
-	got, err := c.Do(ctx, "DEBUG", "DIGEST").Text()
+	got, err := digest(ctx, r)
 	if err != nil {
 		return err
 	}

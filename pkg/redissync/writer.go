@@ -398,8 +398,13 @@ func (w *Writer) route(cs *conns, batch []*job) ([]*redis.Client, map[*redis.Cli
 		return c
 	}
 	for _, j := range batch {
-		id := txID(j.db, j.key)
-		c, open := cs.tx[id]
+		var id string
+		var c *redis.Client
+		open := false
+		if j.txStart || len(cs.tx) > 0 { // the common RESTORE job builds no id
+			id = txID(j.db, j.key)
+			c, open = cs.tx[id]
+		}
 		args := j.cmds
 		switch {
 		case j.txStart && j.keyDone:
