@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 
 func TestGroundTruthFixtures(t *testing.T) {
 	for _, name := range []string{"encodings.rdb", "hash-zipmap.rdb", "hash-ziplist.rdb", "zset-ziplist.rdb",
-		"list-quicklist.rdb", "scriptbackup.rdb", "corrupt_empty_keys.rdb"} {
+		"list-quicklist.rdb", "scriptbackup.rdb", "corrupt_empty_keys.rdb", "rdb-preamble.aof"} {
 		t.Run(name, func(t *testing.T) {
 			file := filepath.Join(fixtureDir, name)
 			f, err := os.Open(file)
@@ -129,5 +129,45 @@ func TestGroundTruthFunctionPreGA(t *testing.T) {
 	slices.Sort(decoded)
 	if !slices.Equal(decoded, served) {
 		t.Errorf("decoded libraries\n%q\nredis-server serves\n%q", decoded, served)
+	}
+}
+
+// TestGroundTruthRefusedFixtures: the fixtures the installed redis-server
+// (7.0) refuses to load, with the reason it logs. The decoder reads each
+// (the sync refuses them, see redissync's tests) or, for the corrupt one,
+// fails cleanly (TestCorruptFixtures).
+func TestGroundTruthRefusedFixtures(t *testing.T) {
+	for name, why := range map[string]string{
+		"duplicate-keys.rdb":  "Duplicated key",
+		"hash_with_hfe.rdb":   "RDB format version 12",
+		"corrupt_ziplist.rdb": "integrity check failed",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := srv.Stop(testenv.Fast); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(filepath.Join(fixtureDir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dump := filepath.Join(srv.Dir, "dump.rdb")
+			if err := os.WriteFile(dump, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			logFile := filepath.Join(srv.Dir, "server.log")
+			os.Truncate(logFile, 0)
+			err = srv.Start()
+			os.Remove(dump)
+			if err == nil {
+				t.Errorf("redis-server loaded %s; the fixture's note says it refuses it", name)
+				return
+			}
+			if log, _ := os.ReadFile(logFile); !strings.Contains(string(log), why) {
+				t.Errorf("redis-server refused %s, but its log does not say %q:\n%v", name, why, err)
+			}
+			if err := srv.Start(); err != nil {
+				t.Fatalf("restart on an empty dump: %v", err)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,5 +88,30 @@ func TestFindDuplicatesHandBuilt(t *testing.T) {
 	}
 	if d.Count != 2 || len(d.Examples) != 1 || d.Examples[0] != `db 0 key "a"` {
 		t.Errorf("got %+v, want 2 repeats of db 0 key a", d)
+	}
+}
+
+// TestSyncFunctionsPreGA: libraries saved by a 7.0 release candidate
+// arrive on the target exactly as redis-server serves them after loading
+// the same file.
+func TestSyncFunctionsPreGA(t *testing.T) {
+	file := filepath.Join(fixtureDir, "function-7.0rc.rdb")
+	redistest.FlushAll(t, dst)
+	c := dst.Client(0)
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.FunctionFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c := dst.Client(0); c.FunctionFlush(ctx); c.Close() })
+	st, err := redissync.Sync(ctx, redissync.SyncConfig{RDBFile: file, Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	redistest.LoadInto(t, srv, file)
+	t.Cleanup(func() { redistest.LoadInto(t, srv, "") })
+	want := redistest.FunctionCodes(t, srv)
+	if got := redistest.FunctionCodes(t, dst); st.Functions != 2 || len(want) != 2 || !slices.Equal(got, want) {
+		t.Errorf("target serves %q (%d libraries loaded), redis-server from the file %q", got, st.Functions, want)
 	}
 }
