@@ -151,3 +151,25 @@ func TestRedisErrorURLWithUnescapedPassword(t *testing.T) {
 		assertNoFragment(t, r.all(), strings.NewReplacer("/", "", "#", "", "?", "", "%zz", "").Replace(pw))
 	}
 }
+
+// TestRedisSyncRefusalsCLI: what Redis would refuse is refused with exit 2
+// and the flag that decides otherwise; with that flag the file loads.
+func TestRedisSyncRefusalsCLI(t *testing.T) {
+	dst := startRedis(t, testenv.RedisOptions{Password: redisCanary})
+	fixture := func(name string) string {
+		return filepath.Join("..", "..", "..", "shared", "fixtures", "redis-rdb", name)
+	}
+	r := runRedisCLI(t, "redis", "sync", "--rdb", fixture("duplicate-keys.rdb"), "--target", dst.URL(0), "--metrics-addr", "")
+	errorLine(t, r, []string{redisCanary}, "12 key records", "Nothing was written", "--duplicate-keys last")
+	r = runRedisCLI(t, "redis", "sync", "--rdb", fixture("duplicate-keys.rdb"), "--target", dst.URL(0), "--metrics-addr", "", "--duplicate-keys", "last", "--log-format", "json")
+	if r.code != 0 || !strings.Contains(r.stderr, `"duplicate_keys":12`) {
+		t.Errorf("--duplicate-keys last: exit %d, want 0 and the count logged:\n%s", r.code, r.all())
+	}
+	r = runRedisCLI(t, "redis", "sync", "--rdb", fixture("hash_with_hfe.rdb"), "--target", dst.URL(0), "--metrics-addr", "", "--flush-target")
+	errorLine(t, r, []string{redisCanary}, `"hash-hfe"`, "HPEXPIREAT", "--hash-field-ttl drop")
+	r = runRedisCLI(t, "redis", "sync", "--rdb", fixture("hash_with_hfe.rdb"), "--target", dst.URL(0), "--metrics-addr", "", "--hash-field-ttl", "drop", "--log-format", "json")
+	if r.code != 0 || !strings.Contains(r.stderr, "hash field TTLs dropped") || !strings.Contains(r.stderr, `"fields":3`) {
+		t.Errorf("--hash-field-ttl drop: exit %d, want 0 and the 3 dropped TTLs reported:\n%s", r.code, r.all())
+	}
+	assertNoFragment(t, r.all(), redisCanary)
+}
