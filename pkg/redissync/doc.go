@@ -26,7 +26,19 @@
 //     then PEXPIREAT. Keys already expired and empty collections are
 //     skipped. Writes go over several pipelined connections; a key's jobs
 //     always take the same connection so its pieces stay in order; bytes
-//     in flight are bounded (MaxInflightBytes).
+//     in flight are bounded (MaxInflightBytes). A natively written key is
+//     one MULTI/EXEC (on a connection of its own while it spans several
+//     batches): readers see it whole or not at all, and a refusal or error
+//     mid-key leaves nothing of it.
+//   - What Redis would refuse or lose. Hash fields whose own TTL has passed
+//     are not written. Into a target without HPEXPIREAT (probed once with
+//     COMMAND INFO) a live field TTL follows WriterConfig.HashFieldTTL:
+//     refuse (FieldTTLError, before the key is written) or drop (written
+//     without the TTL, counted, logged with examples). An RDB file that
+//     repeats a key (duplicates.go) is refused before anything is written,
+//     as Redis refuses it, unless SyncConfig.DuplicateKeys is last; finding
+//     them costs a first read of the file and 16 bytes a key. An error after
+//     keys were written says how many and to rerun with --flush-target.
 //   - Follow (follow.go, resp.go). After a PSYNC snapshot the replication
 //     command stream is parsed (RESP arrays of bulk strings, bounded per
 //     command; see FuzzReplicationStream) and applied in order on one
