@@ -380,12 +380,16 @@ type sent struct {
 	db   int
 	cmds []*redis.Cmd
 	args []command
+	// inline: the whole key is this job, sent in a transaction pipeline
+	// (MULTI/EXEC around it and its inline neighbours).
+	inline bool
 }
 
 // route picks the connection of each job and the commands it sends (the
-// job's, with MULTI and EXEC around a key written in a transaction). A key
-// whose whole transaction is in one job stays on the database connection:
-// nothing else runs on it between MULTI and EXEC.
+// job's, with MULTI and EXEC around a key whose transaction spans jobs). A
+// key whose whole transaction is in one job stays on the database
+// connection and goes in a transaction pipeline (TxPipeline) with the
+// other such jobs next to it.
 func (w *Writer) route(cs *conns, batch []*job) ([]*redis.Client, map[*redis.Client][]sent) {
 	var order []*redis.Client
 	by := map[*redis.Client][]sent{}
@@ -406,10 +410,11 @@ func (w *Writer) route(cs *conns, batch []*job) ([]*redis.Client, map[*redis.Cli
 			c, open = cs.tx[id]
 		}
 		args := j.cmds
+		inline := false
 		switch {
 		case j.txStart && j.keyDone:
 			c = dbClient(j.db)
-			args = append(append([]command{{"MULTI"}}, args...), command{"EXEC"})
+			inline = true
 		case j.txStart:
 			if l := cs.free[j.db]; len(l) > 0 {
 				c, cs.free[j.db] = l[len(l)-1], l[:len(l)-1]
@@ -432,7 +437,7 @@ func (w *Writer) route(cs *conns, batch []*job) ([]*redis.Client, map[*redis.Cli
 		if _, ok := by[c]; !ok {
 			order = append(order, c)
 		}
-		by[c] = append(by[c], sent{j: j, db: j.db, args: args})
+		by[c] = append(by[c], sent{j: j, db: j.db, args: args, inline: inline})
 	}
 	return order, by
 }
@@ -442,22 +447,34 @@ func (w *Writer) run(cs *conns, batch []*job) error {
 	order, by := w.route(cs, batch)
 	for _, c := range order {
 		all := by[c]
-		pipe := c.Pipeline()
-		for i := range all {
-			for _, cmd := range all[i].args {
-				all[i].cmds = append(all[i].cmds, pipe.Do(w.ctx, cmd...))
+		// Runs of plain and of inline-transaction jobs, in order: two
+		// copies of one key (a file's duplicates) must land in file order.
+		for start := 0; start < len(all); {
+			end := start
+			for end < len(all) && all[end].inline == all[start].inline {
+				end++
 			}
-		}
-		pipe.Exec(w.ctx) // errors are read per command below
-		for _, s := range all {
-			if err := w.check(c, s); err != nil {
-				return err
+			pipe := c.Pipeline()
+			if all[start].inline {
+				pipe = c.TxPipeline()
 			}
-			w.metrics.bytesImported(s.j.bytes)
-			if s.j.keyDone && !s.j.noKey {
-				w.written.Add(1)
-				w.metrics.keyImported()
+			for i := start; i < end; i++ {
+				for _, cmd := range all[i].args {
+					all[i].cmds = append(all[i].cmds, pipe.Do(w.ctx, cmd...))
+				}
 			}
+			pipe.Exec(w.ctx) // errors are read per command below
+			for _, s := range all[start:end] {
+				if err := w.check(c, s); err != nil {
+					return err
+				}
+				w.metrics.bytesImported(s.j.bytes)
+				if s.j.keyDone && !s.j.noKey {
+					w.written.Add(1)
+					w.metrics.keyImported()
+				}
+			}
+			start = end
 		}
 	}
 	return nil
