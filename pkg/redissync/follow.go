@@ -171,6 +171,10 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 		rc.Close()
 		return nil, &targetError{fmt.Errorf("target: FLUSHALL before the full resynchronisation: %w", err)}
 	}
+	if err := f.w.FlushFunctions(ctx); err != nil {
+		rc.Close()
+		return nil, &targetError{err}
+	}
 	r, drain, err := rc.rdb()
 	if err != nil {
 		rc.Close()

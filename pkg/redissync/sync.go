@@ -100,6 +100,9 @@ func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (LoadStats, erro
 		if err := w.Do(ctx, 0, "FLUSHALL"); err != nil {
 			return LoadStats{}, fmt.Errorf("target Redis %s: FLUSHALL: %w", cfg.Writer.Target.Addr, err)
 		}
+		if err := w.FlushFunctions(ctx); err != nil {
+			return LoadStats{}, err
+		}
 	}
 	var st LoadStats
 	if cfg.RDBFile != "" {

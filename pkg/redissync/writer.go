@@ -553,6 +553,21 @@ func (w *Writer) restoreNatively(c *redis.Client, j *job, cause error) error {
 	return nil
 }
 
+// FlushFunctions deletes the target's function libraries, which FLUSHALL
+// keeps: a target emptied to mirror the source must not keep libraries
+// the source no longer has. A server without functions (before Redis 7)
+// has nothing to flush.
+func (w *Writer) FlushFunctions(ctx context.Context) error {
+	err := w.Do(ctx, 0, "FUNCTION", "FLUSH")
+	if err != nil && strings.Contains(strings.ToLower(err.Error()), "unknown command") {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("target: FUNCTION FLUSH after FLUSHALL: %w", err)
+	}
+	return nil
+}
+
 // Do runs one command on database db right away, outside the pipelines.
 func (w *Writer) Do(ctx context.Context, db int, args ...any) error {
 	c := w.client(db, 1)
