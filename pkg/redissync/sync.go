@@ -85,7 +85,7 @@ func (c SyncConfig) withDefaults() SyncConfig {
 
 // Sync copies the source into the target and, with Follow, keeps it in
 // sync until ctx ends.
-func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (LoadStats, error) {
+func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (st LoadStats, err error) {
 	if err := cfg.Validate(); err != nil {
 		return LoadStats{}, err
 	}
@@ -94,6 +94,7 @@ func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (LoadStats, erro
 	if err != nil {
 		return LoadStats{}, err
 	}
+	defer summarise(w, log, &st, &err) // after Close: every write has run
 	defer w.Close()
 	if cfg.FlushTarget {
 		log.Warn("flushing the target before the copy (--flush-target)", zap.String("target", cfg.Writer.Target.Addr))
@@ -104,21 +105,23 @@ func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (LoadStats, erro
 			return LoadStats{}, err
 		}
 	}
-	var st LoadStats
 	if cfg.RDBFile != "" {
-		st, err = syncFile(ctx, cfg, w, log)
-	} else {
-		st, err = syncLive(ctx, cfg, w, log)
+		return syncFile(ctx, cfg, w, log)
 	}
+	return syncLive(ctx, cfg, w, log)
+}
+
+// summarise runs when the sync ends (after the writer closed): it reports
+// the dropped field TTLs and adds to an error how to start over.
+func summarise(w *Writer, log *zap.Logger, st *LoadStats, err *error) {
 	if n, ex := w.DroppedFieldTTLs(); n > 0 {
 		st.DroppedFieldTTLs = n
 		log.Warn("hash field TTLs dropped: the target has no HPEXPIREAT (Redis before 7.4), so these fields are now permanent (--hash-field-ttl drop)",
 			zap.Int64("fields", n), zap.Strings("examples", ex))
 	}
-	if err != nil {
-		return st, startOver(err, w)
+	if *err != nil {
+		*err = startOver(*err, w)
 	}
-	return st, nil
 }
 
 // startOver adds to an error that stopped the copy how many keys are
@@ -127,7 +130,7 @@ func startOver(err error, w *Writer) error {
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
-	w.Flush() // the keys queued before the error; its own error is err or later
+	w.Flush() // the keys queued before the error (a no-op after Close)
 	if n := w.Written(); n > 0 {
 		return fmt.Errorf("%w; %d keys were already written to the target: to start over, fix this and run again with --flush-target (it empties the target first)", err, n)
 	}
