@@ -30,15 +30,16 @@ type redisSyncCmd struct {
 	Target string `help:"Target Redis URL (ElastiCache)." env:"REPLICATOR_REDIS_TARGET_URL" placeholder:"URL"`
 	Follow bool   `help:"After the copy, keep applying the source's changes until SIGINT/SIGTERM."`
 	Mode   string `help:"How to read the source: auto (PSYNC, falling back to SCAN), psync or scan." enum:"auto,psync,scan" default:"auto"`
+
+	// What Redis itself would refuse or lose.
+	HashFieldTTL  string `name:"hash-field-ttl" help:"Hash fields with their own TTL (Redis 7.4+) into a target without HPEXPIREAT: refuse (stop before writing such a key) or drop (write the field without its TTL and report it). Expired fields are never written." enum:"refuse,drop" default:"refuse"`
+	DuplicateKeys string `help:"An RDB file that repeats a key (Redis refuses to load it): refuse (nothing is written) or last (the last copy of each key wins, reported)." enum:"refuse,last" default:"refuse"`
+
 	redisTLS
 	Connections      int  `help:"Parallel pipelined connections to the target." default:"4"`
 	BigKeyMB         int  `name:"big-key-mb" help:"Values larger than this many MiB are written with native commands in pieces instead of one RESTORE." default:"16"`
 	TargetRDBVersion int  `help:"Newest RDB version the target can RESTORE; 0 detects it from INFO (set 11 for Valkey if detection is wrong)." default:"0"`
 	FlushTarget      bool `help:"FLUSHALL the target before copying: use when re-running after an interrupted or older import, on a target nothing else uses."`
-
-	// What Redis itself would refuse or lose.
-	HashFieldTTL  string `name:"hash-field-ttl" help:"Hash fields with their own TTL (Redis 7.4+) into a target without HPEXPIREAT: refuse (stop before writing such a key) or drop (write the field without its TTL and report it). Expired fields are never written." enum:"refuse,drop" default:"refuse"`
-	DuplicateKeys string `help:"An RDB file that repeats a key (Redis refuses to load it): refuse (nothing is written) or last (the last copy of each key wins, reported)." enum:"refuse,last" default:"refuse"`
 }
 
 // redisTLS are the Redis TLS flags.
@@ -106,7 +107,6 @@ func (c *redisSyncCmd) Run(ctx context.Context, g *Globals) error {
 	defer log.Sync()
 	cfg := redissync.SyncConfig{RDBFile: c.RDB, Mode: c.Mode, Follow: c.Follow, FlushTarget: c.FlushTarget, BigKeyBytes: int64(c.BigKeyMB) << 20,
 		Writer: redissync.WriterConfig{Connections: c.Connections, TargetRDBVersion: c.TargetRDBVersion}}
-	cfg.DuplicateKeys, cfg.Writer.HashFieldTTL = c.DuplicateKeys, c.HashFieldTTL
 	if cfg.Writer.Target, err = redisOptions("target", c.Target, c.redisTLS); err != nil {
 		return err
 	}
@@ -115,6 +115,7 @@ func (c *redisSyncCmd) Run(ctx context.Context, g *Globals) error {
 			return err
 		}
 	}
+	cfg.DuplicateKeys, cfg.Writer.HashFieldTTL = c.DuplicateKeys, c.HashFieldTTL
 	reg, err := startMetrics(ctx, c.MetricsAddr, log)
 	if err != nil {
 		return err

@@ -7,7 +7,13 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"replicator/pkg/redisconn"
 )
+
+// explain describes a failed first command on a connection (see package
+// redisconn).
+func explain(role string, o *redis.Options, err error) error { return redisconn.Explain(role, o, err) }
 
 // streamGroups describes each consumer group of a stream, by name, as
 // XINFO GROUPS and XINFO CONSUMERS show it: last-delivered ID, entries

@@ -12,8 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
-
-	"replicator/pkg/redisconn"
 )
 
 // Config configures a comparison.
@@ -140,11 +138,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (*Report, error) {
 
 	sdbs, err := keyspace(ctx, src.db(0))
 	if err != nil {
-		return nil, redisconn.Explain("source", cfg.Source, err)
+		return nil, explain("source", cfg.Source, err)
 	}
 	tdbs, err := keyspace(ctx, dst.db(0))
 	if err != nil {
-		return nil, redisconn.Explain("target", cfg.Target, err)
+		return nil, explain("target", cfg.Target, err)
 	}
 	if err := v.libraries(ctx); err != nil {
 		return nil, err
