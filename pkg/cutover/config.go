@@ -11,6 +11,14 @@ import (
 
 // Fence methods.
 const (
+	// FenceAuto picks FenceTrigger when the replicator's role may create
+	// triggers on every user table (it owns them, as on Heroku), else
+	// FenceRevoke; FenceRevoke too when AppRoles names the roles to fence.
+	FenceAuto = "auto"
+	// FenceTrigger puts a statement-level BEFORE trigger that refuses
+	// writes on every user table: works when the app logs in with the
+	// replicator's own role, and stops superusers too (see fence_trigger.go).
+	FenceTrigger = "trigger"
 	// FenceRevoke revokes write privileges on user tables from the app's
 	// roles: precise, and the replicator's own role keeps working.
 	FenceRevoke = "revoke"
@@ -43,7 +51,7 @@ type Config struct {
 	ProgressInterval time.Duration
 
 	Fence       bool
-	FenceMethod string // FenceRevoke (default) or FenceReadOnly
+	FenceMethod string // FenceAuto (default), FenceTrigger, FenceRevoke or FenceReadOnly
 	// AppRoles are the roles to fence. Empty: every role that owns or holds
 	// write privileges on a user table, except the replicator's own login
 	// role.
@@ -58,10 +66,14 @@ type Config struct {
 	// built once per process with verify.NewMetrics; nil for none.
 	VerifyMetrics *verify.Metrics
 
-	// Route53Zone, RecordName and RedisTarget fill in the switch step;
-	// placeholders are printed when they are empty.
+	// Route53Zone, RecordName, AppRecord and RedisTarget fill in the
+	// switch step; placeholders are printed when they are empty.
+	// RecordName is a DNS name of the app's own for the database (switched
+	// with one plain CNAME); AppRecord is the app's public endpoint (e.g.
+	// api.mydomain.com), the only one given weighted records.
 	Route53Zone string
 	RecordName  string
+	AppRecord   string
 	RedisTarget string
 }
 
@@ -93,10 +105,10 @@ func (c *Config) Validate() error {
 	}
 	switch c.FenceMethod {
 	case "":
-		c.FenceMethod = FenceRevoke
-	case FenceRevoke, FenceReadOnly:
+		c.FenceMethod = FenceAuto
+	case FenceAuto, FenceTrigger, FenceRevoke, FenceReadOnly:
 	default:
-		return fmt.Errorf("cutover: --fence-method %q: use revoke or read-only", c.FenceMethod)
+		return fmt.Errorf("cutover: --fence-method %q: use auto, trigger, revoke or read-only", c.FenceMethod)
 	}
 	switch c.Verify {
 	case "":
