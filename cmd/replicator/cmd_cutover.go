@@ -25,11 +25,13 @@ type cutoverCmd struct {
 	Route53Zone    string        `name:"route53-zone" help:"Route 53 hosted zone id for the printed switch commands." placeholder:"ZONE_ID"`
 	RecordName     string        `help:"DNS name of your own the app reaches the database through, for the printed plain (not weighted) CNAME." placeholder:"NAME"`
 	AppRecord      string        `help:"The app's own public endpoint (e.g. api.mydomain.com), for the printed Route 53 weighted records at 10 % then 100 %." placeholder:"NAME"`
-	RedisTarget    string        `help:"ElastiCache URL for the printed REDIS_URL (its password is never printed)." env:"REPLICATOR_REDIS_TARGET_URL" placeholder:"URL"`
+	RedisTarget    string        `help:"ElastiCache URL: with --redis-source, cutover waits for the Redis follower and verifies Redis inside the freeze; it also fills in the printed REDIS_URL (its password is never printed)." env:"REPLICATOR_REDIS_TARGET_URL" placeholder:"URL"`
+	RedisSource    string        `help:"Heroku Redis URL: with --redis-target, include Redis in the night (replicator redis sync --follow must be running)." env:"REPLICATOR_REDIS_SOURCE_URL" placeholder:"URL"`
+	redisTLS
 }
 
 func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
-	g.remember(c.Source, c.Target, c.RedisTarget)
+	g.remember(c.Source, c.Target, c.RedisTarget, c.RedisSource)
 	if c.Unfence && c.Fence {
 		return errors.New("cutover: --fence and --unfence contradict each other: pass one")
 	}
@@ -43,6 +45,17 @@ func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
 		Fence: c.Fence, FenceMethod: c.FenceMethod, AppRoles: c.AppRoles, DryRun: c.DryRun,
 		SequenceMargin: c.SequenceMargin, Verify: c.Verify,
 		Route53Zone: c.Route53Zone, RecordName: c.RecordName, AppRecord: c.AppRecord, RedisTarget: c.RedisTarget,
+	}
+	if c.RedisSource != "" {
+		if c.RedisTarget == "" {
+			return errors.New("cutover: --redis-source needs --redis-target (the ElastiCache URL) too")
+		}
+		if cfg.RedisSource, err = redisOptions("redis-source", c.RedisSource, c.redisTLS); err != nil {
+			return err
+		}
+		if cfg.RedisTargetOptions, err = redisOptions("redis-target", c.RedisTarget, c.redisTLS); err != nil {
+			return err
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

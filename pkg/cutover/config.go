@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"replicator/pkg/verify"
 )
 
@@ -66,6 +68,13 @@ type Config struct {
 	// built once per process with verify.NewMetrics; nil for none.
 	VerifyMetrics *verify.Metrics
 
+	// RedisSource and RedisTargetOptions, both or neither, add Redis to the
+	// night: step 4 waits for the follower (`replicator redis sync
+	// --follow`) to carry a marker over, step 6 verifies Redis too, and
+	// both count in the write freeze.
+	RedisSource        *redis.Options
+	RedisTargetOptions *redis.Options
+
 	// Route53Zone, RecordName, AppRecord and RedisTarget fill in the
 	// switch step; placeholders are printed when they are empty.
 	// RecordName is a DNS name of the app's own for the database (switched
@@ -116,6 +125,9 @@ func (c *Config) Validate() error {
 	case VerifyFull, VerifyNone:
 	default:
 		return fmt.Errorf("cutover: --verify %q: use full or none", c.Verify)
+	}
+	if (c.RedisSource == nil) != (c.RedisTargetOptions == nil) {
+		return errors.New("cutover: pass both --redis-source and --redis-target to include Redis, or neither")
 	}
 	for _, r := range c.AppRoles {
 		if strings.TrimSpace(r) == "" {

@@ -389,6 +389,13 @@ func (r *runner) drain(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if r.cfg.RedisSource != nil {
+		rd, err := r.redisCatchUp(ctx)
+		if err != nil {
+			return err
+		}
+		detail += "; " + rd
+	}
 	return r.finish(ctx, 4, title, stepDrain, hw, fmt.Sprintf("high-water mark %s; %s", hw, detail))
 }
 
@@ -481,8 +488,17 @@ func (r *runner) verify(ctx context.Context) error {
 		r.step(6, title, "FAILED", fmt.Sprintf("%d tables and %d sequences differ", rep.TablesDifferent, rep.SequencesBehind))
 		return ErrDifferences
 	}
-	text := fmt.Sprintf("%d tables, %d rows identical, %d sequences not behind, in %s",
-		rep.TablesChecked, rep.SourceRows, len(rep.Sequences), time.Since(started).Round(time.Millisecond))
+	text := fmt.Sprintf("%d tables, %d rows identical, %d sequences not behind",
+		rep.TablesChecked, rep.SourceRows, len(rep.Sequences))
+	if r.cfg.RedisSource != nil {
+		rd, err := r.redisVerify(ctx)
+		if err != nil {
+			r.step(6, title, "FAILED", "Redis differs")
+			return err
+		}
+		text += "; " + rd
+	}
+	text += ", in " + time.Since(started).Round(time.Millisecond).String()
 	return r.finish(ctx, 6, title, stepVerify, map[string]any{"tables": rep.TablesChecked, "rows": rep.SourceRows}, text)
 }
 

@@ -14,10 +14,12 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"replicator/internal/testenv"
 	"replicator/pkg/apply"
+	"replicator/pkg/redissync"
 	"replicator/pkg/state"
 	"replicator/pkg/trigger"
 )
@@ -275,4 +277,68 @@ func TestHerokuSharedLoginCutover(t *testing.T) {
 	if err := appWrite(ctx, m.appURL); err != nil {
 		t.Errorf("after unfence the app cannot write: %v", err)
 	}
+}
+
+// Redis in the same night: cutover waits for the running follower to
+// carry everything over and verifies Redis inside the freeze.
+func TestCutoverWithRedis(t *testing.T) {
+	ctx := context.Background()
+	m := newHerokuMigration(t)
+	var servers [2]*testenv.Redis
+	for i := range servers {
+		r, err := testenv.StartRedis(testenv.RedisOptions{})
+		if err != nil {
+			t.Fatalf("start redis: %v", err)
+		}
+		t.Cleanup(r.Close)
+		servers[i] = r
+	}
+	rsrc, rdst := servers[0], servers[1]
+	sc := rsrc.Client(0)
+	defer sc.Close()
+	for i := 0; i < 200; i++ {
+		if err := sc.Set(ctx, fmt.Sprintf("session:%d", i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	followCtx, stopFollow := context.WithCancel(ctx)
+	followed := make(chan error, 1)
+	go func() {
+		_, err := redissync.Sync(followCtx, redissync.SyncConfig{Source: &redis.Options{Addr: rsrc.Addr()}, Follow: true,
+			Writer: redissync.WriterConfig{Target: &redis.Options{Addr: rdst.Addr()}}}, zap.NewNop())
+		followed <- err
+	}()
+	t.Cleanup(func() { stopFollow(); <-followed })
+	m.startTriggerStream(t)
+	// Written just before the cutover: the catch-up must wait for it.
+	if err := sc.Set(ctx, "late", "last", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, "cutover", "--source", m.srcURL, "--target", m.dstURL, "--timeout", "30s", "--fence",
+		"--redis-source", rsrc.URL(0), "--redis-target", rdst.URL(0))
+	if code != 0 {
+		t.Fatalf("cutover: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if l := lineOf(out, 4); !strings.Contains(l, "the Redis follower caught up") {
+		t.Errorf("step 4: %q, want the Redis catch-up", l)
+	}
+	if l := lineOf(out, 6); !strings.Contains(l, "Redis: ") || !strings.Contains(l, "keys identical") {
+		t.Errorf("step 6: %q, want Redis verified", l)
+	}
+	dc := rdst.Client(0)
+	defer dc.Close()
+	if v, err := dc.Get(ctx, "late").Result(); err != nil || v != "last" {
+		t.Errorf("the key written just before the cutover is %q on the target (%v)", v, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n, err := dc.DBSize(ctx).Result()
+		if err == nil && n == 201 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("target Redis holds %d keys (%v) after 10 s, want 201 (the marker removed)", n, err)
+			break
+		}
+	}
+	run(t, "cutover", "--unfence", "--source", m.srcURL, "--target", m.dstURL)
 }
