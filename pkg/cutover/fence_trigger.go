@@ -177,6 +177,22 @@ func applyTriggerFence(ctx context.Context, src *pgx.Conn, rec *fenceRecord) ([]
 			if err != nil {
 				return fmt.Errorf("source: end the open write transactions: %w: grant the replicator's role pg_signal_backend, or stop the app yourself (e.g. heroku ps:scale web=0 worker=0) and run again", err)
 			}
+			// All tables in one statement, right after ending the
+			// writers: the window for a new writer is as short as it gets.
+			var present []string
+			prows, err := tx.Query(ctx, `SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NOT NULL`, rec.Tables)
+			if err == nil {
+				present, err = pgx.CollectRows(prows, pgx.RowTo[string])
+			}
+			if err != nil {
+				return fmt.Errorf("source: look up the tables to fence: %w", err)
+			}
+			if len(present) > 0 {
+				// The names are format('%I.%I') from the catalog: quoted.
+				if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(present, ", ")+" IN SHARE ROW EXCLUSIVE MODE"); err != nil {
+					return fmt.Errorf("source: lock the tables to fence: %w", err)
+				}
+			}
 			if _, err := tx.Exec(ctx, fenceFunctionDDL); err != nil {
 				return fmt.Errorf("source: create the fence function %s(): %w", fenceFunction, err)
 			}
@@ -196,10 +212,13 @@ func applyTriggerFence(ctx context.Context, src *pgx.Conn, rec *fenceRecord) ([]
 		})
 		ended = append(ended, now...)
 		var pgErr *pgconn.PgError
-		if err != nil && errors.As(err, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable && attempt < 5 {
-			continue // a writer started between ending the others and the lock: end it too
+		lockErr := errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.LockNotAvailable || pgErr.Code == pgerrcode.DeadlockDetected)
+		if lockErr && attempt < 5 {
+			// A writer started between ending the others and the locks
+			// (or took its locks in the other order): end it too.
+			continue
 		}
-		if err != nil && errors.As(err, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
+		if lockErr {
 			return ended, fmt.Errorf("source: the fence could not lock the tables in %d attempts (%w): a session holds a lock without writing (see pg_locks); end it and run cutover again", attempt, err)
 		}
 		return ended, err
