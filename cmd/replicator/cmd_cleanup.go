@@ -11,7 +11,8 @@ import (
 
 type cleanupCmd struct {
 	pgFlags
-	Yes bool `help:"Really remove the objects (without it, cleanup lists what it would remove and changes nothing)."`
+	Yes   bool `help:"Really remove the objects (without it, cleanup lists what it would remove and changes nothing)."`
+	Force bool `help:"Remove them although the source is fenced or a stream runs (the fence and its record are left in place; lift them with cutover --unfence)."`
 }
 
 func (c *cleanupCmd) Run(ctx context.Context, g *Globals) error {
@@ -27,6 +28,16 @@ func (c *cleanupCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer target.Close(context.Background())
 
+	busy, err := cleanup.CheckBusy(ctx, source, target)
+	if err != nil {
+		return err
+	}
+	for _, r := range busy.Reasons {
+		fmt.Fprintln(os.Stdout, "in use:", r)
+	}
+	for _, l := range busy.Leaves {
+		fmt.Fprintln(os.Stdout, "--force would leave behind:", l)
+	}
 	if !c.Yes {
 		objs, err := cleanup.Plan(ctx, source, target)
 		if err != nil {
@@ -45,7 +56,7 @@ func (c *cleanupCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		return fmt.Errorf("nothing removed: rerun with --yes to remove the %d objects above (stop `replicator stream`/`run` first)", n)
 	}
-	done, err := cleanup.Run(ctx, source, target)
+	done, err := cleanup.RunWith(ctx, source, target, cleanup.Options{Force: c.Force})
 	for _, o := range done {
 		fmt.Fprintln(os.Stdout, "removed", o)
 	}

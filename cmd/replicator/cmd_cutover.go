@@ -16,19 +16,22 @@ type cutoverCmd struct {
 	MaxLag         time.Duration `help:"Wait until apply lag is below this before fencing." default:"5s"`
 	Timeout        time.Duration `help:"Give up a waiting step (lag, open write transactions, draining) after this long." default:"10m"`
 	Fence          bool          `help:"Stop writes on the source (revocable with --unfence)."`
-	FenceMethod    string        `help:"How to fence: revoke (write privileges of the app roles on every user table) or read-only (default_transaction_read_only on the database, for apps that log in as the replicator's role)." enum:"revoke,read-only" default:"revoke"`
+	FenceMethod    string        `help:"How to fence: auto (trigger when the replicator's role owns every user table, as on Heroku, else revoke), trigger (a trigger refusing writes on every user table; works when the app logs in with the replicator's own role), revoke (write privileges of the app roles) or read-only (default_transaction_read_only on the database; not with trigger capture)." enum:"auto,trigger,revoke,read-only" default:"auto"`
 	AppRoles       []string      `help:"Roles to fence (default: every role that owns or may write to a user table, except the replicator's own login role)." sep:"," placeholder:"ROLE"`
 	Unfence        bool          `help:"Roll back: give the source exactly the write access the fence took, and forget the fenced steps."`
 	DryRun         bool          `help:"Show the plan (lag, roles to fence, sessions to end, sequence moves) and change nothing."`
 	SequenceMargin int64         `help:"Move each target sequence to at least the source's value plus this." default:"1000"`
 	Verify         string        `help:"Final verification: full (every table and sequence) or none (skipped, with a warning)." enum:"full,none" default:"full"`
 	Route53Zone    string        `name:"route53-zone" help:"Route 53 hosted zone id for the printed switch commands." placeholder:"ZONE_ID"`
-	RecordName     string        `help:"DNS name the app connects to, for the printed Route 53 weighted records." placeholder:"NAME"`
-	RedisTarget    string        `help:"ElastiCache URL for the printed REDIS_URL (its password is never printed)." env:"REPLICATOR_REDIS_TARGET_URL" placeholder:"URL"`
+	RecordName     string        `help:"DNS name of your own the app reaches the database through, for the printed plain (not weighted) CNAME." placeholder:"NAME"`
+	AppRecord      string        `help:"The app's own public endpoint (e.g. api.mydomain.com), for the printed Route 53 weighted records at 10 % then 100 %." placeholder:"NAME"`
+	RedisTarget    string        `help:"ElastiCache URL: with --redis-source, cutover waits for the Redis follower and verifies Redis inside the freeze; it also fills in the printed REDIS_URL (its password is never printed)." env:"REPLICATOR_REDIS_TARGET_URL" placeholder:"URL"`
+	RedisSource    string        `help:"Heroku Redis URL: with --redis-target, include Redis in the night (replicator redis sync --follow must be running)." env:"REPLICATOR_REDIS_SOURCE_URL" placeholder:"URL"`
+	redisTLS
 }
 
 func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
-	g.remember(c.Source, c.Target, c.RedisTarget)
+	g.remember(c.Source, c.Target, c.RedisTarget, c.RedisSource)
 	if c.Unfence && c.Fence {
 		return errors.New("cutover: --fence and --unfence contradict each other: pass one")
 	}
@@ -41,7 +44,18 @@ func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
 		SourceURL: c.Source, TargetURL: c.Target, MaxLag: c.MaxLag, Timeout: c.Timeout,
 		Fence: c.Fence, FenceMethod: c.FenceMethod, AppRoles: c.AppRoles, DryRun: c.DryRun,
 		SequenceMargin: c.SequenceMargin, Verify: c.Verify,
-		Route53Zone: c.Route53Zone, RecordName: c.RecordName, RedisTarget: c.RedisTarget,
+		Route53Zone: c.Route53Zone, RecordName: c.RecordName, AppRecord: c.AppRecord, RedisTarget: c.RedisTarget,
+	}
+	if c.RedisSource != "" {
+		if c.RedisTarget == "" {
+			return errors.New("cutover: --redis-source needs --redis-target (the ElastiCache URL) too")
+		}
+		if cfg.RedisSource, err = redisOptions("redis-source", c.RedisSource, c.redisTLS); err != nil {
+			return err
+		}
+		if cfg.RedisTargetOptions, err = redisOptions("redis-target", c.RedisTarget, c.redisTLS); err != nil {
+			return err
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -144,7 +144,9 @@ func nearest(k string, names []string) string {
 	best, bestD := "", max(1, len(k)/3)+1
 	sort.Strings(names)
 	for _, n := range names {
-		if d := editDistance(k, n); d < bestD {
+		// On a tie the name with k's first letter wins: typos rarely
+		// start at the first letter ("sorce" is source, not force).
+		if d := editDistance(k, n); d < bestD || (d == bestD && best != "" && k != "" && best[0] != k[0] && n[0] == k[0]) {
 			best, bestD = n, d
 		}
 	}

@@ -78,25 +78,28 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer stop()
 	say("      source Postgres 127.0.0.1:%d, target Postgres 127.0.0.1:%d, source Redis %s, target Redis %s",
 		srcPG.Port, dstPG.Port, srcR.Addr(), dstR.Addr())
-	for _, p := range []*testenv.Postgres{srcPG, dstPG} {
-		if err := exec(ctx, p.URL("postgres"), "CREATE DATABASE shop"); err != nil {
-			return nil, err
-		}
+	// The Heroku path: the source cannot decode logically (wal_level
+	// replica, so trigger capture), and one login role, not a superuser,
+	// owns the database and is both the app's login and the replicator's.
+	if err := exec(ctx, srcPG.URL("postgres"), `CREATE ROLE shop LOGIN NOSUPERUSER PASSWORD '`+appPassword+`'`); err != nil {
+		return nil, err
 	}
-	source, target := srcPG.URL("shop"), dstPG.URL("shop")
+	if err := exec(ctx, srcPG.URL("postgres"), `CREATE DATABASE shop OWNER shop`); err != nil {
+		return nil, err
+	}
+	if err := exec(ctx, dstPG.URL("postgres"), "CREATE DATABASE shop"); err != nil {
+		return nil, err
+	}
+	if err := exec(ctx, srcPG.URL("shop"), "ALTER SCHEMA public OWNER TO shop"); err != nil {
+		return nil, err
+	}
+	source, target := srcPG.URLAs("shop", appPassword, "shop"), dstPG.URL("shop")
 
 	say("\n[2/7] seeding the app: %d users with orders, products, events, documents; a Redis cache", o.Size.Users)
 	if err := demoapp.Seed(ctx, source, o.Size); err != nil {
 		return nil, err
 	}
-	// The app writes with its own role, as on Heroku, so cutover can fence
-	// it; the replicator uses the owner's credential.
-	if err := exec(ctx, source, `CREATE ROLE shop_app LOGIN PASSWORD '`+appPassword+`';
-		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO shop_app;
-		GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO shop_app`); err != nil {
-		return nil, err
-	}
-	appURL := srcPG.URLAs("shop_app", appPassword, "shop")
+	appURL := source // the app and the replicator share the login, as on Heroku
 	if err := seedRedis(ctx, srcR, o.Size.Users); err != nil {
 		return nil, err
 	}
@@ -187,8 +190,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			int64(m["replicator_applied_transactions_total"]), units.Bytes(int64(m["replicator_redis_follow_lag_bytes"])))
 	}
 
-	say("\n[6/7] cutover while the app still writes: fence its role, drain, sequences forward, verify, switch steps")
-	err = cutover.Run(ctx, cutover.Config{SourceURL: source, TargetURL: target, Fence: true, AppRoles: []string{"shop_app"},
+	say("\n[6/7] cutover while the app still writes: fence (a trigger on every table: the login is shared), drain, sequences forward, verify, switch steps")
+	err = cutover.Run(ctx, cutover.Config{SourceURL: source, TargetURL: target, Fence: true,
 		SequenceMargin: 1000, Timeout: 2 * time.Minute, VerifyMetrics: verifyMetrics}, indent(o.Out), o.Log)
 	if err != nil && !errors.Is(err, cutover.ErrDifferences) {
 		return nil, fmt.Errorf("cutover: %w", err)
@@ -272,7 +275,7 @@ func startServers() (srcPG, dstPG *testenv.Postgres, srcR, dstR *testenv.Redis, 
 			stop()
 		}
 	}()
-	if srcPG, err = testenv.StartPostgres(testenv.PostgresOptions{}); err != nil {
+	if srcPG, err = testenv.StartPostgres(testenv.PostgresOptions{WalLevel: "replica"}); err != nil {
 		return
 	}
 	closers = append(closers, srcPG.Close)

@@ -25,9 +25,10 @@ func TestDemoEndsIdentical(t *testing.T) {
 	if res.PGWrites < 100 || res.RWrites < 100 {
 		t.Fatalf("live load wrote only %d Postgres and %d Redis writes:\n%s", res.PGWrites, res.RWrites, out.String())
 	}
-	for _, want := range []string{"step 3/7: fence writes on the source: done", "step 6/7: final verification: done", "[7/7] result", "Postgres: IDENTICAL", "Redis:    IDENTICAL"} {
+	for _, want := range []string{"capture: trigger", "step 3/7: fence writes on the source: done (a trigger refuses writes", "step 6/7: final verification: done",
+		"write freeze: ", "[7/7] result", "Postgres: IDENTICAL", "Redis:    IDENTICAL"} {
 		if !strings.Contains(out.String(), want) {
-			t.Errorf("demo output lacks %q", want)
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
 }

@@ -99,8 +99,13 @@ func captureTriggers(ctx context.Context, conn *pgx.Conn) ([]string, error) {
 }
 
 // Run removes every object of Plan that exists and returns what it
-// removed. It refuses (ErrSlotActive) while the slot is active.
+// removed. It refuses (ErrSlotActive) while the slot is active, and
+// (ErrBusy) while the source is fenced or a stream runs: see RunWith.
 func Run(ctx context.Context, source, target *pgx.Conn) ([]Object, error) {
+	return RunWith(ctx, source, target, Options{})
+}
+
+func run(ctx context.Context, source, target *pgx.Conn, fenced bool) ([]Object, error) {
 	objs, err := Plan(ctx, source, target)
 	if err != nil {
 		return nil, err
@@ -129,6 +134,10 @@ func Run(ctx context.Context, source, target *pgx.Conn) ([]Object, error) {
 			// CASCADE takes the changelog, the capture functions and the
 			// triggers on application tables that call them.
 			q = "DROP SCHEMA IF EXISTS " + pgutil.QuoteIdent(o.Name) + " CASCADE"
+			if fenced && o.Side == "target" {
+				q = keepFenceRecordSQL
+				o.Note = "emptied; replicator.cutover kept: it records the fence"
+			}
 		default:
 			continue // triggers go with the schema's functions
 		}

@@ -6,8 +6,13 @@
 //
 // It is safe to rerun: what is already gone is reported as such. It refuses
 // while a stream is still consuming the slot, because dropping an active
-// slot would cut a running migration.
+// slot would cut a running migration, and (ErrBusy) while the source is
+// fenced by a cutover or a trigger-capture stream is applying, unless
+// Options.Force. Even forced it never lifts a fence: the trigger fence's
+// schema replicator_fence on the source and the fence's record in
+// replicator.cutover on the target stay for `replicator cutover --unfence`.
 //
-//	plan, err := cleanup.Plan(ctx, source, target)   // what exists now
-//	done, err := cleanup.Run(ctx, source, target)    // remove it
+//	busy, err := cleanup.CheckBusy(ctx, source, target) // why not now, what --force leaves
+//	plan, err := cleanup.Plan(ctx, source, target)      // what exists now
+//	done, err := cleanup.RunWith(ctx, source, target, cleanup.Options{})
 package cleanup

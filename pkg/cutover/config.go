@@ -6,11 +6,21 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"replicator/pkg/verify"
 )
 
 // Fence methods.
 const (
+	// FenceAuto picks FenceTrigger when the replicator's role may create
+	// triggers on every user table (it owns them, as on Heroku), else
+	// FenceRevoke; FenceRevoke too when AppRoles names the roles to fence.
+	FenceAuto = "auto"
+	// FenceTrigger puts a statement-level BEFORE trigger that refuses
+	// writes on every user table: works when the app logs in with the
+	// replicator's own role, and stops superusers too (see fence_trigger.go).
+	FenceTrigger = "trigger"
 	// FenceRevoke revokes write privileges on user tables from the app's
 	// roles: precise, and the replicator's own role keeps working.
 	FenceRevoke = "revoke"
@@ -43,7 +53,7 @@ type Config struct {
 	ProgressInterval time.Duration
 
 	Fence       bool
-	FenceMethod string // FenceRevoke (default) or FenceReadOnly
+	FenceMethod string // FenceAuto (default), FenceTrigger, FenceRevoke or FenceReadOnly
 	// AppRoles are the roles to fence. Empty: every role that owns or holds
 	// write privileges on a user table, except the replicator's own login
 	// role.
@@ -58,10 +68,21 @@ type Config struct {
 	// built once per process with verify.NewMetrics; nil for none.
 	VerifyMetrics *verify.Metrics
 
-	// Route53Zone, RecordName and RedisTarget fill in the switch step;
-	// placeholders are printed when they are empty.
+	// RedisSource and RedisTargetOptions, both or neither, add Redis to the
+	// night: step 4 waits for the follower (`replicator redis sync
+	// --follow`) to carry a marker over, step 6 verifies Redis too, and
+	// both count in the write freeze.
+	RedisSource        *redis.Options
+	RedisTargetOptions *redis.Options
+
+	// Route53Zone, RecordName, AppRecord and RedisTarget fill in the
+	// switch step; placeholders are printed when they are empty.
+	// RecordName is a DNS name of the app's own for the database (switched
+	// with one plain CNAME); AppRecord is the app's public endpoint (e.g.
+	// api.mydomain.com), the only one given weighted records.
 	Route53Zone string
 	RecordName  string
+	AppRecord   string
 	RedisTarget string
 }
 
@@ -93,10 +114,10 @@ func (c *Config) Validate() error {
 	}
 	switch c.FenceMethod {
 	case "":
-		c.FenceMethod = FenceRevoke
-	case FenceRevoke, FenceReadOnly:
+		c.FenceMethod = FenceAuto
+	case FenceAuto, FenceTrigger, FenceRevoke, FenceReadOnly:
 	default:
-		return fmt.Errorf("cutover: --fence-method %q: use revoke or read-only", c.FenceMethod)
+		return fmt.Errorf("cutover: --fence-method %q: use auto, trigger, revoke or read-only", c.FenceMethod)
 	}
 	switch c.Verify {
 	case "":
@@ -104,6 +125,9 @@ func (c *Config) Validate() error {
 	case VerifyFull, VerifyNone:
 	default:
 		return fmt.Errorf("cutover: --verify %q: use full or none", c.Verify)
+	}
+	if (c.RedisSource == nil) != (c.RedisTargetOptions == nil) {
+		return errors.New("cutover: pass both --redis-source and --redis-target to include Redis, or neither")
 	}
 	for _, r := range c.AppRoles {
 		if strings.TrimSpace(r) == "" {

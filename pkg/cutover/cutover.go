@@ -36,6 +36,7 @@ type runner struct {
 	st       *state.State
 	recs     map[string]record
 	fenced   bool // the source is fenced (by this run or an earlier one)
+	fencedAt time.Time
 }
 
 func (r *runner) step(n int, title, status, detail string) {
@@ -106,8 +107,53 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error 
 			return err
 		}
 	}
+	if err := r.freeze(ctx); err != nil {
+		return err
+	}
 	r.step(7, "switch the application", "done", "commands below")
 	writeSwitch(out, &r.cfg)
+	return nil
+}
+
+// freezeRecord is the write freeze as recorded in replicator.cutover:
+// from the fence to the moment the target was ready for the app.
+type freezeRecord struct {
+	FencedAt      time.Time `json:"fenced_at"`
+	TargetReadyAt time.Time `json:"target_ready_at"`
+	Seconds       float64   `json:"seconds"`
+}
+
+func (f freezeRecord) String() string {
+	return fmt.Sprintf("write freeze: %.1f s (fenced %s, target ready %s)", f.Seconds,
+		f.FencedAt.Local().Format("15:04:05.000"), f.TargetReadyAt.Local().Format("15:04:05.000"))
+}
+
+// freeze prints and records the write freeze once the target is ready
+// (drained, sequences moved, verified). A rerun after an interruption
+// counts from the first fence: the app was refused all along.
+func (r *runner) freeze(ctx context.Context) error {
+	if r.cfg.DryRun || !r.fenced {
+		return nil
+	}
+	if rec, ok := r.recs[stepFreeze]; ok && rec.Status == statusDone {
+		var f freezeRecord
+		if json.Unmarshal(rec.Detail, &f) == nil {
+			fmt.Fprintln(r.out, f.String()+" (recorded by an earlier run)")
+		}
+		return nil
+	}
+	if r.fencedAt.IsZero() {
+		var fr fenceRecord
+		json.Unmarshal(r.recs[stepFence].Detail, &fr)
+		r.fencedAt = fr.FencedAt
+	}
+	f := freezeRecord{FencedAt: r.fencedAt, TargetReadyAt: time.Now()}
+	f.Seconds = f.TargetReadyAt.Sub(f.FencedAt).Seconds()
+	if err := saveRecord(ctx, r.tgt, stepFreeze, statusDone, f); err != nil {
+		return err
+	}
+	fmt.Fprintln(r.out, f.String())
+	r.log.Info("write freeze", zap.Float64("seconds", f.Seconds), zap.Time("fenced_at", f.FencedAt), zap.Time("target_ready_at", f.TargetReadyAt))
 	return nil
 }
 
@@ -131,6 +177,16 @@ func (r *runner) preconditions(ctx context.Context) error {
 		return err
 	}
 	r.fenced = r.recs[stepFence].Status != ""
+	if !r.fenced {
+		// Fencing a source whose changes nobody applies strands them
+		// behind the fence: refuse before anything changes. Once fenced,
+		// step 4 waits for the stream (with a grace for restarts).
+		applying, err := checkApplying(ctx, r.src, r.tgt, st, s, t)
+		if err != nil {
+			return err
+		}
+		detail += ", stream " + applying
+	}
 	if r.fenced {
 		detail += "; the source is already fenced"
 	}
@@ -202,7 +258,7 @@ func (r *runner) fence(ctx context.Context) error {
 		return nil
 	}
 	if r.st.Capture == state.CaptureTrigger && r.cfg.FenceMethod == FenceReadOnly {
-		return errors.New("cutover: --fence-method read-only would also stop trigger capture's own writes on the source (its ticks): use --fence-method revoke")
+		return errors.New("cutover: --fence-method read-only would also stop trigger capture's own writes on the source (its ticks): use --fence-method trigger (the default picks it when the replicator's role owns the tables)")
 	}
 	plan, err := planFence(ctx, r.src, &r.cfg)
 	if err != nil {
@@ -213,8 +269,13 @@ func (r *runner) fence(ctx context.Context) error {
 	}
 	if r.cfg.DryRun {
 		what := "would set default_transaction_read_only = on for database " + plan.rec.Database
-		if plan.rec.Method == FenceRevoke {
+		switch plan.rec.Method {
+		case FenceRevoke:
 			what = "would revoke INSERT/UPDATE/DELETE/TRUNCATE from " + describeRevokes(plan.rec.Revoked)
+		case FenceTrigger:
+			r.step(3, title, "dry run", fmt.Sprintf("would put a trigger refusing writes on %d tables (method trigger: works with one login shared by the app and the replicator); would end the %d write transactions open now",
+				len(plan.rec.Tables), plan.sessions))
+			return nil
 		}
 		r.step(3, title, "dry run", fmt.Sprintf("%s; roles %s; would end %d sessions", what, strings.Join(plan.rec.Roles, ", "), plan.sessions))
 		return nil
@@ -235,23 +296,38 @@ func (r *runner) finishFence(ctx context.Context, fr *fenceRecord, note string) 
 	}
 	fr.SessionsEnded += ended
 	r.fenced = true
+	// The freeze is timed on this host's clock, from the fence's commit.
+	r.fencedAt = time.Now()
+	if note != "" {
+		r.fencedAt = fr.FencedAt // an earlier run fenced: count from then
+	}
 	// Transactions that wrote before the fence may still commit; the
-	// high-water mark must come after them.
-	_, err = r.waitFor(ctx, 3, title, func() (bool, string, error) {
-		n, err := openWriters(ctx, r.src)
-		return n == 0, fmt.Sprintf("%d write transactions still open on the source", n), err
-	}, "end them (pg_terminate_backend) or wait for them, then run cutover again; undo the fence with --unfence")
-	if err != nil {
-		return err
+	// high-water mark must come after them. The trigger fence needs no
+	// wait: its CREATE TRIGGERs took every table's lock, so no write
+	// transaction on them was open when it committed.
+	if fr.Method != FenceTrigger {
+		_, err = r.waitFor(ctx, 3, title, func() (bool, string, error) {
+			n, err := openWriters(ctx, r.src)
+			return n == 0, fmt.Sprintf("%d write transactions still open on the source", n), err
+		}, "end them (pg_terminate_backend) or wait for them, then run cutover again; undo the fence with --unfence")
+		if err != nil {
+			return err
+		}
 	}
 	if err := saveRecord(ctx, r.tgt, stepFence, statusDone, fr); err != nil {
 		return err
 	}
 	what := "default_transaction_read_only = on for database " + fr.Database
-	if fr.Method == FenceRevoke {
+	switch fr.Method {
+	case FenceRevoke:
 		what = "revoked from " + describeRevokes(fr.Revoked)
+	case FenceTrigger:
+		what = fmt.Sprintf("a trigger refuses writes on %d tables (method trigger); %s", len(fr.Tables), describeEnded(fr.Ended))
 	}
 	detail := fmt.Sprintf("%s; ended %d sessions; undo with --unfence", what, ended)
+	if fr.Method == FenceTrigger {
+		detail = what + "; undo with --unfence"
+	}
 	if note != "" {
 		detail = note + ": " + detail
 	}
@@ -312,6 +388,13 @@ func (r *runner) drain(ctx context.Context) error {
 	}, "is `replicator stream` still running? see `replicator status`; run cutover again once it applies (the fence stays)")
 	if err != nil {
 		return err
+	}
+	if r.cfg.RedisSource != nil {
+		rd, err := r.redisCatchUp(ctx)
+		if err != nil {
+			return err
+		}
+		detail += "; " + rd
 	}
 	return r.finish(ctx, 4, title, stepDrain, hw, fmt.Sprintf("high-water mark %s; %s", hw, detail))
 }
@@ -405,8 +488,17 @@ func (r *runner) verify(ctx context.Context) error {
 		r.step(6, title, "FAILED", fmt.Sprintf("%d tables and %d sequences differ", rep.TablesDifferent, rep.SequencesBehind))
 		return ErrDifferences
 	}
-	text := fmt.Sprintf("%d tables, %d rows identical, %d sequences not behind, in %s",
-		rep.TablesChecked, rep.SourceRows, len(rep.Sequences), time.Since(started).Round(time.Millisecond))
+	text := fmt.Sprintf("%d tables, %d rows identical, %d sequences not behind",
+		rep.TablesChecked, rep.SourceRows, len(rep.Sequences))
+	if r.cfg.RedisSource != nil {
+		rd, err := r.redisVerify(ctx)
+		if err != nil {
+			r.step(6, title, "FAILED", "Redis differs")
+			return err
+		}
+		text += "; " + rd
+	}
+	text += ", in " + time.Since(started).Round(time.Millisecond).String()
 	return r.finish(ctx, 6, title, stepVerify, map[string]any{"tables": rep.TablesChecked, "rows": rep.SourceRows}, text)
 }
 
@@ -433,18 +525,33 @@ func Unfence(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) er
 		return err
 	}
 	rec, ok := recs[stepFence]
-	if !ok {
-		fmt.Fprintln(out, title+": skipped (no fence recorded in replicator.cutover on the target: nothing to restore)")
-		return nil
-	}
 	var fr fenceRecord
-	if err := json.Unmarshal(rec.Detail, &fr); err != nil {
-		return fmt.Errorf("read the fence record in replicator.cutover: %w", err)
+	if ok {
+		if err := json.Unmarshal(rec.Detail, &fr); err != nil {
+			return fmt.Errorf("read the fence record in replicator.cutover: %w", err)
+		}
+	} else {
+		// The trigger fence describes itself on the source: lift it even
+		// when the target's record is gone (its bookkeeping removed), so
+		// "nothing to restore" is never said of a source that refuses.
+		tables, err := fencedTables(ctx, src)
+		if err != nil {
+			return err
+		}
+		if len(tables) == 0 {
+			fmt.Fprintln(out, title+": skipped (no fence recorded in replicator.cutover on the target, and no fence trigger on the source: nothing to restore)")
+			return nil
+		}
+		fr = fenceRecord{Method: FenceTrigger, Tables: tables}
+		fmt.Fprintf(out, "  note: no fence recorded on the target, but the source carries the fence trigger on %d tables: lifting those\n", len(tables))
 	}
 	if cfg.DryRun {
 		what := "would reset default_transaction_read_only of database " + fr.Database
-		if fr.Method == FenceRevoke {
+		switch fr.Method {
+		case FenceRevoke:
 			what = "would grant back to " + describeRevokes(fr.Revoked)
+		case FenceTrigger:
+			what = fmt.Sprintf("would drop the fence trigger on %d tables and %s()", len(fr.Tables), fenceFunction)
 		}
 		fmt.Fprintf(out, "%s: dry run (%s)\n", title, what)
 		return nil
@@ -456,12 +563,17 @@ func Unfence(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) er
 	if err != nil {
 		return err
 	}
-	if err := forgetAfterUnfence(ctx, tgt); err != nil {
-		return err
+	if len(recs) > 0 {
+		if err := forgetAfterUnfence(ctx, tgt); err != nil {
+			return err
+		}
 	}
 	what := fmt.Sprintf("restored default_transaction_read_only of database %s; ended %d sessions that started read-only under the fence", fr.Database, ended)
-	if fr.Method == FenceRevoke {
+	switch fr.Method {
+	case FenceRevoke:
 		what = fmt.Sprintf("granted back %d privileges: %s", restored, describeRevokes(fr.Revoked))
+	case FenceTrigger:
+		what = fmt.Sprintf("dropped the fence trigger on %d tables and %s()", restored, fenceFunction)
 	}
 	if len(gone) > 0 {
 		what += "; tables dropped since, left alone: " + strings.Join(gone, ", ")

@@ -19,7 +19,7 @@ import (
 // write rights.
 func TestCutoverWithLiveApp(t *testing.T) {
 	m := newMigration(t)
-	args := []string{"cutover", "--source", m.srcURL, "--target", m.dstURL, "--timeout", "45s"}
+	args := []string{"cutover", "--source", m.srcURL, "--target", m.dstURL, "--timeout", "45s", "--fence-method", "revoke"}
 
 	// No stream running: refused, naming what to start.
 	code, out, errOut := run(t, append(args, "--fence")...)
@@ -42,7 +42,7 @@ func TestCutoverWithLiveApp(t *testing.T) {
 		t.Fatalf("dry run: exit %d\n%s\n%s", code, out, errOut)
 	}
 	for _, want := range []string{"current lag", "would revoke", m.app + ": 6 privileges on 2 tables", "would move public.invoice_no",
-		"would move public.countdown", "DATABASE_URL=", "replicator cutover --unfence"} {
+		"would move public.countdown", "/DATABASE_URL'", "replicator cutover --unfence"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dry run output lacks %q:\n%s", want, out)
 		}
@@ -80,7 +80,7 @@ func TestCutoverWithLiveApp(t *testing.T) {
 	}
 
 	// The cutover, fenced, while the app writes.
-	code, out, errOut = run(t, append(args, "--fence", "--max-lag", "5s", "--route53-zone", "Z123", "--record-name", "db.example.com")...)
+	code, out, errOut = run(t, append(args, "--fence", "--max-lag", "5s", "--route53-zone", "Z123", "--record-name", "db.example.com", "--app-record", "api.example.com")...)
 	if code != 0 {
 		t.Fatalf("cutover: exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -89,8 +89,8 @@ func TestCutoverWithLiveApp(t *testing.T) {
 			t.Errorf("step %d: %q, want done; output:\n%s", i, l, out)
 		}
 	}
-	for _, want := range []string{"--hosted-zone-id Z123", `"Weight":10`, `"Weight":100`, `"Name":"db.example.com"`,
-		"DATABASE_URL=postgres://postgres:<PASSWORD>@127.0.0.1"} {
+	for _, want := range []string{"--hosted-zone-id Z123", `"Weight":10`, `"Weight":100`, `"Name":"api.example.com"`, `"Name":"db.example.com","Type":"CNAME","TTL":60`,
+		"/DATABASE_URL' --type SecureString --overwrite --value 'postgres://postgres:<PASSWORD>@127.0.0.1", "--force-new-deployment", "write freeze: "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("switch step lacks %q:\n%s", want, out)
 		}

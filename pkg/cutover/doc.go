@@ -3,28 +3,41 @@
 //
 //  1. preconditions: the target holds a finished snapshot and a stream is
 //     running (logical capture: the slot is active; trigger capture: the
-//     source was ticked recently);
-//  2. wait until the apply lag is below Config.MaxLag;
-//  3. with Config.Fence, stop writes on the source: revoke INSERT, UPDATE,
-//     DELETE and TRUNCATE on every user table from the application's roles
-//     (or set default_transaction_read_only on the database), then end the
-//     remaining sessions of those roles and wait for write transactions
-//     still open;
+//     source was ticked recently) and applying: unless the source is
+//     already fenced, the target must have applied a batch within the last
+//     10 s (logical: unless it is caught up), else nothing is changed;
+//  2. wait until the apply lag is below Config.MaxLag (trigger capture:
+//     changes the applied tick's snapshot does not see count as lag);
+//  3. with Config.Fence, stop writes on the source. FenceAuto (default)
+//     picks FenceTrigger when the replicator's role may create triggers on
+//     every user table: a statement-level BEFORE trigger refusing writes on
+//     each, made in one transaction that first ends the open write
+//     transactions on them (see fence_trigger.go for why and how the
+//     replicator's own sessions pass). Else FenceRevoke revokes INSERT,
+//     UPDATE, DELETE and TRUNCATE from the app's roles (FenceReadOnly sets
+//     default_transaction_read_only on the database), ends those roles'
+//     sessions and waits for write transactions still open;
 //  4. record the source's high-water mark (pg_current_wal_lsn() after the
 //     fence, or a trigger-capture tick) and wait until the target has
-//     applied it;
+//     applied it; with Config.RedisSource, also wait for the Redis follower
+//     to carry a marker key over;
 //  5. move every target sequence to at least the source's value plus a
 //     margin, never backwards;
-//  6. a final verification of the whole database (pkg/verify);
-//  7. print the switch step: Route 53 weighted records at 10 % then 100 %,
-//     the new DATABASE_URL and REDIS_URL, and the rollback command.
+//  6. a final verification of the whole database (pkg/verify), and of Redis
+//     (pkg/redisverify) when configured; then the write freeze, from the
+//     fence to here, is printed and recorded (step "freeze");
+//  7. print the switch step: DATABASE_URL and REDIS_URL in SSM and a
+//     redeploy (or one plain CNAME), weighted Route 53 records for the
+//     app's own endpoint only (Config.AppRecord), and the rollback command.
 //
 // Every step prints "step N/M: what: done|skipped|waiting (…)" to the
 // person running it and is safe to rerun. What a step did is recorded in
 // table replicator.cutover on the target, one row per step; the fence's row
-// holds exactly what was changed on the source (each revoked privilege, or
-// the database setting it replaced) so that Unfence restores that and
-// nothing else. A source that is fenced is never fenced again. Steps 4 to 6
+// holds exactly what was changed on the source (the tables given a fence
+// trigger and the sessions ended, each revoked privilege, or the database
+// setting it replaced) so that Unfence restores that and nothing else. The
+// trigger fence also describes itself on the source (schema
+// replicator_fence), so Unfence lifts it even when the record is gone. A source that is fenced is never fenced again. Steps 4 to 6
 // are recorded only once the source is fenced: before that, writes go on
 // and their result would not hold.
 //

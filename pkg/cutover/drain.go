@@ -41,10 +41,46 @@ func checkStream(ctx context.Context, src *pgx.Conn, st *state.State, srcFlag, t
 		if age == nil || *age > 60 {
 			return "", fmt.Errorf("cutover: no stream is running (the source's trigger capture was not ticked in the last minute): %s", startIt)
 		}
-		return "trigger capture, ticked recently", nil
+		return "trigger capture", nil
 	default:
 		return "", fmt.Errorf("cutover: replicator.state on the target names capture %q, which this version does not know: upgrade replicator", st.Capture)
 	}
+}
+
+// streamFresh is how recently the target must have applied a batch (or,
+// logical, a transaction while behind) for the stream to count as running.
+// The trigger ticker closes a batch every second, and an empty batch is
+// applied too (its position recorded), so a running stream moves well
+// within it.
+const streamFresh = 10 * time.Second
+
+// checkApplying refuses a stream that does not apply: judged from what the
+// target applied (replicator.state.applied_at, on the target's clock), not
+// from the source's ticks, which a stopped stream may have left fresh.
+func checkApplying(ctx context.Context, src, tgt *pgx.Conn, st *state.State, srcFlag, tgtFlag string) (string, error) {
+	var age *float64
+	if err := tgt.QueryRow(ctx, `SELECT extract(epoch FROM now() - applied_at)::float8 FROM replicator.state`).Scan(&age); err != nil {
+		return "", fmt.Errorf("target: read replicator.state: %w", err)
+	}
+	startIt := fmt.Sprintf("start `replicator stream --source %s --target %s` (or `replicator run`) and run cutover once it applies", srcFlag, tgtFlag)
+	if st.Capture == state.CaptureLogical {
+		// An idle logical stream applies nothing and records nothing: it
+		// only has to have moved if the source is ahead of it.
+		l, _, err := measureLag(ctx, src, tgt)
+		if err != nil {
+			return "", err
+		}
+		if l.Bytes <= 8192 {
+			return "caught up", nil
+		}
+	}
+	if age == nil {
+		return "", fmt.Errorf("cutover: no stream is running (the target has applied nothing yet): %s", startIt)
+	}
+	if *age > streamFresh.Seconds() {
+		return "", fmt.Errorf("cutover: no stream is running (the target last applied a batch %.0f s ago, want within %s): %s", *age, streamFresh, startIt)
+	}
+	return fmt.Sprintf("applied %.1f s ago", *age), nil
 }
 
 // lag is the apply lag as the cutover measures it.
@@ -85,14 +121,29 @@ func measureLag(ctx context.Context, src, tgt *pgx.Conn) (lag, *state.State, err
 		// bookkeeping and keepalives, not unapplied changes.
 		behind = l.Bytes > 8192
 	case state.CaptureTrigger:
+		// Ticks come from the stream itself: a stopped stream makes no
+		// ticks, and counting ticks alone would call it caught up. So the
+		// changelog is asked too: any change the applied tick's snapshot
+		// does not see is waiting, and the lag is that tick's age on the
+		// source's clock.
 		var last int64
-		if err := src.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM replicator.ticks`).Scan(&last); err != nil {
-			return l, nil, fmt.Errorf("source: read replicator.ticks: %w", err)
+		var tickAge *float64
+		var pending bool
+		if err := src.QueryRow(ctx, `SELECT coalesce((SELECT max(id) FROM replicator.ticks), 0),
+				(SELECT greatest(extract(epoch FROM now() - at), 0)::float8 FROM replicator.ticks WHERE id = $1),
+				EXISTS (SELECT 1 FROM replicator.changelog c
+					WHERE NOT pg_visible_in_snapshot(c.txid, (SELECT snap FROM replicator.ticks WHERE id = $1)))`,
+			st.Applied.ID()).Scan(&last, &tickAge, &pending); err != nil {
+			return l, nil, fmt.Errorf("source: read replicator.ticks and replicator.changelog: %w", err)
 		}
-		l.Batches = max(last-st.AppliedBatch, 0)
+		l.Batches = max(last-st.Applied.ID(), 0)
 		// The ticker closes a batch every second or so: one batch behind
 		// is the stream working.
-		behind = l.Batches > 1
+		behind = l.Batches > 1 || pending
+		if behind && tickAge != nil {
+			l.Seconds = *tickAge
+			return l, st, nil
+		}
 	}
 	if behind {
 		since := st.AppliedCommitTime

@@ -40,6 +40,10 @@ type fenceRecord struct {
 	Database string   `json:"database"`
 	Roles    []string `json:"roles"`
 	Revoked  []Grant  `json:"revoked,omitempty"`
+	// Tables are the tables the trigger fence put its trigger on.
+	Tables []string `json:"tables,omitempty"`
+	// Ended are the sessions the trigger fence ended.
+	Ended []endedSession `json:"ended,omitempty"`
 	// PreviousReadOnly is the database's own default_transaction_read_only
 	// setting before the fence ("" when it had none).
 	PreviousReadOnly string `json:"previous_read_only,omitempty"`
@@ -54,6 +58,7 @@ type fencePlan struct {
 	rec      fenceRecord
 	sessions int      // sessions that would be ended
 	warnings []string // e.g. superuser roles a revoke cannot stop
+	denied   []string // tables the replicator's role may not put a trigger on
 }
 
 // userTables restricts pg_class c / pg_namespace n to the relations an app
@@ -71,6 +76,31 @@ var writePrivileges = []string{"INSERT", "UPDATE", "DELETE", "TRUNCATE"}
 // nothing.
 func planFence(ctx context.Context, src *pgx.Conn, cfg *Config) (*fencePlan, error) {
 	p := &fencePlan{rec: fenceRecord{Method: cfg.FenceMethod}}
+	if p.rec.Method == FenceAuto && len(cfg.AppRoles) > 0 {
+		p.rec.Method = FenceRevoke // the roles were named to be fenced by role
+	}
+	if p.rec.Method == FenceAuto || p.rec.Method == FenceTrigger {
+		if err := src.QueryRow(ctx, `SELECT current_database(), now()`).Scan(&p.rec.Database, &p.rec.FencedAt); err != nil {
+			return nil, fmt.Errorf("source: read the current database: %w", err)
+		}
+		if err := planTriggerFence(ctx, src, p); err != nil {
+			return nil, err
+		}
+		if len(p.denied) == 0 {
+			p.rec.Method = FenceTrigger
+			if err := src.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity a WHERE `+openTableWriters).Scan(&p.sessions); err != nil {
+				return nil, fmt.Errorf("source: count the open write transactions: %w", err)
+			}
+			return p, nil
+		}
+		if p.rec.Method == FenceTrigger {
+			return nil, fmt.Errorf("cutover: the replicator's role may not create triggers on %s (it must own them or hold TRIGGER): make it their owner, or pass --fence-method revoke with the app's roles in --app-roles",
+				strings.Join(first(p.denied, 5), ", "))
+		}
+		// auto: the role does not own every table, so the app has roles
+		// of its own: revoke theirs.
+		*p = fencePlan{rec: fenceRecord{Method: FenceRevoke}}
+	}
 	var self string
 	// FencedAt is taken now, before the record is saved: a little early
 	// is harmless (Unfence ends a few more sessions), late would not be.
@@ -130,7 +160,7 @@ func planFence(ctx context.Context, src *pgx.Conn, cfg *Config) (*fencePlan, err
 			continue
 		}
 		roles[h.g.Role] = true
-		if cfg.FenceMethod == FenceRevoke {
+		if p.rec.Method == FenceRevoke {
 			p.rec.Revoked = append(p.rec.Revoked, h.g)
 		}
 	}
@@ -147,11 +177,11 @@ func planFence(ctx context.Context, src *pgx.Conn, cfg *Config) (*fencePlan, err
 	sort.Strings(p.rec.Roles)
 	sort.Strings(p.warnings)
 
-	if cfg.FenceMethod == FenceRevoke && len(p.rec.Revoked) == 0 {
+	if p.rec.Method == FenceRevoke && len(p.rec.Revoked) == 0 {
 		return nil, fmt.Errorf("cutover: no role other than the replicator's own (%s) may write to the source's tables, so revoking cannot fence the app: "+
-			"if the app logs in as %s too, pass --fence-method read-only; else name its roles with --app-roles", self, self)
+			"if the app logs in as %s too, pass --fence-method trigger (the default, auto, picks it when %s owns the tables); else name its roles with --app-roles", self, self, self)
 	}
-	if cfg.FenceMethod == FenceReadOnly {
+	if p.rec.Method == FenceReadOnly {
 		var prev *string
 		err := src.QueryRow(ctx, `SELECT (SELECT s FROM pg_db_role_setting d, unnest(d.setconfig) s
 			WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) AND d.setrole = 0
@@ -186,6 +216,11 @@ const sessionsToEnd = `a.datname = current_database() AND a.backend_type = 'clie
 // then ends the app's sessions. It may be repeated: revoking what is
 // already revoked, or setting the setting again, changes nothing.
 func applyFence(ctx context.Context, src *pgx.Conn, rec *fenceRecord) (int, error) {
+	if rec.Method == FenceTrigger {
+		ended, err := applyTriggerFence(ctx, src, rec)
+		rec.Ended = append(rec.Ended, ended...)
+		return len(ended), err
+	}
 	err := pgx.BeginFunc(ctx, src, func(tx pgx.Tx) error {
 		switch rec.Method {
 		case FenceRevoke:
@@ -263,6 +298,10 @@ func openWriters(ctx context.Context, src *pgx.Conn) (int, error) {
 // undoFence restores exactly what rec says was changed. Privileges on a
 // table dropped since are reported, not an error.
 func undoFence(ctx context.Context, src *pgx.Conn, rec *fenceRecord) (restored int, gone []string, ended int, err error) {
+	if rec.Method == FenceTrigger {
+		restored, gone, err = undoTriggerFence(ctx, src, rec.Tables)
+		return restored, gone, 0, err
+	}
 	err = pgx.BeginFunc(ctx, src, func(tx pgx.Tx) error {
 		switch rec.Method {
 		case FenceRevoke:
@@ -334,4 +373,11 @@ func describeRevokes(gs []Grant) string {
 		parts = append(parts, fmt.Sprintf("%s: %d privileges on %d tables", r, n, len(byRole[r])))
 	}
 	return strings.Join(parts, "; ")
+}
+
+func first(s []string, n int) []string {
+	if len(s) > n {
+		return append(s[:n:n], fmt.Sprintf("and %d more", len(s)-n))
+	}
+	return s
 }

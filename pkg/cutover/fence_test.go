@@ -24,7 +24,7 @@ func TestFenceRefusesInheritedWriteAccess(t *testing.T) {
 	before := tableGrants(t, db)
 	src := pg.Connect(t, db)
 
-	cfg := Config{SourceURL: "x", TargetURL: "y", AppRoles: []string{user}}
+	cfg := Config{SourceURL: "x", TargetURL: "y", AppRoles: []string{user}, FenceMethod: FenceRevoke}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestFenceCoversTheAppsRelationsOnly(t *testing.T) {
 		CREATE TABLE ext_tab (id int); ALTER EXTENSION hstore ADD TABLE ext_tab;
 		CREATE SCHEMA replicator; CREATE TABLE replicator.own (id int);
 		GRANT INSERT ON items, items_v, ext_tab, replicator.own TO `+user)
-	cfg := Config{SourceURL: "x", TargetURL: "y", AppRoles: []string{user}}
+	cfg := Config{SourceURL: "x", TargetURL: "y", AppRoles: []string{user}, FenceMethod: FenceRevoke}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ const (
 	stepDrain     = "drain"
 	stepSequences = "sequences"
 	stepVerify    = "verify"
+	stepFreeze    = "freeze"
 )
 
 // Step statuses. A step is "started" once its plan is recorded and before
@@ -94,7 +95,7 @@ func saveRecord(ctx context.Context, target *pgx.Conn, step, status string, deta
 // them again.
 func forgetAfterUnfence(ctx context.Context, target *pgx.Conn) error {
 	_, err := target.Exec(ctx, `DELETE FROM replicator.cutover WHERE step = ANY($1)`,
-		[]string{stepFence, stepDrain, stepSequences, stepVerify})
+		[]string{stepFence, stepDrain, stepSequences, stepVerify, stepFreeze})
 	if err != nil {
 		return fmt.Errorf("clear the cutover records on the target: %w", err)
 	}

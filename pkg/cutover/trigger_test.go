@@ -120,10 +120,10 @@ func TestTriggerCaptureCutover(t *testing.T) {
 	grantsBefore := tableGrants(t, m.src)
 	args := []string{"cutover", "--source", m.srcURL, "--target", m.dstURL, "--timeout", "30s", "--fence"}
 	code, out, errOut := run(t, append(args, "--fence-method", "read-only")...)
-	if code != 2 || !strings.Contains(errOut, "--fence-method revoke") {
-		t.Errorf("read-only fence under trigger capture: exit %d, want 2 pointing to revoke\n%s\n%s", code, out, errOut)
+	if code != 2 || !strings.Contains(errOut, "--fence-method trigger") {
+		t.Errorf("read-only fence under trigger capture: exit %d, want 2 pointing to trigger\n%s\n%s", code, out, errOut)
 	}
-	code, out, errOut = run(t, args...)
+	code, out, errOut = run(t, append(args, "--fence-method", "revoke")...)
 	if code != 0 {
 		t.Fatalf("cutover: exit %d\n%s\n%s", code, out, errOut)
 	}

@@ -35,11 +35,27 @@ type Status struct {
 	ApplyLagSeconds *float64 `json:"apply_lag_seconds,omitempty"`
 	// SourceLagBytes is the source's current WAL position minus the applied
 	// position (logical capture, only with a source connection).
-	SourceLagBytes *int64    `json:"source_lag_bytes,omitempty"`
-	Slot           *Slot     `json:"slot,omitempty"`
-	LastError      string    `json:"last_error,omitempty"`
-	StartedAt      time.Time `json:"started_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	SourceLagBytes *int64 `json:"source_lag_bytes,omitempty"`
+	Slot           *Slot  `json:"slot,omitempty"`
+	// Direction is where changes flow: "forward" (source → target; the
+	// only direction this version streams). Fence is the cutover's fence
+	// on the source as replicator.cutover records it, nil when none.
+	Direction string       `json:"direction"`
+	Fence     *FenceStatus `json:"fence,omitempty"`
+	// BatchesBehind is how many trigger-capture batches the source has
+	// closed that the target has not applied (only with a source
+	// connection).
+	BatchesBehind *int64    `json:"batches_behind,omitempty"`
+	LastError     string    `json:"last_error,omitempty"`
+	StartedAt     time.Time `json:"started_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+}
+
+// FenceStatus is the cutover's fence and write freeze.
+type FenceStatus struct {
+	Method        string   `json:"method"`
+	Status        string   `json:"status"` // "started" or "done"
+	FreezeSeconds *float64 `json:"freeze_seconds,omitempty"`
 }
 
 // Progress is the snapshot's progress as it records it on the target.
@@ -83,6 +99,21 @@ func Gather(ctx context.Context, target, source *pgx.Conn) (*Status, error) {
 	}
 	if p, err := snapshotProgress(ctx, target); err == nil {
 		s.SnapshotTables = p
+	}
+	s.Direction = "forward"
+	var f FenceStatus
+	// replicator.cutover exists once a cutover ran (pkg/cutover record.go).
+	if err := target.QueryRow(ctx, `SELECT coalesce(detail->>'method', ''), status,
+		(SELECT (detail->>'seconds')::float8 FROM replicator.cutover WHERE step = 'freeze')
+		FROM replicator.cutover WHERE step = 'fence'`).Scan(&f.Method, &f.Status, &f.FreezeSeconds); err == nil {
+		s.Fence = &f
+	}
+	if source != nil && st.Capture == state.CaptureTrigger {
+		var behind int64
+		if err := source.QueryRow(ctx, `SELECT greatest(coalesce(max(id), 0) - $1, 0) FROM replicator.ticks`, st.Applied.ID()).Scan(&behind); err != nil {
+			return nil, fmt.Errorf("source: read replicator.ticks: %w", err)
+		}
+		s.BatchesBehind = &behind
 	}
 	if source != nil && st.Capture == state.CaptureLogical {
 		if err := s.readSource(ctx, source, st); err != nil {
@@ -151,6 +182,14 @@ func snapshotProgress(ctx context.Context, target *pgx.Conn) (*Progress, error) 
 func (s *Status) WriteText(w io.Writer) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "capture:         %s\n", s.Capture)
+	fmt.Fprintf(&b, "direction:       %s (source → target)\n", s.Direction)
+	if f := s.Fence; f != nil {
+		fmt.Fprintf(&b, "fence:           the source is fenced (%s, %s)", f.Method, f.Status)
+		if f.FreezeSeconds != nil {
+			fmt.Fprintf(&b, "; write freeze %.1f s", *f.FreezeSeconds)
+		}
+		b.WriteString("; lift it with `replicator cutover --unfence`\n")
+	}
 	fmt.Fprintf(&b, "snapshot:        %s", s.SnapshotStatus)
 	if p := s.SnapshotTables; p != nil && p.ChunksTotal > 0 {
 		fmt.Fprintf(&b, " (phase %s: %d/%d tables, %d/%d chunks, %d rows, %s copied of about %s)", p.Phase,
@@ -171,6 +210,8 @@ func (s *Status) WriteText(w io.Writer) {
 	}
 	if s.SourceLagBytes != nil {
 		fmt.Fprintf(&b, "lag:             %s of source WAL not yet applied, %.1f s\n", units.Bytes(*s.SourceLagBytes), *s.ApplyLagSeconds)
+	} else if s.BatchesBehind != nil {
+		fmt.Fprintf(&b, "lag:             %d trigger-capture batches not yet applied\n", *s.BatchesBehind)
 	} else {
 		b.WriteString("lag:             pass --source to see lag in bytes and seconds\n")
 	}

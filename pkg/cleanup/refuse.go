@@ -1,0 +1,133 @@
+package cleanup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrBusy is returned when the migration is still in use: the source is
+// fenced by a cutover, or a stream is running. Options.Force overrides it.
+var ErrBusy = errors.New("the migration is still in use")
+
+// Options adjust Run.
+type Options struct {
+	// Force removes the replicator's objects although the source is fenced
+	// or a stream runs (never an active slot: the server refuses to drop
+	// it). The fence itself is always left in place, and with it the
+	// fence's record on the target: see Busy.Leaves.
+	Force bool
+}
+
+// Busy says why cleanup should not run now and what a forced run leaves.
+type Busy struct {
+	// Reasons name what is in use, each with the command that ends it.
+	Reasons []string
+	// Leaves are the objects a forced cleanup leaves behind, and why.
+	Leaves []string
+	// Fenced is true when the source carries a cutover fence.
+	Fenced bool
+}
+
+// fenceSchema and fenceTrigger are the trigger fence's objects on the
+// source (see pkg/cutover fence_trigger.go); cleanup never removes them:
+// only `replicator cutover --unfence` or `--rollback` lifts a fence.
+const (
+	fenceSchema  = "replicator_fence"
+	fenceTrigger = "replicator_fence"
+)
+
+// CheckBusy looks for a fence on the source (the target's record in
+// replicator.cutover, or fence triggers on the source) and for a running
+// stream (an active slot, or a target that applied a batch in the last
+// few seconds).
+func CheckBusy(ctx context.Context, source, target *pgx.Conn) (*Busy, error) {
+	b := &Busy{}
+	var recorded bool
+	err := target.QueryRow(ctx, `SELECT to_regclass('replicator.cutover') IS NOT NULL`).Scan(&recorded)
+	if err != nil {
+		return nil, fmt.Errorf("target: look for replicator.cutover: %w", err)
+	}
+	if recorded {
+		if err := target.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM replicator.cutover WHERE step = 'fence')`).Scan(&recorded); err != nil {
+			return nil, fmt.Errorf("target: read replicator.cutover: %w", err)
+		}
+	}
+	var triggers int
+	if err := source.QueryRow(ctx, `SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+		JOIN pg_namespace n ON n.oid = p.pronamespace WHERE t.tgname = $1 AND n.nspname = $2`, fenceTrigger, fenceSchema).Scan(&triggers); err != nil {
+		return nil, fmt.Errorf("source: look for fence triggers: %w", err)
+	}
+	if recorded || triggers > 0 {
+		b.Fenced = true
+		what := "the source is fenced by a cutover (recorded in replicator.cutover on the target)"
+		if !recorded {
+			what = fmt.Sprintf("the source is fenced by a cutover (fence trigger on %d tables)", triggers)
+		}
+		b.Reasons = append(b.Reasons, what+": lift it with `replicator cutover --unfence` (or --rollback) first")
+		if triggers > 0 {
+			b.Leaves = append(b.Leaves, fmt.Sprintf("source schema %s and the fence trigger on %d tables (the app stays refused until --unfence)", fenceSchema, triggers))
+		}
+		if recorded {
+			b.Leaves = append(b.Leaves, "target table replicator.cutover (the fence's record, which --unfence needs)")
+		}
+	}
+	var applied *float64
+	var hasState bool
+	if err := target.QueryRow(ctx, `SELECT to_regclass('replicator.state') IS NOT NULL`).Scan(&hasState); err != nil {
+		return nil, fmt.Errorf("target: look for replicator.state: %w", err)
+	}
+	if hasState {
+		if err := target.QueryRow(ctx, `SELECT extract(epoch FROM now() - applied_at)::float8 FROM replicator.state`).Scan(&applied); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("target: read replicator.state: %w", err)
+		}
+	}
+	var ticked *float64
+	var hasTicks bool
+	if err := source.QueryRow(ctx, `SELECT to_regclass('replicator.ticks') IS NOT NULL`).Scan(&hasTicks); err != nil {
+		return nil, fmt.Errorf("source: look for replicator.ticks: %w", err)
+	}
+	if hasTicks {
+		if err := source.QueryRow(ctx, `SELECT extract(epoch FROM now() - max(at))::float8 FROM replicator.ticks`).Scan(&ticked); err != nil {
+			return nil, fmt.Errorf("source: read replicator.ticks: %w", err)
+		}
+	}
+	// A trigger-capture stream ticks every second and applies each batch;
+	// ten seconds of neither is a stopped one.
+	if (applied != nil && *applied < 10) || (ticked != nil && *ticked < 10) {
+		b.Reasons = append(b.Reasons, "a stream is running (the target applied a batch or the source was ticked in the last 10 s): stop `replicator stream`/`run` first")
+	}
+	return b, nil
+}
+
+// RunWith is Run with options: without Force it refuses (ErrBusy) while
+// CheckBusy finds the source fenced or a stream running.
+func RunWith(ctx context.Context, source, target *pgx.Conn, opt Options) ([]Object, error) {
+	b, err := CheckBusy(ctx, source, target)
+	if err != nil {
+		return nil, err
+	}
+	if len(b.Reasons) > 0 && !opt.Force {
+		msg := strings.Join(b.Reasons, "; ")
+		if len(b.Leaves) > 0 {
+			msg += "; --force would remove the rest but leave " + strings.Join(b.Leaves, " and ")
+		} else {
+			msg += "; or pass --force"
+		}
+		return nil, fmt.Errorf("cleanup: %w: %s", ErrBusy, msg)
+	}
+	return run(ctx, source, target, b.Fenced)
+}
+
+// keepFenceRecordSQL empties schema replicator on the target but for the
+// fence's record: dropping the schema would take the record an unfence
+// needs.
+const keepFenceRecordSQL = `DO $do$ DECLARE r record; BEGIN
+	FOR r IN SELECT c.oid::regclass AS rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'replicator' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relname <> 'cutover' AND NOT c.relispartition LOOP
+		EXECUTE format('DROP %s IF EXISTS %s CASCADE',
+			CASE (SELECT relkind FROM pg_class WHERE oid = r.rel) WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, r.rel);
+	END LOOP; END $do$`
