@@ -24,7 +24,7 @@ type verifyCmd struct {
 
 func (c *verifyCmd) Run(ctx context.Context, g *Globals) error {
 	g.remember(c.Source, c.Target)
-	log, reg, err := g.setup(ctx, c.MetricsAddr)
+	log, reg, err := g.setupOneShot(ctx, c.MetricsAddr)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"replicator/internal/testenv"
+	"replicator/pkg/pgutil"
+)
+
+// fragments3 are every 3-character piece of a password: none may appear
+// in any output.
+func fragments3(pw string) []string {
+	var out []string
+	for i := 0; i+3 <= len(pw); i++ {
+		out = append(out, pw[i:i+3])
+	}
+	return out
+}
+
+// TestOperatorMessages: each message of a mistake at the command line
+// names the thing and the fix, exits 2 and shows no fragment of a password.
+func TestOperatorMessages(t *testing.T) {
+	pg := postgresCluster(t)
+	db := pg.NewDatabase(t)
+	good := pg.URL(db)
+	host := strings.SplitN(strings.SplitN(good, "@", 2)[1], "/", 2)[0] // host:port
+	const badPw = "Qz9@Xk7/Vw"
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	missingCA := filepath.Join(t.TempDir(), "global-bundle.pem")
+
+	cases := []struct {
+		name    string
+		args    []string
+		secrets []string
+		wants   []string
+	}{
+		{"password with unencoded reserved characters",
+			[]string{"status", "--target", "postgres://postgres:" + badPw + "@" + host + "/" + db + "?sslmode=disable"},
+			fragments3(badPw), []string{"target", "percent-encode", "%40", "%2F"}},
+		{"missing CA file",
+			[]string{"status", "--target", strings.Replace(good, "sslmode=disable", "sslmode=verify-full&sslrootcert="+missingCA, 1)},
+			[]string{testenv.Password}, []string{"target", "sslrootcert", missingCA, "does not exist", pgutil.RDSCABundleURL}},
+		{"daemon with a busy metrics port",
+			[]string{"stream", "--source", good, "--target", good, "--metrics-addr", busy.Addr().String()},
+			[]string{testenv.Password}, []string{busy.Addr().String(), "--metrics-addr"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := runCLI(t, 60*time.Second, c.args...)
+			t.Logf("%s", errorLine(t, r, c.secrets, c.wants...))
+		})
+	}
+}
+
+// TestOneShotBusyMetricsPort: a one-shot command warns that the metrics
+// port is busy and does its work anyway.
+func TestOneShotBusyMetricsPort(t *testing.T) {
+	pg := postgresCluster(t)
+	src, dst := pg.NewDatabase(t), pg.NewDatabase(t)
+	pg.Exec(t, src, `CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)`)
+	pg.Exec(t, dst, `CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)`)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	r := runCLI(t, 60*time.Second, "verify", "--source", pg.URL(src), "--target", pg.URL(dst),
+		"--metrics-addr", busy.Addr().String(), "--log-format", "console")
+	if r.code != exitOK {
+		t.Fatalf("verify with a busy metrics port: exit %d, want 0:\n%s", r.code, r.all())
+	}
+	if !strings.Contains(r.stderr, "metrics endpoint not served") || !strings.Contains(r.stderr, "--metrics-addr") {
+		t.Errorf("no warning naming the busy port and the flag:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stdout, "t") {
+		t.Errorf("no report:\n%s", r.stdout)
+	}
+}
