@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -83,4 +85,29 @@ func TestOneShotBusyMetricsPort(t *testing.T) {
 	if !strings.Contains(r.stdout, "t") {
 		t.Errorf("no report:\n%s", r.stdout)
 	}
+}
+
+// TestSecondStreamRefused: a second stream on a target that a stream
+// already feeds exits 2 naming the running one (pid, host, since), and the
+// first keeps running.
+func TestSecondStreamRefused(t *testing.T) {
+	pg := postgresCluster(t)
+	src, dst := pg.NewDatabase(t), pg.NewDatabase(t)
+	pg.Exec(t, src, `CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a')`)
+	srcURL, dstURL := pg.URL(src), pg.URL(dst)
+	if r := runCLI(t, 2*time.Minute, "snapshot", "--source", srcURL, "--target", dstURL, "--capture", "trigger", "--metrics-addr", "", "--log-format", "json"); r.code != exitOK {
+		t.Fatalf("snapshot: exit %d\n%s", r.code, r.all())
+	}
+	first := startCLI(t, "stream", "--source", srcURL, "--target", dstURL, "--metrics-addr", "", "--log-format", "json")
+	waitRow(t, pg, dst, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, first)
+
+	r := runCLI(t, 60*time.Second, "stream", "--source", srcURL, "--target", dstURL, "--metrics-addr", "", "--log-format", "json")
+	host, _ := os.Hostname()
+	line := errorLine(t, r, []string{testenv.Password}, "another stream is running",
+		fmt.Sprintf("pid %d", first.cmd.Process.Pid), "host "+host, "since ", "stop it first")
+	t.Logf("%s", line)
+
+	pg.Exec(t, src, `INSERT INTO items VALUES (2, 'b')`)
+	waitRow(t, pg, dst, `SELECT count(*) FROM items WHERE id = 2`, first)
+	first.stop(t)
 }
