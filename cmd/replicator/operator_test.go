@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"replicator/internal/testenv"
 	"replicator/pkg/pgutil"
+	"replicator/pkg/state"
 )
 
 // fragments3 are every 3-character piece of a password: none may appear
@@ -110,4 +112,66 @@ func TestSecondStreamRefused(t *testing.T) {
 	pg.Exec(t, src, `INSERT INTO items VALUES (2, 'b')`)
 	waitRow(t, pg, dst, `SELECT count(*) FROM items WHERE id = 2`, first)
 	first.stop(t)
+}
+
+// TestSnapshotInterrupted: SIGINT during snapshot is reported as an
+// interruption, not a network failure, listing what it left (the
+// publication on the source, the bookkeeping on the target) with the next
+// command, which works.
+func TestSnapshotInterrupted(t *testing.T) {
+	pg := postgresCluster(t)
+	src, dst := pg.NewDatabase(t), pg.NewDatabase(t)
+	pg.Exec(t, src, `CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a')`)
+	srcURL, dstURL := pg.URL(src), pg.URL(dst)
+	pub := state.DefaultPublication // cluster-wide names: removed by the cleanup below
+
+	// An open writing transaction holds the run where the slot waits for
+	// running transactions to end: the interruption lands mid-run,
+	// whatever the machine's speed.
+	ctx := context.Background()
+	blocker := pg.Connect(t, src)
+	if _, err := blocker.Exec(ctx, `BEGIN; INSERT INTO items VALUES (2, 'b')`); err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(ctx)
+
+	snap := startCLI(t, "snapshot", "--source", srcURL, "--target", dstURL, "--capture", "logical", "--metrics-addr", "", "--log-format", "json")
+	waitRow(t, pg, src, `SELECT least(count(*), 1) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`, snap)
+	snap.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-snap.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("snapshot did not end within 30s of SIGINT:\n%s", snap.stderr.String())
+	}
+	r := cliResult{code: snap.cmd.ProcessState.ExitCode(), stdout: snap.stdout.String(), stderr: snap.stderr.String()}
+	line := errorLine(t, r, []string{testenv.Password}, "snapshot interrupted", "publication "+pub+" on the source",
+		"schema replicator on the target", "replicator snapshot", "replicator cleanup")
+	t.Logf("%s", line)
+	if strings.Contains(line, "connection was lost") {
+		t.Errorf("interruption reported as a lost connection: %s", line)
+	}
+	blocker.Exec(ctx, `ROLLBACK`)
+	conn := pg.Connect(t, src)
+	defer conn.Close(ctx)
+	count := func(q string, args ...any) int {
+		var n int
+		if err := conn.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(`SELECT count(*) FROM pg_publication WHERE pubname = $1`, pub); n != 1 {
+		t.Fatalf("the report lists publication %s, but the source has %d", pub, n)
+	}
+	if strings.Contains(line, "replication slot") != (count(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, state.DefaultSlot) == 1) {
+		t.Errorf("the report's slot does not match the source's pg_replication_slots: %s", line)
+	}
+
+	// The next command it names removes what was left.
+	if r := runCLI(t, 60*time.Second, "cleanup", "--source", srcURL, "--target", dstURL, "--yes", "--log-format", "json"); r.code != exitOK {
+		t.Fatalf("cleanup: exit %d\n%s", r.code, r.all())
+	}
+	if n := count(`SELECT count(*) FROM pg_publication WHERE pubname = $1`, pub); n != 0 {
+		t.Errorf("after cleanup, publication %s remains", pub)
+	}
 }
