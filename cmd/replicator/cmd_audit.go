@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"replicator/pkg/audit"
 	"replicator/pkg/pgutil"
+	"replicator/pkg/report"
 )
 
 type auditCmd struct {
@@ -30,6 +32,14 @@ func (c *auditCmd) Run(ctx context.Context, g *Globals) error {
 		return fmt.Errorf("nothing to audit: pass --source (Postgres URL), --redis-source (Redis URL) and/or --heroku-config FILE (or --heroku-env FILE)")
 	}
 	var rep audit.Report
+	h := report.Header{Version: versionString(), Started: time.Now(),
+		Fenced: report.Fence{Detail: "the audit reads only the source; run `replicator status --format markdown` against the target"}}
+	for _, s := range [][2]string{{"source", c.Source}, {"redis source", c.RedisSource}} {
+		if s[1] != "" {
+			h.Sides = append(h.Sides, report.SideOf(s[0], s[1]))
+		}
+	}
+	rep.Header = &h
 	if c.Source != "" {
 		conn, err := pgutil.Connect(ctx, c.Source, "source")
 		if err != nil {
@@ -61,5 +71,6 @@ func (c *auditCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		rep.SSMCommands = hc.SSMCommands(c.HerokuApp, c.SSMPrefix)
 	}
+	h.Ended = time.Now()
 	return writeReport(c.Out, func(w io.Writer) error { return rep.Write(w, c.Format) })
 }
