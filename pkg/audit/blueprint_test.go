@@ -138,3 +138,42 @@ func TestRedisAuditBigKeysAndPersistence(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// Sizing, tfvars and the Procfile mapping follow from the inventory.
+func TestSizingTFVarsAndProcfile(t *testing.T) {
+	p := &PostgresReport{SizeBytes: 120 << 30, Capture: Capture{Mode: "trigger"}, Connections: Connections{Total: 80, Max: 500}}
+	r := &RedisReport{UsedMemory: 3 << 30, Keyspace: []RedisDB{{DB: 0, Keys: 10}, {DB: 2, Keys: 5}}}
+	sz := Size(p, r)
+	// 120 GiB: 180 GiB gp3 at 3000 IOPS; a quarter is 30 GiB of cache:
+	// db.m6g.2xlarge (32 GiB). 3 GiB / 0.75 * 1.33 = 5.3 GiB: cache.m6g.large.
+	if sz.RDSStorageGiB != 180 || sz.RDSIOPS != 3000 || sz.RDSInstanceClass != "db.m6g.2xlarge" || sz.CacheNodeType != "cache.m6g.large" || sz.CacheClusterMode {
+		t.Errorf("sizing = %+v", sz)
+	}
+	if !strings.Contains(strings.Join(sz.Reasons, "\n"), "databases other than 0") {
+		t.Errorf("no reason given for cluster mode disabled: %v", sz.Reasons)
+	}
+	tf := TFVars(&Report{Postgres: p, Redis: r}, sz, "shop")
+	for _, want := range []string{`name                  = "replicator-shop"`, `ssm_prefix            = "/shop/replicator/"`, `capture = "trigger"`,
+		`elasticache_security_group_id = "CHANGE-ME"`, `instance_class = "db.m6g.2xlarge"`, `node_type = "cache.m6g.large"`} {
+		if !strings.Contains(tf, want) {
+			t.Errorf("tfvars lacks %q:\n%s", want, tf)
+		}
+	}
+	procs, err := ParseProcfile(strings.NewReader("web: bundle exec puma -C config/puma.rb\nworker: bundle exec sidekiq\nrelease: bin/rails db:migrate\n# comment\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(procs) != 3 || !strings.Contains(procs[0].AWS, "Application Load Balancer") || !strings.HasPrefix(procs[1].AWS, "ECS service") || !strings.Contains(procs[2].AWS, "one-off ECS task") {
+		t.Errorf("procfile = %+v", procs)
+	}
+	var out bytes.Buffer
+	(&Report{Postgres: p, Sizing: &sz, TFVars: tf, Processes: procs}).Write(&out, "markdown")
+	for _, want := range []string{"## Sizing suggestion", "## terraform.tfvars for deploy/terraform", "```hcl", "| web | `bundle exec puma -C config/puma.rb` |", "EventBridge Scheduler"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, out.String())
+		}
+	}
+	if _, err := ParseProcfile(strings.NewReader("not a procfile\n")); err == nil {
+		t.Error("no error for a file without process types")
+	}
+}

@@ -16,6 +16,9 @@ type Report struct {
 	Postgres    *PostgresReport `json:"postgres,omitempty"`
 	Redis       *RedisReport    `json:"redis,omitempty"`
 	SSMCommands []string        `json:"ssm_commands,omitempty"`
+	Sizing      *Sizing         `json:"sizing,omitempty"`
+	TFVars      string          `json:"terraform_tfvars,omitempty"`
+	Processes   []Process       `json:"procfile,omitempty"`
 	// Header heads the markdown report (version, sides, times); nil:
 	// a plain title.
 	Header *report.Header `json:"-"`
@@ -141,6 +144,30 @@ func (r *Report) render(md bool) string {
 		}
 		item("%s", rr.CaptureNote)
 	}
+	if sz := r.Sizing; sz != nil && len(sz.Reasons) > 0 {
+		h("Sizing suggestion")
+		for _, why := range sz.Reasons {
+			item("%s", why)
+		}
+	}
+	if r.TFVars != "" {
+		h("terraform.tfvars for deploy/terraform")
+		code(&b, md, r.TFVars, "hcl")
+	}
+	if len(r.Processes) > 0 {
+		h("Heroku processes on AWS")
+		if md {
+			b.WriteString("| process | command | on AWS |\n|---|---|---|\n")
+			for _, p := range r.Processes {
+				fmt.Fprintf(&b, "| %s | `%s` | %s |\n", report.Escape(p.Type), report.Escape(p.Command), report.Escape(p.AWS))
+			}
+		} else {
+			for _, p := range r.Processes {
+				item("%s (%s): %s", p.Type, p.Command, p.AWS)
+			}
+		}
+		item("%s", SchedulerNote)
+	}
 	if len(r.SSMCommands) > 0 {
 		h("Moving Heroku config vars to SSM (no value is printed)")
 		if md {
@@ -231,4 +258,16 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// code writes a block of text verbatim: fenced in markdown, indented in
+// text.
+func code(b *strings.Builder, md bool, text, lang string) {
+	if md {
+		b.WriteString("```" + lang + "\n" + text + "```\n")
+		return
+	}
+	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		b.WriteString("  " + l + "\n")
+	}
 }
