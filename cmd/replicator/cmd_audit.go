@@ -20,7 +20,7 @@ type auditCmd struct {
 	HerokuApp    string `help:"Heroku app name for the generated commands (default: read from the heroku config header)."`
 	SSMPrefix    string `help:"SSM parameter path prefix for the generated commands (default /APP/)." placeholder:"PATH"`
 	Procfile     string `help:"The app's Procfile: map each process type to its AWS analog (web: ECS service behind an ALB, workers: ECS services, release: a one-off task)." placeholder:"FILE" type:"existingfile"`
-	TFVars       string `help:"Also write the terraform.tfvars for deploy/terraform, filled in from the audit, to FILE." placeholder:"FILE" type:"path"`
+	TFVars       string `name:"tfvars" help:"Also write the terraform.tfvars for deploy/terraform, filled in from the audit, to FILE." placeholder:"FILE" type:"path"`
 	Format       string `help:"Output format: text, json or markdown." enum:"text,json,markdown" default:"text"`
 	Out          string `help:"Write the report to FILE instead of standard output." placeholder:"FILE" type:"path"`
 }

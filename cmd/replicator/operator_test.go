@@ -175,3 +175,31 @@ func TestSnapshotInterrupted(t *testing.T) {
 		t.Errorf("after cleanup, publication %s remains", pub)
 	}
 }
+
+// TestAuditBlueprintCLI: audit in markdown carries the report header, the
+// sizing, the tfvars (also written to --tfvars FILE) and the Procfile
+// mapping, and no password.
+func TestAuditBlueprintCLI(t *testing.T) {
+	pg := postgresCluster(t)
+	db := pg.NewDatabase(t)
+	pg.Exec(t, db, `CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 100)`)
+	dir := t.TempDir()
+	procfile, tfvars := filepath.Join(dir, "Procfile"), filepath.Join(dir, "terraform.tfvars")
+	os.WriteFile(procfile, []byte("web: bundle exec puma\nworker: bundle exec sidekiq\n"), 0o600)
+	r := runCLI(t, 60*time.Second, "audit", "--source", pg.URL(db), "--format", "markdown", "--procfile", procfile, "--tfvars", tfvars)
+	if r.code != exitOK {
+		t.Fatalf("audit: exit %d\n%s", r.code, r.all())
+	}
+	for _, want := range []string{"## Migration audit", "| Tool | replicator ", "| Source | `127.0.0.1:", "/" + db + "` |", "| Started |", "| Ended |",
+		"| Duration |", "| Position |", "| Source fenced |", "## Sizing suggestion", "RDS class db.m6g.large", "## terraform.tfvars", "| web | `bundle exec puma` |"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("audit markdown lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if b, err := os.ReadFile(tfvars); err != nil || !strings.Contains(string(b), "replicator_config") {
+		t.Errorf("--tfvars file: %v\n%s", err, b)
+	}
+	if strings.Contains(r.all(), testenv.Password) {
+		t.Errorf("audit output shows the password")
+	}
+}
