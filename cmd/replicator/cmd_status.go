@@ -16,7 +16,7 @@ import (
 
 type statusCmd struct {
 	targetFlag
-	Source string `help:"Source Postgres URL (optional): adds lag in bytes and the replication slot's health." env:"REPLICATOR_SOURCE_URL,DATABASE_URL" placeholder:"URL"`
+	Source string `help:"Source Postgres URL (optional): adds lag (logical: WAL bytes and the replication slot's health; trigger: changes not yet applied) in seconds." env:"REPLICATOR_SOURCE_URL,DATABASE_URL" placeholder:"URL"`
 	Format string `help:"Output format: text, json or markdown (for a change ticket)." enum:"text,json,markdown" default:"text"`
 }
 
