@@ -7,12 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"replicator/internal/testenv"
 	"replicator/pkg/pgutil"
 	"replicator/pkg/state"
+	"replicator/pkg/trigger"
 )
 
 // fragments3 are every 3-character piece of a password: none may appear
@@ -201,5 +203,49 @@ func TestAuditBlueprintCLI(t *testing.T) {
 	}
 	if strings.Contains(r.all(), testenv.Password) {
 		t.Errorf("audit output shows the password")
+	}
+}
+
+// TestSnapshotInterruptedTriggerMode: in trigger mode the report names the
+// capture triggers it left (as many as the source has) and the changelog
+// schema.
+func TestSnapshotInterruptedTriggerMode(t *testing.T) {
+	pg := postgresCluster(t)
+	src, dst := pg.NewDatabase(t), pg.NewDatabase(t)
+	pg.Exec(t, src, `CREATE TABLE aa (id int PRIMARY KEY); CREATE TABLE bb (id int PRIMARY KEY); CREATE TABLE zz (id int PRIMARY KEY)`)
+	ctx := context.Background()
+	// A writer's open transaction on zz holds back its trigger: the run is
+	// interrupted while installing.
+	blocker := pg.Connect(t, src)
+	if _, err := blocker.Exec(ctx, `BEGIN; INSERT INTO zz VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(ctx)
+	snap := startCLI(t, "snapshot", "--source", pg.URL(src), "--target", pg.URL(dst), "--capture", "trigger", "--metrics-addr", "", "--log-format", "json")
+	waitRow(t, pg, src, `SELECT least(count(*), 1) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`, snap)
+	snap.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-snap.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("snapshot did not end within 30s of SIGTERM:\n%s", snap.stderr.String())
+	}
+	blocker.Exec(ctx, `ROLLBACK`)
+	r := cliResult{code: snap.cmd.ProcessState.ExitCode(), stdout: snap.stdout.String(), stderr: snap.stderr.String()}
+	line := errorLine(t, r, []string{testenv.Password}, "snapshot interrupted", "schema replicator on the source", "replicator cleanup")
+	t.Logf("%s", line)
+	conn := pg.Connect(t, src)
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname IN ($1, $2)`, trigger.RowTrigger, trigger.TruncateTrigger).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n > 0 && !strings.Contains(line, fmt.Sprintf("%d capture triggers", n)) || n == 0 && strings.Contains(line, "capture triggers") {
+		t.Errorf("the source has %d capture triggers; the report says: %s", n, line)
+	}
+	if r := runCLI(t, 60*time.Second, "cleanup", "--source", pg.URL(src), "--target", pg.URL(dst), "--yes", "--log-format", "json"); r.code != exitOK {
+		t.Fatalf("cleanup: exit %d\n%s", r.code, r.all())
+	}
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname IN ($1, $2)`, trigger.RowTrigger, trigger.TruncateTrigger).Scan(&n); err != nil || n != 0 {
+		t.Errorf("after cleanup, %d capture triggers remain (%v)", n, err)
 	}
 }

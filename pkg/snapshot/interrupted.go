@@ -65,8 +65,20 @@ func (r *run) interrupted() error {
 func leftOnSource(ctx context.Context, src *pgx.Conn, cfg *Config) []string {
 	var left []string
 	var slot, pub bool
-	if src.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1),
-		EXISTS (SELECT FROM pg_publication WHERE pubname = $2)`, cfg.SlotName, cfg.Publication).Scan(&slot, &pub) == nil {
+	// A slot still being created when the run was stopped goes away with
+	// its walsender, which the server ends a moment after the run's
+	// session closed: wait (briefly) until no process holds the slot
+	// before saying whether it stays.
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		var active bool
+		err := src.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1),
+			EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL)`, cfg.SlotName).Scan(&slot, &active)
+		if err != nil || !active || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if src.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)`, cfg.Publication).Scan(&pub) == nil {
 		if slot {
 			left = append(left, fmt.Sprintf("replication slot %s on the source (it retains WAL until dropped)", cfg.SlotName))
 		}
@@ -78,6 +90,10 @@ func leftOnSource(ctx context.Context, src *pgx.Conn, cfg *Config) []string {
 	if src.QueryRow(ctx, `SELECT count(*), count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname IN ($1, $2)`,
 		trigger.RowTrigger, trigger.TruncateTrigger).Scan(&triggers, &tables) == nil && triggers > 0 {
 		left = append(left, fmt.Sprintf("%d capture triggers on %d source tables, recording every change into replicator.changelog on the source", triggers, tables))
+	}
+	var changelog bool
+	if src.QueryRow(ctx, `SELECT to_regclass('replicator.changelog') IS NOT NULL`).Scan(&changelog) == nil && changelog {
+		left = append(left, "schema replicator on the source (changelog and ticks of trigger capture)")
 	}
 	return left
 }
