@@ -112,6 +112,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "  sequences: %d checked, %d behind on target\n", len(r.Sequences), r.SequencesBehind)
 	fmt.Fprintf(&b, "  time:      %s\n", r.Duration.Round(time.Millisecond))
 	fmt.Fprintf(&b, "  source:    %s\n  target:    %s\n", r.Source, r.Target)
+	if r.Position != "" {
+		fmt.Fprintf(&b, "  position:  %s\n", r.Position)
+	}
 	if r.Consistent != "" {
 		fmt.Fprintf(&b, "  stream:    %s\n", r.Consistent)
 	}
