@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"replicator/pkg/audit"
 	"replicator/pkg/pgutil"
+	"replicator/pkg/report"
 )
 
 type auditCmd struct {
@@ -17,6 +19,8 @@ type auditCmd struct {
 	HerokuConfig string `help:"Output of 'heroku config -a APP' (or --shell/--json): print the aws ssm put-parameter commands that move each variable, values never printed." placeholder:"FILE" type:"existingfile"`
 	HerokuApp    string `help:"Heroku app name for the generated commands (default: read from the heroku config header)."`
 	SSMPrefix    string `help:"SSM parameter path prefix for the generated commands (default /APP/)." placeholder:"PATH"`
+	Procfile     string `help:"The app's Procfile: map each process type to its AWS analog (web: ECS service behind an ALB, workers: ECS services, release: a one-off task)." placeholder:"FILE" type:"existingfile"`
+	TFVars       string `name:"tfvars" help:"Also write the terraform.tfvars for deploy/terraform, filled in from the audit, to FILE." placeholder:"FILE" type:"path"`
 	Format       string `help:"Output format: text, json or markdown." enum:"text,json,markdown" default:"text"`
 	Out          string `help:"Write the report to FILE instead of standard output." placeholder:"FILE" type:"path"`
 }
@@ -30,6 +34,15 @@ func (c *auditCmd) Run(ctx context.Context, g *Globals) error {
 		return fmt.Errorf("nothing to audit: pass --source (Postgres URL), --redis-source (Redis URL) and/or --heroku-config FILE (or --heroku-env FILE)")
 	}
 	var rep audit.Report
+	app := c.HerokuApp
+	h := report.Header{Version: versionString(), Started: time.Now(),
+		Fenced: report.Fence{Detail: "the audit reads only the source; run `replicator status --format markdown` against the target"}}
+	for _, s := range [][2]string{{"source", c.Source}, {"redis source", c.RedisSource}} {
+		if s[1] != "" {
+			h.Sides = append(h.Sides, report.SideOf(s[0], s[1]))
+		}
+	}
+	rep.Header = &h
 	if c.Source != "" {
 		conn, err := pgutil.Connect(ctx, c.Source, "source")
 		if err != nil {
@@ -60,6 +73,31 @@ func (c *auditCmd) Run(ctx context.Context, g *Globals) error {
 			return fmt.Errorf("--heroku-config %s: %w", c.HerokuConfig, err)
 		}
 		rep.SSMCommands = hc.SSMCommands(c.HerokuApp, c.SSMPrefix)
+		if app == "" {
+			app = hc.App
+		}
 	}
+	if rep.Postgres != nil || rep.Redis != nil {
+		sz := audit.Size(rep.Postgres, rep.Redis)
+		rep.Sizing = &sz
+		rep.TFVars = audit.TFVars(&rep, sz, app)
+		if c.TFVars != "" {
+			if err := os.WriteFile(c.TFVars, []byte(rep.TFVars), 0o644); err != nil {
+				return fmt.Errorf("--tfvars %s: %w", c.TFVars, err)
+			}
+		}
+	}
+	if c.Procfile != "" {
+		f, err := os.Open(c.Procfile)
+		if err != nil {
+			return err
+		}
+		rep.Processes, err = audit.ParseProcfile(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--procfile %s: %w: fix the file or pass the app's Procfile", c.Procfile, err)
+		}
+	}
+	h.Ended = time.Now()
 	return writeReport(c.Out, func(w io.Writer) error { return rep.Write(w, c.Format) })
 }

@@ -25,7 +25,7 @@ type redisCmd struct {
 
 type redisSyncCmd struct {
 	metricsFlags
-	Source string `help:"Source Redis URL (redis:// or rediss://)." env:"REPLICATOR_REDIS_SOURCE_URL" placeholder:"URL" xor:"src"`
+	Source string `help:"Source Redis URL (redis:// or rediss://)." env:"REPLICATOR_REDIS_SOURCE_URL,REDIS_URL" placeholder:"URL" xor:"src"`
 	RDB    string `help:"Import this RDB file instead of a live source." placeholder:"FILE" type:"existingfile" xor:"src"`
 	Target string `help:"Target Redis URL (ElastiCache)." env:"REPLICATOR_REDIS_TARGET_URL" placeholder:"URL"`
 	Follow bool   `help:"After the copy, keep applying the source's changes until SIGINT/SIGTERM."`
@@ -116,7 +116,11 @@ func (c *redisSyncCmd) Run(ctx context.Context, g *Globals) error {
 		}
 	}
 	cfg.DuplicateKeys, cfg.Writer.HashFieldTTL = c.DuplicateKeys, c.HashFieldTTL
-	reg, err := startMetrics(ctx, c.MetricsAddr, log)
+	start := startMetrics // --follow is a daemon: a busy port refuses
+	if !c.Follow {
+		start = startMetricsOneShot
+	}
+	reg, err := start(ctx, c.MetricsAddr, log)
 	if err != nil {
 		return err
 	}
@@ -128,7 +132,7 @@ func (c *redisSyncCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 type redisVerifyCmd struct {
-	Source string `help:"Source Redis URL." env:"REPLICATOR_REDIS_SOURCE_URL" placeholder:"URL"`
+	Source string `help:"Source Redis URL." env:"REPLICATOR_REDIS_SOURCE_URL,REDIS_URL" placeholder:"URL"`
 	Target string `help:"Target Redis URL." env:"REPLICATOR_REDIS_TARGET_URL" placeholder:"URL"`
 	redisTLS
 	Sample       int           `help:"Check this many random keys per database instead of every key (0 = all)." default:"0"`

@@ -32,7 +32,7 @@ func (c *snapshotCmd) config() snapshot.Config {
 
 func (c *snapshotCmd) Run(ctx context.Context, g *Globals) error {
 	g.remember(c.Source, c.Target)
-	log, reg, err := g.setup(ctx, c.MetricsAddr)
+	log, reg, err := g.setupOneShot(ctx, c.MetricsAddr)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"replicator/pkg/pgutil"
+	"replicator/pkg/report"
 	"replicator/pkg/verify"
 )
 
@@ -24,7 +25,7 @@ type verifyCmd struct {
 
 func (c *verifyCmd) Run(ctx context.Context, g *Globals) error {
 	g.remember(c.Source, c.Target)
-	log, reg, err := g.setup(ctx, c.MetricsAddr)
+	log, reg, err := g.setupOneShot(ctx, c.MetricsAddr)
 	if err != nil {
 		return err
 	}
@@ -48,7 +49,7 @@ func (c *verifyCmd) Run(ctx context.Context, g *Globals) error {
 	case "json":
 		err = rep.WriteJSON(&buf)
 	case "markdown":
-		err = rep.WriteMarkdown(&buf)
+		err = rep.WriteMarkdown(&buf, report.Header{Version: versionString(), Fenced: targetFence(ctx, c.Target)})
 	default:
 		err = rep.WriteText(&buf)
 	}
@@ -65,4 +66,15 @@ func (c *verifyCmd) Run(ctx context.Context, g *Globals) error {
 		return errDifferences
 	}
 	return nil
+}
+
+// targetFence reads whether the source is fenced from the target's cutover
+// records, for a report header; a failure to connect makes it unknown.
+func targetFence(ctx context.Context, target string) report.Fence {
+	conn, err := pgutil.Connect(ctx, target, "target")
+	if err != nil {
+		return report.Fence{Detail: "cannot connect to the target to read it"}
+	}
+	defer conn.Close(context.Background())
+	return report.FenceState(ctx, conn)
 }

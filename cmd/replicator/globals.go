@@ -100,6 +100,47 @@ func (g *Globals) setup(ctx context.Context, metricsAddr string) (*zap.Logger, *
 	return log, reg, nil
 }
 
+// setupOneShot is setup for commands that end on their own (snapshot,
+// verify, audit, redis sync without --follow): a busy metrics port is a
+// warning, not a reason to refuse the work, because nothing scrapes a run
+// of minutes the way it scrapes a daemon. Daemons use setup and refuse.
+func (g *Globals) setupOneShot(ctx context.Context, metricsAddr string) (*zap.Logger, *prometheus.Registry, error) {
+	log, err := g.logger()
+	if err != nil {
+		return nil, nil, err
+	}
+	reg, err := startMetricsOneShot(ctx, metricsAddr, log)
+	return log, reg, err
+}
+
+// startMetricsOneShot serves metrics like startMetrics but, when the address
+// cannot be bound, warns and returns a registry that is simply not served.
+func startMetricsOneShot(ctx context.Context, addr string, log *zap.Logger) (*prometheus.Registry, error) {
+	reg, err := startMetrics(ctx, addr, log)
+	if err == nil {
+		return reg, nil
+	}
+	var busy *metricsListenError
+	if !errors.As(err, &busy) {
+		return nil, err
+	}
+	log.Warn("metrics endpoint not served; continuing without it (pass --metrics-addr HOST:PORT to choose a free one, or --metrics-addr '' to silence this)",
+		zap.String("addr", addr), zap.Error(busy.Err))
+	return startMetrics(ctx, "", log)
+}
+
+// metricsListenError is a metrics address that could not be bound.
+type metricsListenError struct {
+	Addr string
+	Err  error
+}
+
+func (e *metricsListenError) Error() string {
+	return fmt.Sprintf("metrics endpoint %s: %v: choose another --metrics-addr, or pass --metrics-addr '' to disable it", e.Addr, e.Err)
+}
+
+func (e *metricsListenError) Unwrap() error { return e.Err }
+
 // metricsFlags is embedded by long-running commands.
 type metricsFlags struct {
 	MetricsAddr string `help:"Serve /metrics (Prometheus) and /healthz here; empty to disable. Loopback by default: expose it deliberately." default:"127.0.0.1:9187" placeholder:"HOST:PORT"`
@@ -115,7 +156,7 @@ func startMetrics(ctx context.Context, addr string, log *zap.Logger) (*prometheu
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics endpoint %s: %w: choose another --metrics-addr, or pass --metrics-addr '' to disable it", addr, err)
+		return nil, &metricsListenError{Addr: addr, Err: err}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

@@ -68,6 +68,10 @@ func IsRetryable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.As(err, &pe) {
 		return false
 	}
+	var le *StreamLockedError
+	if errors.As(err, &le) {
+		return le.Own // our own earlier session, not yet gone: it will be
+	}
 	var ae *ApplyError
 	if errors.As(err, &ae) {
 		var pgErr *pgconn.PgError

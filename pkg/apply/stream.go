@@ -118,7 +118,9 @@ func Stream(ctx context.Context, cfg StreamConfig, log *zap.Logger) error {
 			stage = se.Stage
 		}
 		m.StreamErrors.WithLabelValues(stage).Inc()
-		recordError(cfg.TargetURL, err, log)
+		if le := (*StreamLockedError)(nil); !errors.As(err, &le) {
+			recordError(cfg.TargetURL, err, log) // not over the running stream's own record
+		}
 		var ce *pgutil.ConnError
 		if !IsRetryable(err) || (!started && errors.As(err, &ce)) {
 			// A server that cannot be reached at the very start is more
@@ -150,6 +152,9 @@ func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger,
 	defer target.Close(context.Background())
 	st, err := state.Load(ctx, target)
 	if err != nil {
+		return &StageError{"connect", err}
+	}
+	if err := lockStream(ctx, target); err != nil {
 		return &StageError{"connect", err}
 	}
 	switch {

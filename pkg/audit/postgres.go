@@ -38,6 +38,10 @@ type PostgresReport struct {
 	Unlogged         []string      `json:"unlogged_tables"`
 	Extensions       []Extension   `json:"extensions"`
 	Sequences        int           `json:"sequences"`
+	SequenceList     []Sequence    `json:"sequence_list"`
+	Objects          Objects       `json:"objects"`
+	Roles            []Role        `json:"roles_rds_will_not_have"`
+	Connections      Connections   `json:"connections"`
 	LargeObjects     int64         `json:"large_objects"`
 	LongTransactions []Transaction `json:"long_running_transactions"`
 	Capture          Capture       `json:"capture"`
@@ -49,6 +53,7 @@ type PostgresReport struct {
 type Table struct {
 	Name          string `json:"name"`
 	Rows          int64  `json:"rows_estimate"`
+	RowsSource    string `json:"rows_source"` // "statistics", or how a never-analyzed table was estimated
 	Bytes         int64  `json:"total_bytes"`
 	HasPrimaryKey bool   `json:"has_primary_key"`
 	Partitioned   bool   `json:"partitioned,omitempty"`
@@ -56,9 +61,12 @@ type Table struct {
 
 // Extension is an installed extension and whether RDS offers it.
 type Extension struct {
-	Name        string `json:"name"`
-	Version     string `json:"version"`
-	OnRDS       bool   `json:"offered_by_rds"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	OnRDS   bool   `json:"offered_by_rds"`
+	// RDSVersion is the version RDS offers; "" when not known here (see
+	// rdsExtensions).
+	RDSVersion  string `json:"rds_version,omitempty"`
 	Remediation string `json:"remediation,omitempty"`
 }
 
@@ -90,7 +98,7 @@ func Postgres(ctx context.Context, conn *pgx.Conn, opts Options) (*PostgresRepor
 		return nil, fmt.Errorf("source: read version and size: %w", err)
 	}
 	rows, err := conn.Query(ctx, `
-		SELECT format('%I.%I', n.nspname, c.relname), greatest(c.reltuples, 0)::bigint,
+		SELECT format('%I.%I', n.nspname, c.relname), CASE WHEN c.reltuples < 0 THEN -1 ELSE c.reltuples END::bigint,
 		       CASE WHEN c.relkind = 'p' THEN coalesce((SELECT sum(pg_total_relation_size(i.inhrelid)) FROM pg_inherits i WHERE i.inhparent = c.oid), 0)
 		            ELSE pg_total_relation_size(c.oid) END::bigint,
 		       EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = c.oid AND x.indisprimary),
@@ -123,6 +131,12 @@ func Postgres(ctx context.Context, conn *pgx.Conn, opts Options) (*PostgresRepor
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("source: list tables: %w", err)
+	}
+	if err := estimateRows(ctx, conn, r.Tables); err != nil {
+		return nil, err
+	}
+	if err := r.auditObjects(ctx, conn); err != nil {
+		return nil, err
 	}
 	exts, err := conn.Query(ctx, `SELECT extname, extversion FROM pg_extension ORDER BY 1`)
 	if err != nil {
@@ -197,8 +211,13 @@ func chooseCapture(ctx context.Context, conn *pgx.Conn) (Capture, error) {
 	return Capture{"logical", "wal_level is logical, the role may replicate and a replication slot is free"}, nil
 }
 
-// rdsExtensions are the extensions RDS for PostgreSQL 15 offers (AWS's
-// "Extension versions for Amazon RDS for PostgreSQL" list).
+// rdsExtensions are the extensions RDS for PostgreSQL 15 offers.
+// Source: AWS, "Extension versions for Amazon RDS for PostgreSQL",
+// https://docs.aws.amazon.com/AmazonRDS/latest/PostgreSQLReleaseNotes/postgresql-extensions.html
+// (names checked against that page's PostgreSQL 15 section; looked up
+// 2026-12-03). The per-extension versions RDS offers were not recorded
+// here: the report says so and points at the page and at
+// `SHOW rds.extensions` on the instance rather than guess a number.
 var rdsExtensions = setOf("address_standardizer", "address_standardizer_data_us", "amcheck", "aws_commons",
 	"aws_lambda", "aws_s3", "bloom", "bool_plperl", "btree_gin", "btree_gist", "citext", "cube", "dblink",
 	"dict_int", "dict_xsyn", "earthdistance", "fuzzystrmatch", "h3", "h3_postgis", "hll", "hstore",
@@ -229,3 +248,7 @@ func setOf(names ...string) map[string]bool {
 	}
 	return m
 }
+
+// RDSExtensionsPage is where AWS lists the extensions and versions RDS for
+// PostgreSQL offers per major version.
+const RDSExtensionsPage = "https://docs.aws.amazon.com/AmazonRDS/latest/PostgreSQLReleaseNotes/postgresql-extensions.html"

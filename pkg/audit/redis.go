@@ -14,14 +14,17 @@ import (
 
 // RedisReport is the inventory of a source Redis.
 type RedisReport struct {
-	Version        string         `json:"version"`
-	UsedMemory     int64          `json:"used_memory_bytes"`
-	MaxMemory      int64          `json:"maxmemory_bytes"`
-	EvictionPolicy string         `json:"maxmemory_policy,omitempty"`
-	Keyspace       []RedisDB      `json:"keyspace"`
-	SampledKeys    int            `json:"sampled_keys"`
-	TypeMix        map[string]int `json:"type_mix"`
-	BiggestKeys    []RedisKey     `json:"biggest_keys"`
+	Version        string `json:"version"`
+	UsedMemory     int64  `json:"used_memory_bytes"`
+	MaxMemory      int64  `json:"maxmemory_bytes"`
+	EvictionPolicy string `json:"maxmemory_policy,omitempty"`
+	// Persistence is how the server keeps its data: RDB snapshots, AOF,
+	// both or none, from INFO persistence and CONFIG where allowed.
+	Persistence string         `json:"persistence"`
+	Keyspace    []RedisDB      `json:"keyspace"`
+	SampledKeys int            `json:"sampled_keys"`
+	TypeMix     map[string]int `json:"type_mix"`
+	BiggestKeys []RedisKey     `json:"biggest_keys"`
 	// ReplicationCommands says whether PSYNC/SYNC exist on the server.
 	// Not tried: a PSYNC makes the source fork for a full RDB, which the
 	// audit must never cause.
@@ -54,7 +57,7 @@ func Redis(ctx context.Context, opts *redis.Options, sample int) (*RedisReport, 
 	o.DB = 0
 	c := redis.NewClient(&o)
 	defer c.Close()
-	info, err := c.Info(ctx, "server", "memory", "keyspace").Result()
+	info, err := c.Info(ctx, "server", "memory", "keyspace", "persistence").Result()
 	if err != nil {
 		return nil, redisconn.Explain("source", opts, err)
 	}
@@ -62,6 +65,7 @@ func Redis(ctx context.Context, opts *redis.Options, sample int) (*RedisReport, 
 	r := &RedisReport{Version: f["redis_version"], EvictionPolicy: f["maxmemory_policy"], TypeMix: map[string]int{}}
 	r.UsedMemory, _ = strconv.ParseInt(f["used_memory"], 10, 64)
 	r.MaxMemory, _ = strconv.ParseInt(f["maxmemory"], 10, 64)
+	r.Persistence = persistence(ctx, c, f)
 	for k, v := range f {
 		if !strings.HasPrefix(k, "db") {
 			continue
@@ -127,7 +131,10 @@ func (r *RedisReport) sampleDB(ctx context.Context, opts *redis.Options, db, sam
 		mems := make([]*redis.IntCmd, len(keys))
 		for i, k := range keys {
 			types[i] = pipe.Type(ctx, k)
-			mems[i] = pipe.MemoryUsage(ctx, k)
+			// SAMPLES 0 would walk every element of a huge key on the
+			// production server; 64 estimates aggregates closely enough
+			// to tell a big key from a small one at a bounded cost.
+			mems[i] = pipe.MemoryUsage(ctx, k, 64)
 		}
 		pipe.Exec(ctx) // per-key errors (a key expired meanwhile) are read below
 		for i, k := range keys {
@@ -160,4 +167,34 @@ func infoFields(info string) map[string]string {
 		}
 	}
 	return m
+}
+
+// BigKeyBytes is the MEMORY USAGE from which a key is reported as big: one
+// that a DUMP/RESTORE moves as one payload and that is worth knowing about
+// before the sync (redis sync's --big-key-mb default is of this order).
+const BigKeyBytes = 1 << 20
+
+// persistence describes RDB and AOF from INFO persistence, with the save
+// schedule from CONFIG GET when the server allows it (managed services
+// often do not).
+func persistence(ctx context.Context, c *redis.Client, f map[string]string) string {
+	var parts []string
+	if f["aof_enabled"] == "1" {
+		parts = append(parts, "AOF on")
+	} else {
+		parts = append(parts, "AOF off")
+	}
+	if save, err := c.ConfigGet(ctx, "save").Result(); err == nil {
+		if v := save["save"]; v != "" {
+			parts = append(parts, "RDB snapshots (save "+v+")")
+		} else {
+			parts = append(parts, "RDB snapshots off")
+		}
+	} else if t := f["rdb_last_save_time"]; t != "" {
+		parts = append(parts, "RDB last saved at unix time "+t+" (CONFIG not allowed: schedule unknown)")
+	}
+	if f["rdb_last_bgsave_status"] != "" && f["rdb_last_bgsave_status"] != "ok" {
+		parts = append(parts, "last background save "+f["rdb_last_bgsave_status"])
+	}
+	return strings.Join(parts, ", ")
 }

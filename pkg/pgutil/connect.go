@@ -40,6 +40,16 @@ func ParseConfig(connString, side string) (*pgx.ConnConfig, error) {
 			Fix: fmt.Sprintf("pass --%s postgres://user:password@host:5432/db or set REPLICATOR_%s_URL", side, strings.ToUpper(side))}
 	}
 	cfg, err := pgx.ParseConfig(connString)
+	parsedPw := ""
+	if cfg != nil {
+		parsedPw = cfg.Password
+	}
+	if bad := badPassword(connString, side, err, parsedPw); bad != nil {
+		return nil, bad
+	}
+	if bad := fileError(err, connString, side); bad != nil {
+		return nil, bad
+	}
 	if err != nil {
 		return nil, &ConnError{Side: side, Where: Redact(connString), Reason: "malformed connection URL: " + RedactText(unwrapMsg(err)),
 			Fix: "use the form postgres://user:password@host:5432/dbname?sslmode=require", Err: err}

@@ -53,6 +53,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Result, err error
 	// close.
 	defer r.closeConnections()
 	defer func() {
+		if err != nil && ctx.Err() != nil {
+			// SIGINT/SIGTERM, not a network failure: say what is left.
+			err = r.interrupted()
+		}
 		if err != nil && r.marked {
 			// The hint comes first so that status shows it too.
 			err = withRerunHint(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"replicator/pkg/position"
+	"replicator/pkg/report"
 	"replicator/pkg/state"
 	"replicator/pkg/units"
 )
@@ -23,6 +24,12 @@ type Status struct {
 	ConsistentLSN  string    `json:"consistent_lsn,omitempty"`
 	AppliedLSN     string    `json:"applied_lsn,omitempty"`
 	AppliedBatch   int64     `json:"applied_batch,omitempty"`
+	// Applied is the applied position for a person ("source LSN 0/2A",
+	// "changelog batch 7", "no position").
+	Applied string `json:"applied"`
+	// SnapshotPoint is where trigger capture starts, for a person: the
+	// copy's source snapshot ("source xid 803, none in flight").
+	SnapshotPoint string `json:"snapshot_point,omitempty"`
 	// LastCommitTime is the source commit time of the last applied
 	// transaction; AppliedAt when the target applied it.
 	LastCommitTime *time.Time `json:"last_commit_time,omitempty"`
@@ -36,7 +43,11 @@ type Status struct {
 	// SourceLagBytes is the source's current WAL position minus the applied
 	// position (logical capture, only with a source connection).
 	SourceLagBytes *int64 `json:"source_lag_bytes,omitempty"`
-	Slot           *Slot  `json:"slot,omitempty"`
+	// SourceLagChanges is the number of changelog rows on the source the
+	// target has not applied yet (trigger capture, only with a source
+	// connection).
+	SourceLagChanges *int64 `json:"source_lag_changes,omitempty"`
+	Slot             *Slot  `json:"slot,omitempty"`
 	// Direction is where changes flow: "forward" (source → target; the
 	// only direction this version streams). Fence is the cutover's fence
 	// on the source as replicator.cutover records it, nil when none.
@@ -86,7 +97,8 @@ func Gather(ctx context.Context, target, source *pgx.Conn) (*Status, error) {
 		return nil, err
 	}
 	s := &Status{Capture: st.Capture, SnapshotStatus: st.SnapshotStatus, ConsistentLSN: st.ConsistentLSN,
-		LastError: st.LastError, StartedAt: st.StartedAt, UpdatedAt: st.UpdatedAt}
+		LastError: st.LastError, StartedAt: st.StartedAt, UpdatedAt: st.UpdatedAt, Applied: st.Applied.String(),
+		SnapshotPoint: SnapshotPoint(st.SnapshotXmin)}
 	switch st.Applied.Kind() {
 	case position.KindLSN:
 		s.AppliedLSN = st.Applied.LSN().String()
@@ -115,12 +127,68 @@ func Gather(ctx context.Context, target, source *pgx.Conn) (*Status, error) {
 		}
 		s.BatchesBehind = &behind
 	}
-	if source != nil && st.Capture == state.CaptureLogical {
+	switch {
+	case source == nil:
+	case st.Capture == state.CaptureLogical:
 		if err := s.readSource(ctx, source, st); err != nil {
+			return nil, err
+		}
+	case st.Capture == state.CaptureTrigger:
+		if err := s.readTriggerSource(ctx, source, st); err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
+}
+
+// readTriggerSource measures trigger capture's lag on the source: the
+// changelog rows not covered by the applied batch's closing tick, and the
+// age of that tick. Everything committed before the tick is on the target,
+// so when rows remain the oldest of them is at most that old; none
+// remaining is no lag, however long ago the last tick was.
+func (s *Status) readTriggerSource(ctx context.Context, source *pgx.Conn, st *state.State) error {
+	tick := int64(0) // tick 0 is the copy's snapshot: nothing streamed yet
+	if st.Applied.Kind() == position.KindBatch {
+		tick = st.Applied.ID()
+	}
+	var pending int64
+	var at time.Time
+	err := source.QueryRow(ctx, `SELECT t.at, (SELECT count(*) FROM replicator.changelog c
+			WHERE c.txid >= pg_snapshot_xmin(t.snap) AND NOT pg_visible_in_snapshot(c.txid, t.snap))
+		FROM replicator.ticks t WHERE t.id = $1`, tick).Scan(&at, &pending)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("source: replicator.ticks has no tick %d, the one the target applied up to: the source's capture was reset; run `replicator snapshot` again", tick)
+	case err != nil:
+		return fmt.Errorf("source: read trigger capture's changelog and ticks in schema replicator: %w", err)
+	}
+	s.SourceLagChanges = &pending
+	secs := 0.0
+	if pending > 0 {
+		secs = max(time.Since(at).Seconds(), 0)
+	}
+	s.ApplyLagSeconds = &secs
+	return nil
+}
+
+// SnapshotPoint renders a pg_snapshot text ("xmin:xmax:xip,...") for a
+// person: "source xid 803, none in flight" or "source xid 805, 801 and
+// 803 in flight". Anything else is returned as it is; "" stays "".
+func SnapshotPoint(snap string) string {
+	parts := strings.Split(snap, ":")
+	if len(parts) != 3 {
+		return snap
+	}
+	xmax := parts[1]
+	if parts[2] == "" {
+		return "source xid " + xmax + ", none in flight"
+	}
+	ids := strings.Split(parts[2], ",")
+	list := ids[0]
+	if len(ids) > 1 {
+		list = strings.Join(ids[:len(ids)-1], ", ") + " and " + ids[len(ids)-1]
+	}
+	return "source xid " + xmax + ", " + list + " in flight"
 }
 
 func (s *Status) readSource(ctx context.Context, source *pgx.Conn, st *state.State) error {
@@ -197,24 +265,16 @@ func (s *Status) WriteText(w io.Writer) {
 	}
 	b.WriteString("\n")
 	switch {
-	case s.AppliedLSN != "":
-		fmt.Fprintf(&b, "applied up to:   %s\n", s.AppliedLSN)
-	case s.AppliedBatch > 0:
-		fmt.Fprintf(&b, "applied up to:   batch %d\n", s.AppliedBatch)
+	case s.AppliedLSN != "" || s.AppliedBatch > 0:
+		fmt.Fprintf(&b, "applied up to:   %s\n", s.Applied)
 	default:
-		fmt.Fprintf(&b, "applied up to:   nothing streamed yet (stream starts at %s)\n", orDash(s.ConsistentLSN))
+		fmt.Fprintf(&b, "applied up to:   nothing streamed yet (stream starts at %s)\n", s.startPoint())
 	}
 	if s.LastCommitTime != nil {
 		fmt.Fprintf(&b, "last applied:    source commit of %s, position confirmed %s ago\n",
 			s.LastCommitTime.UTC().Format(time.RFC3339), time.Since(*s.AppliedAt).Round(time.Second))
 	}
-	if s.SourceLagBytes != nil {
-		fmt.Fprintf(&b, "lag:             %s of source WAL not yet applied, %.1f s\n", units.Bytes(*s.SourceLagBytes), *s.ApplyLagSeconds)
-	} else if s.BatchesBehind != nil {
-		fmt.Fprintf(&b, "lag:             %d trigger-capture batches not yet applied\n", *s.BatchesBehind)
-	} else {
-		b.WriteString("lag:             pass --source to see lag in bytes and seconds\n")
-	}
+	fmt.Fprintf(&b, "lag:             %s\n", s.lag())
 	if sl := s.Slot; sl != nil {
 		fmt.Fprintf(&b, "source slot:     %s, active=%t, confirmed %s, retains %s of WAL (%s)\n",
 			sl.Name, sl.Active, orDash(sl.ConfirmedFlushLSN), units.Bytes(sl.RetainedWALBytes), orDash(sl.WALStatus))
@@ -222,6 +282,67 @@ func (s *Status) WriteText(w io.Writer) {
 	fmt.Fprintf(&b, "last error:      %s\n", orDash(s.LastError))
 	fmt.Fprintf(&b, "started:         %s, updated %s\n", s.StartedAt.UTC().Format(time.RFC3339), s.UpdatedAt.UTC().Format(time.RFC3339))
 	io.WriteString(w, b.String())
+}
+
+// WriteMarkdown writes the status for a change ticket: the common report
+// header (h: version, sides, times, fence; its Position is set here to the
+// applied position), then the status rows.
+func (s *Status) WriteMarkdown(w io.Writer, h report.Header) error {
+	if h.Title == "" {
+		h.Title = "Migration status"
+	}
+	h.Position = s.Applied
+	var b strings.Builder
+	if err := h.WriteMarkdown(&b); err != nil {
+		return err
+	}
+	snap := s.SnapshotStatus
+	if p := s.SnapshotTables; p != nil && p.ChunksTotal > 0 {
+		snap += fmt.Sprintf(" (phase %s: %d/%d tables, %d/%d chunks, %d rows, %s copied of about %s)", p.Phase,
+			p.TablesDone, p.TablesTotal, p.ChunksDone, p.ChunksTotal, p.Rows, units.Bytes(p.Bytes), units.Bytes(p.EstBytes))
+	}
+	rows := [][2]string{{"Capture", orDash(s.Capture)}, {"Snapshot", orDash(snap)}, {"Stream starts at", s.startPoint()}, {"Lag", s.lag()}}
+	if s.LastCommitTime != nil {
+		rows = append(rows, [2]string{"Last applied", "source commit of " + s.LastCommitTime.UTC().Format(time.RFC3339)})
+	}
+	if sl := s.Slot; sl != nil {
+		rows = append(rows, [2]string{"Source slot", fmt.Sprintf("%s, active=%t, confirmed %s, retains %s of WAL (%s)",
+			sl.Name, sl.Active, orDash(sl.ConfirmedFlushLSN), units.Bytes(sl.RetainedWALBytes), orDash(sl.WALStatus))})
+	}
+	rows = append(rows, [2]string{"Last error", orDash(s.LastError)},
+		[2]string{"Migration started", s.StartedAt.UTC().Format(time.RFC3339)}, [2]string{"Bookkeeping updated", s.UpdatedAt.UTC().Format(time.RFC3339)})
+	for _, r := range rows {
+		report.WriteRow(&b, r[0], r[1])
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// startPoint is where the stream starts, for a person.
+func (s *Status) startPoint() string {
+	switch {
+	case s.ConsistentLSN != "":
+		return "source LSN " + s.ConsistentLSN
+	case s.SnapshotPoint != "":
+		return "the copy's snapshot, " + s.SnapshotPoint
+	}
+	return "-"
+}
+
+// lag is the lag line for a person.
+func (s *Status) lag() string {
+	switch {
+	case s.SourceLagBytes != nil:
+		return fmt.Sprintf("%s of source WAL not yet applied, %.1f s", units.Bytes(*s.SourceLagBytes), *s.ApplyLagSeconds)
+	case s.SourceLagChanges != nil && s.BatchesBehind != nil:
+		return fmt.Sprintf("%d captured changes not yet applied (%d trigger-capture batches not yet applied), %.1f s",
+			*s.SourceLagChanges, *s.BatchesBehind, *s.ApplyLagSeconds)
+	case s.SourceLagChanges != nil:
+		return fmt.Sprintf("%d captured changes not yet applied, %.1f s", *s.SourceLagChanges, *s.ApplyLagSeconds)
+	case s.Capture == "":
+		return "- (no capture recorded on the target)"
+	}
+	return "pass --source to see it"
 }
 
 func orDash(s string) string {

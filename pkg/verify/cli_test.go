@@ -87,6 +87,13 @@ func TestCLIExitCodesAndFormats(t *testing.T) {
 	if !strings.Contains(string(md), "## Data verification: DIFFERENCES FOUND") || !strings.Contains(string(md), "| `public.accounts` | different: balance | `id=42` |") {
 		t.Errorf("markdown report:\n%s", md)
 	}
+	for _, want := range []string{"| Tool | replicator ", "| Source | `127.0.0.1:", "/" + src + "` |", "/" + dst + "` |",
+		"| Started | ", "| Ended | ", "| Duration | ", "| Position | no stream: the target as it stands |",
+		"| Source fenced | no (no cutover recorded on the target) |"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("markdown report header lacks %q:\n%s", want, md)
+		}
+	}
 
 	// Errors exit 2 with one line naming the problem, and no password.
 	bad := pg.URLAs("postgres", "wrong-"+testenv.Password, dst)

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"replicator/pkg/report"
 )
 
 // Report is the outcome of a verification.
@@ -16,6 +18,7 @@ type Report struct {
 	Duration   time.Duration `json:"-"`
 	Seconds    float64       `json:"seconds"`
 	Consistent string        `json:"consistency,omitempty"` // how a running stream was accounted for
+	Position   string        `json:"position,omitempty"`    // the target's applied position when compared, for a person
 
 	TablesChecked   int   `json:"tables_checked"`
 	TablesIdentical int   `json:"tables_identical"`
@@ -109,6 +112,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "  sequences: %d checked, %d behind on target\n", len(r.Sequences), r.SequencesBehind)
 	fmt.Fprintf(&b, "  time:      %s\n", r.Duration.Round(time.Millisecond))
 	fmt.Fprintf(&b, "  source:    %s\n  target:    %s\n", r.Source, r.Target)
+	if r.Position != "" {
+		fmt.Fprintf(&b, "  position:  %s\n", r.Position)
+	}
 	if r.Consistent != "" {
 		fmt.Fprintf(&b, "  stream:    %s\n", r.Consistent)
 	}
@@ -157,13 +163,17 @@ func mdEscape(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ", "`", "'").Replace(s)
 }
 
-// WriteMarkdown writes the report for a change ticket.
-func (r *Report) WriteMarkdown(w io.Writer) error {
+// WriteMarkdown writes the report for a change ticket, under the common
+// report header h (version and fence state from the caller; title, sides,
+// times and position are filled in here).
+func (r *Report) WriteMarkdown(w io.Writer, h report.Header) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "## Data verification: %s\n\n", r.verdict())
-	fmt.Fprintf(&b, "| | |\n|---|---|\n")
-	fmt.Fprintf(&b, "| Source | `%s` |\n| Target | `%s` |\n", mdEscape(r.Source), mdEscape(r.Target))
-	fmt.Fprintf(&b, "| Started | %s |\n| Time taken | %s |\n", r.StartedAt.UTC().Format(time.RFC3339), r.Duration.Round(time.Millisecond))
+	h.Title = "Data verification: " + r.verdict()
+	h.Sides = []report.Side{{Name: "source", Host: r.Source}, {Name: "target", Host: r.Target}}
+	h.Started, h.Ended, h.Position = r.StartedAt, r.StartedAt.Add(r.Duration), r.Position
+	if err := h.WriteMarkdown(&b); err != nil {
+		return err
+	}
 	fmt.Fprintf(&b, "| Tables | %d checked, %d identical, %d different |\n", r.TablesChecked, r.TablesIdentical, r.TablesDifferent)
 	fmt.Fprintf(&b, "| Rows | %d on source, %d on target, %d differing |\n", r.SourceRows, r.TargetRows, r.RowsDiffering)
 	fmt.Fprintf(&b, "| Sequences | %d checked, %d behind on target |\n", len(r.Sequences), r.SequencesBehind)

@@ -127,6 +127,13 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Report, err error
 	if live && st.SnapshotStatus != state.SnapshotDone {
 		rep.Consistent += "; the snapshot is not finished (" + st.SnapshotStatus + "), so tables still being copied differ"
 	}
+	rep.Position = "no stream: the target as it stands"
+	if st != nil {
+		// What the target held when the comparison began (after the wait).
+		if now, err := streamState(ctx, c.tgt); err == nil && now != nil {
+			rep.Position = "target had applied " + now.Applied.String() + " when the comparison began"
+		}
+	}
 
 	var srcRels, tgtRels map[string]*relation
 	var srcSeqs, tgtSeqs map[string]sequence

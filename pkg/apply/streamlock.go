@@ -1,0 +1,79 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// streamLockKey is the session advisory lock a stream holds on the target
+// database for as long as it runs: two streams into one target would apply
+// the same changes twice and fight over the applied position. The number
+// is arbitrary ("repl" in ASCII); advisory locks are per database.
+const streamLockKey int64 = 0x7265706c
+
+// StreamLockedError is a target another stream already feeds. Pid, Host
+// and Since are what that stream recorded when it took the lock.
+type StreamLockedError struct {
+	Pid   int
+	Host  string
+	Since time.Time
+	// Own is set when the holder is this very process: a session of an
+	// earlier attempt the server has not yet noticed is gone (a cut
+	// connection). It is retried, since the lock goes with that session.
+	Own bool
+}
+
+func (e *StreamLockedError) Error() string {
+	if e.Pid == 0 {
+		return "another stream is running on this target (it recorded no pid, host or start time): stop it first; only one stream may feed a target"
+	}
+	return fmt.Sprintf("another stream is running (pid %d, host %s, since %s): stop it first (SIGTERM); only one stream may feed a target",
+		e.Pid, e.Host, e.Since.UTC().Format(time.RFC3339))
+}
+
+// lockStream takes the target's stream lock on conn (held until conn
+// closes) and records who holds it in replicator.stream_owner. When
+// another session holds it, it returns a *StreamLockedError naming that
+// stream.
+func lockStream(ctx context.Context, conn *pgx.Conn) error {
+	host, _ := os.Hostname()
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, streamLockKey).Scan(&got); err != nil {
+		return fmt.Errorf("take the stream lock on the target: %w", err)
+	}
+	if !got {
+		le := &StreamLockedError{}
+		err := conn.QueryRow(ctx, `SELECT pid, host, since FROM replicator.stream_owner WHERE id = 1`).Scan(&le.Pid, &le.Host, &le.Since)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("another stream holds the target's stream lock; reading who: %w", err)
+		}
+		le.Own = le.Pid == os.Getpid() && le.Host == host
+		return le
+	}
+	_, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS replicator.stream_owner (
+			id int PRIMARY KEY DEFAULT 1 CHECK (id = 1), pid int NOT NULL, host text NOT NULL, since timestamptz NOT NULL);
+		INSERT INTO replicator.stream_owner (id, pid, host, since) VALUES (1, `+fmt.Sprint(os.Getpid())+`, `+quoteLiteral(host)+`, now())
+		ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid, host = EXCLUDED.host, since = EXCLUDED.since`)
+	if err != nil {
+		return fmt.Errorf("record the stream lock's holder in replicator.stream_owner on the target: %w", err)
+	}
+	return nil
+}
+
+// quoteLiteral quotes s as an SQL string literal (a host name, in a
+// multi-statement Exec that takes no parameters).
+func quoteLiteral(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}
