@@ -35,10 +35,16 @@ package apply
 // guarantees for any two live xids.
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"replicator/pkg/pgutil"
+	"replicator/pkg/wal"
 )
 
 // XidSnapshot is a parsed pg_snapshot: xmin:xmax:xip,... (xid8 values).
@@ -128,6 +134,7 @@ func (r KeyRange) contains(k int64) bool {
 // starts after a chunked copy, and is read-only afterwards.
 type ChunkFilter struct {
 	tables map[string][]KeyRange // sorted by Lo, covering every key
+	keys   map[string]string     // the chunking key column of each table not copied whole
 }
 
 // NewChunkFilter checks that each table's ranges are either one Whole unit
@@ -250,4 +257,157 @@ func (f *ChunkFilter) Truncate(table string, xid uint64) (bool, error) {
 	}
 	return false, fmt.Errorf("table %s was truncated by source transaction %d while it was being copied (%d of its %d chunks were copied after): copy it again: run `replicator cleanup`, then `replicator snapshot`",
 		table, xid, seen, len(rs))
+}
+
+// LoadChunkFilter reads the chunk ledger (replicator.chunks) that a
+// chunked copy left on the target; nil with no error when there is none.
+// Every chunk must be done: the stream starts only after the copy.
+func LoadChunkFilter(ctx context.Context, conn *pgx.Conn) (*ChunkFilter, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('replicator.chunks') IS NOT NULL`).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("target: look for the chunk ledger: %w", err)
+	}
+	if !exists {
+		return nil, nil
+	}
+	rows, err := conn.Query(ctx, `SELECT table_name, chunk, key_column, lo, hi, snapshot FROM replicator.chunks ORDER BY table_name, chunk`)
+	if err != nil {
+		return nil, fmt.Errorf("target: read the chunk ledger: %w", err)
+	}
+	defer rows.Close()
+	tables, keys := map[string][]KeyRange{}, map[string]string{}
+	for rows.Next() {
+		var name string
+		var n int
+		var key, snap *string
+		var lo, hi *int64
+		if err := rows.Scan(&name, &n, &key, &lo, &hi, &snap); err != nil {
+			return nil, fmt.Errorf("target: read the chunk ledger: %w", err)
+		}
+		if snap == nil {
+			return nil, fmt.Errorf("chunk %d of %s is not copied yet: finish the copy (`replicator snapshot`) before streaming", n, name)
+		}
+		r := KeyRange{Whole: key == nil, LoOpen: lo == nil, HiOpen: hi == nil}
+		if lo != nil {
+			r.Lo = *lo
+		}
+		if hi != nil {
+			r.Hi = *hi
+		}
+		if r.Snapshot, err = ParseXidSnapshot(*snap); err != nil {
+			return nil, fmt.Errorf("chunk %d of %s: %w", n, name, err)
+		}
+		if key != nil {
+			keys[name] = *key
+		}
+		tables[name] = append(tables[name], r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("target: read the chunk ledger: %w", err)
+	}
+	f, err := NewChunkFilter(tables)
+	if err != nil {
+		return nil, err
+	}
+	f.keys = keys
+	return f, nil
+}
+
+// xidOf is the change's top-level xid8: the per-change one of trigger
+// capture, or the Txn's widened against one of the table's snapshots.
+func (f *ChunkFilter) xidOf(t *wal.Txn, c *wal.Change, rs []KeyRange) uint64 {
+	if c.XID != 0 {
+		return c.XID
+	}
+	return FullXID(t.XID, rs[0].Snapshot.Xmax)
+}
+
+// filter decides what of change c of transaction t the target still
+// needs: c itself (keep, c returned as is), nothing (keep false), or a
+// narrower change built from it (a TRUNCATE of fewer tables, the DELETE or
+// the INSERT half of an update that moved a row between chunks).
+func (f *ChunkFilter) filter(t *wal.Txn, c *wal.Change) (*wal.Change, bool, error) {
+	if c.Kind == wal.Truncate {
+		var keep []*wal.Relation
+		for _, r := range c.Truncated {
+			name := pgutil.QualifiedName(r.Namespace, r.Name)
+			rs := f.tables[name]
+			if len(rs) == 0 {
+				keep = append(keep, r)
+				continue
+			}
+			apply, err := f.Truncate(name, f.xidOf(t, c, rs))
+			if err != nil {
+				return nil, false, err
+			}
+			if apply {
+				keep = append(keep, r)
+			}
+		}
+		if len(keep) == 0 {
+			return nil, false, nil
+		}
+		n := *c
+		n.Truncated = keep
+		return &n, true, nil
+	}
+	name := pgutil.QualifiedName(c.Rel.Namespace, c.Rel.Name)
+	rs := f.tables[name]
+	if len(rs) == 0 {
+		return c, true, nil
+	}
+	xid := f.xidOf(t, c, rs)
+	if rs[0].Whole {
+		return c, !rs[0].Snapshot.Visible(xid), nil
+	}
+	fail := func(err error) (*wal.Change, bool, error) {
+		return nil, false, &ApplyError{Table: name, Op: c.Kind.String(), Key: c.KeyString(), Where: c.Pos.String(), XID: t.XID, Err: err}
+	}
+	col := slices.IndexFunc(c.Rel.Columns, func(col wal.Column) bool { return col.Name == f.keys[name] })
+	if col < 0 {
+		return fail(fmt.Errorf("the table's chunking key column %s is no longer on the source", f.keys[name]))
+	}
+	key := func(img []wal.Value) (int64, error) {
+		if col >= len(img) || img[col].Kind != wal.ValueText {
+			return 0, fmt.Errorf("the change does not carry the chunking key column %s", f.keys[name])
+		}
+		return strconv.ParseInt(string(img[col].Text), 10, 64)
+	}
+	switch c.Kind {
+	case wal.Insert, wal.Delete:
+		img := c.New
+		if c.Kind == wal.Delete {
+			img = c.Identity()
+		}
+		k, err := key(img)
+		if err != nil {
+			return fail(err)
+		}
+		return c, !f.Seen(name, k, xid), nil
+	}
+	newK, err := key(c.New)
+	if err != nil {
+		return fail(err)
+	}
+	oldK := newK
+	if c.Old != nil {
+		if oldK, err = key(c.Old); err != nil {
+			return fail(err)
+		}
+	}
+	switch f.Decide(name, oldK, newK, xid) {
+	case Skip:
+		return nil, false, nil
+	case DeleteOld:
+		return &wal.Change{Kind: wal.Delete, Rel: c.Rel, Old: c.Old, Pos: c.Pos, XID: c.XID}, true, nil
+	case InsertNew:
+		for i, v := range c.New {
+			if v.Kind == wal.ValueUnchanged {
+				return fail(fmt.Errorf("the row moved from key %d to %d between the copy of their chunks, and the source did not send its unchanged column %s, so it cannot be written: copy table %s again (`replicator cleanup`, then `replicator snapshot`)",
+					oldK, newK, c.Rel.Columns[i].Name, name))
+			}
+		}
+		return &wal.Change{Kind: wal.Insert, Rel: c.Rel, New: c.New, Pos: c.Pos, XID: c.XID}, true, nil
+	}
+	return c, true, nil
 }
