@@ -94,16 +94,19 @@ func (c *ledgerChunk) where() string {
 	return " WHERE " + strings.Join(conds, " AND ")
 }
 
-// chunkKey names t's chunking key: a one-column primary key, else a
-// one-column unique NOT NULL key, of an integer type, so that every row
-// maps to one chunk by value whatever the collation. "" when t has none:
-// it is one unit.
+// chunkKey names t's chunking key: a one-column primary key, else (when t
+// has no primary key) a one-column unique NOT NULL key, of an integer
+// type, so that every row maps to one chunk by value whatever the
+// collation. A table with a primary key of another shape is one unit: the
+// stream sends the old primary key of a moved row, not another key's old
+// value. "" when t has no such key: it is one unit.
 func chunkKey(ctx context.Context, src querier, t *table) (string, error) {
 	var col string
 	err := src.QueryRow(ctx, `
 		SELECT a.attname FROM pg_index i
 		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
 		WHERE i.indrelid = $1::regclass AND i.indnkeyatts = 1 AND i.indisunique AND i.indisvalid
+			AND (i.indisprimary OR NOT EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = i.indrelid AND p.indisprimary))
 			AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attnotnull
 			AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
 		ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1`, t.qualified()).Scan(&col)

@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"replicator/internal/testenv"
 )
 
 // ledgerDDL of the tests: a keyed table with TOASTed values (many small
@@ -20,12 +22,14 @@ const ledgerTestDDL = `
 CREATE TABLE docs (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, body text);
 ALTER TABLE docs ALTER body SET STORAGE EXTERNAL;
 CREATE TABLE coded (code int NOT NULL UNIQUE, label text);
-CREATE TABLE loose (a int, b text);`
+CREATE TABLE loose (a int, b text);
+CREATE TABLE tagged (tag text PRIMARY KEY, seq int NOT NULL UNIQUE);`
 
 const ledgerTestRows = `
 INSERT INTO docs SELECT g, 0, CASE WHEN g % 50 = 0 THEN repeat(md5(g::text), 200) ELSE 'd' || g END FROM generate_series(1, 3000) g;
 INSERT INTO coded SELECT g * 7, 'c' || g FROM generate_series(1, 500) g;
-INSERT INTO loose SELECT g % 10, 'l' || g FROM generate_series(1, 300) g;`
+INSERT INTO loose SELECT g % 10, 'l' || g FROM generate_series(1, 300) g;
+INSERT INTO tagged SELECT 't' || g, g FROM generate_series(1, 2000) g;`
 
 // ledgerPair makes a source with the test tables and a target with the
 // same tables, empty, and returns the config and the source's tables.
@@ -56,7 +60,7 @@ func ledgerCounts(t *testing.T, dst string) (total, done int) {
 
 // TestLedgerPlansKeysAndUnits checks the plan: the primary-keyed table in
 // many key ranges, the unique-keyed one by its unique column, the keyless
-// one as one unit.
+// one and the one with a text primary key as one unit each.
 func TestLedgerPlansKeysAndUnits(t *testing.T) {
 	_, dst, cfg, tables := ledgerPair(t)
 	if err := copyLedger(context.Background(), &cfg, tables, false, &reporter{}, testLogger(t)); err != nil {
@@ -76,6 +80,9 @@ func TestLedgerPlansKeysAndUnits(t *testing.T) {
 	}
 	if got[`"public"."loose"`] != "1 -" {
 		t.Errorf("keyless table planned as %q, want one unit", got[`"public"."loose"`])
+	}
+	if got[`"public"."tagged"`] != "1 -" {
+		t.Errorf("table with a text primary key planned as %q, want one unit (not ranges of its other unique key)", got[`"public"."tagged"`])
 	}
 	if !strings.HasSuffix(got[`"public"."coded"`], " code") {
 		t.Errorf("unique-keyed table planned as %q, want ranges of code", got[`"public"."coded"`])
@@ -351,4 +358,47 @@ func TestLedgerChunksHoldExactlyTheirSnapshot(t *testing.T) {
 		}
 	}
 	t.Logf("%d writer transactions during a copy of %d chunks of docs", len(writes), len(chunks))
+}
+
+// TestLedgerResumesAfterSourceRestart kills the source server (kill -9 of
+// every backend; here the target shares that server, so it crashes too and
+// runs crash recovery) in the middle of the copy: the copy fails naming
+// the chunk, and a rerun copies only what is left, identical to the source.
+func TestLedgerResumesAfterSourceRestart(t *testing.T) {
+	src, dst, cfg, tables := ledgerPair(t)
+	cfg.Jobs = 1
+	restarted := make(chan error, 1)
+	go func() {
+		conn, err := pgxConnect(cfg.TargetURL)
+		if err != nil {
+			restarted <- err
+			return
+		}
+		defer conn.Close(context.Background())
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			var done int
+			if conn.QueryRow(context.Background(), `SELECT count(snapshot) FROM replicator.chunks`).Scan(&done) == nil && done >= 3 {
+				break
+			}
+		}
+		restarted <- pg.Restart(testenv.Crash)
+	}()
+	err := copyLedger(context.Background(), &cfg, tables, false, &reporter{}, testLogger(t))
+	if rerr := <-restarted; rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err == nil {
+		t.Fatal("the copy went on through a source restart")
+	}
+	if !strings.Contains(err.Error(), "chunk") {
+		t.Errorf("the error does not name the chunk: %v", err)
+	}
+	total, kept := ledgerCounts(t, dst)
+	if kept == 0 || kept == total {
+		t.Fatalf("%d of %d chunks done after the restart; want some but not all", kept, total)
+	}
+	if err := copyLedger(context.Background(), &cfg, tables, false, &reporter{}, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	compareSums(t, tableSums(t, src), withoutLedger(tableSums(t, dst)))
 }
