@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
@@ -269,7 +270,64 @@ func (w *ledgerWorker) next(ctx context.Context, rep *reporter) (bool, error) {
 		return false, fmt.Errorf("commit chunk %s on the target: %w", c, err)
 	}
 	rep.chunkDone()
+	var tableDone bool
+	if err := w.dst.QueryRow(ctx, `SELECT count(*) = count(snapshot) FROM replicator.chunks WHERE table_name = $1`, c.table).Scan(&tableDone); err != nil {
+		return false, fmt.Errorf("read the chunk ledger on the target: %w", err)
+	}
+	if tableDone {
+		rep.tableDone(c.table)
+	}
 	return true, nil
+}
+
+// reportPlan tells the reporter the ledger's plan, per table, with what an
+// earlier run already copied counted as done.
+func reportPlan(ctx context.Context, dst *pgx.Conn, tables []*table, rep *reporter) error {
+	type counts struct {
+		chunks, done int
+		rows, bytes  int64
+	}
+	byTable := map[string]*counts{}
+	rows, err := dst.Query(ctx, `SELECT table_name, count(*), count(snapshot), coalesce(sum(rows), 0), coalesce(sum(bytes), 0)
+		FROM replicator.chunks GROUP BY table_name`)
+	if err != nil {
+		return fmt.Errorf("read the chunk ledger on the target: %w", err)
+	}
+	for rows.Next() {
+		var name string
+		c := &counts{}
+		if err := rows.Scan(&name, &c.chunks, &c.done, &c.rows, &c.bytes); err != nil {
+			return fmt.Errorf("read the chunk ledger on the target: %w", err)
+		}
+		byTable[name] = c
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read the chunk ledger on the target: %w", err)
+	}
+	plan := make([]TablePlan, 0, len(tables))
+	for _, t := range tables {
+		c := byTable[t.qualified()]
+		if c == nil {
+			c = &counts{}
+		}
+		plan = append(plan, TablePlan{Name: t.qualified(), EstBytes: t.Bytes, EstRows: t.EstRows, Chunks: c.chunks,
+			Unlogged: t.Unlogged, Partition: t.Partition})
+	}
+	rep.plan(plan)
+	for _, t := range tables {
+		c := byTable[t.qualified()]
+		if c == nil || c.done == 0 {
+			continue
+		}
+		rep.copied(t.qualified(), c.rows, c.bytes)
+		for range c.done {
+			rep.chunks.Add(1)
+		}
+		if c.done == c.chunks {
+			rep.tableDone(t.qualified())
+		}
+	}
+	return nil
 }
 
 // copy reads chunk c in a source transaction of its own, whose snapshot
@@ -318,9 +376,14 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 }
 
 // copyLedger plans the ledger if it is empty and copies every chunk not
-// done with jobs workers. A rerun after an interruption, and a joining
-// process, run it just the same.
+// done with jobs workers. A rerun after an interruption runs it just the
+// same. With wait it returns once every chunk is done, by whichever
+// process; without (a joining process) once none is left to claim.
 func copyLedger(ctx context.Context, cfg *Config, tables []*table, lz4 bool, rep *reporter, log *zap.Logger) error {
+	return copyLedgerWait(ctx, cfg, tables, lz4, rep, log, true)
+}
+
+func copyLedgerWait(ctx context.Context, cfg *Config, tables []*table, lz4 bool, rep *reporter, log *zap.Logger, wait bool) error {
 	byName := make(map[string]*table, len(tables))
 	for _, t := range tables {
 		byName[t.qualified()] = t
@@ -339,12 +402,43 @@ func copyLedger(ctx context.Context, cfg *Config, tables []*table, lz4 bool, rep
 	if err != nil {
 		return err
 	}
+	if err := reportPlan(ctx, plan, tables, rep); err != nil {
+		return err
+	}
 	if done > 0 {
 		log.Info(fmt.Sprintf("resuming: %s of %s chunks already copied", groupDigits(done), groupDigits(total)),
 			zap.Int("done", done), zap.Int("total", total))
 	} else {
 		log.Info("copying data in chunks", zap.Int("chunks", total), zap.Int("jobs", cfg.Jobs))
 	}
+	for {
+		if err := claimAll(ctx, cfg, byName, lz4, rep); err != nil {
+			return err
+		}
+		// Chunks claimed by other processes may still be running: the copy
+		// is complete only when every chunk is done. One whose worker died
+		// is claimable again, so claiming starts over until none is left.
+		var left int
+		if err := plan.QueryRow(ctx, `SELECT count(*) - count(snapshot) FROM replicator.chunks`).Scan(&left); err != nil {
+			return fmt.Errorf("read the chunk ledger on the target: %w", err)
+		}
+		if left == 0 {
+			return nil
+		}
+		if !wait {
+			log.Info("no chunk left to claim; the others' workers finish theirs", zap.Int("chunks_in_progress", left))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// claimAll runs cfg.Jobs workers until none can claim a chunk.
+func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bool, rep *reporter) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for range cfg.Jobs {
 		g.Go(func() error {
@@ -361,18 +455,7 @@ func copyLedger(ctx context.Context, cfg *Config, tables []*table, lz4 bool, rep
 			}
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	// Chunks claimed by other processes may still be running: the copy is
-	// complete only when every chunk is done.
-	if err := plan.QueryRow(ctx, `SELECT count(*) - count(snapshot) FROM replicator.chunks`).Scan(&total); err != nil {
-		return fmt.Errorf("read the chunk ledger on the target: %w", err)
-	}
-	if total > 0 {
-		return fmt.Errorf("%d chunks are still being copied by other workers", total)
-	}
-	return nil
+	return g.Wait()
 }
 
 // groupDigits writes n with thousands separators: 1,024.

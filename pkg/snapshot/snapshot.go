@@ -67,6 +67,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Result, err error
 		r.startCapture, r.openReaders, r.createSchema, r.copyData, r.endSnapshot, r.buildIndexes,
 		r.setSequences, r.analyze, r.markDone,
 	}
+	if cfg.Chunked {
+		phases = r.chunkedPhases()
+	}
 	for _, phase := range phases {
 		if err := phase(ctx); err != nil {
 			return nil, err
@@ -91,6 +94,8 @@ type run struct {
 	// marked is set once the target's state row says this run is copying:
 	// from then on a failure is recorded there.
 	marked bool
+	// resuming is set when a chunked run continues an interrupted one.
+	resuming bool
 	// cleanups undo what the phases opened, run in reverse by undo.
 	cleanups []func()
 
