@@ -2,10 +2,12 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
 	"replicator/pkg/state"
@@ -32,14 +34,12 @@ func (r *run) resumeOrStartOver(ctx context.Context) error {
 	if prev == nil {
 		return nil
 	}
-	var planned int
-	if err := r.dst.QueryRow(ctx, `SELECT CASE WHEN to_regclass('replicator.chunks') IS NULL THEN 0
-		ELSE (SELECT count(*) FROM replicator.chunks) END`).Scan(&planned); err != nil {
-		return fmt.Errorf("read the chunk ledger on the target: %w", err)
+	planned, err := ledgerPlanned(ctx, r.dst)
+	if err != nil {
+		return err
 	}
 	keep, why := planned > 0 && prev.Capture == r.pf.capture, "the interrupted run had not planned its chunks"
 	if keep {
-		var err error
 		if keep, why, err = r.capturePointKept(ctx, prev); err != nil {
 			return err
 		}
@@ -142,4 +142,63 @@ func (r *run) readSequencesNow(ctx context.Context) (err error) {
 	}
 	r.matviews, err = listMatviews(ctx, r.src)
 	return err
+}
+
+// ErrNothingToJoin is returned by Join when the target holds no chunked
+// copy's plan.
+var ErrNothingToJoin = errors.New("no chunked copy to join on this target")
+
+// Join adds cfg.Jobs workers, in this process, to the chunked copy that a
+// Run with Config.Chunked drives against cfg.TargetURL: on the same host
+// or another, any number of times. The target's ledger is the
+// coordinator: workers claim chunks with FOR UPDATE SKIP LOCKED. Join
+// returns once no chunk is left to claim; the Run finishes the rest (the
+// indexes, the sequences, "done"). A joiner killed mid-chunk loses only
+// that chunk's uncommitted rows, which another worker copies again.
+func Join(ctx context.Context, cfg Config, log *zap.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	dst, err := connect(ctx, cfg.TargetURL, "target", nil)
+	if err != nil {
+		return err
+	}
+	defer dst.Close(context.Background())
+	planned, err := ledgerPlanned(ctx, dst)
+	if err != nil {
+		return err
+	}
+	if planned == 0 {
+		return fmt.Errorf("%w: start it with `replicator snapshot --chunked`, then join once it copies", ErrNothingToJoin)
+	}
+	src, err := connect(ctx, cfg.SourceURL, "source", nil)
+	if err != nil {
+		return err
+	}
+	tables, err := listTables(ctx, src)
+	src.Close(context.Background())
+	if err != nil {
+		return err
+	}
+	// The joiner leaves default_toast_compression as the target has it:
+	// lz4 only speeds the writes up, and reads are the same either way.
+	rep := &reporter{p: cfg.Progress, m: cfg.Metrics}
+	return copyLedgerWait(ctx, &cfg, tables, false, rep, log, false)
+}
+
+// ledgerPlanned counts the chunks in the target's ledger; 0 when there is
+// no ledger.
+func ledgerPlanned(ctx context.Context, dst *pgx.Conn) (int, error) {
+	var exists bool
+	if err := dst.QueryRow(ctx, `SELECT to_regclass('replicator.chunks') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return 0, err
+	}
+	var n int
+	if err := dst.QueryRow(ctx, `SELECT count(*) FROM replicator.chunks`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("read the chunk ledger on the target: %w", err)
+	}
+	return n, nil
 }

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -310,4 +311,54 @@ func streamUntilIdentical(t *testing.T, src, dst string, cfg Config) {
 			t.Fatal("the target did not become identical to the source within 60 s")
 		}
 	}
+}
+
+// TestChunkedRunWithJoinedWorkers joins a second process's workers
+// (Join) to a chunked Run while the application writes: both share the
+// ledger, each chunk is copied once, the Run finishes, and the stream
+// makes the target identical to the source. Join on a target without a
+// chunked copy says what to do.
+func TestChunkedRunWithJoinedWorkers(t *testing.T) {
+	src, dst, cfg := pair(t)
+	pg.Exec(t, src, ledgerTestDDL+ledgerTestRows+"ANALYZE;")
+	bg := context.Background()
+	cfg.Capture, cfg.Chunked, cfg.ChunkBytes, cfg.Jobs = CaptureTrigger, true, 16<<10, 1
+	if err := Join(bg, cfg, testLogger(t)); !errors.Is(err, ErrNothingToJoin) || !strings.Contains(err.Error(), "--chunked") {
+		t.Errorf("Join before any copy: %v, want ErrNothingToJoin naming --chunked", err)
+	}
+	ctx, stopWriter := context.WithCancel(bg)
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- ledgerWriter(ctx, cfg.SourceURL, CaptureTrigger) }()
+	runDone := make(chan error, 1)
+	go func() {
+		_, err := Run(bg, cfg, testLogger(t))
+		runDone <- err
+	}()
+	watch := pg.Connect(t, dst)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		var planned int
+		if watch.QueryRow(bg, `SELECT count(*) FROM replicator.chunks`).Scan(&planned) == nil && planned > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the run planned no chunks within 30 s")
+		}
+	}
+	joined := cfg
+	joined.Jobs = 2
+	if err := Join(bg, joined, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-runDone; err != nil {
+		t.Fatal(err)
+	}
+	total, done := ledgerCounts(t, dst)
+	if done != total {
+		t.Fatalf("%d of %d chunks done after the run", done, total)
+	}
+	stopWriter()
+	if err := <-writerDone; err != nil {
+		t.Fatal(err)
+	}
+	streamUntilIdentical(t, src, dst, cfg)
 }
