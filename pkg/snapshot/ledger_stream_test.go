@@ -16,6 +16,7 @@ import (
 	"replicator/pkg/apply"
 	"replicator/pkg/pgutil"
 	"replicator/pkg/state"
+	"replicator/pkg/status"
 	"replicator/pkg/trigger"
 )
 
@@ -252,6 +253,15 @@ func TestChunkedRunResumesThenStreams(t *testing.T) {
 				t.Fatal("the first run was not interrupted")
 			}
 			capturePoint := queryString(t, dst, `SELECT coalesce(consistent_lsn::text, snapshot_xmin) FROM replicator.state`)
+			// status counts what the ledger holds, whoever copied it.
+			total, kept := ledgerCounts(t, dst)
+			st, err := status.Gather(bg, pg.Connect(t, dst), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := st.SnapshotTables; p == nil || p.ChunksDone != int64(kept) || p.ChunksTotal != int64(total) {
+				t.Errorf("status shows %+v, the ledger %d of %d chunks done", p, kept, total)
+			}
 			core, logs := observer.New(zapcore.InfoLevel)
 			cfg.Jobs = 2
 			res, err := Run(bg, cfg, zap.New(zapcore.NewTee(core, testLogger(t).Core())))
