@@ -110,9 +110,9 @@ func chunkedPairs(ctx context.Context, bin, work, srcURL string, newTarget func(
 		return fmt.Errorf("resumed run: %w", err)
 	}
 	peakRSS = max(peakRSS, rss)
-	median := func(d []time.Duration) time.Duration { return d[len(d)/2] }
+	median := func(d []time.Duration) time.Duration { return (d[(len(d)-1)/2] + d[len(d)/2]) / 2 }
 	fmt.Printf("\nchunked snapshot vs pgcopydb clone, --jobs %d, %d pairs (A B B A), load %s, %s\n", jobs, pairs, benchkit.LoadAvg(), time.Now().UTC().Format("2006-01-02"))
-	fmt.Printf("  pair ratios replicator/pgcopydb: %.2f; median %.2f ×\n", ratios, ratios[len(ratios)/2])
+	fmt.Printf("  pair ratios replicator/pgcopydb: %.2f; median %.2f ×\n", ratios, (ratios[(len(ratios)-1)/2]+ratios[len(ratios)/2])/2)
 	fmt.Printf("  killed at 50 %% after %.1f s, resumed in %.1f s: %.1f s in all, %.2f × the median uninterrupted run (%.1f s)\n",
 		killedAt.Seconds(), resumed.Seconds(), (killedAt + resumed).Seconds(), (killedAt+resumed).Seconds()/median(repWalls).Seconds(), median(repWalls).Seconds())
 	fmt.Printf("  oldest source transaction with a snapshot during replicator runs: %.1f s\n", maxXactAge.Seconds())
