@@ -372,3 +372,50 @@ func TestChunkedRunWithJoinedWorkers(t *testing.T) {
 	}
 	streamUntilIdentical(t, src, dst, cfg)
 }
+
+// TestStartOverDropsTheLedger: a chunked run interrupted and then started
+// over by a run under one snapshot leaves no chunk ledger behind, whose
+// snapshots the stream would otherwise filter by.
+func TestStartOverDropsTheLedger(t *testing.T) {
+	src, dst, cfg := pair(t)
+	pg.Exec(t, src, ledgerTestDDL+ledgerTestRows+"ALTER TABLE loose REPLICA IDENTITY FULL; ALTER TABLE coded REPLICA IDENTITY USING INDEX coded_code_key; ANALYZE;")
+	t.Cleanup(func() { dropSlot(cfg.SlotName) })
+	bg := context.Background()
+	cfg.Chunked, cfg.ChunkBytes, cfg.Jobs = true, 16<<10, 1
+	rctx, cancel := context.WithCancel(bg)
+	go func() {
+		defer cancel()
+		conn, err := pgxConnect(cfg.TargetURL)
+		if err != nil {
+			return
+		}
+		defer conn.Close(bg)
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			var done int
+			if conn.QueryRow(bg, `SELECT count(snapshot) FROM replicator.chunks`).Scan(&done) == nil && done >= 1 {
+				return
+			}
+		}
+	}()
+	if _, err := Run(rctx, cfg, testLogger(t)); err == nil {
+		t.Fatal("the chunked run was not interrupted")
+	}
+	cfg.Chunked = false
+	res, err := Run(bg, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.StartedOver {
+		t.Error("the run under one snapshot did not start over")
+	}
+	if got := queryString(t, dst, `SELECT coalesce(to_regclass('replicator.chunks')::text, 'none')`); got != "none" {
+		t.Errorf("the interrupted run's chunk ledger is still there (%s)", got)
+	}
+	want, got := tableSums(t, src), tableSums(t, dst)
+	for k := range got {
+		if strings.HasPrefix(k, "r replicator.") {
+			delete(got, k)
+		}
+	}
+	compareSums(t, want, got)
+}

@@ -241,6 +241,11 @@ func (r *run) markTarget(ctx context.Context) error {
 		return err
 	}
 	r.marked = true
+	// A fresh copy: an earlier run's chunk ledger (whose snapshots the
+	// stream would filter by) must not outlive it.
+	if _, err := r.dst.Exec(ctx, `DROP TABLE IF EXISTS replicator.chunks`); err != nil {
+		return fmt.Errorf("drop an earlier run's chunk ledger on the target: %w", err)
+	}
 	return nil
 }
 
