@@ -64,9 +64,19 @@
 //
 // # The chunked copy (ledger.go)
 //
-// The machinery for a copy that survives interruption and holds no
-// snapshot for hours; Run does not use it yet (it still copies under the
-// one exported snapshot above, and starts an interrupted run over).
+// With Config.Chunked (`replicator snapshot --chunked`) the copy survives
+// interruption and holds no snapshot for hours: steps 3 and 5 above become
+// the ledger below, the schema is dumped through the exported snapshot
+// only, sequences are read after the copy, and a rerun after an
+// interruption keeps the capture point and the chunks done ("resuming: 812
+// of 1,024 chunks already copied") when the source still holds the slot or
+// tick 0 (else it starts over, saying why). Join adds the workers of
+// another process, on this host or another. Without Chunked, Run copies
+// under the one exported snapshot and starts an interrupted run over.
+//
+// Not built yet: tables created on the source after the copy began are
+// neither copied nor detected here; each table's indexes are built after
+// the whole copy, not as soon as its own data is complete.
 //
 // The capture point (slot, or trigger capture's tick 0) is created once,
 // before the first chunk. replicator.chunks on the target then lists every
