@@ -16,6 +16,8 @@ command -v redis-server >/dev/null 2>&1 || missing_pkgs+=(redis-server)
 # deploy/ tests: promtool checks the alert rules, systemd-analyze the unit.
 command -v promtool >/dev/null 2>&1 || missing_pkgs+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || missing_pkgs+=(systemd)
+# bench/snapshot only (DEPS_BENCH=1): pgcopydb, the side-by-side reference.
+if [ "${DEPS_BENCH:-}" = 1 ]; then command -v pgcopydb >/dev/null 2>&1 || missing_pkgs+=(pgcopydb); fi
 
 if ((${#missing_pkgs[@]})); then
   echo "deps: missing Debian packages: ${missing_pkgs[*]}" >&2

@@ -33,12 +33,17 @@ func main() {
 	jobs := flag.Int("jobs", 4, "parallel jobs for every method")
 	toastRows := flag.Int("toast-rows", 2000, "rows of ~256 KB TOASTed text in big_toast")
 	only := flag.String("only", "", "comma-separated subset of methods: replicator,pg_dump,pgcopydb,subscription")
+	pairs := flag.Int("pairs", 0, "instead: this many pairs of `replicator snapshot --chunked` and pgcopydb clone (A B B A), then a chunked run killed at 50 % and resumed")
 	flag.Parse()
+	chunkedRuns = *pairs
 	if err := run(*scale, *jobs, *toastRows, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
+
+// chunkedRuns is -pairs.
+var chunkedRuns int
 
 func run(scale, jobs, toastRows int, only string) error {
 	ctx := context.Background()
@@ -91,6 +96,29 @@ func run(scale, jobs, toastRows int, only string) error {
 	want := rowCounts(ctx, conn)
 	conn.Close(ctx)
 	fmt.Printf("dataset: %d MB on disk, rows %v\n", size>>20, want)
+
+	if chunkedRuns > 0 {
+		n := 0
+		newTarget := func() (string, func()) {
+			n++
+			db := fmt.Sprintf("chunked%d", n)
+			benchkit.Exec(ctx, dst.URL("postgres"), "CREATE DATABASE "+db)
+			return dst.URL(db), func() { benchkit.Exec(ctx, dst.URL("postgres"), "DROP DATABASE "+db+" WITH (FORCE)") }
+		}
+		check := func(target string) error {
+			tconn, err := pgx.Connect(ctx, target)
+			if err != nil {
+				return err
+			}
+			defer tconn.Close(ctx)
+			if got := rowCounts(ctx, tconn); fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Errorf("copied rows %v, source has %v", got, want)
+			}
+			return nil
+		}
+		fmt.Printf("dataset: pgbench scale %d + %d TOASTed rows (%d MB)\n", scale, toastRows, size>>20)
+		return chunkedPairs(ctx, bin, work, srcURL, newTarget, jobs, chunkedRuns, check)
+	}
 
 	methods := []struct {
 		name string

@@ -195,6 +195,8 @@ func TestBadInput(t *testing.T) {
 			[]string{"--wait-timeout", "soon"}},
 		{"no source", []string{"snapshot", "--target", dstURL, "--metrics-addr", ""},
 			[]string{"source", "--source"}},
+		{"join with no chunked copy", []string{"snapshot", "--join", "--source", srcURL, "--target", dstURL, "--metrics-addr", ""},
+			[]string{"no chunked copy to join", "--chunked"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

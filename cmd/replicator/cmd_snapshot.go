@@ -22,12 +22,14 @@ type snapshotCmd struct {
 	Capture             string `help:"Change capture the stream will use: auto (logical when the source can create a slot and runs wal_level=logical, else trigger; the log says why), logical (a replication slot) or trigger (row triggers and a changelog in schema replicator on the source; needs only table ownership)." enum:"auto,logical,trigger" default:"auto"`
 	ReplicaIdentityFull bool   `help:"Set REPLICA IDENTITY FULL on source tables that have no primary key (otherwise the snapshot refuses to start, because their UPDATE/DELETE would fail under the publication)."`
 	ChunkMB             int    `help:"Split tables into chunks of this many MiB of heap, copied in parallel." default:"32" hidden:""`
+	Chunked             bool   `help:"Copy each chunk under a short source snapshot of its own, recorded in a chunk ledger on the target: no source transaction stays open for hours, an interrupted run resumes with the chunks not done, and other hosts may add workers with --join."`
+	Join                bool   `help:"Add --jobs workers to the chunked copy another 'replicator snapshot --chunked' runs against this target, then exit once no chunk is left to claim."`
 }
 
 // config is the package config for these flags.
 func (c *snapshotCmd) config() snapshot.Config {
 	return snapshot.Config{SourceURL: c.Source, TargetURL: c.Target, Jobs: c.Jobs, Capture: c.Capture,
-		ReplicaIdentityFull: c.ReplicaIdentityFull, ChunkBytes: int64(c.ChunkMB) << 20}
+		ReplicaIdentityFull: c.ReplicaIdentityFull, ChunkBytes: int64(c.ChunkMB) << 20, Chunked: c.Chunked}
 }
 
 func (c *snapshotCmd) Run(ctx context.Context, g *Globals) error {
@@ -53,6 +55,14 @@ func (c *snapshotCmd) snapshot(ctx context.Context, log *zap.Logger, reg prometh
 	}
 	prog := newSnapshotProgress(log, terminal, 5*time.Second)
 	cfg.Progress = prog
+	if c.Join {
+		err := snapshot.Join(ctx, cfg, log)
+		prog.stop(err == nil)
+		if err == nil {
+			fmt.Println("joined: no chunk left to claim; the run that drives the copy finishes it")
+		}
+		return err
+	}
 	res, err := snapshot.Run(ctx, cfg, log)
 	prog.stop(err == nil)
 	if err != nil {

@@ -100,6 +100,9 @@ type Applier struct {
 	// precise applies every change on its own, in order: used to replay a
 	// group whose set-wise statement failed, so the error names the row.
 	precise bool
+	// chunks skips what a chunked copy already holds (chunks.go); nil
+	// after a copy under one snapshot.
+	chunks *ChunkFilter
 }
 
 type countKey struct{ table, op string }
@@ -166,6 +169,10 @@ func NewApplier(ctx context.Context, conn *pgx.Conn, cfg Config, applied positio
 	a := &Applier{cfg: cfg, conn: conn, log: log, m: m, cat: newCatalog(), applied: applied, lastCommit: appliedCommit,
 		nets: map[*targetTable]*netTable{}, position: gauge}
 	a.lastApplied.Store(&applied)
+	var err error
+	if a.chunks, err = LoadChunkFilter(ctx, conn); err != nil {
+		return nil, err
+	}
 	if gauge != nil {
 		gauge.Set(float64(applied.Uint64()))
 	}
@@ -299,6 +306,13 @@ func (a *Applier) add(ctx context.Context, t *wal.Txn) error {
 	a.changes += t.Count
 	a.bytes += t.Bytes
 	return t.Each(func(c *wal.Change) error {
+		if a.chunks != nil {
+			var keep bool
+			var err error
+			if c, keep, err = a.chunks.filter(t, c); err != nil || !keep {
+				return err
+			}
+		}
 		if err := a.change(ctx, t, c); err != nil {
 			return err
 		}

@@ -22,6 +22,11 @@
 // only, since a Txn is never split. Errors name positions as they format
 // themselves: "source LSN 0/16B3748", "changelog id 42".
 //
+// After a chunked copy (pkg/snapshot's ledger, replicator.chunks on the
+// target), the applier judges each change by the snapshot of the chunk
+// its key falls in and skips what that chunk already holds
+// (ChunkFilter, chunks.go, where the argument for its exactness is).
+//
 // Stream is the supervisor behind `replicator stream`: it reconnects with
 // bounded, jittered exponential backoff on retryable errors, stops with a
 // clear error (table, key, position, cause) on a change the target

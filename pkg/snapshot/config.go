@@ -52,6 +52,12 @@ type Config struct {
 	// Trigger tunes trigger capture's install (lock timeout and retries)
 	// when Capture resolves to trigger.
 	Trigger trigger.Config
+	// Chunked copies through the chunk ledger on the target (ledger.go):
+	// each chunk under a short source snapshot of its own, so no source
+	// transaction stays open longer than one chunk, and an interrupted run
+	// resumes with the chunks not done. Default false: one snapshot for
+	// the whole copy, and an interrupted run starts over.
+	Chunked bool
 	// Progress receives progress events; nil for none.
 	Progress Progress
 	// Metrics are the Prometheus counters the copy adds to, built once per

@@ -296,10 +296,18 @@ type countingWriter struct {
 	w     io.Writer
 	table string
 	rep   *reporter
+	// rows and bytes, when set, also count this one chunk (the ledger
+	// records them).
+	rows, bytes *int64
 }
 
 func (cw *countingWriter) Write(p []byte) (int, error) {
 	n, err := cw.w.Write(p)
-	cw.rep.copied(cw.table, int64(bytes.Count(p[:n], []byte{'\n'})), int64(n))
+	rows := int64(bytes.Count(p[:n], []byte{'\n'}))
+	cw.rep.copied(cw.table, rows, int64(n))
+	if cw.rows != nil {
+		*cw.rows += rows
+		*cw.bytes += int64(n)
+	}
 	return n, err
 }

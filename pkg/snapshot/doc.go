@@ -62,6 +62,76 @@
 // to snapshot first. Memory stays bounded by jobs ×
 // 256 KiB of COPY text whatever the table sizes.
 //
+// # The chunked copy (ledger.go)
+//
+// With Config.Chunked (`replicator snapshot --chunked`) the copy survives
+// interruption and holds no snapshot for hours: steps 3 and 5 above become
+// the ledger below, the schema is dumped through the exported snapshot
+// only, sequences are read after the copy, and a rerun after an
+// interruption keeps the capture point and the chunks done ("resuming: 812
+// of 1,024 chunks already copied") when the source still holds the slot or
+// tick 0 (else it starts over, saying why). Join adds the workers of
+// another process, on this host or another. Without Chunked, Run copies
+// under the one exported snapshot and starts an interrupted run over.
+//
+// Not built yet: tables created on the source after the copy began are
+// neither copied nor detected here; each table's indexes are built after
+// the whole copy, not as soon as its own data is complete.
+//
+// The capture point (slot, or trigger capture's tick 0) is created once,
+// before the first chunk. replicator.chunks on the target then lists every
+// chunk: a range lo <= k < hi of the table's one-column integer primary
+// key (or, without a primary key, of a one-column unique NOT NULL integer
+// key), the first and last ranges open-ended; a table with no such key is
+// one unit. A worker claims a chunk not done with FOR UPDATE SKIP LOCKED in
+// a target transaction, reads it in a source REPEATABLE READ transaction of
+// its own (so no source transaction outlives one chunk, sized to take
+// seconds), writes its rows into that target transaction, records there
+// the pg_current_snapshot() of the source transaction, and commits: the
+// chunk's rows and its "done" are one commit. Any number of workers in any
+// number of processes share the ledger; the target is the coordinator.
+//
+// Exactness. Write S(c) for chunk c's recorded snapshot and c(k) for the
+// chunk whose range holds key k; the mapping is by value, fixed by the
+// ledger, and integer order needs no collation.
+//
+//   - After the copy, the target holds for each key k exactly the source's
+//     row at k as of S(c(k)), or no row when there was none: c(k)'s rows
+//     are exactly those of its range visible to S(c(k)), committed at once.
+//     An interrupted chunk committed nothing, and is copied again under a
+//     new snapshot: nothing lost, nothing doubled.
+//   - The stream delivers every transaction committed after the capture
+//     point, in commit order; every S(c) was taken after the capture point,
+//     so a transaction committed before it is visible to all of them and
+//     never delivered. apply.ChunkFilter skips a change to key k iff its
+//     transaction is visible to S(c(k)); the others are applied in order.
+//     So the row at k goes from its state at S(c(k)) through exactly the
+//     later changes to k: it ends as on the source.
+//   - Visibility is by transaction: pgoutput's BEGIN carries the top-level
+//     xid, trigger capture records pg_current_xact_id() (the top-level
+//     xid8 even inside a SAVEPOINT), and pg_current_snapshot() lists only
+//     top-level xids, so a transaction with subtransactions is judged as
+//     the one unit that commits. Two transactions writing the same row are
+//     ordered by its row lock, so a snapshot that sees the later one sees
+//     the earlier one too: WAL commit order and snapshot visibility agree
+//     for each row.
+//   - A key moved from k1 to k2 is a delete at k1 and an insert at k2, each
+//     judged by its own chunk's snapshot: seen by both, skipped; by
+//     neither, applied as the update (the target has the row at k1); by
+//     k2's chunk only, the delete at k1; by k1's only, the insert at k2,
+//     which needs the whole row: trigger capture records a moved row whole;
+//     under logical capture an unchanged TOAST value of such a row is not
+//     sent, and the stream stops naming the table and key (copy the table
+//     again) rather than write a partial row.
+//   - An unchanged-TOAST update of a row copied late: if S(c(k)) saw it,
+//     it is skipped; if not, the target's row at k is the row as of before
+//     it (or was inserted by an earlier applied change) and holds the very
+//     TOAST value the update leaves unchanged, which apply keeps.
+//   - A TRUNCATE is applied when no chunk of the table saw it and skipped
+//     when all did; seen by some only, the stream stops naming the table.
+//   - A table copied as one unit has one snapshot: every change to it is
+//     judged by that snapshot.
+//
 // Usage:
 //
 //	metrics, err := snapshot.NewMetrics(registry) // once per process

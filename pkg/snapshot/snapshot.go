@@ -71,6 +71,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Result, err error
 		r.startCapture, r.openReaders, r.createSchema, r.copyData, r.endSnapshot, r.buildIndexes,
 		r.setSequences, r.analyze, r.markDone,
 	}
+	if cfg.Chunked {
+		phases = r.chunkedPhases()
+	}
 	for _, phase := range phases {
 		if err := phase(ctx); err != nil {
 			return nil, err
@@ -95,6 +98,8 @@ type run struct {
 	// marked is set once the target's state row says this run is copying:
 	// from then on a failure is recorded there.
 	marked bool
+	// resuming is set when a chunked run continues an interrupted one.
+	resuming bool
 	// cleanups undo what the phases opened, run in reverse by undo.
 	cleanups []func()
 
@@ -240,6 +245,11 @@ func (r *run) markTarget(ctx context.Context) error {
 		return err
 	}
 	r.marked = true
+	// A fresh copy: an earlier run's chunk ledger (whose snapshots the
+	// stream would filter by) must not outlive it.
+	if _, err := r.dst.Exec(ctx, `DROP TABLE IF EXISTS replicator.chunks`); err != nil {
+		return fmt.Errorf("drop an earlier run's chunk ledger on the target: %w", err)
+	}
 	return nil
 }
 

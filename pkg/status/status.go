@@ -243,6 +243,16 @@ func snapshotProgress(ctx context.Context, target *pgx.Conn) (*Progress, error) 
 	if err != nil {
 		return nil, err
 	}
+	// A chunked copy's ledger counts the chunks of every process that
+	// works on it (--join), not only those of the run writing the row.
+	var ledger bool
+	if err := target.QueryRow(ctx, `SELECT to_regclass('replicator.chunks') IS NOT NULL`).Scan(&ledger); err == nil && ledger {
+		target.QueryRow(ctx, `SELECT count(*), count(snapshot), count(DISTINCT table_name),
+			count(DISTINCT table_name) FILTER (WHERE done_tables.t IS NOT NULL)
+			FROM replicator.chunks LEFT JOIN (SELECT table_name AS t FROM replicator.chunks GROUP BY 1
+				HAVING count(*) = count(snapshot)) done_tables ON done_tables.t = table_name`).Scan(
+			&p.ChunksTotal, &p.ChunksDone, &p.TablesTotal, &p.TablesDone)
+	}
 	return &p, nil
 }
 

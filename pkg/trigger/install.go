@@ -414,6 +414,12 @@ DECLARE
 		}
 		fmt.Fprintf(&b, "\t\tIF %s THEN v := v OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(%s, NEW.%s::pg_catalog.text); END IF;\n", cond, pgutil.QuoteLiteral(c.Name), q)
 	}
+	if cond := keyChanged(t); cond != "" {
+		// A row moved by its key is recorded whole: after a chunked copy
+		// the stream may have to insert it at its new key (apply's chunk
+		// filter), where the target has no old row to keep values from.
+		fmt.Fprintf(&b, "\t\tIF %s THEN v := %s; END IF;\n", cond, jsonObject("NEW", t.Columns, false))
+	}
 	fmt.Fprintf(&b, `		IF v OPERATOR(pg_catalog.<>) '{}'::pg_catalog.jsonb THEN
 			INSERT INTO replicator.changelog (txid, rel, op, key, vals) VALUES (pg_catalog.pg_current_xact_id(), %d, 'U', %s, v);
 		END IF;
@@ -424,6 +430,25 @@ DECLARE
 END $f$;
 REVOKE ALL ON FUNCTION %s() FROM PUBLIC`, t.ID, jsonObject("OLD", t.Columns, true), t.ID, jsonObject("OLD", t.Columns, true), after, funcName(t))
 	return b.String()
+}
+
+// keyChanged is the condition that an UPDATE changed t's key; "" when
+// every column is the key (then the whole row is recorded anyway).
+func keyChanged(t *Table) string {
+	if t.Identity == 'f' {
+		return ""
+	}
+	var olds, news []string
+	for _, c := range t.Columns {
+		if c.Key {
+			olds = append(olds, "OLD."+pgutil.QuoteIdent(c.Name))
+			news = append(news, "NEW."+pgutil.QuoteIdent(c.Name))
+		}
+	}
+	if len(olds) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("ROW(%s)::pg_catalog.record OPERATOR(pg_catalog.*<>) ROW(%s)::pg_catalog.record", strings.Join(news, ", "), strings.Join(olds, ", "))
 }
 
 // jsonObject builds a jsonb object of rec's columns (only key columns when

@@ -301,7 +301,7 @@ func (s *Source) decode(ctx context.Context, b *Batch, cur *Cursor, pages chan<-
 			if err := flushTrunc(); err != nil {
 				return err
 			}
-			trunc = &wal.Change{Kind: wal.Truncate, Pos: position.ChangelogID(ch.ID), Truncated: []*wal.Relation{s.relation(ch.Table)}}
+			trunc = &wal.Change{Kind: wal.Truncate, Pos: position.ChangelogID(ch.ID), XID: ch.TxID, Truncated: []*wal.Relation{s.relation(ch.Table)}}
 			truncTx = ch.TxID
 			continue
 		}
@@ -369,7 +369,7 @@ func (s *Source) relation(t *Table) *wal.Relation {
 //   - Delete: Old is the key (or the whole row without a key).
 func (s *Source) convert(ch *Change) (wal.Change, error) {
 	rel := s.relation(ch.Table)
-	c := wal.Change{Rel: rel, Pos: position.ChangelogID(ch.ID)}
+	c := wal.Change{Rel: rel, Pos: position.ChangelogID(ch.ID), XID: ch.TxID}
 	switch ch.Op {
 	case Insert:
 		c.Kind, c.New = wal.Insert, values(ch.New)

@@ -24,6 +24,7 @@ func TestTxnBuilderSpills(t *testing.T) {
 			c = Change{Kind: Update, Rel: rel, Pos: position.ChangelogID(int64(i)), Old: []Value{{Kind: ValueText, Text: []byte(strconv.Itoa(i - 1))}, {Kind: ValueUnchanged}},
 				New: []Value{{Kind: ValueText, Text: []byte(strconv.Itoa(i - 1))}, {Kind: ValueUnchanged}}}
 		}
+		c.XID = 1<<32 + uint64(i) // trigger capture's per-change xid8 survives the spill
 		if err := b.Add(c); err != nil {
 			t.Fatal(err)
 		}
@@ -39,7 +40,7 @@ func TestTxnBuilderSpills(t *testing.T) {
 	i := 0
 	err := txn.Each(func(c *Change) error {
 		want := strconv.Itoa(i - i%2)
-		if string(c.New[0].Text) != want || (i%2 == 1) != (c.Kind == Update) || c.Rel != rel || c.Pos != position.ChangelogID(int64(i)) {
+		if string(c.New[0].Text) != want || (i%2 == 1) != (c.Kind == Update) || c.Rel != rel || c.Pos != position.ChangelogID(int64(i)) || c.XID != 1<<32+uint64(i) {
 			t.Fatalf("change %d: %+v", i, c)
 		}
 		i++

@@ -92,6 +92,10 @@ type Change struct {
 	// position under logical capture, its changelog id under trigger
 	// capture.
 	Pos position.Position
+	// XID is the source transaction's top-level xid8 when the capture
+	// knows it per change (trigger capture, whose Txn is a batch of many
+	// source transactions); 0 when the Txn's XID is the transaction's.
+	XID uint64
 
 	// Truncate only: the tables, and TRUNCATE's options.
 	Truncated       []*Relation

@@ -145,7 +145,7 @@ func (b *changeBuffer) relAt(i uint64) (*Relation, error) {
 	return b.rels[i-1], nil
 }
 
-// Spill record: kind, rel, position (kind, value), old image, new image, truncate list, flags.
+// Spill record: kind, rel, position (kind, value), old image, new image, truncate list, flags, xid.
 // An image is a count (0 = absent, n+1 = n columns) then per column its
 // kind and, for text, length and bytes.
 func (b *changeBuffer) encode(dst []byte, c *Change) []byte {
@@ -166,7 +166,8 @@ func (b *changeBuffer) encode(dst []byte, c *Change) []byte {
 	if c.RestartIdentity {
 		flags |= 2
 	}
-	return append(dst, flags)
+	dst = append(dst, flags)
+	return binary.AppendUvarint(dst, c.XID)
 }
 
 func appendImage(dst []byte, img []Value) []byte {
@@ -235,7 +236,8 @@ func (b *changeBuffer) decode(r *bufio.Reader, c *Change) error {
 		return err
 	}
 	c.Cascade, c.RestartIdentity = flags&1 != 0, flags&2 != 0
-	return nil
+	c.XID, err = binary.ReadUvarint(r)
+	return err
 }
 
 func readImage(r *bufio.Reader) ([]Value, error) {
