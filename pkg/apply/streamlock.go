@@ -8,13 +8,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"replicator/pkg/pgutil"
+	"replicator/pkg/state"
 )
 
 // streamLockKey is the session advisory lock a stream holds on the target
 // database for as long as it runs: two streams into one target would apply
-// the same changes twice and fight over the applied position. The number
-// is arbitrary ("repl" in ASCII); advisory locks are per database.
-const streamLockKey int64 = 0x7265706c
+// the same changes twice and fight over the applied position. Advisory
+// locks are per database.
+const streamLockKey = state.StreamLockKey
 
 // StreamLockedError is a target another stream already feeds. Pid, Host
 // and Since are what that stream recorded when it took the lock.
@@ -57,23 +60,10 @@ func lockStream(ctx context.Context, conn *pgx.Conn) error {
 	}
 	_, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS replicator.stream_owner (
 			id int PRIMARY KEY DEFAULT 1 CHECK (id = 1), pid int NOT NULL, host text NOT NULL, since timestamptz NOT NULL);
-		INSERT INTO replicator.stream_owner (id, pid, host, since) VALUES (1, `+fmt.Sprint(os.Getpid())+`, `+quoteLiteral(host)+`, now())
+		INSERT INTO replicator.stream_owner (id, pid, host, since) VALUES (1, `+fmt.Sprint(os.Getpid())+`, `+pgutil.QuoteLiteral(host)+`, now())
 		ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid, host = EXCLUDED.host, since = EXCLUDED.since`)
 	if err != nil {
 		return fmt.Errorf("record the stream lock's holder in replicator.stream_owner on the target: %w", err)
 	}
 	return nil
-}
-
-// quoteLiteral quotes s as an SQL string literal (a host name, in a
-// multi-statement Exec that takes no parameters).
-func quoteLiteral(s string) string {
-	out := []byte{'\''}
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' {
-			out = append(out, '\'')
-		}
-		out = append(out, s[i])
-	}
-	return string(append(out, '\''))
 }

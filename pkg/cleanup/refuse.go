@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"replicator/pkg/state"
 )
 
 // ErrBusy is returned when the migration is still in use: the source is
@@ -34,7 +36,7 @@ type Busy struct {
 
 // fenceSchema and fenceTrigger are the trigger fence's objects on the
 // source (see pkg/cutover fence_trigger.go); cleanup never removes them:
-// only `replicator cutover --unfence` or `--rollback` lifts a fence.
+// only `replicator cutover --unfence` lifts a fence.
 const (
 	fenceSchema  = "replicator_fence"
 	fenceTrigger = "replicator_fence"
@@ -42,8 +44,7 @@ const (
 
 // CheckBusy looks for a fence on the source (the target's record in
 // replicator.cutover, or fence triggers on the source) and for a running
-// stream (an active slot, or a target that applied a batch in the last
-// few seconds).
+// stream or snapshot (their advisory locks on the target).
 func CheckBusy(ctx context.Context, source, target *pgx.Conn) (*Busy, error) {
 	b := &Busy{}
 	var recorded bool
@@ -67,7 +68,7 @@ func CheckBusy(ctx context.Context, source, target *pgx.Conn) (*Busy, error) {
 		if !recorded {
 			what = fmt.Sprintf("the source is fenced by a cutover (fence trigger on %d tables)", triggers)
 		}
-		b.Reasons = append(b.Reasons, what+": lift it with `replicator cutover --unfence` (or --rollback) first")
+		b.Reasons = append(b.Reasons, what+": lift it with `replicator cutover --unfence` first")
 		if triggers > 0 {
 			b.Leaves = append(b.Leaves, fmt.Sprintf("source schema %s and the fence trigger on %d tables (the app stays refused until --unfence)", fenceSchema, triggers))
 		}
@@ -75,30 +76,23 @@ func CheckBusy(ctx context.Context, source, target *pgx.Conn) (*Busy, error) {
 			b.Leaves = append(b.Leaves, "target table replicator.cutover (the fence's record, which --unfence needs)")
 		}
 	}
-	var applied *float64
-	var hasState bool
-	if err := target.QueryRow(ctx, `SELECT to_regclass('replicator.state') IS NOT NULL`).Scan(&hasState); err != nil {
-		return nil, fmt.Errorf("target: look for replicator.state: %w", err)
-	}
-	if hasState {
-		if err := target.QueryRow(ctx, `SELECT extract(epoch FROM now() - applied_at)::float8 FROM replicator.state`).Scan(&applied); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("target: read replicator.state: %w", err)
+	// The stream and the snapshot each hold an advisory lock on the
+	// target for as long as they run: a held lock is running work, however
+	// quiet, and a released one is stopped work, however recent.
+	for _, w := range []struct {
+		key  int64
+		what string
+	}{
+		{state.StreamLockKey, "a stream is running on the target: stop `replicator stream`/`run` (SIGTERM) first"},
+		{state.SnapshotLockKey, "a snapshot is running on the target: let it finish or stop it (SIGINT) first"},
+	} {
+		held, err := state.LockHeld(ctx, target, w.key)
+		if err != nil {
+			return nil, err
 		}
-	}
-	var ticked *float64
-	var hasTicks bool
-	if err := source.QueryRow(ctx, `SELECT to_regclass('replicator.ticks') IS NOT NULL`).Scan(&hasTicks); err != nil {
-		return nil, fmt.Errorf("source: look for replicator.ticks: %w", err)
-	}
-	if hasTicks {
-		if err := source.QueryRow(ctx, `SELECT extract(epoch FROM now() - max(at))::float8 FROM replicator.ticks`).Scan(&ticked); err != nil {
-			return nil, fmt.Errorf("source: read replicator.ticks: %w", err)
+		if held {
+			b.Reasons = append(b.Reasons, w.what)
 		}
-	}
-	// A trigger-capture stream ticks every second and applies each batch;
-	// ten seconds of neither is a stopped one.
-	if (applied != nil && *applied < 10) || (ticked != nil && *ticked < 10) {
-		b.Reasons = append(b.Reasons, "a stream is running (the target applied a batch or the source was ticked in the last 10 s): stop `replicator stream`/`run` first")
 	}
 	return b, nil
 }

@@ -25,12 +25,22 @@ func TestCleanupRefusesWhileFencedOrStreaming(t *testing.T) {
 	}
 	count := func(db, q string) string { return strings.Join(queryRows(t, db, q), ",") }
 
-	// A stream applied a batch a moment ago.
-	pg.Exec(t, dst, `UPDATE replicator.state SET applied_at = now()`)
+	// A stream holds its lock on the target (as apply.Stream does for as
+	// long as it runs), however long ago it last applied a batch.
+	pg.Exec(t, dst, `UPDATE replicator.state SET applied_at = now() - interval '1 hour'`)
+	streamConn := pg.Connect(t, dst)
+	if _, err := streamConn.Exec(ctx, `SELECT pg_advisory_lock($1)`, state.StreamLockKey); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Run(ctx, sconn, tconn); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "a stream is running") {
 		t.Fatalf("cleanup while streaming: %v, want ErrBusy naming the stream", err)
 	}
-	pg.Exec(t, dst, `UPDATE replicator.state SET applied_at = now() - interval '1 hour'`)
+	streamConn.Close(ctx) // the stream stopped: its lock went with its session
+	// A stream that applied a batch a moment ago and stopped is stopped.
+	pg.Exec(t, dst, `UPDATE replicator.state SET applied_at = now()`)
+	if b, err := CheckBusy(ctx, sconn, tconn); err != nil || len(b.Reasons) != 0 {
+		t.Fatalf("stopped stream: busy %+v, %v; want nothing in use", b, err)
+	}
 
 	// The source is fenced: trigger and record.
 	pg.Exec(t, src, `CREATE SCHEMA replicator_fence;

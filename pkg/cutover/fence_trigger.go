@@ -38,7 +38,7 @@ import (
 //
 // The function lives in its own schema, replicator_fence, so that removing
 // the replicator's bookkeeping (cleanup drops schema replicator) can never
-// lift the fence by accident: only Unfence or a rollback does.
+// lift the fence by accident: only Unfence does.
 const (
 	fenceSchema   = "replicator_fence"
 	fenceTrigger  = "replicator_fence"
@@ -57,7 +57,7 @@ BEGIN
 	RAISE EXCEPTION 'replicator fence: % on %.% refused: the database is moving to AWS and this source is fenced for the cutover',
 		TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
 		USING ERRCODE = 'read_only_sql_transaction',
-		HINT = 'point the app at the new DATABASE_URL; to give this database its writes back run replicator cutover --unfence (or --rollback)';
+		HINT = 'point the app at the new DATABASE_URL; to give this database its writes back run replicator cutover --unfence';
 END
 $fence$`
 

@@ -35,7 +35,7 @@ func IsDone(ctx context.Context, target state.DB) (bool, error) {
 }
 
 // lockKey is the advisory lock (on the target) held for a whole run.
-const lockKey = 0x7265706c69636174 // "replicat"
+const lockKey = state.SnapshotLockKey
 
 // Run copies schema and data from the source to the target under one
 // consistent snapshot and records where the change stream must start. See

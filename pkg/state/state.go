@@ -219,3 +219,30 @@ func deref(p *string) string {
 	}
 	return *p
 }
+
+// Advisory locks (session level, on the target database) held by the
+// replicator's long-running work, so that a second one refuses to start
+// and cleanup can tell that work is still running.
+const (
+	// StreamLockKey is held by a stream for as long as it runs ("repl").
+	StreamLockKey int64 = 0x7265706c
+	// SnapshotLockKey is held by a snapshot for its whole run ("replicat").
+	SnapshotLockKey int64 = 0x7265706c69636174
+)
+
+// LockHeld reports whether another session holds the advisory lock key
+// in db's database. It reads pg_locks and takes nothing, so it cannot
+// get in the way of the work that holds or is about to take the lock.
+func LockHeld(ctx context.Context, db DB, key int64) (bool, error) {
+	var held bool
+	// pg_locks shows a bigint key as its high and low 32 bits in classid
+	// and objid, with objsubid 1.
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+		WHERE l.locktype = 'advisory' AND d.datname = current_database() AND l.granted AND l.objsubid = 1
+		AND l.classid::bigint = ($1::bigint >> 32) AND l.objid::bigint = ($1::bigint & 4294967295)
+		AND l.pid <> pg_backend_pid())`, key).Scan(&held)
+	if err != nil {
+		return false, fmt.Errorf("target: read pg_locks: %w", err)
+	}
+	return held, nil
+}
