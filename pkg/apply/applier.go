@@ -112,8 +112,9 @@ type stmtMeta struct {
 	first    position.Position // source positions of its changes, named only in errors
 	last     position.Position
 	xid      uint32
-	expected int64 // rows it must touch; -1 for any
-	setWise  bool  // a set-wise statement of net changes (net.go)
+	expected int64  // rows it must touch; -1 for any
+	setWise  bool   // a set-wise statement of net changes (net.go)
+	guard    string // identity columns it requires unchanged (guardColumns), for errors
 }
 
 // insertRun is a run of inserts into one table with the same columns,
