@@ -123,6 +123,7 @@ type insertRun struct {
 	p           *plan
 	cols        []int
 	vals        [][]*string // per column
+	rows        int
 	first, last position.Position
 	xid         uint32
 	firstKey    string // the first row's key, named when the run is one row

@@ -64,7 +64,7 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			}
 			cols = append(cols, i)
 		}
-		if a.run == nil || a.run.p != p || !slices.Equal(a.run.cols, cols) || len(a.run.vals[0]) >= maxRunRows || a.precise {
+		if a.run == nil || a.run.p != p || !slices.Equal(a.run.cols, cols) || a.run.rows >= maxRunRows || a.precise {
 			a.closeRun()
 			a.run = &insertRun{p: p, cols: cols, vals: make([][]*string, len(cols)), first: c.Pos, xid: t.XID,
 				firstKey: c.KeyString()}
@@ -73,6 +73,7 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			a.run.vals[n] = append(a.run.vals[n], text(c.New[i]))
 			a.batchBytes += int64(len(c.New[i].Text)) + 16
 		}
+		a.run.rows++
 		a.run.last = c.Pos
 		return nil
 	case wal.Update, wal.Delete:
@@ -82,7 +83,7 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			return fail(errors.New("the source sent no old key: the table has REPLICA IDENTITY NOTHING"))
 		}
 		idCols := p.identityColumns(ident)
-		if len(idCols) == 0 {
+		if len(idCols) == 0 && p.rel.Identity != wal.IdentityFull {
 			return fail(errors.New("the source table has no replica identity: set a primary key or REPLICA IDENTITY FULL on it"))
 		}
 		var sql string
@@ -147,9 +148,9 @@ func (a *Applier) closeRun() {
 	for i, v := range r.vals {
 		args[i] = v
 	}
-	rows := int64(0)
-	if len(r.vals) > 0 {
-		rows = int64(len(r.vals[0]))
+	rows := int64(r.rows)
+	if len(r.cols) == 0 {
+		args = []any{rows} // no column to carry: the row count is the data
 	}
 	key := r.firstKey
 	if rows > 1 {

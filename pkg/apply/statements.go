@@ -32,6 +32,14 @@ func (p *plan) insertSQL(cols []int) string {
 		params = append(params, fmt.Sprintf("$%d::text[]", n+1))
 		alias = append(alias, fmt.Sprintf("c%d", n))
 	}
+	if len(cols) == 0 {
+		// A table with no column the source sends (none at all, or only
+		// generated ones): its rows carry nothing but their number, the
+		// one parameter, and the target computes what it generates.
+		s := fmt.Sprintf("INSERT INTO %s SELECT FROM generate_series(1, $1::bigint)", p.table.name)
+		p.stmts[key] = s
+		return s
+	}
 	override := ""
 	if p.table.hasIdentity {
 		override = " OVERRIDING SYSTEM VALUE"
@@ -67,6 +75,11 @@ func (p *plan) whereSQL(ident []wal.Value, idCols []int, next int) (string, []in
 		}
 	}
 	where := strings.Join(conds, " AND ")
+	if where == "" {
+		// REPLICA IDENTITY FULL of a row with no column the target
+		// writes: all such rows are alike, any one of them is the row.
+		where = "true"
+	}
 	if p.rel.Identity != wal.IdentityFull {
 		return where, used
 	}
