@@ -13,6 +13,7 @@ import (
 
 	"replicator/pkg/position"
 	"replicator/pkg/state"
+	"replicator/pkg/trigger"
 	"replicator/pkg/wal"
 )
 
@@ -157,6 +158,11 @@ func NewApplier(ctx context.Context, conn *pgx.Conn, cfg Config, applied positio
 	}
 	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
 		return nil, fmt.Errorf("target: SET session_replication_role = replica (the target user needs superuser, or rds_superuser on RDS): %w", err)
+	}
+	// Capture triggers fire ALWAYS (replica role or not); this keeps what
+	// apply writes into a captured database out of its changelog.
+	if _, err := conn.Exec(ctx, "SET "+trigger.ApplyingSetting+" = on"); err != nil {
+		return nil, fmt.Errorf("target: SET %s = on: %w", trigger.ApplyingSetting, err)
 	}
 	// Set-wise statements join the target table to a few thousand unnested
 	// keys; once the planner sees the array it may prefer a hash join over
