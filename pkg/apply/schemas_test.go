@@ -1,7 +1,9 @@
 package apply
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -144,6 +146,66 @@ func TestStreamZeroColumnTables(t *testing.T) {
 		UPDATE gen SET a = DEFAULT WHERE ctid = (SELECT ctid FROM gen LIMIT 1);
 		DELETE FROM gen WHERE ctid = (SELECT ctid FROM gen LIMIT 1);
 		COMMIT`)
+	p.waitCaughtUp(t, 60*time.Second, r)
+	if err := r.stop(t); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	p.assertIdentical(t)
+}
+
+// TestStreamSequencesFollow: while the stream runs, the target's
+// sequences follow the source's (serial, identity, descending), and one
+// already ahead on the target is never moved back.
+func TestStreamSequencesFollow(t *testing.T) {
+	p := snapshotPair(t, `
+		CREATE TABLE orders (id serial PRIMARY KEY, v text);
+		CREATE TABLE ident_key (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text);
+		CREATE SEQUENCE down INCREMENT -1 MAXVALUE 0 START 0;
+		CREATE SEQUENCE ahead;
+		CREATE SEQUENCE "odd ""name"""`, `
+		INSERT INTO orders (v) SELECT 'o' FROM generate_series(1, 5);
+		INSERT INTO ident_key (note) VALUES ('a')`)
+	targetCluster(t).Exec(t, p.dst, `SELECT setval('ahead', 1000)`)
+	cfg := p.config(t)
+	cfg.SequenceInterval = 100 * time.Millisecond
+	r := p.start(t, cfg)
+	srcPG.Exec(t, p.src, `
+		INSERT INTO orders (v) SELECT 'n' FROM generate_series(1, 30);
+		INSERT INTO ident_key (note) SELECT 'n' FROM generate_series(1, 12);
+		SELECT nextval('down') FROM generate_series(1, 7);
+		SELECT nextval('ahead') FROM generate_series(1, 3);
+		SELECT nextval('"odd ""name"""') FROM generate_series(1, 4)`)
+	want := map[string]int64{"orders_id_seq": 35, "ident_key_id_seq": 13, "down": -6, "ahead": 1000, `odd "name"`: 4}
+	read := func() map[string]int64 {
+		got := map[string]int64{}
+		c := targetCluster(t).Connect(t, p.dst)
+		defer c.Close(context.Background())
+		rows, err := c.Query(context.Background(), `SELECT sequencename, coalesce(last_value, 0) FROM pg_sequences WHERE schemaname = 'public'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var n string
+			var v int64
+			if err := rows.Scan(&n, &v); err != nil {
+				t.Fatal(err)
+			}
+			got[n] = v
+		}
+		return got
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := read()
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("target sequences %v, want %v", got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	p.waitCaughtUp(t, 60*time.Second, r)
 	if err := r.stop(t); err != nil {
 		t.Fatalf("stream: %v", err)
