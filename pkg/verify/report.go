@@ -25,8 +25,17 @@ type Report struct {
 	RowsDiffering   int64 `json:"rows_differing"`
 	SequencesBehind int   `json:"sequences_behind"`
 
+	// SequencesFinal is set once cutover has moved the target's
+	// sequences: from then on a sequence (or materialized view) behind is
+	// a difference; before, the stream only keeps them close, and one
+	// behind is a warning that does not decide the exit code.
+	SequencesFinal bool `json:"sequences_final"`
+
 	Tables    []TableResult    `json:"tables"`
 	Sequences []SequenceResult `json:"sequences"`
+	// LargeObjects is nil when --tables narrowed the comparison.
+	LargeObjects      *LargeObjects   `json:"large_objects,omitempty"`
+	MaterializedViews []MatViewResult `json:"materialized_views"`
 }
 
 // TableResult is one table's comparison.
@@ -59,7 +68,77 @@ type SequenceResult struct {
 
 // Different reports whether anything differs.
 func (r *Report) Different() bool {
-	return r.TablesDifferent > 0 || r.SequencesBehind > 0
+	if r.TablesDifferent > 0 || r.LargeObjects != nil && !r.LargeObjects.Identical {
+		return true
+	}
+	return r.SequencesFinal && (r.SequencesBehind > 0 || r.staleViews() > 0)
+}
+
+// Warned reports what is behind but does not count as a difference yet:
+// sequences and materialized views before cutover.
+func (r *Report) Warned() bool {
+	return !r.SequencesFinal && (r.SequencesBehind > 0 || r.staleViews() > 0)
+}
+
+func (r *Report) staleViews() int {
+	n := 0
+	for _, v := range r.MaterializedViews {
+		if !v.Identical {
+			n++
+		}
+	}
+	return n
+}
+
+// objectLines are the report's lines on sequences behind, large objects
+// and materialized views: each names the object and what to do.
+func (r *Report) objectLines() []string {
+	var out []string
+	for _, s := range r.Sequences {
+		if s.Behind {
+			l := fmt.Sprintf("sequence %s: source %s, target %s", s.Sequence, seqValue(s.Source), seqValue(s.Target))
+			if s.Problem != "" {
+				l += " (" + s.Problem + ")"
+			}
+			out = append(out, l)
+		}
+	}
+	for _, v := range r.MaterializedViews {
+		if !v.Identical {
+			out = append(out, fmt.Sprintf("materialized view %s: %d rows on source, %d on target: %s", v.View, v.SourceRows, v.TargetRows, v.Problem))
+		}
+	}
+	if lo := r.LargeObjects; lo != nil && !lo.Identical {
+		out = append(out, fmt.Sprintf("large objects: %d on source, %d on target, contents differ or missing: run the snapshot again, or copy them with lo_export/lo_import", lo.Source, lo.Target))
+	}
+	return out
+}
+
+func (r *Report) objectSummary() string {
+	s := fmt.Sprintf("%d checked, %d behind on target", len(r.Sequences), r.SequencesBehind)
+	if r.SequencesBehind > 0 && !r.SequencesFinal {
+		s += " (a warning: the stream keeps them close, cutover moves them)"
+	}
+	return s
+}
+
+func (r *Report) extrasSummary() []string {
+	var out []string
+	v := fmt.Sprintf("%d compared, %d differ", len(r.MaterializedViews), r.staleViews())
+	if r.staleViews() > 0 && !r.SequencesFinal {
+		v += " (a warning: streams do not refresh them, cutover does)"
+	}
+	out = append(out, v)
+	if lo := r.LargeObjects; lo != nil {
+		verdict := "identical"
+		if !lo.Identical {
+			verdict = "DIFFERENT"
+		}
+		out = append(out, fmt.Sprintf("%d on source, %d on target, %s; %s", lo.Source, lo.Target, verdict, lo.Note))
+	} else {
+		out = append(out, "not compared (--tables)")
+	}
+	return out
 }
 
 func (r *Report) verdict() string {
@@ -106,7 +185,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "replicator verify: %s\n", r.verdict())
 	fmt.Fprintf(&b, "  tables:    %d checked, %d identical, %d different\n", r.TablesChecked, r.TablesIdentical, r.TablesDifferent)
 	fmt.Fprintf(&b, "  rows:      %s on source, %s on target, %s differing\n", num(r.SourceRows), num(r.TargetRows), num(r.RowsDiffering))
-	fmt.Fprintf(&b, "  sequences: %d checked, %d behind on target\n", len(r.Sequences), r.SequencesBehind)
+	fmt.Fprintf(&b, "  sequences: %s\n", r.objectSummary())
+	ex := r.extrasSummary()
+	fmt.Fprintf(&b, "  mat views: %s\n  large obj: %s\n", ex[0], ex[1])
 	fmt.Fprintf(&b, "  time:      %s\n", r.Duration.Round(time.Millisecond))
 	fmt.Fprintf(&b, "  source:    %s\n  target:    %s\n", r.Source, r.Target)
 	if r.Consistent != "" {
@@ -129,14 +210,13 @@ func (r *Report) WriteText(w io.Writer) error {
 				fmt.Fprintf(&b, "    ... and %s more differing rows\n", num(t.RowsNotListed))
 			}
 		}
-		for _, s := range r.Sequences {
-			if s.Behind {
-				fmt.Fprintf(&b, "  sequence %s: source %s, target %s", s.Sequence, seqValue(s.Source), seqValue(s.Target))
-				if s.Problem != "" {
-					fmt.Fprintf(&b, " (%s)", s.Problem)
-				}
-				b.WriteString("\n")
-			}
+		for _, l := range r.objectLines() {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	} else if r.Warned() {
+		b.WriteString("\nWarnings (not differences until cutover):\n")
+		for _, l := range r.objectLines() {
+			fmt.Fprintf(&b, "  %s\n", l)
 		}
 	}
 	b.WriteString("\nTables:\n")
@@ -166,7 +246,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "| Started | %s |\n| Time taken | %s |\n", r.StartedAt.UTC().Format(time.RFC3339), r.Duration.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| Tables | %d checked, %d identical, %d different |\n", r.TablesChecked, r.TablesIdentical, r.TablesDifferent)
 	fmt.Fprintf(&b, "| Rows | %d on source, %d on target, %d differing |\n", r.SourceRows, r.TargetRows, r.RowsDiffering)
-	fmt.Fprintf(&b, "| Sequences | %d checked, %d behind on target |\n", len(r.Sequences), r.SequencesBehind)
+	fmt.Fprintf(&b, "| Sequences | %s |\n", mdEscape(r.objectSummary()))
+	ex := r.extrasSummary()
+	fmt.Fprintf(&b, "| Materialized views | %s |\n| Large objects | %s |\n", mdEscape(ex[0]), mdEscape(ex[1]))
 	if r.Consistent != "" {
 		fmt.Fprintf(&b, "| Stream | %s |\n", mdEscape(r.Consistent))
 	}
@@ -193,10 +275,13 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 				fmt.Fprintf(&b, "| `%s` | %d more differing rows | |\n", mdEscape(t.Table), t.RowsNotListed)
 			}
 		}
-		for _, s := range r.Sequences {
-			if s.Behind {
-				fmt.Fprintf(&b, "| `%s` | sequence behind: source %s, target %s | |\n", mdEscape(s.Sequence), seqValue(s.Source), seqValue(s.Target))
-			}
+		for _, l := range r.objectLines() {
+			fmt.Fprintf(&b, "| | %s | |\n", mdEscape(l))
+		}
+	} else if r.Warned() {
+		b.WriteString("\n### Warnings (not differences until cutover)\n\n")
+		for _, l := range r.objectLines() {
+			fmt.Fprintf(&b, "- %s\n", mdEscape(l))
 		}
 	}
 	b.WriteString("\n### Tables\n\n| Table | Result | Source rows | Target rows | Mode | Chunks mismatched |\n|---|---|---:|---:|---|---:|\n")
