@@ -30,3 +30,30 @@ func TestSnapshotCopiesLargeObjects(t *testing.T) {
 	}
 	compareSums(t, tableSums(t, src), tableSums(t, dst))
 }
+
+// The source database's own settings arrive on the target database, list
+// settings (search_path) element by element; a role's setting in the
+// database is not carried.
+func TestSnapshotCarriesDatabaseSettings(t *testing.T) {
+	src, dst, cfg := pair(t)
+	pg.Exec(t, src, `CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY);
+		ALTER DATABASE `+src+` SET search_path = app, "$user", public;
+		ALTER DATABASE `+src+` SET statement_timeout = '45s';
+		ALTER DATABASE `+src+` SET "app.greeting" = 'it''s here';
+		ALTER ROLE postgres IN DATABASE `+src+` SET work_mem = '7MB'`)
+	if _, err := Run(context.Background(), cfg, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	const settings = `SELECT coalesce(string_agg(c, '; ' ORDER BY c), '') FROM pg_db_role_setting s, unnest(s.setconfig) c
+		WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) AND s.setrole = 0`
+	if got, want := queryString(t, dst, settings), queryString(t, src, settings); got != want {
+		t.Errorf("target database settings %q, source %q", got, want)
+	}
+	if got := queryString(t, dst, `SELECT current_setting('search_path')`); got != `app, "$user", public` {
+		t.Errorf("search_path in a new target session is %q", got)
+	}
+	if n := queryString(t, dst, `SELECT count(*)::text FROM pg_db_role_setting WHERE setrole <> 0
+		AND setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())`); n != "0" {
+		t.Errorf("a role's setting was carried")
+	}
+}

@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Result, err error
 	phases := []func(context.Context) error{
 		r.connect, r.lockTarget, r.loadPrevious, r.preflight, r.startOver, r.setReplicaIdentity, r.markTarget,
 		r.startCapture, r.openReaders, r.createSchema, r.copyData, r.copyLargeObjects, r.endSnapshot, r.buildIndexes,
-		r.setSequences, r.analyze, r.markDone,
+		r.setSequences, r.setDatabaseSettings, r.analyze, r.markDone,
 	}
 	for _, phase := range phases {
 		if err := phase(ctx); err != nil {
