@@ -2,10 +2,13 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"replicator/pkg/pgutil"
@@ -87,7 +90,15 @@ func (r *run) setDatabaseSettings(ctx context.Context) error {
 			continue
 		}
 		if _, err := r.dst.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("target: carry the source database's setting %s (ALTER DATABASE … SET): %w: the target user must own the target database", s.Name, err)
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.InsufficientPrivilege {
+				// Not worth failing hours of copy over: said loudly, with
+				// the fix, and audit lists the settings too.
+				r.log.Warn("the source database's setting could not be carried: the target user does not own the target database; run ALTER DATABASE … SET on the target as its owner before cutover (the source's value is in pg_db_role_setting)",
+					zap.String("setting", s.Name), zap.String("database", db))
+				continue
+			}
+			return fmt.Errorf("target: carry the source database's setting %s (ALTER DATABASE … SET): %w", s.Name, err)
 		}
 		r.log.Info("database setting carried to the target", zap.String("setting", s.Name))
 	}
