@@ -51,6 +51,9 @@ func TestStreamIdentityColumns(t *testing.T) {
 		DELETE FROM ident_full WHERE id_col = 2;
 		UPDATE metrics SET v = v + 1;
 		COMMIT`)
+	// Logical decoding sees writes made under the replica role as any.
+	srcPG.Exec(t, p.src, `SET session_replication_role = replica; UPDATE metrics SET v = 7 WHERE id <= 5;
+		INSERT INTO ident_key (note) VALUES ('replica role')`)
 	p.waitCaughtUp(t, 60*time.Second, r)
 	if err := r.stop(t); err != nil {
 		t.Fatalf("stream: %v", err)
