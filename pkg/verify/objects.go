@@ -30,8 +30,9 @@ type LargeObjects struct {
 }
 
 // MatViewResult is one materialized view's rows on both sides. A stream
-// does not refresh them: before cutover (which refreshes them) a stale
-// one is a warning, after it a difference.
+// does not refresh them, and their rows depend on when each side last
+// refreshed them, so one that differs is a warning (cutover refreshes the
+// target's), never a difference of the data.
 type MatViewResult struct {
 	View       string `json:"view"`
 	SourceRows int64  `json:"source_rows"`
@@ -149,9 +150,9 @@ func compareMatViews(ctx context.Context, src, tgt *side, patterns []string) ([]
 }
 
 // cutoverMovedSequences reports whether cutover has moved the target's
-// sequences (its "sequences" step is done): from then on a sequence or a
-// materialized view behind the source is a difference, before it only a
-// warning, since the stream carries neither exactly.
+// sequences (its "sequences" step is done): from then on a sequence behind
+// the source is a difference, before it only a warning, since the stream
+// only keeps them close.
 func cutoverMovedSequences(ctx context.Context, tgt *side) bool {
 	var done bool
 	err := tgt.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM replicator.cutover WHERE step = 'sequences' AND status = 'done')`).Scan(&done)

@@ -26,9 +26,10 @@ type Report struct {
 	SequencesBehind int   `json:"sequences_behind"`
 
 	// SequencesFinal is set once cutover has moved the target's
-	// sequences: from then on a sequence (or materialized view) behind is
-	// a difference; before, the stream only keeps them close, and one
-	// behind is a warning that does not decide the exit code.
+	// sequences: from then on a sequence behind is a difference; before,
+	// the stream only keeps them close, and one behind is a warning that
+	// does not decide the exit code. Materialized views that differ are
+	// always warnings (see Warned).
 	SequencesFinal bool `json:"sequences_final"`
 
 	Tables    []TableResult    `json:"tables"`
@@ -71,13 +72,16 @@ func (r *Report) Different() bool {
 	if r.TablesDifferent > 0 || r.LargeObjects != nil && !r.LargeObjects.Identical {
 		return true
 	}
-	return r.SequencesFinal && (r.SequencesBehind > 0 || r.staleViews() > 0)
+	return r.SequencesFinal && r.SequencesBehind > 0
 }
 
-// Warned reports what is behind but does not count as a difference yet:
-// sequences and materialized views before cutover.
+// Warned reports what differs without being a difference of the data:
+// sequences behind before cutover (the stream only keeps them close), and
+// materialized views, whose rows depend on when each side last refreshed
+// them (cutover refreshes the target's from the final data, the source's
+// may be older).
 func (r *Report) Warned() bool {
-	return !r.SequencesFinal && (r.SequencesBehind > 0 || r.staleViews() > 0)
+	return !r.SequencesFinal && r.SequencesBehind > 0 || r.staleViews() > 0
 }
 
 func (r *Report) staleViews() int {
@@ -90,9 +94,33 @@ func (r *Report) staleViews() int {
 	return n
 }
 
-// objectLines are the report's lines on sequences behind, large objects
-// and materialized views: each names the object and what to do.
-func (r *Report) objectLines() []string {
+// differenceLines and warningLines name the objects besides tables that
+// differ, each with what to do.
+func (r *Report) differenceLines() []string {
+	var out []string
+	if r.SequencesFinal {
+		out = r.sequenceLines()
+	}
+	if lo := r.LargeObjects; lo != nil && !lo.Identical {
+		out = append(out, fmt.Sprintf("large objects: %d on source, %d on target, contents differ or missing: run the snapshot again, or copy them with lo_export/lo_import", lo.Source, lo.Target))
+	}
+	return out
+}
+
+func (r *Report) warningLines() []string {
+	var out []string
+	if !r.SequencesFinal {
+		out = r.sequenceLines()
+	}
+	for _, v := range r.MaterializedViews {
+		if !v.Identical {
+			out = append(out, fmt.Sprintf("materialized view %s: %d rows on source, %d on target: %s", v.View, v.SourceRows, v.TargetRows, v.Problem))
+		}
+	}
+	return out
+}
+
+func (r *Report) sequenceLines() []string {
 	var out []string
 	for _, s := range r.Sequences {
 		if s.Behind {
@@ -102,14 +130,6 @@ func (r *Report) objectLines() []string {
 			}
 			out = append(out, l)
 		}
-	}
-	for _, v := range r.MaterializedViews {
-		if !v.Identical {
-			out = append(out, fmt.Sprintf("materialized view %s: %d rows on source, %d on target: %s", v.View, v.SourceRows, v.TargetRows, v.Problem))
-		}
-	}
-	if lo := r.LargeObjects; lo != nil && !lo.Identical {
-		out = append(out, fmt.Sprintf("large objects: %d on source, %d on target, contents differ or missing: run the snapshot again, or copy them with lo_export/lo_import", lo.Source, lo.Target))
 	}
 	return out
 }
@@ -125,7 +145,7 @@ func (r *Report) objectSummary() string {
 func (r *Report) extrasSummary() []string {
 	var out []string
 	v := fmt.Sprintf("%d compared, %d differ", len(r.MaterializedViews), r.staleViews())
-	if r.staleViews() > 0 && !r.SequencesFinal {
+	if r.staleViews() > 0 {
 		v += " (a warning: streams do not refresh them, cutover does)"
 	}
 	out = append(out, v)
@@ -210,12 +230,13 @@ func (r *Report) WriteText(w io.Writer) error {
 				fmt.Fprintf(&b, "    ... and %s more differing rows\n", num(t.RowsNotListed))
 			}
 		}
-		for _, l := range r.objectLines() {
+		for _, l := range r.differenceLines() {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}
-	} else if r.Warned() {
-		b.WriteString("\nWarnings (not differences until cutover):\n")
-		for _, l := range r.objectLines() {
+	}
+	if r.Warned() {
+		b.WriteString("\nWarnings (not differences of the data):\n")
+		for _, l := range r.warningLines() {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}
 	}
@@ -275,12 +296,13 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 				fmt.Fprintf(&b, "| `%s` | %d more differing rows | |\n", mdEscape(t.Table), t.RowsNotListed)
 			}
 		}
-		for _, l := range r.objectLines() {
+		for _, l := range r.differenceLines() {
 			fmt.Fprintf(&b, "| | %s | |\n", mdEscape(l))
 		}
-	} else if r.Warned() {
-		b.WriteString("\n### Warnings (not differences until cutover)\n\n")
-		for _, l := range r.objectLines() {
+	}
+	if r.Warned() {
+		b.WriteString("\n### Warnings (not differences of the data)\n\n")
+		for _, l := range r.warningLines() {
 			fmt.Fprintf(&b, "- %s\n", mdEscape(l))
 		}
 	}
