@@ -258,6 +258,7 @@ func TestSpillRoundTrip(t *testing.T) {
 func FuzzDecoder(f *testing.F) {
 	f.Add(beginMsg(1, 1, pgEpoch), relationMsg(1, "p", "t", 'd', col{"a", true}), append(u32([]byte{'I'}, 1), tuple([]byte{'N'}, s("1"))...))
 	f.Add(beginMsg(1, 1, pgEpoch), relationMsg(1, "p", "t", 'f', col{"a", true}), tuple(append(u32([]byte{'U'}, 1), 'O'), s("x")))
+	f.Add(beginMsg(1, 1, pgEpoch), relationMsg(1, "p", "empty", 'f'), append(u32([]byte{'I'}, 1), tuple([]byte{'N'})...))
 	f.Fuzz(func(t *testing.T, a, b, c []byte) {
 		done := make(chan struct{})
 		go func() {
