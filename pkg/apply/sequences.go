@@ -8,8 +8,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
+	"replicator/pkg/pgcatalog"
 	"replicator/pkg/pgutil"
-	"replicator/pkg/snapshot"
 )
 
 // Sequences while streaming. Neither capture carries sequences (pgoutput
@@ -30,16 +30,29 @@ import (
 // missing on the target are left alone (verify and cutover name those).
 // It may be repeated.
 func SyncSequences(ctx context.Context, source, target *pgx.Conn) (int, error) {
-	seqs, err := snapshot.ReadSequences(ctx, source)
+	// One query, not one per sequence: this runs every few seconds
+	// against the production source. last_value is NULL for a sequence
+	// never called.
+	rows, err := source.Query(ctx, `SELECT n.nspname::text, c.relname::text, s.last_value
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_sequences s ON s.schemaname = n.nspname AND s.sequencename = c.relname
+		WHERE c.relkind = 'S' AND s.last_value IS NOT NULL AND `+pgcatalog.UserRelation)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("read the source's sequences: %w", err)
 	}
 	var schemas, names []string
 	var values []int64
-	for _, s := range seqs {
-		if s.IsCalled {
-			schemas, names, values = append(schemas, s.Schema), append(names, s.Name), append(values, s.LastValue)
+	for rows.Next() {
+		var schema, name string
+		var v int64
+		if err := rows.Scan(&schema, &name, &v); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("read the source's sequences: %w", err)
 		}
+		schemas, names, values = append(schemas, schema), append(names, name), append(values, v)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("read the source's sequences: %w", err)
 	}
 	if len(names) == 0 {
 		return 0, nil
