@@ -13,6 +13,7 @@ import (
 
 	"replicator/pkg/position"
 	"replicator/pkg/state"
+	"replicator/pkg/trigger"
 	"replicator/pkg/wal"
 )
 
@@ -115,8 +116,9 @@ type stmtMeta struct {
 	first    position.Position // source positions of its changes, named only in errors
 	last     position.Position
 	xid      uint32
-	expected int64 // rows it must touch; -1 for any
-	setWise  bool  // a set-wise statement of net changes (net.go)
+	expected int64  // rows it must touch; -1 for any
+	setWise  bool   // a set-wise statement of net changes (net.go)
+	guard    string // identity columns it requires unchanged (guardColumns), for errors
 }
 
 // insertRun is a run of inserts into one table with the same columns,
@@ -125,6 +127,7 @@ type insertRun struct {
 	p           *plan
 	cols        []int
 	vals        [][]*string // per column
+	rows        int
 	first, last position.Position
 	xid         uint32
 	firstKey    string // the first row's key, named when the run is one row
@@ -158,6 +161,11 @@ func NewApplier(ctx context.Context, conn *pgx.Conn, cfg Config, applied positio
 	}
 	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
 		return nil, fmt.Errorf("target: SET session_replication_role = replica (the target user needs superuser, or rds_superuser on RDS): %w", err)
+	}
+	// Capture triggers fire ALWAYS (replica role or not); this keeps what
+	// apply writes into a captured database out of its changelog.
+	if _, err := conn.Exec(ctx, "SET "+trigger.ApplyingSetting+" = on"); err != nil {
+		return nil, fmt.Errorf("target: SET %s = on: %w", trigger.ApplyingSetting, err)
 	}
 	// Set-wise statements join the target table to a few thousand unnested
 	// keys; once the planner sees the array it may prefer a hash join over

@@ -44,23 +44,30 @@ var noEquality = map[string]bool{"json": true, "xml": true, "point": true, "line
 // loadTable reads a target table's columns. A missing table is an error
 // that names it.
 func loadTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*targetTable, error) {
-	rows, err := conn.Query(ctx, `SELECT c.relkind::text, a.attname, format_type(a.atttypid, a.atttypmod),
-			a.attgenerated <> '', a.attidentity <> '', a.attidentity = 'a'
+	// LEFT JOIN: a table with no column at all is a table, with one row
+	// of NULLs here.
+	rows, err := conn.Query(ctx, `SELECT c.relkind::text, coalesce(a.attname, ''), coalesce(format_type(a.atttypid, a.atttypmod), ''),
+			coalesce(a.attgenerated <> '', false), coalesce(a.attidentity <> '', false), coalesce(a.attidentity = 'a', false)
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+		LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name)
 	if err != nil {
 		return nil, fmt.Errorf("read the target's columns of %s.%s: %w", schema, name, err)
 	}
 	defer rows.Close()
 	t := &targetTable{name: pgutil.QualifiedName(schema, name), cols: map[string]*targetColumn{}}
+	found := false
 	for rows.Next() {
 		var kind, col string
 		c := &targetColumn{}
 		if err := rows.Scan(&kind, &col, &c.typ, &c.generated, &c.identity, &c.always); err != nil {
 			return nil, fmt.Errorf("read the target's columns of %s.%s: %w", schema, name, err)
 		}
+		found = true
 		t.partitioned = kind == "p"
+		if col == "" {
+			continue // no column at all
+		}
 		base := strings.TrimSuffix(strings.TrimPrefix(c.typ, "pg_catalog."), "[]")
 		c.textEq = noEquality[base]
 		t.hasIdentity = t.hasIdentity || c.identity
@@ -69,7 +76,7 @@ func loadTable(ctx context.Context, conn *pgx.Conn, schema, name string) (*targe
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read the target's columns of %s.%s: %w", schema, name, err)
 	}
-	if len(t.cols) == 0 {
+	if !found {
 		return nil, fmt.Errorf("table %s does not exist on the target: create it there (replicator snapshot copies the schema) and restart the stream", t.name)
 	}
 	irows, err := conn.Query(ctx, `SELECT i.indexprs IS NOT NULL OR i.indpred IS NOT NULL OR i.indisexclusion,

@@ -212,28 +212,30 @@ func (a *Applier) queueNetUpdates(nt *netTable) {
 	p := nt.p
 	groups := map[string][]*netRow{}
 	var order []string
-	sets := map[string][]int{}
+	sets, guards := map[string][]int{}, map[string][]int{}
 	for _, r := range nt.order {
 		if !r.alive || r.insert {
 			continue
 		}
 		set := p.updateColumns(r.vals, true)
-		if len(set) == 0 {
+		guard := p.guardColumns(r.vals)
+		if len(set) == 0 && len(guard) == 0 {
 			continue
 		}
-		k := maskKey('S', set, nil)
+		k := maskKey('S', set, nil) + maskKey('g', guard, nil)
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 			sets[k] = set
+			guards[k] = guard
 		}
 		groups[k] = append(groups[k], r)
 	}
 	for _, k := range order {
-		rows, set := groups[k], sets[k]
+		rows, set, guard := groups[k], sets[k], guards[k]
 		for len(rows) > 0 {
 			chunk := rows[:min(len(rows), maxSetRows)]
 			rows = rows[len(chunk):]
-			args := make([]any, 0, len(set)+len(p.keyCols))
+			args := make([]any, 0, len(set)+len(p.keyCols)+len(guard))
 			for _, i := range set {
 				col := make([]*string, len(chunk))
 				for j, r := range chunk {
@@ -248,7 +250,16 @@ func (a *Applier) queueNetUpdates(nt *netTable) {
 				}
 				args = append(args, col)
 			}
-			a.queue(p.setUpdateSQL(set), args, a.setMeta(p, "update", chunk), 0)
+			for _, i := range guard {
+				col := make([]*string, len(chunk))
+				for j, r := range chunk {
+					col[j] = text(r.vals[i])
+				}
+				args = append(args, col)
+			}
+			m := a.setMeta(p, "update", chunk)
+			m.guard = p.guardNames(guard)
+			a.queue(p.setUpdateSQL(set, guard), args, m, 0)
 		}
 	}
 }
@@ -309,15 +320,16 @@ func (a *Applier) setMeta(p *plan, op string, rows []*netRow) stmtMeta {
 
 // updateColumns are the columns an UPDATE sets: sent (not unchanged
 // TOAST), written by the target (not generated), and not a GENERATED
-// ALWAYS identity key, which cannot be set and does not change.
+// ALWAYS identity column, which cannot be set (guardColumns); only an
+// ALWAYS key that the source changed is set, and the target says why not.
 func (p *plan) updateColumns(vals []wal.Value, keyUnchanged bool) []int {
 	var set []int
 	for i := range vals {
 		if i >= len(p.cols) || p.cols[i] == nil || vals[i].Kind == wal.ValueUnchanged {
 			continue
 		}
-		if p.cols[i].always && keyUnchanged && p.rel.Columns[i].Key {
-			continue
+		if p.cols[i].always && (keyUnchanged || !p.rel.Columns[i].Key || p.rel.Identity == wal.IdentityFull) {
+			continue // see guardColumns
 		}
 		set = append(set, i)
 	}
@@ -347,12 +359,12 @@ func (p *plan) setDeleteSQL() string {
 	return s
 }
 
-func (p *plan) setUpdateSQL(set []int) string {
-	key := maskKey('S', set, nil)
+func (p *plan) setUpdateSQL(set, guard []int) string {
+	key := maskKey('S', set, nil) + maskKey('g', guard, nil)
 	if s, ok := p.stmts[key]; ok {
 		return s
 	}
-	var assign, params, alias []string
+	var assign, params, alias, conds []string
 	for n, i := range set {
 		assign = append(assign, fmt.Sprintf("%s = u.c%d::%s", p.qcols[i], n, p.cols[i].typ))
 		params = append(params, fmt.Sprintf("$%d::text[]", n+1))
@@ -362,8 +374,20 @@ func (p *plan) setUpdateSQL(set []int) string {
 		params = append(params, fmt.Sprintf("$%d::text[]", len(set)+n+1))
 		alias = append(alias, fmt.Sprintf("k%d", n))
 	}
+	for n, i := range guard {
+		params = append(params, fmt.Sprintf("$%d::text[]", len(set)+len(p.keyCols)+n+1))
+		alias = append(alias, fmt.Sprintf("g%d", n))
+		conds = append(conds, fmt.Sprintf(" AND t.%s = u.g%d::%s", p.qcols[i], n, p.cols[i].typ))
+	}
+	where := p.keyMatch("u", 0) + strings.Join(conds, "")
 	s := fmt.Sprintf("UPDATE %s AS t SET %s FROM unnest(%s) AS u(%s) WHERE %s", p.table.name,
-		strings.Join(assign, ", "), strings.Join(params, ", "), strings.Join(alias, ", "), p.keyMatch("u", 0))
+		strings.Join(assign, ", "), strings.Join(params, ", "), strings.Join(alias, ", "), where)
+	if len(set) == 0 {
+		// Nothing the target may set: count the rows that are there as
+		// the source has them (see guardColumns).
+		s = fmt.Sprintf("SELECT 1 FROM %s AS t, unnest(%s) AS u(%s) WHERE %s", p.table.name,
+			strings.Join(params, ", "), strings.Join(alias, ", "), where)
+	}
 	p.stmts[key] = s
 	return s
 }

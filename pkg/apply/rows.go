@@ -64,7 +64,7 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			}
 			cols = append(cols, i)
 		}
-		if a.run == nil || a.run.p != p || !slices.Equal(a.run.cols, cols) || len(a.run.vals[0]) >= maxRunRows || a.precise {
+		if a.run == nil || a.run.p != p || !slices.Equal(a.run.cols, cols) || a.run.rows >= maxRunRows || a.precise {
 			a.closeRun()
 			a.run = &insertRun{p: p, cols: cols, vals: make([][]*string, len(cols)), first: c.Pos, xid: t.XID,
 				firstKey: c.KeyString()}
@@ -73,6 +73,7 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			a.run.vals[n] = append(a.run.vals[n], text(c.New[i]))
 			a.batchBytes += int64(len(c.New[i].Text)) + 16
 		}
+		a.run.rows++
 		a.run.last = c.Pos
 		return nil
 	case wal.Update, wal.Delete:
@@ -82,17 +83,18 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			return fail(errors.New("the source sent no old key: the table has REPLICA IDENTITY NOTHING"))
 		}
 		idCols := p.identityColumns(ident)
-		if len(idCols) == 0 {
+		if len(idCols) == 0 && p.rel.Identity != wal.IdentityFull {
 			return fail(errors.New("the source table has no replica identity: set a primary key or REPLICA IDENTITY FULL on it"))
 		}
 		var sql string
-		var used []int
+		var used, guard []int
 		var args []any
 		if c.Kind == wal.Update {
 			// Unchanged TOAST values were not sent: leaving them out of SET
 			// keeps the target's copy of the big value.
 			set := p.updateColumns(c.New, c.Old == nil)
-			if len(set) == 0 {
+			guard = p.guardColumns(c.New)
+			if len(set) == 0 && len(guard) == 0 {
 				// Only an identity key that cannot change and unchanged
 				// TOAST: the row stays as it is.
 				return nil
@@ -100,12 +102,15 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			for _, i := range set {
 				args = append(args, text(c.New[i]))
 			}
-			sql, used = p.updateSQL(set, ident, idCols)
+			sql, used = p.updateSQL(set, guard, ident, idCols)
 		} else {
 			sql, used = p.deleteSQL(ident, idCols)
 		}
 		for _, i := range used {
 			args = append(args, text(ident[i]))
+		}
+		for _, i := range guard {
+			args = append(args, text(c.New[i]))
 		}
 		var size int64
 		for _, v := range args {
@@ -114,7 +119,7 @@ func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
 			}
 		}
 		a.queue(sql, args, stmtMeta{table: p.table.name, op: c.Kind.String(), key: c.KeyString(),
-			first: c.Pos, last: c.Pos, xid: t.XID, expected: 1}, size)
+			first: c.Pos, last: c.Pos, xid: t.XID, expected: 1, guard: p.guardNames(guard)}, size)
 		return nil
 	}
 	return fail(fmt.Errorf("unknown change kind %q", byte(c.Kind)))
@@ -143,9 +148,9 @@ func (a *Applier) closeRun() {
 	for i, v := range r.vals {
 		args[i] = v
 	}
-	rows := int64(0)
-	if len(r.vals) > 0 {
-		rows = int64(len(r.vals[0]))
+	rows := int64(r.rows)
+	if len(r.cols) == 0 {
+		args = []any{rows} // no column to carry: the row count is the data
 	}
 	key := r.firstKey
 	if rows > 1 {
@@ -171,14 +176,17 @@ func (a *Applier) flush(ctx context.Context) error {
 	}
 	br := a.tx.SendBatch(ctx, a.batch)
 	var first error
-	for _, m := range a.meta {
+	for j, m := range a.meta {
 		tag, err := br.Exec()
 		if err != nil {
-			first = a.stmtError(m, err)
+			first = a.stmtError(a.failedMeta(j, err), err)
 			break
 		}
 		if m.expected >= 0 && tag.RowsAffected() != m.expected {
 			cause := ErrRowMissing
+			if m.guard != "" {
+				cause = identityChanged(m.table, m.guard)
+			}
 			if tag.RowsAffected() > m.expected {
 				cause = fmt.Errorf("%d rows matched where %d were expected", tag.RowsAffected(), m.expected)
 			}
@@ -191,6 +199,27 @@ func (a *Applier) flush(ctx context.Context) error {
 	}
 	a.batch, a.meta, a.batchBytes = &pgx.Batch{}, a.meta[:0], 0
 	return first
+}
+
+// failedMeta is the statement an error of the j-th result belongs to.
+// pgx prepares every new statement text of a pipelined batch before it
+// sends any of them, and a statement the target refuses at parse or
+// analysis time (an UPDATE setting a GENERATED ALWAYS column, a missing
+// column) fails there: that error comes back as the first result, whatever
+// statement it belongs to. Naming the batch's first statement would blame
+// another table; the prepare error carries the text, which leads to the
+// first statement queued with it.
+func (a *Applier) failedMeta(j int, err error) stmtMeta {
+	var pe pgx.ErrPreprocessingBatch
+	if !errors.As(err, &pe) {
+		return a.meta[j]
+	}
+	for i, q := range a.batch.QueuedQueries {
+		if q.SQL == pe.SQL() && i < len(a.meta) {
+			return a.meta[i]
+		}
+	}
+	return a.meta[j]
 }
 
 // stmtError wraps a statement's error with where it happened; errors of

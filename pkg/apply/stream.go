@@ -39,6 +39,10 @@ type StreamConfig struct {
 	// SourcePollInterval is how often the source's WAL end is read for
 	// replicator_source_lag_bytes. Default (0) 2s.
 	SourcePollInterval time.Duration
+	// SequenceInterval is how often the target's sequences are moved
+	// forward to the source's while streaming (sequences.go). Default (0)
+	// 10s; negative: never (cutover still moves them).
+	SequenceInterval time.Duration
 
 	// Metrics and TriggerMetrics receive the stream's metrics and trigger
 	// capture's. Build them once per process (NewMetrics,
@@ -64,6 +68,9 @@ func (c *StreamConfig) Validate() error {
 	}
 	if c.SourcePollInterval == 0 {
 		c.SourcePollInterval = 2 * time.Second
+	}
+	if c.SequenceInterval == 0 {
+		c.SequenceInterval = 10 * time.Second
 	}
 	if c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff {
 		return fmt.Errorf("stream: backoff bounds %s..%s are invalid", c.MinBackoff, c.MaxBackoff)
@@ -185,7 +192,7 @@ func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger,
 		return &StageError{"apply", err}
 	}
 	*started = true
-	return applyAndWatch(ctx, ap, src, m, log, func(ctx context.Context) { watchLag(ctx, cfg, src, ap, m, log) })
+	return applyAndWatch(ctx, ap, src, m, log, withSequences(cfg, log, func(ctx context.Context) { watchLag(ctx, cfg, src, ap, m, log) }))
 }
 
 // watchLag keeps the lag gauges current. The source's WAL end is read on

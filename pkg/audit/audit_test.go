@@ -42,6 +42,10 @@ func TestPostgresAuditFindsWhatGetsInTheWay(t *testing.T) {
 		CREATE TABLE ext_tab (id int); ALTER EXTENSION hstore ADD TABLE ext_tab;
 		CREATE SEQUENCE ext_seq; ALTER EXTENSION hstore ADD SEQUENCE ext_seq;
 		SELECT lo_create(0);
+		CREATE TABLE "line
+break|pipe" (id int PRIMARY KEY);
+		ALTER DATABASE `+db+` SET search_path = public, "Sales";
+		ALTER ROLE postgres IN DATABASE `+db+` SET work_mem = '8MB';
 		ANALYZE`)
 	conn := pg.Connect(t, db)
 	rep, err := Postgres(ctx, conn, Options{})
@@ -101,10 +105,16 @@ func TestPostgresAuditFindsWhatGetsInTheWay(t *testing.T) {
 	if err := (&Report{Postgres: rep}).Write(&out, "markdown"); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"# Migration audit", "public.logs", "--replica-identity-full", "| \"Sales\".\"Order Lines\" | 5000 |", "large objects are not carried"} {
+	for _, want := range []string{"# Migration audit", "public.logs", "--replica-identity-full", "| \"Sales\".\"Order Lines\" | 5000 |",
+		"later changes to them are not carried", "verify compares them",
+		"carried to the target database by the snapshot: search_path", "not carried", "work_mem (role postgres)",
+		`| public."line\nbreak\|pipe" | 0 |`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, out.String())
 		}
+	}
+	if strings.Contains(out.String(), "8MB") {
+		t.Errorf("markdown shows a setting's value:\n%s", out.String())
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"replicator/pkg/pgcatalog"
+	"replicator/pkg/snapshot"
 )
 
 // Options tune the audit.
@@ -47,6 +48,8 @@ type PostgresReport struct {
 	Capture          Capture       `json:"capture"`
 	EstimatedCopy    string        `json:"estimated_copy_time"`
 	CopyRateMBps     float64       `json:"copy_rate_mb_per_s"`
+	DatabaseSettings []string      `json:"database_settings"`         // ALTER DATABASE … SET names (never values: they may be secrets), carried by the snapshot
+	RoleSettings     []string      `json:"role_settings_in_database"` // "name (role r)" of ALTER ROLE … IN DATABASE … SET, not carried
 }
 
 // Table is one table's size.
@@ -160,6 +163,17 @@ func Postgres(ctx context.Context, conn *pgx.Conn, opts Options) (*PostgresRepor
 		WHERE c.relkind = 'S' AND `+pgcatalog.UserRelation+`),
 		(SELECT count(*) FROM pg_largeobject_metadata)`).Scan(&r.Sequences, &r.LargeObjects); err != nil {
 		return nil, fmt.Errorf("source: count sequences and large objects: %w", err)
+	}
+	settings, err := snapshot.ReadDBSettings(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	for _, st := range settings {
+		if st.Role == "" {
+			r.DatabaseSettings = append(r.DatabaseSettings, st.Name)
+		} else {
+			r.RoleSettings = append(r.RoleSettings, fmt.Sprintf("%s (role %s)", st.Name, st.Role))
+		}
 	}
 	txs, err := conn.Query(ctx, `SELECT pid, coalesce(usename, ''), (now() - xact_start)::text, coalesce(state, '')
 		FROM pg_stat_activity WHERE xact_start < now() - $1::interval AND pid <> pg_backend_pid()

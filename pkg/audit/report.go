@@ -72,13 +72,20 @@ func (r *Report) render(md bool) string {
 		item("capture: %s (%s)", p.Capture.Mode, p.Capture.Reason)
 		item("estimated copy time: %s at %.0f MB/s (rate measured by bench/snapshot; real hosts differ)", p.EstimatedCopy, p.CopyRateMBps)
 		item("%d tables, %d sequences, %d large objects%s", len(p.Tables), p.Sequences, p.LargeObjects,
-			map[bool]string{true: " (large objects are not carried by logical decoding or triggers: move them separately)", false: ""}[p.LargeObjects > 0])
+			map[bool]string{true: " (the snapshot copies large objects, but later changes to them are not carried by logical decoding or triggers: verify compares them by count and checksum; rewrite changed ones after cutover)", false: ""}[p.LargeObjects > 0])
 		if len(p.NoReplicaKey) > 0 {
 			item("ATTENTION %d tables without primary key or replica identity (UPDATE/DELETE would fail under a publication): %s; fix: add primary keys, or let snapshot set REPLICA IDENTITY FULL with --replica-identity-full",
-				len(p.NoReplicaKey), strings.Join(p.NoReplicaKey, ", "))
+				len(p.NoReplicaKey), names(p.NoReplicaKey))
 		}
 		if len(p.Unlogged) > 0 {
-			item("ATTENTION unlogged tables (copied by the snapshot, but their changes are not streamed): %s", strings.Join(p.Unlogged, ", "))
+			item("ATTENTION unlogged tables (copied by the snapshot, but their changes are not streamed): %s", names(p.Unlogged))
+		}
+		if len(p.DatabaseSettings) > 0 {
+			item("database settings (ALTER DATABASE … SET), carried to the target database by the snapshot: %s", names(p.DatabaseSettings))
+		}
+		if len(p.RoleSettings) > 0 {
+			item("ATTENTION settings of roles in this database (ALTER ROLE … IN DATABASE … SET), not carried (the target's roles are its own): %s; fix: set them on the target for the roles that exist there, before cutover",
+				names(p.RoleSettings))
 		}
 		for _, e := range p.Extensions {
 			if !e.OnRDS {
@@ -106,9 +113,9 @@ func (r *Report) render(md bool) string {
 				rows += " (" + t.RowsSource + ")"
 			}
 			if md {
-				fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, rows, units.Bytes(t.Bytes), pk)
+				fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", mdCell(t.Name), rows, units.Bytes(t.Bytes), pk)
 			} else {
-				fmt.Fprintf(&b, "  %-40s %12s rows %10s  pk: %s\n", t.Name, rows, units.Bytes(t.Bytes), pk)
+				fmt.Fprintf(&b, "  %-40s %12s rows %10s  pk: %s\n", oneLine.Replace(t.Name), rows, units.Bytes(t.Bytes), pk)
 			}
 		}
 	}
@@ -181,6 +188,25 @@ func (r *Report) render(md bool) string {
 		}
 	}
 	return strings.TrimLeft(b.String(), "\n")
+}
+
+// oneLine shows a name on one line: a newline or a carriage return inside
+// a (quoted) identifier would end a list item or a table row of the
+// report.
+var oneLine = strings.NewReplacer("\n", `\n`, "\r", `\r`)
+
+// names joins names for one line of the report.
+func names(ns []string) string {
+	out := make([]string, len(ns))
+	for i, n := range ns {
+		out[i] = oneLine.Replace(n)
+	}
+	return strings.Join(out, ", ")
+}
+
+// mdCell keeps a markdown table cell intact.
+func mdCell(s string) string {
+	return strings.ReplaceAll(oneLine.Replace(s), "|", `\|`)
 }
 
 func sortedStrings(s []string) []string {

@@ -452,6 +452,11 @@ func (r *runner) sequences(ctx context.Context) error {
 	if err := moveSequences(ctx, r.tgt, moved); err != nil {
 		return err
 	}
+	views, err := refreshMatViews(ctx, r.tgt) // not streamed either (matviews.go)
+	if err != nil {
+		return err
+	}
+	text += fmt.Sprintf("; %d materialized views refreshed", len(views))
 	return r.finish(ctx, 5, title, stepSequences, moved, text)
 }
 

@@ -34,11 +34,14 @@
 //     session_replication_role = replica on the target and large values
 //     compressed with lz4 where the target has it. Every copied table is
 //     held with ACCESS SHARE locks until the copy ends, as pg_dump does.
+//     Large objects follow, still in the snapshot, with their oids
+//     (largeobjects.go).
 //  6. Sequences are read and the source snapshot ends (its table locks,
 //     which keep TRUNCATE and rewrites from breaking the copy, go with it).
 //     The post-data section (indexes, constraints, triggers) is restored
 //     with --jobs parallel connections; materialized views are filled,
-//     sequences set, and every copied table is analyzed.
+//     sequences set, the database's own settings (ALTER DATABASE … SET)
+//     carried (dbsettings.go), and every copied table is analyzed.
 //  7. replicator.state's snapshot_status becomes "done".
 //
 // Bookkeeping written (and nothing else outside the copied schema):

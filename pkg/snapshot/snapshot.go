@@ -68,8 +68,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Result, err error
 	r.rep.phase("preflight")
 	phases := []func(context.Context) error{
 		r.connect, r.lockTarget, r.loadPrevious, r.preflight, r.startOver, r.setReplicaIdentity, r.markTarget,
-		r.startCapture, r.openReaders, r.createSchema, r.copyData, r.endSnapshot, r.buildIndexes,
-		r.setSequences, r.analyze, r.markDone,
+		r.startCapture, r.openReaders, r.createSchema, r.copyData, r.copyLargeObjects, r.endSnapshot, r.buildIndexes,
+		r.setSequences, r.setDatabaseSettings, r.analyze, r.markDone,
 	}
 	if cfg.Chunked {
 		phases = r.chunkedPhases()
@@ -193,7 +193,7 @@ func (r *run) preflight(ctx context.Context) (err error) {
 		zap.String("pg_dump", r.pf.tools.pgDump), zap.Int("jobs", r.cfg.Jobs))
 	var largeObjects int64
 	if err := r.src.QueryRow(ctx, `SELECT count(*) FROM pg_largeobject_metadata`).Scan(&largeObjects); err == nil && largeObjects > 0 {
-		r.log.Warn("the source holds large objects (pg_largeobject), which are neither copied nor streamed: move them with pg_dump --large-objects or store them in bytea columns",
+		r.log.Warn("the source holds large objects (pg_largeobject): the snapshot copies them, but changes made to them later are not streamed: verify compares them; rewrite changed ones after cutover, or store them in bytea columns",
 			zap.Int64("large_objects", largeObjects))
 	}
 	r.res = &Result{Capture: r.pf.capture}

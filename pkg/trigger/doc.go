@@ -23,7 +23,9 @@
 //     lists (col::text under pinned output settings) and triggers AFTER
 //     INSERT/UPDATE/DELETE FOR EACH ROW and AFTER TRUNCATE FOR EACH
 //     STATEMENT. Changes of partitions are recorded under their
-//     partitioned root.
+//     partitioned root. The triggers fire ALWAYS, so writes of sessions
+//     under session_replication_role = replica are captured too; a session
+//     with ApplyingSetting on (this tool's apply) is not.
 //
 // Batches (batch.go) are read in an order apply can use as it is, with
 // the argument for it written at batchSQL; a change superseded by a later

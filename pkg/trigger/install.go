@@ -26,6 +26,15 @@ const (
 	truncateFunc    = "replicator.capture_truncate"
 )
 
+// ApplyingSetting is the session setting this tool's apply connections
+// set to "on": the capture functions record nothing of such a session, so
+// changes applied to a captured database (the fallback window's reverse
+// stream) do not come back as captured changes.
+const ApplyingSetting = "replicator.applying"
+
+// skipApplying is the first statement of every capture function.
+const skipApplying = "\tIF pg_catalog.current_setting('" + ApplyingSetting + "', true) OPERATOR(pg_catalog.=) 'on' THEN RETURN NULL; END IF;\n"
+
 // The changelog has no primary key: nothing looks a row up by id, and every
 // index is paid for on each write of the application. The index on txid
 // serves both the batch reads and the purge, which select by transaction
@@ -72,7 +81,7 @@ const truncateFuncDDL = `
 CREATE OR REPLACE FUNCTION replicator.capture_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $f$
 BEGIN
-	INSERT INTO replicator.changelog (txid, rel, op) VALUES (pg_catalog.pg_current_xact_id(), TG_RELID, 'T');
+` + skipApplying + `	INSERT INTO replicator.changelog (txid, rel, op) VALUES (pg_catalog.pg_current_xact_id(), TG_RELID, 'T');
 	RETURN NULL;
 END $f$;
 REVOKE ALL ON FUNCTION replicator.capture_truncate() FROM PUBLIC;
@@ -300,14 +309,28 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 		// INSERT of the root, and the root's columns are the ones listed.
 		stmts = append(stmts, rowFunctionDDL(t),
 			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", RowTrigger, qname),
-			fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()", RowTrigger, qname, funcName(t)))
+			fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()", RowTrigger, qname, funcName(t)),
+			fmt.Sprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", qname, RowTrigger))
 	}
 	// TRUNCATE triggers are statement triggers, never cloned: every table,
 	// partitions included, gets its own.
+	//
+	// Both fire ALWAYS, also in sessions under session_replication_role =
+	// replica: applications and tools set it on the source (bulk loads,
+	// pgcopydb's fixtures, other replication tools replaying), and an
+	// ordinary trigger would miss their writes without a trace. Detecting
+	// such sessions instead cannot work: nothing of theirs reaches a
+	// trigger that does not fire. The one writer that must not be captured
+	// is this tool's own apply (the fallback window's reverse stream writes
+	// to this source): its sessions set replicator.applying (see
+	// ApplyingSetting), which the functions check first.
 	stmts = append(stmts,
 		fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", TruncateTrigger, qname),
-		fmt.Sprintf("CREATE TRIGGER %s AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", TruncateTrigger, qname, truncateFunc))
-	var cols, keys []string
+		fmt.Sprintf("CREATE TRIGGER %s AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", TruncateTrigger, qname, truncateFunc),
+		fmt.Sprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", qname, TruncateTrigger))
+	// Never NULL, even for a table with no captured column (none at all,
+	// or only generated ones).
+	cols, keys := []string{}, []string{}
 	for _, c := range t.Columns {
 		cols = append(cols, c.Name)
 		if c.Key {
@@ -400,11 +423,11 @@ AS $f$
 DECLARE
 	v pg_catalog.jsonb;
 %sBEGIN
-%s	IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
+%s%s	IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
 		INSERT INTO replicator.changelog (txid, rel, op, vals) VALUES (pg_catalog.pg_current_xact_id(), %d, 'I', %s);
 	ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
 		v := '{}'::pg_catalog.jsonb;
-`, funcName(t), decl, before, t.ID, jsonObject("NEW", t.Columns, false))
+`, funcName(t), decl, skipApplying, before, t.ID, jsonObject("NEW", t.Columns, false))
 	for _, c := range t.Columns {
 		q := pgutil.QuoteIdent(c.Name)
 		// IS DISTINCT FROM cannot name its operator's schema: spelled out.

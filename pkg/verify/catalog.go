@@ -229,13 +229,14 @@ func quoteIfNeeded(s string) string {
 
 // sequence is one sequence's position.
 type sequence struct {
-	name       string // schema.name
-	value      *int64 // last_value; nil when never used
-	descending bool   // increment_by < 0: "behind" means greater
+	schema, rel string
+	name        string // schema.name, quoted where SQL needs it (displayName)
+	value       *int64 // last_value; nil when never used
+	descending  bool   // increment_by < 0: "behind" means greater
 }
 
 func loadSequences(ctx context.Context, s *side) (map[string]sequence, error) {
-	rows, err := s.pool.Query(ctx, `SELECT s.schemaname || '.' || s.sequencename, s.last_value, s.increment_by < 0
+	rows, err := s.pool.Query(ctx, `SELECT s.schemaname::text, s.sequencename::text, s.last_value, s.increment_by < 0
 		FROM pg_sequences s JOIN pg_namespace n ON n.nspname = s.schemaname
 		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.sequencename
 		WHERE `+pgcatalog.UserRelation)
@@ -246,9 +247,10 @@ func loadSequences(ctx context.Context, s *side) (map[string]sequence, error) {
 	out := map[string]sequence{}
 	for rows.Next() {
 		var q sequence
-		if err := rows.Scan(&q.name, &q.value, &q.descending); err != nil {
+		if err := rows.Scan(&q.schema, &q.rel, &q.value, &q.descending); err != nil {
 			return nil, fmt.Errorf("list the sequences of the %s: %w", s.name, err)
 		}
+		q.name = displayName(q.schema, q.rel)
 		out[q.name] = q
 	}
 	return out, rows.Err()

@@ -1,5 +1,13 @@
 // Package verify proves a copy: it compares every table and sequence of a
 // source and a target Postgres database and names the rows that differ.
+// It also compares materialized views (count and checksum of their rows)
+// and large objects (count and a checksum over oids and contents), which
+// no stream carries (objects.go). Sequences behind the source are
+// warnings until cutover has moved them (its "sequences" step in
+// replicator.cutover), differences after: the stream only keeps them
+// close. Materialized views that differ are always warnings: their rows
+// depend on when each side refreshed them (cutover refreshes the
+// target's).
 //
 // The work happens inside the databases. Each session pins the settings that
 // change a row's text (TimeZone, DateStyle, IntervalStyle,

@@ -28,8 +28,18 @@ type Report struct {
 	RowsDiffering   int64 `json:"rows_differing"`
 	SequencesBehind int   `json:"sequences_behind"`
 
+	// SequencesFinal is set once cutover has moved the target's
+	// sequences: from then on a sequence behind is a difference; before,
+	// the stream only keeps them close, and one behind is a warning that
+	// does not decide the exit code. Materialized views that differ are
+	// always warnings (see Warned).
+	SequencesFinal bool `json:"sequences_final"`
+
 	Tables    []TableResult    `json:"tables"`
 	Sequences []SequenceResult `json:"sequences"`
+	// LargeObjects is nil when --tables narrowed the comparison.
+	LargeObjects      *LargeObjects   `json:"large_objects,omitempty"`
+	MaterializedViews []MatViewResult `json:"materialized_views"`
 }
 
 // TableResult is one table's comparison.
@@ -62,7 +72,96 @@ type SequenceResult struct {
 
 // Different reports whether anything differs.
 func (r *Report) Different() bool {
-	return r.TablesDifferent > 0 || r.SequencesBehind > 0
+	if r.TablesDifferent > 0 || r.LargeObjects != nil && !r.LargeObjects.Identical {
+		return true
+	}
+	return r.SequencesFinal && r.SequencesBehind > 0
+}
+
+// Warned reports what differs without being a difference of the data:
+// sequences behind before cutover (the stream only keeps them close), and
+// materialized views, whose rows depend on when each side last refreshed
+// them (cutover refreshes the target's from the final data, the source's
+// may be older).
+func (r *Report) Warned() bool {
+	return !r.SequencesFinal && r.SequencesBehind > 0 || r.staleViews() > 0
+}
+
+func (r *Report) staleViews() int {
+	n := 0
+	for _, v := range r.MaterializedViews {
+		if !v.Identical {
+			n++
+		}
+	}
+	return n
+}
+
+// differenceLines and warningLines name the objects besides tables that
+// differ, each with what to do.
+func (r *Report) differenceLines() []string {
+	var out []string
+	if r.SequencesFinal {
+		out = r.sequenceLines()
+	}
+	if lo := r.LargeObjects; lo != nil && !lo.Identical {
+		out = append(out, fmt.Sprintf("large objects: %d on source, %d on target, contents differ or missing: run the snapshot again, or copy them with lo_export/lo_import", lo.Source, lo.Target))
+	}
+	return out
+}
+
+func (r *Report) warningLines() []string {
+	var out []string
+	if !r.SequencesFinal {
+		out = r.sequenceLines()
+	}
+	for _, v := range r.MaterializedViews {
+		if !v.Identical {
+			out = append(out, fmt.Sprintf("materialized view %s: %d rows on source, %d on target: %s", v.View, v.SourceRows, v.TargetRows, v.Problem))
+		}
+	}
+	return out
+}
+
+func (r *Report) sequenceLines() []string {
+	var out []string
+	for _, s := range r.Sequences {
+		if s.Behind {
+			l := fmt.Sprintf("sequence %s: source %s, target %s", s.Sequence, seqValue(s.Source), seqValue(s.Target))
+			if s.Problem != "" {
+				l += " (" + s.Problem + ")"
+			}
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (r *Report) objectSummary() string {
+	s := fmt.Sprintf("%d checked, %d behind on target", len(r.Sequences), r.SequencesBehind)
+	if r.SequencesBehind > 0 && !r.SequencesFinal {
+		s += " (a warning: the stream keeps them close, cutover moves them)"
+	}
+	return s
+}
+
+func (r *Report) extrasSummary() []string {
+	var out []string
+	v := fmt.Sprintf("%d compared, %d differ", len(r.MaterializedViews), r.staleViews())
+	if r.staleViews() > 0 {
+		v += " (a warning: streams do not refresh them, cutover does)"
+	}
+	out = append(out, v)
+	if lo := r.LargeObjects; lo != nil {
+		verdict := "identical"
+		if !lo.Identical {
+			verdict = "DIFFERENT"
+		}
+		out = append(out, fmt.Sprintf("%d on source, %d on target, %s; %s", lo.Source, lo.Target, verdict, lo.Note))
+	} else {
+		out = append(out, "not compared (--tables)")
+	}
+	return out
 }
 
 func (r *Report) verdict() string {
@@ -109,7 +208,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "replicator verify: %s\n", r.verdict())
 	fmt.Fprintf(&b, "  tables:    %d checked, %d identical, %d different\n", r.TablesChecked, r.TablesIdentical, r.TablesDifferent)
 	fmt.Fprintf(&b, "  rows:      %s on source, %s on target, %s differing\n", num(r.SourceRows), num(r.TargetRows), num(r.RowsDiffering))
-	fmt.Fprintf(&b, "  sequences: %d checked, %d behind on target\n", len(r.Sequences), r.SequencesBehind)
+	fmt.Fprintf(&b, "  sequences: %s\n", r.objectSummary())
+	ex := r.extrasSummary()
+	fmt.Fprintf(&b, "  mat views: %s\n  large obj: %s\n", ex[0], ex[1])
 	fmt.Fprintf(&b, "  time:      %s\n", r.Duration.Round(time.Millisecond))
 	fmt.Fprintf(&b, "  source:    %s\n  target:    %s\n", r.Source, r.Target)
 	if r.Position != "" {
@@ -135,14 +236,14 @@ func (r *Report) WriteText(w io.Writer) error {
 				fmt.Fprintf(&b, "    ... and %s more differing rows\n", num(t.RowsNotListed))
 			}
 		}
-		for _, s := range r.Sequences {
-			if s.Behind {
-				fmt.Fprintf(&b, "  sequence %s: source %s, target %s", s.Sequence, seqValue(s.Source), seqValue(s.Target))
-				if s.Problem != "" {
-					fmt.Fprintf(&b, " (%s)", s.Problem)
-				}
-				b.WriteString("\n")
-			}
+		for _, l := range r.differenceLines() {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	}
+	if r.Warned() {
+		b.WriteString("\nWarnings (not differences of the data):\n")
+		for _, l := range r.warningLines() {
+			fmt.Fprintf(&b, "  %s\n", l)
 		}
 	}
 	b.WriteString("\nTables:\n")
@@ -176,7 +277,9 @@ func (r *Report) WriteMarkdown(w io.Writer, h report.Header) error {
 	}
 	fmt.Fprintf(&b, "| Tables | %d checked, %d identical, %d different |\n", r.TablesChecked, r.TablesIdentical, r.TablesDifferent)
 	fmt.Fprintf(&b, "| Rows | %d on source, %d on target, %d differing |\n", r.SourceRows, r.TargetRows, r.RowsDiffering)
-	fmt.Fprintf(&b, "| Sequences | %d checked, %d behind on target |\n", len(r.Sequences), r.SequencesBehind)
+	fmt.Fprintf(&b, "| Sequences | %s |\n", mdEscape(r.objectSummary()))
+	ex := r.extrasSummary()
+	fmt.Fprintf(&b, "| Materialized views | %s |\n| Large objects | %s |\n", mdEscape(ex[0]), mdEscape(ex[1]))
 	if r.Consistent != "" {
 		fmt.Fprintf(&b, "| Stream | %s |\n", mdEscape(r.Consistent))
 	}
@@ -203,10 +306,14 @@ func (r *Report) WriteMarkdown(w io.Writer, h report.Header) error {
 				fmt.Fprintf(&b, "| `%s` | %d more differing rows | |\n", mdEscape(t.Table), t.RowsNotListed)
 			}
 		}
-		for _, s := range r.Sequences {
-			if s.Behind {
-				fmt.Fprintf(&b, "| `%s` | sequence behind: source %s, target %s | |\n", mdEscape(s.Sequence), seqValue(s.Source), seqValue(s.Target))
-			}
+		for _, l := range r.differenceLines() {
+			fmt.Fprintf(&b, "| | %s | |\n", mdEscape(l))
+		}
+	}
+	if r.Warned() {
+		b.WriteString("\n### Warnings (not differences of the data)\n\n")
+		for _, l := range r.warningLines() {
+			fmt.Fprintf(&b, "- %s\n", mdEscape(l))
 		}
 	}
 	b.WriteString("\n### Tables\n\n| Table | Result | Source rows | Target rows | Mode | Chunks mismatched |\n|---|---|---:|---:|---|---:|\n")

@@ -203,6 +203,15 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Report, err error
 			rep.SequencesBehind++
 		}
 	}
+	rep.SequencesFinal = cutoverMovedSequences(ctx, c.tgt)
+	if len(cfg.Tables) == 0 {
+		if rep.LargeObjects, err = compareLargeObjects(ctx, c.src, c.tgt); err != nil {
+			return nil, err
+		}
+	}
+	if rep.MaterializedViews, err = compareMatViews(ctx, c.src, c.tgt, cfg.Tables); err != nil {
+		return nil, err
+	}
 	rep.Duration = time.Since(started)
 	rep.Seconds = rep.Duration.Seconds()
 	log.Info("verify finished", zap.Int("tables", rep.TablesChecked), zap.Int("different", rep.TablesDifferent),
@@ -353,8 +362,7 @@ func (c *comparer) recheck(ctx context.Context, runs []*tableRun) error {
 func compareSequences(src, tgt map[string]sequence, patterns []string) []SequenceResult {
 	var out []SequenceResult
 	for name, s := range src {
-		schema, rel, _ := strings.Cut(name, ".")
-		if !matches(patterns, schema, rel, "") {
+		if !matches(patterns, s.schema, s.rel, "") {
 			continue
 		}
 		r := SequenceResult{Sequence: name, Source: s.value}

@@ -58,7 +58,7 @@ func (d *decoder) feed(at pglogrepl.LSN, data []byte) (t *Txn, err error) {
 	if err := checkCounts(data); err != nil {
 		return nil, fmt.Errorf("%w: malformed message at %s: %v", ErrProtocol, at, err)
 	}
-	msg, err := pglogrepl.Parse(data)
+	msg, err := parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("decode pgoutput message at %s: %w", at, err)
 	}
@@ -107,6 +107,22 @@ func (d *decoder) feed(at pglogrepl.LSN, data []byte) (t *Txn, err error) {
 		// Origin, Type and logical decoding messages carry nothing to apply.
 	}
 	return nil, nil
+}
+
+// parse is pglogrepl.Parse with a workaround: pglogrepl's
+// InsertMessage.Decode demands 8 bytes after the type byte, but an INSERT
+// into a table with no published column (zero columns, or only generated
+// ones, which pgoutput does not send) is 7: the relation id, 'N' and a
+// column count of 0. pglogrepl refuses it ("InsertMessage must have 8
+// bytes, got 7 bytes"), so every restart died on the same message. Such a
+// message is decoded here; checkCounts has checked its layout. (Upstream
+// bug in jackc/pglogrepl message.go, still present in v0.0.0-20251213;
+// UPDATE and DELETE of zero columns are long enough for it.)
+func parse(data []byte) (pglogrepl.Message, error) {
+	if len(data) == 8 && data[0] == 'I' && data[5] == 'N' && binary.BigEndian.Uint16(data[6:]) == 0 {
+		return &pglogrepl.InsertMessage{RelationID: binary.BigEndian.Uint32(data[1:5]), Tuple: &pglogrepl.TupleData{}}, nil
+	}
+	return pglogrepl.Parse(data)
 }
 
 // checkCounts refuses a message whose declared lengths it cannot hold:

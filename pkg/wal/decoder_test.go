@@ -258,6 +258,7 @@ func TestSpillRoundTrip(t *testing.T) {
 func FuzzDecoder(f *testing.F) {
 	f.Add(beginMsg(1, 1, pgEpoch), relationMsg(1, "p", "t", 'd', col{"a", true}), append(u32([]byte{'I'}, 1), tuple([]byte{'N'}, s("1"))...))
 	f.Add(beginMsg(1, 1, pgEpoch), relationMsg(1, "p", "t", 'f', col{"a", true}), tuple(append(u32([]byte{'U'}, 1), 'O'), s("x")))
+	f.Add(beginMsg(1, 1, pgEpoch), relationMsg(1, "p", "empty", 'f'), append(u32([]byte{'I'}, 1), tuple([]byte{'N'})...))
 	f.Fuzz(func(t *testing.T, a, b, c []byte) {
 		done := make(chan struct{})
 		go func() {
@@ -280,4 +281,48 @@ func FuzzDecoder(f *testing.F) {
 			t.Fatalf("decoding %q, %q, %q did not finish in 5 s", a, b, c)
 		}
 	})
+}
+
+// TestDecoderZeroColumnTuples: a table with no published column (zero
+// columns, or only generated ones) sends 7-byte INSERTs that pglogrepl
+// refuses on its own; each must still arrive as one row change, as must
+// an UPDATE and a DELETE of such a row under REPLICA IDENTITY FULL.
+func TestDecoderZeroColumnTuples(t *testing.T) {
+	d := newDecoder(t.TempDir(), 1<<20)
+	msgs := [][]byte{
+		beginMsg(9, 1, pgEpoch),
+		relationMsg(7, "public", "empty", 'f'),
+		append(u32([]byte{'I'}, 7), tuple([]byte{'N'})...),
+		append(u32([]byte{'I'}, 7), tuple([]byte{'N'})...),
+		tuple(append(tuple(append(u32([]byte{'U'}, 7), 'O')), 'N')),
+		append(u32([]byte{'D'}, 7), tuple([]byte{'O'})...),
+	}
+	if n := len(msgs[2]); n != 8 {
+		t.Fatalf("a zero-column INSERT is %d bytes, want 8 (type byte included)", n)
+	}
+	for i, m := range msgs {
+		if _, err := d.feed(pglogrepl.LSN(i+1), m); err != nil {
+			t.Fatalf("message %d (%c): %v", i, m[0], err)
+		}
+	}
+	txn, err := d.feed(10, commitMsg(9, 10, pgEpoch))
+	if err != nil || txn == nil {
+		t.Fatal(txn, err)
+	}
+	defer txn.Close()
+	var kinds []Kind
+	txn.Each(func(c *Change) error {
+		if c.Rel.Name != "empty" || len(c.New)+len(c.Old) != 0 {
+			t.Errorf("change %+v", c)
+		}
+		kinds = append(kinds, c.Kind)
+		return nil
+	})
+	if !reflect.DeepEqual(kinds, []Kind{Insert, Insert, Update, Delete}) {
+		t.Fatalf("changes %v, want two inserts, an update and a delete", kinds)
+	}
+	// An insert cut short is still an error, not a zero-column row.
+	if _, err := newDecoder(t.TempDir(), 1<<20).feed(1, []byte{'I', 0, 0, 0, 7, 'N', 0}); err == nil {
+		t.Error("a 7-byte INSERT was accepted")
+	}
 }
