@@ -110,9 +110,9 @@ func measureLag(ctx context.Context, src, tgt *pgx.Conn) (lag, *state.State, err
 	var behind bool
 	switch st.Capture {
 	case state.CaptureLogical:
-		from := st.AppliedLSN
-		if from == "" {
-			from = st.ConsistentLSN
+		from := st.ConsistentLSN
+		if !st.Applied.IsZero() {
+			from = st.Applied.LSN().String()
 		}
 		if err := src.QueryRow(ctx, `SELECT greatest(pg_current_wal_lsn() - $1::pg_lsn, 0)::bigint`, from).Scan(&l.Bytes); err != nil {
 			return l, nil, fmt.Errorf("source: read WAL position: %w", err)
@@ -201,21 +201,16 @@ func reached(ctx context.Context, src, tgt *pgx.Conn, hw highWater) (bool, strin
 		if err != nil {
 			return false, "", fmt.Errorf("high-water mark %q: %w", hw.LSN, err)
 		}
-		var got pglogrepl.LSN
-		if st.AppliedLSN != "" {
-			if got, err = pglogrepl.ParseLSN(st.AppliedLSN); err != nil {
-				return false, "", fmt.Errorf("replicator.state applied_lsn %q: %w", st.AppliedLSN, err)
-			}
-		}
+		got := st.Applied.LSN() // 0 when nothing is applied yet
 		if got >= want {
-			return true, "applied " + st.AppliedLSN, nil
+			return true, "applied " + got.String(), nil
 		}
 		return false, fmt.Sprintf("applied %s of %s, %d bytes to go", got, want, uint64(want-got)), nil
 	}
-	if st.AppliedBatch >= hw.Tick {
-		return true, fmt.Sprintf("applied batch %d", st.AppliedBatch), nil
+	if st.Applied.ID() >= hw.Tick {
+		return true, fmt.Sprintf("applied batch %d", st.Applied.ID()), nil
 	}
-	return false, fmt.Sprintf("applied batch %d of %d", st.AppliedBatch, hw.Tick), nil
+	return false, fmt.Sprintf("applied batch %d of %d", st.Applied.ID(), hw.Tick), nil
 }
 
 // waitFor polls cond every cfg.PollInterval, printing its progress every

@@ -54,14 +54,7 @@ type State struct {
 	// applied to the target: for logical capture the end LSN of its commit
 	// (the zero Position before the first), for trigger capture its
 	// changelog batch id (batch 0, the copy's tick, before the first).
-	Applied position.Position
-	// AppliedLSN and AppliedBatch are Applied as the columns hold it, for
-	// readers written before Applied: the pg_lsn text ("" when none) and
-	// the batch id (0 when none).
-	//
-	// Deprecated: use Applied.
-	AppliedLSN        string
-	AppliedBatch      int64
+	Applied           position.Position
 	AppliedCommitTime time.Time // source commit time of the last applied transaction
 	AppliedAt         time.Time // when it was applied
 	LastError         string
@@ -131,10 +124,6 @@ func Load(ctx context.Context, db DB) (*State, error) {
 	} else {
 		s.Applied = alsn
 	}
-	if !alsn.IsZero() {
-		s.AppliedLSN = alsn.LSN().String()
-	}
-	s.AppliedBatch = batch.ID()
 	if act != nil {
 		s.AppliedCommitTime = *act
 	}
@@ -193,17 +182,6 @@ func RecordApplied(ctx context.Context, tx DB, pos position.Position, commitTime
 		return fmt.Errorf("record applied position %s on the target: %w", pos, err)
 	}
 	return nil
-}
-
-// RecordAppliedLSN is RecordApplied of an LSN given as pg_lsn text.
-//
-// Deprecated: use RecordApplied.
-func RecordAppliedLSN(ctx context.Context, tx DB, lsn string, commitTime time.Time) error {
-	pos, err := position.ParseLSN(lsn)
-	if err != nil {
-		return fmt.Errorf("record applied position %q on the target: %w", lsn, err)
-	}
-	return RecordApplied(ctx, tx, pos, commitTime)
 }
 
 // RecordError stores the last error (already free of credentials) so that

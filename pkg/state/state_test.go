@@ -68,8 +68,8 @@ func TestBeginLoad(t *testing.T) {
 		st.SnapshotStatus != SnapshotCopying || st.SnapshotXmin != "" {
 		t.Errorf("loaded %+v", st)
 	}
-	if !st.Applied.IsZero() || st.AppliedLSN != "" || st.AppliedBatch != 0 || !st.AppliedCommitTime.IsZero() || st.LastError != "" {
-		t.Errorf("a new migration has applied %v (%q, %d) at %s, error %q", st.Applied, st.AppliedLSN, st.AppliedBatch, st.AppliedCommitTime, st.LastError)
+	if !st.Applied.IsZero() || !st.AppliedCommitTime.IsZero() || st.LastError != "" {
+		t.Errorf("a new migration has applied %v at %s, error %q", st.Applied, st.AppliedCommitTime, st.LastError)
 	}
 	if st.StartedAt.Before(before) || st.UpdatedAt.Before(before) {
 		t.Errorf("started %s, updated %s", st.StartedAt, st.UpdatedAt)
@@ -86,8 +86,8 @@ func TestBeginLoad(t *testing.T) {
 	if st.Capture != CaptureTrigger || st.SnapshotXmin != "100:105:101,103" || st.SlotName != "" || st.ConsistentLSN != "" {
 		t.Errorf("after a second Begin: %+v", st)
 	}
-	if st.Applied != position.Batch(0) || st.AppliedLSN != "" {
-		t.Errorf("after a second Begin the applied position is %v (%q), want batch 0", st.Applied, st.AppliedLSN)
+	if st.Applied != position.Batch(0) {
+		t.Errorf("after a second Begin the applied position is %v, want batch 0", st.Applied)
 	}
 }
 
@@ -123,17 +123,6 @@ func TestRecordApplied(t *testing.T) {
 			if st.LastError != "" {
 				t.Errorf("a recorded position leaves the last error %q", st.LastError)
 			}
-			switch c.first.Kind() {
-			case position.KindLSN:
-				if st.AppliedLSN != c.first.LSN().String() || st.AppliedBatch != 0 {
-					t.Errorf("compatibility fields %q, %d", st.AppliedLSN, st.AppliedBatch)
-				}
-			case position.KindBatch:
-				if st.AppliedBatch != c.first.ID() || st.AppliedLSN != "" {
-					t.Errorf("compatibility fields %q, %d", st.AppliedLSN, st.AppliedBatch)
-				}
-			}
-
 			tx, err := conn.Begin(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -169,9 +158,6 @@ func TestRecordAppliedRefusesOtherPositions(t *testing.T) {
 		if err := RecordApplied(ctx, conn, p, time.Now()); err == nil || !strings.Contains(err.Error(), p.String()) {
 			t.Errorf("recording %v: %v, want an error naming it", p, err)
 		}
-	}
-	if err := RecordAppliedLSN(ctx, conn, "not an lsn", time.Now()); err == nil {
-		t.Error("a malformed LSN was recorded")
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"replicator/pkg/position"
 	"replicator/pkg/state"
 )
 
@@ -29,7 +30,7 @@ func liveDatabases(t *testing.T) (src, dst string) {
 	if err := state.Begin(ctx, tc, &state.State{Capture: state.CaptureLogical, SnapshotStatus: state.SnapshotDone}); err != nil {
 		t.Fatal(err)
 	}
-	if err := state.RecordAppliedLSN(ctx, tc, sourceLSN(t, src), time.Now()); err != nil {
+	if err := state.RecordApplied(ctx, tc, mustLSN(t, sourceLSN(t, src)), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	// The application writes on the source; the stream has not applied it.
@@ -69,7 +70,7 @@ func applyWhen(t *testing.T, src, dst string, ready <-chan struct{}) chan error 
 			if _, err := tx.Exec(ctx, `UPDATE items SET v = 'new' WHERE id IN (10, 1500); INSERT INTO items VALUES (5000, 'fresh'); DELETE FROM items WHERE id = 7`); err != nil {
 				return err
 			}
-			return state.RecordAppliedLSN(ctx, tx, lsn, time.Now())
+			return state.RecordApplied(ctx, tx, mustLSN(t, lsn), time.Now())
 		})
 	}()
 	return done
@@ -185,4 +186,13 @@ func TestNoStreamRunningComparesAsItStands(t *testing.T) {
 	if got := strings.Join(diffLines(rep), "\n"); !strings.Contains(got, "id=5000") || !strings.Contains(got, "id=7") {
 		t.Errorf("differences = %s, want the source's unapplied insert and delete", got)
 	}
+}
+
+func mustLSN(t *testing.T, s string) position.Position {
+	t.Helper()
+	p, err := position.ParseLSN(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -29,19 +29,6 @@ func TestDuplicatesAndNullsDoNotCancel(t *testing.T) {
 	}
 }
 
-func TestParseLSN(t *testing.T) {
-	for in, want := range map[string]lsn{"0/0": 0, "0/16B3748": 0x16B3748, "1/0": 1 << 32, "FF/FFFFFFFF": 0xFFFFFFFFFF} {
-		if got, err := parseLSN(in); err != nil || got != want {
-			t.Errorf("parseLSN(%q) = %x, %v; want %x", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "12", "x/1", "1/"} {
-		if _, err := parseLSN(bad); err == nil {
-			t.Errorf("parseLSN(%q) accepted", bad)
-		}
-	}
-}
-
 func TestNum(t *testing.T) {
 	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 5000000: "5,000,000", -1234: "-1,234"} {
 		if got := num(n); got != want {

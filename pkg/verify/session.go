@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"replicator/pkg/pgutil"
+	"replicator/pkg/position"
 	"replicator/pkg/state"
 )
 
@@ -93,22 +93,6 @@ func openSide(ctx context.Context, url, name string, conns int) (*side, error) {
 	return s, nil
 }
 
-// lsn is a WAL position.
-type lsn uint64
-
-func parseLSN(s string) (lsn, error) {
-	hi, lo, ok := strings.Cut(s, "/")
-	if !ok {
-		return 0, fmt.Errorf("malformed LSN %q", s)
-	}
-	h, err1 := strconv.ParseUint(hi, 16, 32)
-	l, err2 := strconv.ParseUint(lo, 16, 32)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("malformed LSN %q", s)
-	}
-	return lsn(h<<32 | l), nil
-}
-
 // streamRunning reports whether a logical stream is consuming the
 // migration's slot on the source. Trigger capture has no such sign (its
 // consumer reads a table), so it counts as running.
@@ -150,7 +134,7 @@ func waitApplied(ctx context.Context, src, tgt *side, timeout time.Duration, log
 		ELSE pg_current_wal_lsn() END)::text`).Scan(&cur); err != nil {
 		return "", fmt.Errorf("read the source's WAL position: %w", err)
 	}
-	want, err := parseLSN(cur)
+	want, err := position.ParseLSN(cur)
 	if err != nil {
 		return "", err
 	}
@@ -163,19 +147,13 @@ func waitApplied(ctx context.Context, src, tgt *side, timeout time.Duration, log
 		if st.Capture == state.CaptureTrigger {
 			return "a trigger-capture stream feeds the target; differences were re-checked", nil
 		}
-		var got lsn // nothing applied yet: 0
-		if st.AppliedLSN != "" {
-			if got, err = parseLSN(st.AppliedLSN); err != nil {
-				return "", fmt.Errorf("replicator.state on the target: %w", err)
-			}
-		}
-		if got >= want {
-			return fmt.Sprintf("compared after the target applied source position %s (applied %s)", cur, st.AppliedLSN), nil
+		if st.Applied.LSN() >= want.LSN() { // nothing applied yet: LSN 0
+			return fmt.Sprintf("compared after the target applied source position %s (applied %s)", cur, st.Applied.LSN()), nil
 		}
 		if time.Now().After(deadline) {
-			applied := st.AppliedLSN
-			if applied == "" {
-				applied = "nothing"
+			applied := "nothing"
+			if !st.Applied.IsZero() {
+				applied = st.Applied.LSN().String()
 			}
 			log.Warn("target has not applied the source's position; comparing anyway and re-checking differences",
 				zap.String("source_lsn", cur), zap.String("applied_lsn", applied))
