@@ -322,6 +322,10 @@ func (p *Postgres) Exec(t testing.TB, db string, sql string, args ...any) {
 	}
 }
 
+// PostgresMain is the whole TestMain of a package whose tests share one
+// cluster with default options: RunWithPostgres, then exit with its code.
+func PostgresMain(m *testing.M, pg **Postgres) { os.Exit(RunWithPostgres(m, pg, PostgresOptions{})) }
+
 // RunWithPostgres is a TestMain helper: it starts one cluster shared by the
 // package's tests, stores it in *pg, runs the tests and removes the cluster.
 // A cluster that cannot start fails the package (exit 1), never skips it.

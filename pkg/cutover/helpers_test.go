@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +19,11 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
 
 	"replicator/internal/testenv"
+	"replicator/pkg/state"
+	"replicator/pkg/trigger"
 )
 
 // One cluster holds every test's source and target databases. The
@@ -359,4 +363,44 @@ func lineOf(out string, n int) string {
 		}
 	}
 	return found
+}
+
+// copyAndCapture copies dumpURL's schema and rows to the target with
+// pg_dump | psql while nothing writes, then installs trigger capture on the
+// source through owner and records its capture point on the target, as
+// `replicator snapshot` does under trigger capture.
+func (m *migration) copyAndCapture(t *testing.T, dumpURL string, owner *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	bin, err := testenv.PostgresBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump := exec.Command(filepath.Join(bin, "pg_dump"), "--no-owner", "--no-privileges", dumpURL)
+	restore := exec.Command(filepath.Join(bin, "psql"), "-q", "-v", "ON_ERROR_STOP=1", m.dstURL)
+	restore.Stdin, _ = dump.StdoutPipe()
+	var rerr strings.Builder
+	restore.Stderr, restore.Stdout = &rerr, io.Discard
+	if err := restore.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dump.Run(); err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	if err := restore.Wait(); err != nil {
+		t.Fatalf("psql: %v: %s", err, rerr.String())
+	}
+	if _, err := trigger.Install(ctx, owner, trigger.Config{}, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := trigger.StartCapturePoint(ctx, m.srcURL, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := cp.State()
+	st.SnapshotStatus = state.SnapshotDone
+	if err := state.Begin(ctx, pg.Connect(t, m.dst), &st); err != nil {
+		t.Fatal(err)
+	}
+	cp.Release(ctx)
 }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -56,37 +53,7 @@ func newHerokuMigration(t *testing.T) *migration {
 	}
 
 	// The copy, before the capture triggers exist (nothing writes meanwhile).
-	bin, err := testenv.PostgresBinDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dump := exec.Command(filepath.Join(bin, "pg_dump"), "--no-owner", "--no-privileges", pg.URL(m.src))
-	restore := exec.Command(filepath.Join(bin, "psql"), "-q", "-v", "ON_ERROR_STOP=1", m.dstURL)
-	restore.Stdin, _ = dump.StdoutPipe()
-	var rerr strings.Builder
-	restore.Stderr, restore.Stdout = &rerr, io.Discard
-	if err := restore.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := dump.Run(); err != nil {
-		t.Fatalf("pg_dump: %v", err)
-	}
-	if err := restore.Wait(); err != nil {
-		t.Fatalf("psql: %v: %s", err, rerr.String())
-	}
-	if _, err := trigger.Install(ctx, owner, trigger.Config{}, zap.NewNop()); err != nil {
-		t.Fatal(err)
-	}
-	cp, err := trigger.StartCapturePoint(ctx, m.srcURL, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := cp.State()
-	st.SnapshotStatus = state.SnapshotDone
-	if err := state.Begin(ctx, pg.Connect(t, m.dst), &st); err != nil {
-		t.Fatal(err)
-	}
-	cp.Release(ctx)
+	m.copyAndCapture(t, pg.URL(m.src), owner)
 	return m
 }
 

@@ -3,9 +3,6 @@ package cutover
 import (
 	"context"
 	"errors"
-	"io"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
-	"replicator/internal/testenv"
 	"replicator/pkg/apply"
 	"replicator/pkg/state"
 	"replicator/pkg/trigger"
@@ -48,38 +44,8 @@ func TestTriggerCaptureCutover(t *testing.T) {
 	pg.Exec(t, m.src, "GRANT SELECT, INSERT, UPDATE, DELETE ON orders, events TO "+m.app+"; GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "+m.app)
 
 	// The copy, before the triggers exist (nothing writes meanwhile).
-	bin, err := testenv.PostgresBinDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dump := exec.Command(filepath.Join(bin, "pg_dump"), "--no-owner", "--no-privileges", m.srcURL)
-	restore := exec.Command(filepath.Join(bin, "psql"), "-q", "-v", "ON_ERROR_STOP=1", m.dstURL)
-	restore.Stdin, _ = dump.StdoutPipe()
-	var rerr strings.Builder
-	restore.Stderr, restore.Stdout = &rerr, io.Discard
-	if err := restore.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := dump.Run(); err != nil {
-		t.Fatalf("pg_dump: %v", err)
-	}
-	if err := restore.Wait(); err != nil {
-		t.Fatalf("psql: %v: %s", err, rerr.String())
-	}
 	src, dst := pg.Connect(t, m.src), pg.Connect(t, m.dst)
-	if _, err := trigger.Install(ctx, src, trigger.Config{}, zap.NewNop()); err != nil {
-		t.Fatal(err)
-	}
-	cp, err := trigger.StartCapturePoint(ctx, m.srcURL, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := cp.State()
-	st.SnapshotStatus = state.SnapshotDone
-	if err := state.Begin(ctx, dst, &st); err != nil {
-		t.Fatal(err)
-	}
-	cp.Release(ctx)
+	m.copyAndCapture(t, m.srcURL, src)
 
 	runCtx, stop := context.WithCancel(ctx)
 	stopped := make(chan error, 1)

@@ -3,7 +3,6 @@ package pgcatalog
 import (
 	"context"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -16,9 +15,7 @@ import (
 
 var pg *testenv.Postgres
 
-func TestMain(m *testing.M) {
-	os.Exit(testenv.RunWithPostgres(m, &pg, testenv.PostgresOptions{}))
-}
+func TestMain(m *testing.M) { testenv.PostgresMain(m, &pg) }
 
 // fixture has one object of every kind the definition speaks of. The
 // extension-owned objects are made members with ALTER EXTENSION … ADD, as

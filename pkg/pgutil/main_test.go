@@ -1,7 +1,6 @@
 package pgutil
 
 import (
-	"os"
 	"testing"
 
 	"replicator/internal/testenv"
@@ -11,6 +10,4 @@ import (
 // crash and restart it.
 var pg *testenv.Postgres
 
-func TestMain(m *testing.M) {
-	os.Exit(testenv.RunWithPostgres(m, &pg, testenv.PostgresOptions{}))
-}
+func TestMain(m *testing.M) { testenv.PostgresMain(m, &pg) }

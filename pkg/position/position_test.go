@@ -2,7 +2,6 @@ package position
 
 import (
 	"context"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -14,9 +13,7 @@ import (
 
 var pg *testenv.Postgres
 
-func TestMain(m *testing.M) {
-	os.Exit(testenv.RunWithPostgres(m, &pg, testenv.PostgresOptions{}))
-}
+func TestMain(m *testing.M) { testenv.PostgresMain(m, &pg) }
 
 func TestCompare(t *testing.T) {
 	for _, c := range []struct {

@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,9 +16,7 @@ import (
 // One server for the package, a database per test.
 var pg *testenv.Postgres
 
-func TestMain(m *testing.M) {
-	os.Exit(testenv.RunWithPostgres(m, &pg, testenv.PostgresOptions{}))
-}
+func TestMain(m *testing.M) { testenv.PostgresMain(m, &pg) }
 
 func target(t *testing.T) *pgx.Conn {
 	t.Helper()

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,9 +19,7 @@ import (
 
 var pg *testenv.Postgres
 
-func TestMain(m *testing.M) {
-	os.Exit(testenv.RunWithPostgres(m, &pg, testenv.PostgresOptions{}))
-}
+func TestMain(m *testing.M) { testenv.PostgresMain(m, &pg) }
 
 func TestStatusReportsLagAndSlot(t *testing.T) {
 	ctx := context.Background()

@@ -2,7 +2,6 @@ package verify
 
 import (
 	"context"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -14,9 +13,7 @@ import (
 
 var pg *testenv.Postgres
 
-func TestMain(m *testing.M) {
-	os.Exit(testenv.RunWithPostgres(m, &pg, testenv.PostgresOptions{}))
-}
+func TestMain(m *testing.M) { testenv.PostgresMain(m, &pg) }
 
 // schemaSQL is the awkward schema of the snapshot issue, created on both
 // sides. reorderedSource/Target differ only in column order.
