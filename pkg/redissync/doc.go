@@ -47,7 +47,18 @@
 //     PSYNC <replid> <offset+1> after a jittered backoff (1 s doubling to
 //     30 s, github.com/cenkalti/backoff); when the source answers
 //     FULLRESYNC instead, the target is flushed and reloaded (and the log
-//     says so). In SCAN mode follow re-copies keys named by keyspace
+//     says so in one line, with the reason: replication ID changed, or
+//     offset no longer in the backlog).
+//   - Durable position (position.go, SyncConfig.DurablePosition). The
+//     position (replid, offset, selected db) lives on the target in the
+//     hash PositionKey, written inside the same MULTI/EXEC as the commands
+//     it covers, so data and position never disagree. A restarted
+//     follower (also after kill -9) resumes with PSYNC <replid> <offset+1>.
+//     Chosen over a local state file: a file can only be written after the
+//     target acknowledged a batch, and a crash between the two would apply
+//     non-idempotent commands (INCR, RPUSH) twice. Costs: one HSET per
+//     batch, and one key on the target that `redis verify` leaves out and
+//     the operator deletes after cutover. In SCAN mode follow re-copies keys named by keyspace
 //     notifications: best-effort, events during a disconnect are lost.
 //   - Metrics (metrics.go): keys and bytes imported, follow lag and
 //     applied offset, reconnects; built once per process by the command

@@ -56,11 +56,39 @@ type follower struct {
 }
 
 func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, log *zap.Logger) error {
-	f := &follower{cfg: cfg, w: w, log: log, m: cfg.Metrics, replid: rc.replid, applied: rc.offset, safe: rc.offset}
-	f.received.Store(rc.offset)
-	f.m.appliedOffset(rc.offset)
+	f := newFollower(cfg, w, log, rc.replid, rc.offset)
+	return f.run(ctx, rc)
+}
+
+func newFollower(cfg SyncConfig, w *Writer, log *zap.Logger, replid string, offset int64) *follower {
+	f := &follower{cfg: cfg, w: w, log: log, m: cfg.Metrics, replid: replid, applied: offset, safe: offset}
+	f.received.Store(offset)
+	f.m.appliedOffset(offset)
+	return f
+}
+
+// resumePSYNC continues from the position a previous run stored on the
+// target (after a restart or kill -9): PSYNC <replid> <offset+1>, and a
+// full resynchronisation only when the source cannot continue.
+func resumePSYNC(ctx context.Context, cfg SyncConfig, w *Writer, p position, log *zap.Logger) error {
+	f := newFollower(cfg, w, log, p.replid, p.offset)
+	f.db = p.db
+	log.Info("resuming from the follow position stored on the target", zap.String("replid", p.replid), zap.Int64("offset", p.offset), zap.Int("db", p.db))
+	rc, err := f.reconnect(ctx)
+	if err != nil {
+		var te *targetError
+		if errors.As(err, &te) {
+			return te.err
+		}
+		return err
+	}
+	return f.run(ctx, rc)
+}
+
+func (f *follower) run(ctx context.Context, rc *replConn) error {
+	log := f.log
 	defer f.closeTarget()
-	log.Info("following the source's replication stream", zap.String("replid", rc.replid), zap.Int64("offset", rc.offset))
+	log.Info("following the source's replication stream", zap.String("replid", rc.replid), zap.Int64("offset", f.safe), zap.Bool("durable_position", f.cfg.DurablePosition))
 	delays := newReconnectBackOff()
 	for {
 		err := f.stream(ctx, rc)
@@ -165,8 +193,12 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 		f.received.Store(f.safe)
 		return rc, nil
 	}
-	f.log.Warn("source cannot resume from our offset (backlog too short or replication id changed): full resynchronisation; flushing the target and loading the snapshot again",
-		zap.Int64("offset", f.safe), zap.String("new_replid", rc.replid))
+	reason := "the source no longer holds our offset in its backlog (raise repl-backlog-size on the source)"
+	if rc.replid != f.replid {
+		reason = "the source's replication ID changed (it restarted or failed over)"
+	}
+	f.log.Warn("full resynchronisation: the source cannot continue from our position; flushing the target and loading the snapshot again",
+		zap.String("reason", reason), zap.String("replid", f.replid), zap.Int64("offset", f.safe), zap.String("new_replid", rc.replid))
 	if err := f.w.Do(ctx, 0, "FLUSHALL"); err != nil {
 		rc.Close()
 		return nil, &targetError{fmt.Errorf("target: FLUSHALL before the full resynchronisation: %w", err)}
@@ -191,6 +223,12 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 	if err := f.w.Flush(); err != nil {
 		rc.Close()
 		return nil, &targetError{err}
+	}
+	if f.cfg.DurablePosition {
+		if err := writePosition(ctx, f.w, rc.replid, rc.offset); err != nil {
+			rc.Close()
+			return nil, &targetError{err}
+		}
 	}
 	f.replid, f.applied, f.safe = rc.replid, rc.offset, rc.offset
 	f.received.Store(rc.offset)
@@ -298,6 +336,9 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 }
 
 func (f *follower) apply(ctx context.Context, batch []replCmd) error {
+	if f.cfg.DurablePosition {
+		return f.applyDurable(ctx, batch)
+	}
 	conn, err := f.targetConn(ctx)
 	if err != nil {
 		return err

@@ -13,11 +13,29 @@ import (
 // allows and the source accepts it, else by SCAN + DUMP + PTTL.
 func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (LoadStats, error) {
 	if cfg.Mode == "auto" || cfg.Mode == "psync" {
+		if cfg.resumable() {
+			p, ok, err := readPosition(ctx, w)
+			if err != nil {
+				return LoadStats{}, err
+			}
+			if ok {
+				return LoadStats{}, resumePSYNC(ctx, cfg, w, p, log)
+			}
+			if err := clearPosition(ctx, w); err != nil {
+				return LoadStats{}, err
+			}
+		}
 		rc, st, err := psyncSnapshot(ctx, cfg, w, log)
 		if err == nil {
 			if !cfg.Follow {
 				rc.Close()
 				return st, nil
+			}
+			if cfg.DurablePosition {
+				if err := writePosition(ctx, w, rc.replid, rc.offset); err != nil {
+					rc.Close()
+					return st, err
+				}
 			}
 			return st, followPSYNC(ctx, cfg, w, rc, log)
 		}

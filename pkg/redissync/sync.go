@@ -37,6 +37,11 @@ type SyncConfig struct {
 	Writer WriterConfig
 	// Decoder bounds the decoder.
 	Decoder redisrdb.Options
+	// DurablePosition stores the follow position on the target
+	// (PositionKey, in the same transaction as the commands it covers) and,
+	// when a position is already there, resumes from it with PSYNC instead
+	// of copying again. PSYNC follow only.
+	DurablePosition bool
 	// Metrics receives the sync's metrics; nil records none. The command
 	// builds one with NewMetrics per process.
 	Metrics *Metrics
@@ -83,6 +88,12 @@ func (c SyncConfig) withDefaults() SyncConfig {
 	return c
 }
 
+// resumable says whether the sync may continue from a stored follow
+// position instead of copying.
+func (c SyncConfig) resumable() bool {
+	return c.Follow && c.DurablePosition && c.RDBFile == "" && c.Mode != "scan"
+}
+
 // Sync copies the source into the target and, with Follow, keeps it in
 // sync until ctx ends.
 func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (st LoadStats, err error) {
@@ -102,6 +113,13 @@ func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (st LoadStats, e
 			return LoadStats{}, fmt.Errorf("target Redis %s: FLUSHALL: %w", cfg.Writer.Target.Addr, err)
 		}
 		if err := w.FlushFunctions(ctx); err != nil {
+			return LoadStats{}, err
+		}
+	}
+	if !cfg.resumable() {
+		// This copy overwrites what a position stored by an earlier
+		// follower describes; resuming from it later would be wrong.
+		if err := clearPosition(ctx, w); err != nil {
 			return LoadStats{}, err
 		}
 	}

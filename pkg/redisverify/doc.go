@@ -9,7 +9,8 @@
 // Collections are read in pages and digested without being held: ordered
 // types (list, stream) hash in order, unordered ones (set, hash, zset) XOR
 // the hashes of their members, so member order on either server does not
-// matter and memory stays bounded.
+// matter and memory stays bounded. The follower's position key on the
+// target (redissync.PositionKey, database 0) is not data and is left out.
 //
 // Usage:
 //

@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+
+	"replicator/pkg/redissync"
 )
 
 // Config configures a comparison.
@@ -147,6 +149,12 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (*Report, error) {
 	if err := v.libraries(ctx); err != nil {
 		return nil, err
 	}
+	// The follower's position is the tool's bookkeeping, not copied data.
+	if n, err := dst.db(0).Exists(ctx, redissync.PositionKey).Result(); err != nil {
+		return nil, fmt.Errorf("target Redis %s: %w", cfg.Target.Addr, err)
+	} else if n > 0 {
+		tdbs[0]--
+	}
 	for db := 0; db < 16 || sdbs[db] > 0 || tdbs[db] > 0; db++ {
 		if sdbs[db] == 0 && tdbs[db] == 0 {
 			if db >= 16 {
@@ -263,7 +271,7 @@ func (v *verifier) database(ctx context.Context, db int) error {
 			return fmt.Errorf("source db %d: EXISTS: %w", db, err)
 		}
 		for i, k := range keys {
-			if ex[i].Val() == 0 {
+			if ex[i].Val() == 0 && !(db == 0 && k == redissync.PositionKey) {
 				v.diff(Difference{DB: db, Key: k, Kind: "extra", Target: "present"})
 			}
 		}
