@@ -52,6 +52,7 @@ type follower struct {
 
 	target  *redis.Conn
 	client  *redis.Client
+	cl      *clusterFollower // a cluster target (cluster.go)
 	release func(replCmd) // returns a command's bytes to the relay budget
 }
 
@@ -247,11 +248,15 @@ func (f *follower) closeTarget() {
 		f.client.Close()
 		f.target, f.client = nil, nil
 	}
+	if f.cl != nil {
+		f.cl.c.Close()
+		f.cl = nil
+	}
 }
 
 func (f *follower) targetConn(ctx context.Context) (*redis.Conn, error) {
 	if f.target == nil {
-		f.client = f.w.client(0, 1)
+		f.client = f.w.client(0, 1).(*redis.Client)
 		f.target = f.client.Conn()
 		if err := f.target.Do(ctx, "SELECT", f.db).Err(); err != nil {
 			return nil, &targetError{fmt.Errorf("target: SELECT %d: %w", f.db, err)}
@@ -313,7 +318,11 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 			lag := f.received.Load() - f.applied
 			f.m.followLag(lag)
 			if ticks++; ticks%30 == 0 {
-				f.log.Info("following", zap.Int64("applied_offset", f.safe), zap.Int64("lag_bytes", lag))
+				fields := []zap.Field{zap.Int64("applied_offset", f.safe), zap.Int64("lag_bytes", lag)}
+				if f.cl != nil {
+					fields = append(fields, zap.Int64("transactions_split_per_slot", f.cl.split.Load()))
+				}
+				f.log.Info("following", fields...)
 			}
 		case c := <-cmds:
 			batch = append(batch[:0], c)
@@ -336,6 +345,9 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 }
 
 func (f *follower) apply(ctx context.Context, batch []replCmd) error {
+	if f.w.cluster {
+		return f.applyCluster(ctx, batch)
+	}
 	if f.cfg.DurablePosition {
 		return f.applyDurable(ctx, batch)
 	}

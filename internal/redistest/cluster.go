@@ -1,0 +1,50 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"replicator/internal/testenv"
+)
+
+// ClusterModel reads every key of a Redis Cluster node by node (database
+// 0, "0/<key>" as ServerModel names them) and fails the test when a node
+// holds a key of a slot the cluster says another node serves, or two
+// nodes hold the same key.
+func ClusterModel(t testing.TB, rc *testenv.RedisCluster) map[string]*KeyModel {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]*KeyModel{}
+	now := time.Now().UnixMilli()
+	for _, n := range rc.Nodes {
+		c := n.Client(0)
+		var cursor uint64
+		for {
+			keys, next, err := c.Scan(ctx, cursor, "*", 1000).Result()
+			if err != nil {
+				t.Fatalf("node %s: SCAN: %v", n.Addr(), err)
+			}
+			for _, k := range keys {
+				owner, err := rc.NodeOf(ctx, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if owner != n {
+					t.Errorf("key %q is on node %s, but its slot is served by %s", k, n.Addr(), owner.Addr())
+				}
+				name := fmt.Sprintf("0/%s", k)
+				if _, dup := out[name]; dup {
+					t.Errorf("key %q is on two nodes", k)
+				}
+				out[name] = keyFromServer(t, c, k, now)
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
+		}
+		c.Close()
+	}
+	return out
+}

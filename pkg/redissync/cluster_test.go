@@ -1,0 +1,247 @@
+package redissync_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap/zaptest"
+
+	"replicator/internal/redistest"
+	"replicator/internal/testenv"
+	"replicator/pkg/redissync"
+)
+
+func startCluster(t *testing.T) *testenv.RedisCluster {
+	t.Helper()
+	rc, err := testenv.StartRedisCluster(3, testenv.RedisOptions{Password: "target-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+// waitClusterSame waits until the cluster serves what the source serves,
+// compared key by key by the test (each key on the node its slot belongs
+// to, per the cluster's own CLUSTER KEYSLOT/CLUSTER SLOTS).
+func waitClusterSame(t *testing.T, s *testenv.Redis, rc *testenv.RedisCluster, done chan error, what string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		src, dstm := redistest.ServerModel(t, s), redistest.ClusterModel(t, rc)
+		same := len(src) == len(dstm)
+		var why string
+		for k, v := range src {
+			w, ok := dstm[k]
+			if !ok || !redistest.SameValue(v, w) {
+				same, why = false, k
+				break
+			}
+		}
+		if same {
+			redistest.CompareModels(t, src, dstm) // TTLs too
+			return
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("%s: the sync ended: %v", what, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not identical within 60s (%d keys on the source, %d on the cluster; first difference %q)", what, len(src), len(dstm), why)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func nodeID(t *testing.T, n *testenv.Redis) string {
+	t.Helper()
+	c := n.Client(0)
+	defer c.Close()
+	id, err := c.Do(context.Background(), "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// A single-node source copied into a 3-master cluster and followed: every
+// key lands on the shard of its slot, with its value and TTL; transactions
+// in one slot, transactions and MSET/DEL across slots, Lua and function
+// libraries are carried; and a slot migrated by hand (CLUSTER SETSLOT
+// MIGRATING/IMPORTING + MIGRATE) while the follower writes to it is
+// followed through ASK and then MOVED.
+func TestSyncIntoClusterAndFollow(t *testing.T) {
+	s := startExtra(t)
+	redistest.FillEverything(t, s)
+	ctx := context.Background()
+	sc := s.Client(0)
+	defer sc.Close()
+	for _, db := range []int{1, 2} { // a cluster has database 0 only
+		c := s.Client(db)
+		if err := c.FlushDB(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	if err := sc.Do(ctx, "FUNCTION", "LOAD", "REPLACE", "#!lua name=clusterlib\nredis.register_function('one', function() return 1 end)").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rc := startCluster(t)
+	target, err := redis.ParseURL(rc.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := redissync.Sync(runCtx, redissync.SyncConfig{Source: sourceOptionsOf(s), Mode: "psync", Follow: true, DurablePosition: true,
+			Writer: redissync.WriterConfig{Target: target}}, zaptest.NewLogger(t))
+		done <- err
+	}()
+	waitClusterSame(t, s, rc, done, "after the copy")
+	for _, n := range rc.Nodes {
+		c := n.Client(0)
+		if v, err := c.Do(ctx, "FCALL", "one", 0).Int(); err != nil || v != 1 {
+			t.Errorf("node %s: function library not carried: FCALL one = %v, %v", n.Addr(), v, err)
+		}
+		c.Close()
+	}
+
+	// Live writes, several of them touching keys of different slots.
+	must := func(err error) {
+		t.Helper()
+		if err != nil && err != redis.Nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 50; i++ {
+		must(sc.Incr(ctx, fmt.Sprintf("live:%d", i)).Err())
+		_, err := sc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Incr(ctx, "{user1}:visits")
+			p.RPush(ctx, "{user1}:log", i)
+			return nil
+		})
+		must(err)
+		_, err = sc.TxPipelined(ctx, func(p redis.Pipeliner) error { // spans slots
+			p.Incr(ctx, "a-counter")
+			p.SAdd(ctx, "b-set", i)
+			p.HSet(ctx, "c-hash", fmt.Sprint(i), i)
+			return nil
+		})
+		must(err)
+		must(sc.MSet(ctx, fmt.Sprintf("m1:%d", i), i, fmt.Sprintf("m2:%d", i), i).Err())
+		must(sc.Eval(ctx, "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCR', KEYS[2])", []string{"lua1", "lua2"}, i).Err())
+	}
+	must(sc.Del(ctx, "m1:3", "m2:4", "db0:str").Err())
+	must(sc.Expire(ctx, "live:1", time.Hour).Err())
+	waitClusterSame(t, s, rc, done, "after live writes")
+
+	// Move the slot of {mig} from its node to another, by hand, half way,
+	// while the follower writes to its keys.
+	for i := 0; i < 40; i++ {
+		must(sc.Set(ctx, fmt.Sprintf("{mig}:%d", i), i, 0).Err())
+	}
+	waitClusterSame(t, s, rc, done, "before the reshard")
+	from, err := rc.NodeOf(ctx, "{mig}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := rc.Nodes[0]
+	if to == from {
+		to = rc.Nodes[1]
+	}
+	fc, tc := from.Client(0), to.Client(0)
+	defer fc.Close()
+	defer tc.Close()
+	slot, err := fc.ClusterKeySlot(ctx, "{mig}").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromID, toID := nodeID(t, from), nodeID(t, to)
+	must(tc.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err())
+	must(fc.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err())
+	migrate := func(n int64) {
+		t.Helper()
+		keys, err := fc.ClusterGetKeysInSlot(ctx, int(slot), int(n)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) == 0 {
+			return
+		}
+		args := []any{"MIGRATE", "127.0.0.1", to.Port, "", 0, 5000, "AUTH", "target-secret", "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(fc.Do(ctx, args...).Err())
+	}
+	migrate(20)
+	// Keys already moved are written through ASK, the others where they are.
+	for i := 0; i < 40; i++ {
+		must(sc.Set(ctx, fmt.Sprintf("{mig}:%d", i), "during-"+strconv.Itoa(i), 0).Err())
+	}
+	cc := rc.Client()
+	defer cc.Close()
+	redistest.WaitFor(t, 30*time.Second, "writes to the migrating slot applied", func() bool {
+		v, _ := cc.Get(ctx, "{mig}:39").Result()
+		w, _ := cc.Get(ctx, "{mig}:0").Result()
+		return v == "during-39" && w == "during-0"
+	})
+	migrate(1000)
+	for _, n := range rc.Nodes {
+		c := n.Client(0)
+		must(c.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
+		c.Close()
+	}
+	if err := rc.WaitOK(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The follower's slot map is now stale: MOVED sends it to the new node.
+	for i := 0; i < 40; i++ {
+		must(sc.Append(ctx, fmt.Sprintf("{mig}:%d", i), "-after").Err())
+	}
+	waitClusterSame(t, s, rc, done, "after the reshard")
+	if n, err := tc.ClusterCountKeysInSlot(ctx, int(slot)).Result(); err != nil || n != 40 {
+		t.Errorf("slot %d on its new node holds %d keys (%v), want 40", slot, n, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("follow ended with %v", err)
+	}
+}
+
+// A key outside database 0 cannot go to a cluster: the sync stops with a
+// message naming the database.
+func TestSyncIntoClusterRefusesOtherDatabases(t *testing.T) {
+	s := startExtra(t)
+	c := s.Client(3)
+	if err := c.Set(context.Background(), "elsewhere", 1, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	rc := startCluster(t)
+	target, _ := redis.ParseURL(rc.URL())
+	_, err := redissync.Sync(context.Background(), redissync.SyncConfig{Source: sourceOptionsOf(s), Mode: "psync",
+		Writer: redissync.WriterConfig{Target: target}}, zaptest.NewLogger(t))
+	if err == nil || !strings.Contains(err.Error(), "database 3") || !strings.Contains(err.Error(), "Cluster") {
+		t.Fatalf("sync of database 3 into a cluster: %v, want an error naming database 3 and the cluster", err)
+	}
+	if strings.Contains(err.Error(), "target-secret") {
+		t.Errorf("error shows the password: %v", err)
+	}
+}
+
+func sourceOptionsOf(r *testenv.Redis) *redis.Options {
+	o, err := redis.ParseURL(r.URL(0))
+	if err != nil {
+		panic(err)
+	}
+	return o
+}
