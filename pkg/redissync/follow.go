@@ -53,7 +53,7 @@ type follower struct {
 	target  *redis.Conn
 	client  *redis.Client
 	cl      *clusterFollower // a cluster target (cluster.go)
-	release func(replCmd) // returns a command's bytes to the relay budget
+	release func(replCmd)    // returns a command's bytes to the relay budget
 }
 
 func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, log *zap.Logger) error {
