@@ -245,3 +245,115 @@ func sourceOptionsOf(r *testenv.Redis) *redis.Options {
 	}
 	return o
 }
+
+// slotOwners maps each node of rc (by index) to the slot ranges it serves.
+func slotOwners(t *testing.T, rc *testenv.RedisCluster) map[int][]redis.ClusterSlot {
+	t.Helper()
+	c := rc.Nodes[0].Client(0)
+	defer c.Close()
+	slots, err := c.ClusterSlots(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int][]redis.ClusterSlot{}
+	for _, s := range slots {
+		for i, n := range rc.Nodes {
+			if s.Nodes[0].Addr == n.Addr() {
+				out[i] = append(out[i], redis.ClusterSlot{Start: s.Start, End: s.End})
+			}
+		}
+	}
+	return out
+}
+
+// A cluster source is copied and followed shard by shard, each master
+// over its own replication link, into a cluster target with the same
+// slot layout: shard i of the target ends with the DEBUG DIGEST (computed
+// by redis-server) of shard i of the source, and key by key the same.
+func TestSyncClusterSourceShardByShard(t *testing.T) {
+	src, err := testenv.StartRedisCluster(3, testenv.RedisOptions{Password: "src-pass", Args: []string{"--repl-diskless-sync-delay", "0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tgt := startCluster(t)
+	if a, b := fmt.Sprint(slotOwners(t, src)), fmt.Sprint(slotOwners(t, tgt)); a != b {
+		t.Fatalf("the two clusters split the slots differently (%s vs %s); the per-shard comparison needs the same layout", a, b)
+	}
+	ctx := context.Background()
+	cc := src.Client()
+	defer cc.Close()
+	fill := func(round int) {
+		t.Helper()
+		for i := 0; i < 300; i++ {
+			k := fmt.Sprintf("r%d:k%d", round, i)
+			if err := cc.Set(ctx, k, strings.Repeat("v", i%50), 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := cc.RPush(ctx, fmt.Sprintf("list%d", i%7), round, i).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := cc.HSet(ctx, fmt.Sprintf("{h%d}:hash", i%11), fmt.Sprint(i), round).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cc.Expire(ctx, fmt.Sprintf("r%d:k1", round), time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cc.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Incr(ctx, "{acct}:balance")
+			p.RPush(ctx, "{acct}:history", round)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cc.Del(ctx, fmt.Sprintf("r%d:k2", round)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(0)
+	source, _ := redis.ParseURL(src.URL())
+	target, _ := redis.ParseURL(tgt.URL())
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := redissync.Sync(runCtx, redissync.SyncConfig{Source: source, Mode: "psync", Follow: true,
+			Writer: redissync.WriterConfig{Target: target}}, zaptest.NewLogger(t))
+		done <- err
+	}()
+	sameShards := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for i := range src.Nodes {
+			for redistest.Digest(t, src.Nodes[i]) != redistest.Digest(t, tgt.Nodes[i]) {
+				select {
+				case err := <-done:
+					t.Fatalf("%s: the sync ended: %v", what, err)
+				default:
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: shard %d (%s) differs from the source's after 60s", what, i, tgt.Nodes[i].Addr())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		redistest.CompareModels(t, redistest.ClusterModel(t, src), redistest.ClusterModel(t, tgt))
+	}
+	sameShards("after the copy")
+	fill(1)
+	sameShards("after live writes")
+	// Every master has exactly one replica attached: our follower.
+	for _, n := range src.Nodes {
+		c := n.Client(0)
+		info := c.Info(ctx, "replication").Val()
+		c.Close()
+		if !strings.Contains(info, "connected_slaves:1") {
+			t.Errorf("source shard %s: want one replication link (ours), INFO says:\n%s", n.Addr(), info)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("follow ended with %v", err)
+	}
+}

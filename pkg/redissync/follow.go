@@ -198,6 +198,11 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 	if rc.replid != f.replid {
 		reason = "the source's replication ID changed (it restarted or failed over)"
 	}
+	if f.cfg.shardID != "" {
+		// Flushing the target would drop the other shards' keys too.
+		rc.Close()
+		return nil, &targetError{fmt.Errorf("source shard %s cannot continue its replication stream (%s), and reloading it alone would need a flush of the whole target: rerun with --flush-target", f.cfg.Source.Addr, reason)}
+	}
 	f.log.Warn("full resynchronisation: the source cannot continue from our position; flushing the target and loading the snapshot again",
 		zap.String("reason", reason), zap.String("replid", f.replid), zap.Int64("offset", f.safe), zap.String("new_replid", rc.replid))
 	if err := f.w.Do(ctx, 0, "FLUSHALL"); err != nil {
@@ -226,7 +231,7 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 		return nil, &targetError{err}
 	}
 	if f.cfg.DurablePosition {
-		if err := writePosition(ctx, f.w, rc.replid, rc.offset); err != nil {
+		if err := writePosition(ctx, f.w, f.cfg.posKey(), rc.replid, rc.offset); err != nil {
 			rc.Close()
 			return nil, &targetError{err}
 		}

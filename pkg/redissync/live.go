@@ -3,6 +3,7 @@ package redissync
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"go.uber.org/zap"
 
@@ -12,16 +13,25 @@ import (
 // syncLive copies a live source: by PSYNC (as a replica) when the mode
 // allows and the source accepts it, else by SCAN + DUMP + PTTL.
 func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (LoadStats, error) {
+	if cfg.shardID == "" {
+		shards, err := clusterShards(ctx, cfg.Source)
+		if err != nil {
+			return LoadStats{}, fmt.Errorf("source Redis %s: %w", cfg.Source.Addr, err)
+		}
+		if shards != nil {
+			return syncClusterSource(ctx, cfg, w, shards, log)
+		}
+	}
 	if cfg.Mode == "auto" || cfg.Mode == "psync" {
 		if cfg.resumable() {
-			p, ok, err := readPosition(ctx, w)
+			p, ok, err := readPosition(ctx, w, cfg.posKey())
 			if err != nil {
 				return LoadStats{}, err
 			}
 			if ok {
 				return LoadStats{}, resumePSYNC(ctx, cfg, w, p, log)
 			}
-			if err := clearPosition(ctx, w); err != nil {
+			if err := clearPosition(ctx, w, cfg.posKey()); err != nil {
 				return LoadStats{}, err
 			}
 		}
@@ -32,7 +42,7 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 				return st, nil
 			}
 			if cfg.DurablePosition {
-				if err := writePosition(ctx, w, rc.replid, rc.offset); err != nil {
+				if err := writePosition(ctx, w, cfg.posKey(), rc.replid, rc.offset); err != nil {
 					rc.Close()
 					return st, err
 				}

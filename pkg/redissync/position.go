@@ -29,8 +29,17 @@ import (
 // data).
 
 // PositionKey is the target key holding the follow position; it is not
-// part of the copied data.
+// part of the copied data. A cluster source keeps one position per shard,
+// in PositionKey + ":" + the shard's node ID.
 const PositionKey = "__replicator:follow"
+
+// posKey is the position key of the follower configured by c.
+func (c SyncConfig) posKey() string {
+	if c.shardID != "" {
+		return PositionKey + ":" + c.shardID
+	}
+	return PositionKey
+}
 
 // position is where the follower stands in the source's replication
 // stream: the offset just after the last applied command, and the
@@ -43,12 +52,12 @@ type position struct {
 }
 
 // readPosition returns the stored position; ok is false when none is.
-func readPosition(ctx context.Context, w *Writer) (p position, ok bool, err error) {
+func readPosition(ctx context.Context, w *Writer, key string) (p position, ok bool, err error) {
 	c := w.client(0, 1)
 	defer c.Close()
-	vals, err := c.HMGet(ctx, PositionKey, "replid", "offset", "db").Result()
+	vals, err := c.HMGet(ctx, key, "replid", "offset", "db").Result()
 	if err != nil {
-		return p, false, fmt.Errorf("target: reading the follow position (%s): %w", PositionKey, err)
+		return p, false, fmt.Errorf("target: reading the follow position (%s): %w", key, err)
 	}
 	id, _ := vals[0].(string)
 	off, _ := vals[1].(string)
@@ -62,7 +71,7 @@ func readPosition(ctx context.Context, w *Writer) (p position, ok bool, err erro
 		p.db, err = strconv.Atoi(db)
 	}
 	if err != nil || len(id) != 40 {
-		return p, false, fmt.Errorf("target: the follow position %s holds replid %q offset %q db %q, not a position this tool wrote: delete the key or rerun with --flush-target", PositionKey, id, off, db)
+		return p, false, fmt.Errorf("target: the follow position %s holds replid %q offset %q db %q, not a position this tool wrote: delete the key or rerun with --flush-target", key, id, off, db)
 	}
 	return p, true, nil
 }
@@ -70,20 +79,62 @@ func readPosition(ctx context.Context, w *Writer) (p position, ok bool, err erro
 // writePosition stores (replid, offset) outside any transaction: after a
 // snapshot is loaded and flushed, so it covers every key written. The
 // stream after a full sync starts with a SELECT, so db is 0.
-func writePosition(ctx context.Context, w *Writer, replid string, offset int64) error {
-	if err := w.Do(ctx, 0, "HSET", PositionKey, "replid", replid, "offset", offset, "db", 0); err != nil {
+func writePosition(ctx context.Context, w *Writer, key, replid string, offset int64) error {
+	if err := w.Do(ctx, 0, "HSET", key, "replid", replid, "offset", offset, "db", 0); err != nil {
 		return fmt.Errorf("target: storing the follow position: %w", err)
 	}
 	return nil
 }
 
-// clearPosition deletes the stored position before a snapshot overwrites
+// clearPosition deletes a stored position before a snapshot overwrites
 // the data it described.
-func clearPosition(ctx context.Context, w *Writer) error {
-	if err := w.Do(ctx, 0, "DEL", PositionKey); err != nil {
+func clearPosition(ctx context.Context, w *Writer, key string) error {
+	if err := w.Do(ctx, 0, "DEL", key); err != nil {
 		return fmt.Errorf("target: clearing the follow position: %w", err)
 	}
 	return nil
+}
+
+// clearPositions deletes every stored position (those of a cluster
+// source's shards too). Positions are only kept on single-node targets.
+func clearPositions(ctx context.Context, w *Writer) error {
+	if w.cluster {
+		return clearPosition(ctx, w, PositionKey)
+	}
+	c := w.client(0, 1)
+	defer c.Close()
+	keys, err := positionKeys(ctx, c)
+	if err != nil {
+		return fmt.Errorf("target: looking for follow positions: %w", err)
+	}
+	for _, k := range keys {
+		if err := clearPosition(ctx, w, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// positionKeys lists the position keys in database 0 of c.
+func positionKeys(ctx context.Context, c redis.Cmdable) ([]string, error) {
+	var out []string
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, PositionKey+"*", 1000).Result()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, keys...)
+		if cursor = next; cursor == 0 {
+			return out, nil
+		}
+	}
+}
+
+// IsPositionKey reports whether key (in database 0) is a follow position
+// this package keeps on the target, not copied data.
+func IsPositionKey(key string) bool {
+	return key == PositionKey || len(key) > len(PositionKey) && key[:len(PositionKey)+1] == PositionKey+":"
 }
 
 // applyDurable applies a batch so that every command reaches the target
@@ -111,7 +162,7 @@ func (f *follower) applyDurable(ctx context.Context, batch []replCmd) error {
 	}
 	position := func(end int64) {
 		do("SELECT", end, "SELECT", 0)
-		do("HSET", end, "HSET", PositionKey, "replid", f.replid, "offset", end, "db", f.db)
+		do("HSET", end, "HSET", f.cfg.posKey(), "replid", f.replid, "offset", end, "db", f.db)
 		do("SELECT", end, "SELECT", f.db)
 	}
 	inMulti := f.inMulti

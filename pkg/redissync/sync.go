@@ -42,6 +42,8 @@ type SyncConfig struct {
 	// when a position is already there, resumes from it with PSYNC instead
 	// of copying again. PSYNC follow only.
 	DurablePosition bool
+	// shardID is set for the follower of one shard of a cluster source.
+	shardID string
 	// Metrics receives the sync's metrics; nil records none. The command
 	// builds one with NewMetrics per process.
 	Metrics *Metrics
@@ -123,7 +125,7 @@ func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (st LoadStats, e
 	if !cfg.resumable() {
 		// This copy overwrites what a position stored by an earlier
 		// follower describes; resuming from it later would be wrong.
-		if err := clearPosition(ctx, w); err != nil {
+		if err := clearPositions(ctx, w); err != nil {
 			return LoadStats{}, err
 		}
 	}

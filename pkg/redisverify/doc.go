@@ -9,8 +9,9 @@
 // Collections are read in pages and digested without being held: ordered
 // types (list, stream) hash in order, unordered ones (set, hash, zset) XOR
 // the hashes of their members, so member order on either server does not
-// matter and memory stays bounded. The follower's position key on the
-// target (redissync.PositionKey, database 0) is not data and is left out.
+// matter and memory stays bounded. The follower's position keys on the
+// target (redissync.IsPositionKey, database 0) are not data and are left
+// out.
 //
 // Usage:
 //

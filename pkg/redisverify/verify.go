@@ -149,11 +149,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (*Report, error) {
 	if err := v.libraries(ctx); err != nil {
 		return nil, err
 	}
-	// The follower's position is the tool's bookkeeping, not copied data.
-	if n, err := dst.db(0).Exists(ctx, redissync.PositionKey).Result(); err != nil {
+	// The follower's positions are the tool's bookkeeping, not copied data.
+	if err := scanAll(ctx, dst.db(0), func(keys []string) error {
+		for _, k := range keys {
+			if redissync.IsPositionKey(k) {
+				tdbs[0]--
+			}
+		}
+		return nil
+	}, redissync.PositionKey+"*"); err != nil {
 		return nil, fmt.Errorf("target Redis %s: %w", cfg.Target.Addr, err)
-	} else if n > 0 {
-		tdbs[0]--
 	}
 	for db := 0; db < 16 || sdbs[db] > 0 || tdbs[db] > 0; db++ {
 		if sdbs[db] == 0 && tdbs[db] == 0 {
@@ -271,7 +276,7 @@ func (v *verifier) database(ctx context.Context, db int) error {
 			return fmt.Errorf("source db %d: EXISTS: %w", db, err)
 		}
 		for i, k := range keys {
-			if ex[i].Val() == 0 && !(db == 0 && k == redissync.PositionKey) {
+			if ex[i].Val() == 0 && !(db == 0 && redissync.IsPositionKey(k)) {
 				v.diff(Difference{DB: db, Key: k, Kind: "extra", Target: "present"})
 			}
 		}
@@ -279,10 +284,14 @@ func (v *verifier) database(ctx context.Context, db int) error {
 	})
 }
 
-func scanAll(ctx context.Context, c *redis.Client, fn func([]string) error) error {
+func scanAll(ctx context.Context, c *redis.Client, fn func([]string) error, match ...string) error {
 	var cursor uint64
+	pattern := ""
+	if len(match) > 0 {
+		pattern = match[0]
+	}
 	for {
-		keys, next, err := c.Scan(ctx, cursor, "", 500).Result()
+		keys, next, err := c.Scan(ctx, cursor, pattern, 500).Result()
 		if err != nil {
 			return fmt.Errorf("SCAN: %w", err)
 		}
