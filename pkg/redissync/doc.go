@@ -12,7 +12,15 @@
 //     ($<len> and diskless $EOF:<40-byte mark>), decoding it as it arrives.
 //     An RDB file (sync.go). SCAN + DUMP + PTTL (scan.go) when the source
 //     refuses PSYNC; mode auto tries PSYNC first and logs why it fell back
-//     (live.go).
+//     (live.go). SCAN runs on one cursor per database (a cursor cannot be
+//     split safely, see scanSnapshot) and DUMP on ScanConnections
+//     connections in parallel. A cluster source (clustersource.go) is
+//     copied and followed shard by shard, in parallel, each master over
+//     its own PSYNC link (or SCAN and subscription) with its own position.
+//   - Cluster targets (cluster.go): detected from INFO cluster; keys routed
+//     by slot, pipelines per shard, MOVED/ASK followed, slot map reloaded
+//     on failover; keys outside database 0 stop the sync; cross-slot
+//     transactions in the follow stream are split per slot (and counted).
 //   - Loader (loader.go). Drives a decoder's events into the writer and,
 //     per key, decides between RESTORE and native commands.
 //   - Writer (writer.go, native.go). Values are passed through: the raw
@@ -58,8 +66,13 @@
 //     target acknowledged a batch, and a crash between the two would apply
 //     non-idempotent commands (INCR, RPUSH) twice. Costs: one HSET per
 //     batch, and one key on the target that `redis verify` leaves out and
-//     the operator deletes after cutover. In SCAN mode follow re-copies keys named by keyspace
-//     notifications: best-effort, events during a disconnect are lost.
+//     the operator deletes after cutover. Not kept on a cluster target
+//     (the log says so).
+//   - SCAN-mode follow (keyspace.go): keys named by keyspace notifications
+//     are copied again; subscribed before the SCAN; a lost stretch of
+//     events (re-subscription, or too many keys pending) is detected,
+//     counted and repaired by a full re-SCAN. Guarantees and limits are
+//     written there.
 //   - Metrics (metrics.go): keys and bytes imported, follow lag and
 //     applied offset, reconnects; built once per process by the command
 //     (NewMetrics) and passed in SyncConfig.Metrics.

@@ -57,11 +57,21 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 		log.Warn("cannot copy the source by replication; falling back to SCAN + DUMP + PTTL (a copy that is not point-in-time; follow by keyspace notifications is best-effort)",
 			zap.String("reason", err.Error()))
 	}
+	if !cfg.Follow {
+		return scanSnapshot(ctx, cfg, w, log)
+	}
+	// Subscribed before the SCAN: keys changed while it runs are copied
+	// again after it (keyspace.go).
+	ks, err := subscribeKeyspace(ctx, cfg, w, log)
+	if err != nil {
+		return LoadStats{}, err
+	}
+	defer ks.close()
 	st, err := scanSnapshot(ctx, cfg, w, log)
-	if err != nil || !cfg.Follow {
+	if err != nil {
 		return st, err
 	}
-	return st, followKeyspace(ctx, cfg, w, log)
+	return st, ks.follow(ctx)
 }
 
 // psyncSnapshot connects as a replica, asks for a full sync and loads the

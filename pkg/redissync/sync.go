@@ -30,6 +30,10 @@ type SyncConfig struct {
 	// has since deleted do not survive. Only for a target used by nothing
 	// else.
 	FlushTarget bool
+	// ScanConnections is how many source connections read keys (DUMP,
+	// PTTL) in parallel in SCAN mode, per database (per shard for a
+	// cluster). Default 4.
+	ScanConnections int
 	// BigKeyBytes: a value larger than this is written with native
 	// commands in pieces instead of one RESTORE. Default 16 MiB.
 	BigKeyBytes int64
