@@ -2,6 +2,7 @@ package redissync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -32,20 +33,36 @@ type shard struct {
 	id, addr string
 }
 
-// clusterShards lists the masters serving slots, or nil when the source
-// is not a cluster.
+// errNotACluster: the source is a single server.
+var errNotACluster = errors.New("not a cluster")
+
+// clusterNodesError: the source is a cluster whose masters cannot be
+// listed.
+type clusterNodesError struct{ err error }
+
+func (e *clusterNodesError) Error() string { return e.err.Error() }
+func (e *clusterNodesError) Unwrap() error { return e.err }
+
+// clusterShards lists the masters serving slots. It returns
+// errNotACluster for a single server, a *clusterNodesError for a cluster
+// whose masters cannot be listed, and any other error when the source
+// cannot be asked at all.
 func clusterShards(ctx context.Context, o *redis.Options) ([]shard, error) {
 	so := *o
 	so.PoolSize = 1
+	so.MaxRetries = -1
 	c := redis.NewClient(&so)
 	defer c.Close()
 	on, err := isCluster(ctx, c)
-	if err != nil || !on {
+	if err != nil {
 		return nil, err
+	}
+	if !on {
+		return nil, errNotACluster
 	}
 	nodes, err := c.ClusterNodes(ctx).Result()
 	if err != nil {
-		return nil, fmt.Errorf("source Redis %s: CLUSTER NODES: %w", o.Addr, err)
+		return nil, &clusterNodesError{fmt.Errorf("source Redis %s is a cluster: CLUSTER NODES: %w", o.Addr, err)}
 	}
 	seedHost, _, _ := net.SplitHostPort(o.Addr)
 	var out []shard
@@ -61,7 +78,7 @@ func clusterShards(ctx context.Context, o *redis.Options) ([]shard, error) {
 		out = append(out, shard{id: f[0], addr: addr})
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("source Redis %s is a cluster, but CLUSTER NODES lists no master serving slots", o.Addr)
+		return nil, &clusterNodesError{fmt.Errorf("source Redis %s is a cluster, but CLUSTER NODES lists no master serving slots", o.Addr)}
 	}
 	return out, nil
 }

@@ -3,7 +3,6 @@ package redissync
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"go.uber.org/zap"
 
@@ -14,11 +13,15 @@ import (
 // allows and the source accepts it, else by SCAN + DUMP + PTTL.
 func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (LoadStats, error) {
 	if cfg.shardID == "" {
+		// A source that cannot even answer INFO (refused connection, wrong
+		// password) fails below with the messages of the single-server
+		// path; a cluster whose node list cannot be read stops here.
 		shards, err := clusterShards(ctx, cfg.Source)
-		if err != nil {
-			return LoadStats{}, fmt.Errorf("source Redis %s: %w", cfg.Source.Addr, err)
+		var ce *clusterNodesError
+		if errors.As(err, &ce) {
+			return LoadStats{}, err
 		}
-		if shards != nil {
+		if err == nil {
 			return syncClusterSource(ctx, cfg, w, shards, log)
 		}
 	}
