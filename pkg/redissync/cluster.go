@@ -289,8 +289,10 @@ func atoiOr(b []byte, def int) int {
 	return n
 }
 
-// keySlot is the Redis Cluster hash slot of key (CRC16 of the key, or of
+// KeySlot is the Redis Cluster hash slot of key (CRC16 of the key, or of
 // its {hash tag}, mod 16384), as in src/cluster.c keyHashSlot.
+func KeySlot(key string) uint16 { return keySlot(key) }
+
 func keySlot(key string) uint16 {
 	if s := strings.IndexByte(key, '{'); s >= 0 {
 		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {

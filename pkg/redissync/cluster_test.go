@@ -14,6 +14,7 @@ import (
 	"replicator/internal/redistest"
 	"replicator/internal/testenv"
 	"replicator/pkg/redissync"
+	"replicator/pkg/redisverify"
 )
 
 func startCluster(t *testing.T) *testenv.RedisCluster {
@@ -211,6 +212,11 @@ func TestSyncIntoClusterAndFollow(t *testing.T) {
 	if n, err := tc.ClusterCountKeysInSlot(ctx, int(slot)).Result(); err != nil || n != 40 {
 		t.Errorf("slot %d on its new node holds %d keys (%v), want 40", slot, n, err)
 	}
+	// redis verify, shard by shard, agrees.
+	rep, err := redisverify.Run(ctx, redisverify.Config{Source: sourceOptionsOf(s), Target: target}, zaptest.NewLogger(t))
+	if err != nil || !rep.Identical() {
+		t.Errorf("redis verify into the cluster: %v, %+v", err, rep)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("follow ended with %v", err)
@@ -343,6 +349,10 @@ func TestSyncClusterSourceShardByShard(t *testing.T) {
 	sameShards("after the copy")
 	fill(1)
 	sameShards("after live writes")
+	rep, err := redisverify.Run(ctx, redisverify.Config{Source: source, Target: target}, zaptest.NewLogger(t))
+	if err != nil || !rep.Identical() {
+		t.Errorf("redis verify cluster to cluster: %v, %+v", err, rep)
+	}
 	// Every master has exactly one replica attached: our follower.
 	for _, n := range src.Nodes {
 		c := n.Client(0)

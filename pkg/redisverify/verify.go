@@ -149,6 +149,13 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (*Report, error) {
 	if err := v.libraries(ctx); err != nil {
 		return nil, err
 	}
+	if done, err := v.clusters(ctx, sdbs, tdbs); done || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		rep.Duration = time.Since(rep.Started).Round(time.Millisecond).String()
+		return rep, nil
+	}
 	// The follower's positions are the tool's bookkeeping, not copied data.
 	if err := scanAll(ctx, dst.db(0), func(keys []string) error {
 		for _, k := range keys {
