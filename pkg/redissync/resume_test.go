@@ -55,13 +55,18 @@ type childFollower struct {
 
 func startChildFollower(t *testing.T, source, target *testenv.Redis, logFile string) *childFollower {
 	t.Helper()
+	return startChildFollowerURL(t, source.URL(0), target.URL(0), logFile)
+}
+
+func startChildFollowerURL(t *testing.T, source, target, logFile string) *childFollower {
+	t.Helper()
 	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childFollowerEnv+"=1",
-		"REDISSYNC_TEST_SOURCE="+source.URL(0), "REDISSYNC_TEST_TARGET="+target.URL(0))
+		"REDISSYNC_TEST_SOURCE="+source, "REDISSYNC_TEST_TARGET="+target)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -101,10 +106,17 @@ func syncStats(t *testing.T, r *testenv.Redis) (full, partial int64) {
 }
 
 // sameData compares what the two servers serve, key by key, leaving out
-// the follower's own position key on the target.
+// the follower's own position keys on the target.
 func sameData(t *testing.T, a, b *testenv.Redis) (bool, string) {
-	ma, mb := redistest.ServerModel(t, a), redistest.ServerModel(t, b)
-	delete(mb, "0/"+redissync.PositionKey)
+	return sameModels(redistest.ServerModel(t, a), redistest.ServerModel(t, b))
+}
+
+func sameModels(ma, mb map[string]*redistest.KeyModel) (bool, string) {
+	for k := range mb {
+		if name, ok := strings.CutPrefix(k, "0/"); ok && redissync.IsPositionKey(name) {
+			delete(mb, k)
+		}
+	}
 	for k, v := range ma {
 		w, ok := mb[k]
 		if !ok {
@@ -122,9 +134,14 @@ func sameData(t *testing.T, a, b *testenv.Redis) (bool, string) {
 
 func waitSameData(t *testing.T, a, b *testenv.Redis, c *childFollower, what string) {
 	t.Helper()
+	waitSame(t, func() (bool, string) { return sameData(t, a, b) }, c, what)
+}
+
+func waitSame(t *testing.T, same func() (bool, string), c *childFollower, what string) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		ok, why := sameData(t, a, b)
+		ok, why := same()
 		if ok {
 			return
 		}
@@ -285,5 +302,61 @@ func TestFollowResumeFullWhenBacklogGone(t *testing.T) {
 	}
 	if len(lines) != 1 || !strings.Contains(lines[0], "backlog") {
 		t.Errorf("want one log line about the full resynchronisation naming the backlog, got %q", lines)
+	}
+}
+
+// A follower of a cluster source keeps one position per shard: killed
+// with -9 and restarted, it resumes every shard with a partial
+// resynchronisation (sync_partial_ok on each master) and no full one.
+func TestFollowClusterSourceResumesAfterKill9(t *testing.T) {
+	src, err := testenv.StartRedisCluster(3, testenv.RedisOptions{Password: "src-pass", Args: []string{"--repl-diskless-sync-delay", "0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	redistest.FlushAll(t, dst)
+	ctx := context.Background()
+	cc := src.Client()
+	defer cc.Close()
+	write := func(round int) {
+		t.Helper()
+		for i := 0; i < 300; i++ {
+			if err := cc.Incr(ctx, fmt.Sprintf("c%d", i%50)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := cc.RPush(ctx, fmt.Sprintf("l%d", i%9), round).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(0)
+	same := func() (bool, string) { return sameModels(redistest.ClusterModel(t, src), redistest.ServerModel(t, dst)) }
+	logFile := t.TempDir() + "/follower.log"
+	f := startChildFollowerURL(t, src.URL(), dst.URL(0), logFile)
+	waitSame(t, same, f, "after the copy")
+	write(1)
+	waitSame(t, same, f, "after live writes")
+	type stats struct{ full, partial int64 }
+	before := map[int]stats{}
+	for i, n := range src.Nodes {
+		full, partial := syncStats(t, n)
+		before[i] = stats{full, partial}
+	}
+	f.kill()
+	write(2)
+	f = startChildFollowerURL(t, src.URL(), dst.URL(0), logFile)
+	waitSame(t, same, f, "after kill -9")
+	for i, n := range src.Nodes {
+		full, partial := syncStats(t, n)
+		if full != before[i].full || partial != before[i].partial+1 {
+			t.Errorf("shard %s: sync_full %d→%d, sync_partial_ok %d→%d; want one partial and no full resynchronisation",
+				n.Addr(), before[i].full, full, before[i].partial, partial)
+		}
+	}
+	c := dst.Client(0)
+	defer c.Close()
+	keys, err := c.Keys(ctx, redissync.PositionKey+"*").Result()
+	if err != nil || len(keys) != 3 {
+		t.Errorf("position keys on the target: %v (%v), want one per shard", keys, err)
 	}
 }
