@@ -330,7 +330,9 @@ func TestFollowClusterSourceResumesAfterKill9(t *testing.T) {
 		}
 	}
 	write(0)
-	same := func() (bool, string) { return sameModels(redistest.ClusterModel(t, src), redistest.ServerModel(t, dst)) }
+	same := func() (bool, string) {
+		return sameModels(redistest.ClusterModel(t, src), redistest.ServerModel(t, dst))
+	}
 	logFile := t.TempDir() + "/follower.log"
 	f := startChildFollowerURL(t, src.URL(), dst.URL(0), logFile)
 	waitSame(t, same, f, "after the copy")
