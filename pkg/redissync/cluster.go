@@ -25,9 +25,9 @@ import (
 // (FLUSHALL, FUNCTION RESTORE/LOAD/DELETE/FLUSH) run on every master.
 //
 // Follow into a cluster (applyCluster): commands are pipelined per shard
-// in stream order; DEL, UNLINK, EXISTS-free multi-key writes that the
-// cluster would refuse with CROSSSLOT (DEL, UNLINK, MSET) are split per
-// key; a source MULTI/EXEC whose keys share one slot runs as one MULTI/EXEC
+// in stream order; the multi-key writes a cluster would refuse with
+// CROSSSLOT and that can be split without changing their effect (DEL,
+// UNLINK, MSET) are split per key; a source MULTI/EXEC whose keys share one slot runs as one MULTI/EXEC
 // on that shard, one that spans slots is split into one MULTI/EXEC per
 // slot (atomic per slot, not across them; counted in the log). Any other
 // command the cluster refuses (e.g. RENAME or SMOVE across slots) stops the

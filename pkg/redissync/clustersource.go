@@ -21,9 +21,11 @@ import (
 // only publishes for its own keys). All shards write into the one writer,
 // which routes by slot when the target is a cluster too.
 //
-// Limits: the list of masters is read once, at the start; a failover or
-// reshard of the source during the sync stops the affected shard's
-// follower after its reconnect attempts (run again). A shard that cannot
+// Limits: the list of masters is read once, at the start. A failover or
+// reshard of the source during the sync is not followed: each shard's
+// follower keeps reconnecting to the address it started with (a demoted
+// master that became a replica may still serve PSYNC; this is not tested).
+// Stop and run again to pick up a new layout. A shard that cannot
 // continue its stream (FULLRESYNC) is not reloaded, because flushing the
 // target would drop the other shards' keys: the follow stops and says to
 // rerun with --flush-target.
