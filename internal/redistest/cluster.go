@@ -9,16 +9,20 @@ import (
 	"replicator/internal/testenv"
 )
 
-// ClusterModel reads every key of a Redis Cluster node by node (database
-// 0, "0/<key>" as ServerModel names them) and fails the test when a node
-// holds a key of a slot the cluster says another node serves, or two
-// nodes hold the same key.
+// ClusterModel reads every key of a Redis Cluster master by master
+// (database 0, "0/<key>" as ServerModel names them) and fails the test
+// when a master holds a key of a slot the cluster says another node
+// serves, or two masters hold the same key.
 func ClusterModel(t testing.TB, rc *testenv.RedisCluster) map[string]*KeyModel {
 	t.Helper()
 	ctx := context.Background()
 	out := map[string]*KeyModel{}
 	now := time.Now().UnixMilli()
-	for _, n := range rc.Nodes {
+	masters, err := rc.Masters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range masters {
 		c := n.Client(0)
 		var cursor uint64
 		for {

@@ -26,6 +26,13 @@ type RedisCluster struct {
 // with the 16384 slots spread evenly, and waits until every node reports
 // cluster_state:ok.
 func StartRedisCluster(masters int, opts RedisOptions) (*RedisCluster, error) {
+	return StartRedisClusterWithReplicas(masters, 0, opts)
+}
+
+// StartRedisClusterWithReplicas is StartRedisCluster with replicas
+// replicas per master (redis-cli --cluster-replicas), waiting also until
+// every replica's link to its master is up.
+func StartRedisClusterWithReplicas(masters, replicas int, opts RedisOptions) (*RedisCluster, error) {
 	if _, err := RedisServerBin(); err != nil {
 		return nil, err
 	}
@@ -38,7 +45,7 @@ func StartRedisCluster(masters int, opts RedisOptions) (*RedisCluster, error) {
 		rc.Close()
 		return nil, err
 	}
-	for i := 0; i < masters; i++ {
+	for i := 0; i < masters*(1+replicas); i++ {
 		n, err := startClusterNode(opts)
 		if err != nil {
 			return fail(err)
@@ -49,7 +56,7 @@ func StartRedisCluster(masters int, opts RedisOptions) (*RedisCluster, error) {
 	for _, n := range rc.Nodes {
 		args = append(args, n.Addr())
 	}
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", fmt.Sprint(replicas), "--cluster-yes")
 	cmd := exec.Command(cli, args...)
 	if opts.Password != "" {
 		cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+opts.Password)
@@ -124,6 +131,15 @@ func (rc *RedisCluster) WaitOK(timeout time.Duration) error {
 				why = fmt.Sprintf("node %s not ok yet", n.Addr())
 				break
 			}
+			c = n.Client(0)
+			ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+			repl, err := c.Info(ctx, "replication").Result()
+			cancel()
+			c.Close()
+			if err != nil || strings.Contains(repl, "role:slave") && !strings.Contains(repl, "master_link_status:up") {
+				why = fmt.Sprintf("replica %s not in sync yet", n.Addr())
+				break
+			}
 		}
 		if why == "" {
 			return nil
@@ -133,6 +149,24 @@ func (rc *RedisCluster) WaitOK(timeout time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Masters are the nodes that are masters now (INFO replication role),
+// in the order of Nodes.
+func (rc *RedisCluster) Masters() ([]*Redis, error) {
+	var out []*Redis
+	for _, n := range rc.Nodes {
+		c := n.Client(0)
+		info, err := c.Info(context.Background(), "replication").Result()
+		c.Close()
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", n.Addr(), err)
+		}
+		if strings.Contains(info, "role:master") {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // Addrs are the nodes' host:port.

@@ -367,3 +367,82 @@ func TestSyncClusterSourceShardByShard(t *testing.T) {
 		t.Fatalf("follow ended with %v", err)
 	}
 }
+
+// A follow into a cluster target goes on through a failover of one of
+// its shards (CLUSTER FAILOVER on the replica, as ElastiCache does in a
+// maintenance window): writes to the shard's slots get MOVED to the
+// promoted replica, the slot map is reloaded, and nothing is lost.
+func TestFollowIntoClusterAcrossFailover(t *testing.T) {
+	s := startExtra(t)
+	fillSmall(t, s)
+	rc, err := testenv.StartRedisClusterWithReplicas(3, 1, testenv.RedisOptions{Password: "target-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	target, _ := redis.ParseURL(rc.URL())
+	ctx := context.Background()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := redissync.Sync(runCtx, redissync.SyncConfig{Source: sourceOptionsOf(s), Mode: "psync", Follow: true,
+			Writer: redissync.WriterConfig{Target: target}}, zaptest.NewLogger(t))
+		done <- err
+	}()
+	waitClusterSame(t, s, rc, done, "after the copy")
+	sc := s.Client(0)
+	defer sc.Close()
+	old, err := rc.NodeOf(ctx, "{fo}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oc := old.Client(0)
+	defer oc.Close()
+	oldID := nodeID(t, old)
+	var replica *testenv.Redis
+	for _, n := range rc.Nodes {
+		c := n.Client(0)
+		info := c.Info(ctx, "replication").Val()
+		c.Close()
+		if strings.Contains(info, "role:slave") && strings.Contains(info, fmt.Sprintf("master_port:%d", old.Port)) {
+			replica = n
+		}
+	}
+	if replica == nil {
+		t.Fatalf("no replica of %s (%s)", old.Addr(), oldID)
+	}
+	rcl := replica.Client(0)
+	defer rcl.Close()
+	for i := 0; i < 50; i++ {
+		if err := sc.Incr(ctx, fmt.Sprintf("{fo}:%d", i%5)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitClusterSame(t, s, rc, done, "before the failover")
+	if err := rcl.Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitFor(t, 30*time.Second, "the replica promoted", func() bool {
+		return strings.Contains(rcl.Info(ctx, "replication").Val(), "role:master")
+	})
+	if err := rc.WaitOK(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if err := sc.Incr(ctx, fmt.Sprintf("{fo}:%d", i%5)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := sc.Set(ctx, fmt.Sprintf("after:%d", i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitClusterSame(t, s, rc, done, "after the failover")
+	if n, err := rcl.Get(ctx, "{fo}:0").Int(); err != nil || n != 20 {
+		t.Errorf("{fo}:0 on the promoted node = %d (%v), want 20", n, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("follow ended with %v", err)
+	}
+}
