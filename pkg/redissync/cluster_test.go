@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"replicator/internal/redistest"
 	"replicator/internal/testenv"
@@ -101,9 +104,11 @@ func TestSyncIntoClusterAndFollow(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
+	obs, logs := observer.New(zap.InfoLevel)
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), obs))
 	go func() {
 		_, err := redissync.Sync(runCtx, redissync.SyncConfig{Source: sourceOptionsOf(s), Mode: "psync", Follow: true, DurablePosition: true,
-			Writer: redissync.WriterConfig{Target: target}}, zaptest.NewLogger(t))
+			Writer: redissync.WriterConfig{Target: target}}, log)
 		done <- err
 	}()
 	waitClusterSame(t, s, rc, done, "after the copy")
@@ -143,6 +148,12 @@ func TestSyncIntoClusterAndFollow(t *testing.T) {
 	must(sc.Del(ctx, "m1:3", "m2:4", "db0:str").Err())
 	must(sc.Expire(ctx, "live:1", time.Hour).Err())
 	waitClusterSame(t, s, rc, done, "after live writes")
+	if !logged(logs, "spans several hash slots") {
+		t.Errorf("no log line saying a transaction across slots was split per slot")
+	}
+	if !logged(logs, "follow position is not kept on a cluster target") {
+		t.Errorf("no log line saying the follow position is not durable on a cluster target")
+	}
 
 	// Move the slot of {mig} from its node to another, by hand, half way,
 	// while the follower writes to its keys.

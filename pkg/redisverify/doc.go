@@ -13,6 +13,10 @@
 // target (redissync.IsPositionKey, database 0) are not data and are left
 // out.
 //
+// When either side is a Redis Cluster the comparison runs shard by shard
+// (cluster.go): every source master is scanned on its own connection and
+// compared with the target node serving each key's slot.
+//
 // Usage:
 //
 //	rep, err := redisverify.Run(ctx, redisverify.Config{Source: src, Target: dst}, log)
