@@ -457,3 +457,71 @@ func TestFollowIntoClusterAcrossFailover(t *testing.T) {
 		t.Fatalf("follow ended with %v", err)
 	}
 }
+
+// A cluster source that refuses PSYNC is scanned shard by shard in
+// parallel and followed by each shard's own keyspace notifications (a
+// cluster node publishes only its own keys' events).
+func TestSyncClusterSourceBySCAN(t *testing.T) {
+	src, err := testenv.StartRedisCluster(3, testenv.RedisOptions{Password: "src-pass",
+		Args: []string{"--rename-command", "PSYNC", "", "--rename-command", "SYNC", ""}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tgt := startCluster(t)
+	ctx := context.Background()
+	cc := src.Client()
+	defer cc.Close()
+	for i := 0; i < 1000; i++ {
+		if err := cc.Set(ctx, fmt.Sprintf("k%d", i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	source, _ := redis.ParseURL(src.URL())
+	target, _ := redis.ParseURL(tgt.URL())
+	obs, logs := observer.New(zap.InfoLevel)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := redissync.Sync(runCtx, redissync.SyncConfig{Source: source, Mode: "auto", Follow: true,
+			Writer: redissync.WriterConfig{Target: target}}, zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), obs)))
+		done <- err
+	}()
+	same := func(what string) {
+		t.Helper()
+		redistest.WaitFor(t, 60*time.Second, what, func() bool {
+			select {
+			case err := <-done:
+				t.Fatalf("%s: the sync ended: %v", what, err)
+			default:
+			}
+			ok, _ := sameModels(redistest.ClusterModel(t, src), redistest.ClusterModel(t, tgt))
+			return ok
+		})
+		redistest.CompareModels(t, redistest.ClusterModel(t, src), redistest.ClusterModel(t, tgt))
+	}
+	same("after the SCAN")
+	redistest.WaitFor(t, 30*time.Second, "three shard subscriptions", func() bool {
+		n := 0
+		for _, e := range logs.All() {
+			if strings.Contains(e.Message, "snapshot by SCAN imported") {
+				n++
+			}
+		}
+		return n == 3
+	})
+	for i := 0; i < 200; i++ {
+		if err := cc.Incr(ctx, fmt.Sprintf("k%d", i)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cc.Del(ctx, fmt.Sprintf("k%d", 500+i)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	same("after live writes on every shard")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("follow ended with %v", err)
+	}
+}

@@ -98,6 +98,8 @@ type job struct {
 	restore  bool
 	payload  []byte
 	expireAt int64
+
+	barrier chan struct{} // a Flush marker, not a write: closed once reached
 }
 
 // Writer writes keys to the target over several pipelined connections.
@@ -115,7 +117,6 @@ type Writer struct {
 
 	chans []chan *job
 	sem   *semaphore.Weighted
-	wg    sync.WaitGroup // jobs submitted and not finished
 	done  sync.WaitGroup // workers
 
 	mu       sync.Mutex
@@ -289,12 +290,10 @@ func (w *Writer) submit(ctx context.Context, j *job) error {
 	j.bytes = weight
 	h := fnv.New32a()
 	h.Write(j.key)
-	w.wg.Add(1)
 	select {
 	case w.chans[int(h.Sum32())%len(w.chans)] <- j:
 		return nil
 	case <-w.ctx.Done():
-		w.wg.Done()
 		w.sem.Release(weight)
 		if e := w.Err(); e != nil {
 			return e
@@ -303,10 +302,24 @@ func (w *Writer) submit(ctx context.Context, j *job) error {
 	}
 }
 
-// Flush waits until every submitted job has run and returns the first
-// error. It may be called any number of times.
+// Flush waits until every job submitted before the call has run and
+// returns the first error. It may be called any number of times, also
+// while other goroutines submit (the shards of a cluster source share one
+// writer): a barrier goes through each worker's queue, which is FIFO, so
+// Flush waits for what came before it and not for what others add after.
 func (w *Writer) Flush() error {
-	w.wg.Wait()
+	var barriers []chan struct{}
+	for _, ch := range w.chans {
+		b := make(chan struct{})
+		select {
+		case ch <- &job{barrier: b}:
+			barriers = append(barriers, b)
+		case <-w.ctx.Done():
+		}
+	}
+	for _, b := range barriers {
+		<-b
+	}
 	return w.Err()
 }
 
@@ -330,13 +343,22 @@ func (w *Writer) worker(ch chan *job) {
 	defer cs.close()
 	var batch []*job
 	for j := range ch {
+		if j.barrier != nil {
+			close(j.barrier)
+			continue
+		}
 		batch = append(batch[:0], j)
 		n := len(j.cmds)
+		var barrier chan struct{}
 	more:
 		for n < w.cfg.PipelineCommands {
 			select {
 			case next, ok := <-ch:
 				if !ok {
+					break more
+				}
+				if next.barrier != nil {
+					barrier = next.barrier
 					break more
 				}
 				batch = append(batch, next)
@@ -352,7 +374,9 @@ func (w *Writer) worker(ch chan *job) {
 		}
 		for _, b := range batch {
 			w.sem.Release(b.bytes)
-			w.wg.Done()
+		}
+		if barrier != nil {
+			close(barrier)
 		}
 	}
 }
