@@ -215,7 +215,9 @@ func appWrites(t *testing.T, r *testenv.Redis, stop chan struct{}) func() int {
 // resynchronisation (sync_partial_ok) and no full one (sync_full), and the
 // target ends identical, nothing lost and nothing applied twice.
 func TestFollowResumesAfterKill9(t *testing.T) {
-	s := startExtra(t)
+	// A backlog that holds what is written while the follower is down,
+	// however far behind a loaded machine lets it fall.
+	s := startExtra(t, "--repl-backlog-size", "64mb")
 	fillSmall(t, s)
 	redistest.FlushAll(t, dst)
 	logFile := t.TempDir() + "/follower.log"
@@ -309,7 +311,7 @@ func TestFollowResumeFullWhenBacklogGone(t *testing.T) {
 // with -9 and restarted, it resumes every shard with a partial
 // resynchronisation (sync_partial_ok on each master) and no full one.
 func TestFollowClusterSourceResumesAfterKill9(t *testing.T) {
-	src, err := testenv.StartRedisCluster(3, testenv.RedisOptions{Password: "src-pass", Args: []string{"--repl-diskless-sync-delay", "0"}})
+	src, err := testenv.StartRedisCluster(3, testenv.RedisOptions{Password: "src-pass", Args: []string{"--repl-diskless-sync-delay", "0", "--repl-backlog-size", "64mb"}})
 	if err != nil {
 		t.Fatal(err)
 	}
