@@ -37,6 +37,24 @@ func waitClusterSame(t *testing.T, s *testenv.Redis, rc *testenv.RedisCluster, d
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		masters, err := rc.Masters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := keyCount(t, s)
+		b, _ := keyCount(t, masters...)
+		if a != b {
+			select {
+			case err := <-done:
+				t.Fatalf("%s: the sync ended: %v", what, err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d keys on the source, %d on the cluster after 60s", what, a, b)
+			}
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
 		src, dstm := redistest.ServerModel(t, s), redistest.ClusterModel(t, rc)
 		same := len(src) == len(dstm)
 		var why string

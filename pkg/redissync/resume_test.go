@@ -48,9 +48,10 @@ func runChildFollower() int {
 }
 
 type childFollower struct {
-	cmd  *exec.Cmd
-	log  string
-	done chan error
+	cmd      *exec.Cmd
+	log      string
+	done     chan error
+	precheck func() bool // when set, the data is compared only once it holds
 }
 
 func startChildFollower(t *testing.T, source, target *testenv.Redis, logFile string) *childFollower {
@@ -134,14 +135,52 @@ func sameModels(ma, mb map[string]*redistest.KeyModel) (bool, string) {
 
 func waitSameData(t *testing.T, a, b *testenv.Redis, c *childFollower, what string) {
 	t.Helper()
+	c.precheck = func() bool { return sameCount(t, []*testenv.Redis{a}, b) }
 	waitSame(t, func() (bool, string) { return sameData(t, a, b) }, c, what)
+}
+
+// keyCount is how many keys r holds over every database, and of them
+// how many are follow positions.
+func keyCount(t *testing.T, nodes ...*testenv.Redis) (keys, positions int64) {
+	t.Helper()
+	ctx := context.Background()
+	for _, n := range nodes {
+		for db := 0; db < 16; db++ {
+			c := n.Client(db)
+			k, err := c.DBSize(ctx).Result()
+			if err == nil && db == 0 {
+				p, _ := c.Keys(ctx, redissync.PositionKey+"*").Result()
+				positions += int64(len(p))
+			}
+			c.Close()
+			if err != nil {
+				if db > 0 {
+					break // a cluster node has database 0 only
+				}
+				t.Fatal(err)
+			}
+			keys += k
+		}
+	}
+	return keys, positions
+}
+
+// sameCount is a cheap precondition for the key-by-key comparison, which
+// reads a server still being written to only once the counts agree.
+func sameCount(t *testing.T, src []*testenv.Redis, dst *testenv.Redis) bool {
+	a, _ := keyCount(t, src...)
+	b, p := keyCount(t, dst)
+	return a == b-p
 }
 
 func waitSame(t *testing.T, same func() (bool, string), c *childFollower, what string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		ok, why := same()
+		ok, why := false, "key counts differ"
+		if c.precheck == nil || c.precheck() {
+			ok, why = same()
+		}
 		if ok {
 			return
 		}
@@ -337,6 +376,7 @@ func TestFollowClusterSourceResumesAfterKill9(t *testing.T) {
 	}
 	logFile := t.TempDir() + "/follower.log"
 	f := startChildFollowerURL(t, src.URL(), dst.URL(0), logFile)
+	f.precheck = func() bool { return sameCount(t, src.Nodes, dst) }
 	waitSame(t, same, f, "after the copy")
 	write(1)
 	waitSame(t, same, f, "after live writes")
@@ -349,6 +389,7 @@ func TestFollowClusterSourceResumesAfterKill9(t *testing.T) {
 	f.kill()
 	write(2)
 	f = startChildFollowerURL(t, src.URL(), dst.URL(0), logFile)
+	f.precheck = func() bool { return sameCount(t, src.Nodes, dst) }
 	waitSame(t, same, f, "after kill -9")
 	for i, n := range src.Nodes {
 		full, partial := syncStats(t, n)
