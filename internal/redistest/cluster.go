@@ -23,6 +23,10 @@ func ClusterModel(t testing.TB, rc *testenv.RedisCluster) map[string]*KeyModel {
 	if err != nil {
 		t.Fatal(err)
 	}
+	owner, err := rc.Owners(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range masters {
 		c := n.Client(0)
 		var cursor uint64
@@ -32,12 +36,12 @@ func ClusterModel(t testing.TB, rc *testenv.RedisCluster) map[string]*KeyModel {
 				t.Fatalf("node %s: SCAN: %v", n.Addr(), err)
 			}
 			for _, k := range keys {
-				owner, err := rc.NodeOf(ctx, k)
+				o, err := owner(k)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if owner != n {
-					t.Errorf("key %q is on node %s, but its slot is served by %s", k, n.Addr(), owner.Addr())
+				if o != n {
+					t.Errorf("key %q is on node %s, but its slot is served by %s", k, n.Addr(), o.Addr())
 				}
 				if c.Exists(ctx, k).Val() == 0 {
 					continue // deleted since SCAN listed it (the node is being written)

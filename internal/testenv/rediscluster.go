@@ -191,26 +191,40 @@ func (rc *RedisCluster) Client() *redis.ClusterClient {
 // NodeOf returns the node that serves key's slot, as the nodes themselves
 // report it (CLUSTER KEYSLOT, CLUSTER SLOTS).
 func (rc *RedisCluster) NodeOf(ctx context.Context, key string) (*Redis, error) {
+	owner, err := rc.Owners(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return owner(key)
+}
+
+// Owners reads the slot map once (CLUSTER SLOTS) and returns a lookup of
+// the node serving a key's slot (CLUSTER KEYSLOT, asked of the server).
+func (rc *RedisCluster) Owners(ctx context.Context) (func(key string) (*Redis, error), error) {
 	c := rc.Nodes[0].Client(0)
-	defer c.Close()
-	slot, err := c.ClusterKeySlot(ctx, key).Result()
-	if err != nil {
-		return nil, err
-	}
 	slots, err := c.ClusterSlots(ctx).Result()
+	c.Close()
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range slots {
-		if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
-			for _, n := range rc.Nodes {
-				if n.Addr() == s.Nodes[0].Addr {
-					return n, nil
+	return func(key string) (*Redis, error) {
+		c := rc.Nodes[0].Client(0)
+		defer c.Close()
+		slot, err := c.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range slots {
+			if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
+				for _, n := range rc.Nodes {
+					if n.Addr() == s.Nodes[0].Addr {
+						return n, nil
+					}
 				}
 			}
 		}
-	}
-	return nil, fmt.Errorf("no node serves slot %d of key %q", slot, key)
+		return nil, fmt.Errorf("no node serves slot %d of key %q", slot, key)
+	}, nil
 }
 
 // Close stops every node and removes their directories.

@@ -490,7 +490,7 @@ func TestSyncClusterSourceBySCAN(t *testing.T) {
 	ctx := context.Background()
 	cc := src.Client()
 	defer cc.Close()
-	for i := 0; i < 1000; i++ {
+	for i := 0; i < 300; i++ {
 		if err := cc.Set(ctx, fmt.Sprintf("k%d", i), i, 0).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -529,11 +529,11 @@ func TestSyncClusterSourceBySCAN(t *testing.T) {
 		}
 		return n == 3
 	})
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 100; i++ {
 		if err := cc.Incr(ctx, fmt.Sprintf("k%d", i)).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if err := cc.Del(ctx, fmt.Sprintf("k%d", 500+i)).Err(); err != nil {
+		if err := cc.Del(ctx, fmt.Sprintf("k%d", 150+i)).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
