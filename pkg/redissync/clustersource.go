@@ -125,4 +125,7 @@ func (s *LoadStats) add(o LoadStats) {
 	s.SkippedEmpty += o.SkippedEmpty
 	s.Functions += o.Functions
 	s.Bytes += o.Bytes
+	s.ExpiredFields += o.ExpiredFields
+	s.DuplicateKeys += o.DuplicateKeys
+	s.DroppedFieldTTLs += o.DroppedFieldTTLs
 }
