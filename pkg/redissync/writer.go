@@ -113,7 +113,8 @@ type Writer struct {
 	fieldTTL bool
 	written  atomic.Int64 // keys whose last job ran without error
 	dropped  droppedTTLs
-	cluster  bool // the target is a Redis Cluster (cluster.go)
+	cluster  bool        // the target is a Redis Cluster (cluster.go)
+	closed   atomic.Bool // Close ran: the queues are closed, Flush has nothing to wait for
 
 	chans []chan *job
 	sem   *semaphore.Weighted
@@ -308,6 +309,9 @@ func (w *Writer) submit(ctx context.Context, j *job) error {
 // writer): a barrier goes through each worker's queue, which is FIFO, so
 // Flush waits for what came before it and not for what others add after.
 func (w *Writer) Flush() error {
+	if w.closed.Load() {
+		return w.Err() // every job ran before Close returned
+	}
 	var barriers []chan struct{}
 	for _, ch := range w.chans {
 		b := make(chan struct{})
@@ -327,6 +331,7 @@ func (w *Writer) Flush() error {
 // called once, when nothing more will be written.
 func (w *Writer) Close() error {
 	err := w.Flush()
+	w.closed.Store(true)
 	for _, ch := range w.chans {
 		close(ch)
 	}
