@@ -543,3 +543,45 @@ func TestSyncClusterSourceBySCAN(t *testing.T) {
 		t.Fatalf("follow ended with %v", err)
 	}
 }
+
+// Big keys copied in pieces into a cluster: each key's pieces are one
+// transaction that spans several pipelines (PipelineCommands 2), held open
+// on a connection to the master of the key's slot. From an RDB stream
+// (psync) and from SCAN.
+func TestSyncBigKeysIntoCluster(t *testing.T) {
+	s := startExtra(t)
+	c := s.Client(0)
+	ctx := context.Background()
+	for i := 0; i < 12; i++ {
+		p := c.Pipeline()
+		k := fmt.Sprintf("big%d", i)
+		for j := 0; j < 1200; j++ {
+			v := fmt.Sprintf("value-%d-%d", i, j)
+			p.RPush(ctx, k+":list", v)
+			p.HSet(ctx, k+":hash", v, j)
+			p.SAdd(ctx, k+":set", v)
+			p.ZAdd(ctx, k+":zset", redis.Z{Score: float64(j), Member: v})
+		}
+		p.Set(ctx, k+":str", strings.Repeat("x", 3<<20+i), 0)
+		p.PExpire(ctx, k+":hash", time.Hour)
+		if _, err := p.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	rc := startCluster(t)
+	target, _ := redis.ParseURL(rc.URL())
+	for _, mode := range []string{"psync", "scan"} {
+		t.Run(mode, func(t *testing.T) {
+			st, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptionsOf(s), Mode: mode, BigKeyBytes: 1024, FlushTarget: true,
+				Writer: redissync.WriterConfig{Target: target, PipelineCommands: 2}}, zaptest.NewLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Native == 0 {
+				t.Error("no key was copied in pieces")
+			}
+			redistest.CompareModels(t, redistest.ServerModel(t, s), redistest.ClusterModel(t, rc))
+		})
+	}
+}

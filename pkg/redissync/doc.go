@@ -37,7 +37,9 @@
 //     in flight are bounded (MaxInflightBytes). A natively written key is
 //     one MULTI/EXEC (on a connection of its own while it spans several
 //     batches): readers see it whole or not at all, and a refusal or error
-//     mid-key leaves nothing of it.
+//     mid-key leaves nothing of it. So is a big key SCAN mode reads in
+//     pages. On a cluster target that connection goes to the master of the
+//     key's slot; a failover during such a key fails it (and the sync).
 //   - What Redis would refuse or lose. Hash fields whose own TTL has passed
 //     are not written. Into a target without HPEXPIREAT (probed once with
 //     COMMAND INFO) a live field TTL follows WriterConfig.HashFieldTTL:

@@ -256,12 +256,17 @@ func restorePayload(ctx context.Context, w *Writer, db int, key, payload []byte,
 // reports false when the key vanished before it could be read.
 func copyBigKey(ctx context.Context, c *redis.Client, w *Writer, db int, key, typ string) (bool, error) {
 	k := []byte(key)
+	// The pieces are one transaction, opened by the first job (the DEL)
+	// and closed by the last: the key appears whole or not at all.
+	first := true
 	send := func(cmds ...command) error {
 		var n int64
 		for _, cmd := range cmds {
 			n += cmdBytes(cmd)
 		}
-		return w.submit(ctx, &job{db: db, key: k, cmds: cmds, bytes: n})
+		j := &job{db: db, key: k, cmds: cmds, bytes: n, txStart: first}
+		first = false
+		return w.submit(ctx, j)
 	}
 	fail := func(err error) (bool, error) {
 		return false, fmt.Errorf("source db %d key %q (%s, copied in pieces): %w", db, printable(k), typ, err)
