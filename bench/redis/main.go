@@ -29,8 +29,13 @@ import (
 func main() {
 	keys := flag.Int("keys", 430000, "approximate number of keys in the source")
 	rounds := flag.Int("rounds", 2, "rounds of A B B A (replicator, REPLICAOF, REPLICAOF, replicator)")
+	cluster := flag.Bool("cluster", false, "compare a single-node target with a 3-shard cluster target (cluster.go) instead of the rounds")
 	flag.Parse()
-	if err := run(*keys, *rounds); err != nil {
+	do := func() error { return run(*keys, *rounds) }
+	if *cluster {
+		do = func() error { return runCluster(*keys) }
+	}
+	if err := do(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}

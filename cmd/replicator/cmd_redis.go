@@ -37,9 +37,11 @@ type redisSyncCmd struct {
 
 	redisTLS
 	Connections      int  `help:"Parallel pipelined connections to the target." default:"4"`
+	ScanConnections  int  `help:"In SCAN mode, parallel connections reading keys from the source (per shard of a cluster)." default:"4"`
 	BigKeyMB         int  `name:"big-key-mb" help:"Values larger than this many MiB are written with native commands in pieces instead of one RESTORE." default:"16"`
 	TargetRDBVersion int  `help:"Newest RDB version the target can RESTORE; 0 detects it from INFO (set 11 for Valkey if detection is wrong)." default:"0"`
 	FlushTarget      bool `help:"FLUSHALL the target before copying: use when re-running after an interrupted or older import, on a target nothing else uses."`
+	Resume           bool `help:"With --follow over PSYNC: keep the follow position on the target (key __replicator:follow) and, after a restart, continue from it instead of copying again." default:"true" negatable:""`
 }
 
 // redisTLS are the Redis TLS flags.
@@ -107,6 +109,7 @@ func (c *redisSyncCmd) Run(ctx context.Context, g *Globals) error {
 	defer log.Sync()
 	cfg := redissync.SyncConfig{RDBFile: c.RDB, Mode: c.Mode, Follow: c.Follow, FlushTarget: c.FlushTarget, BigKeyBytes: int64(c.BigKeyMB) << 20,
 		Writer: redissync.WriterConfig{Connections: c.Connections, TargetRDBVersion: c.TargetRDBVersion}}
+	cfg.DurablePosition, cfg.ScanConnections = c.Resume, c.ScanConnections
 	if cfg.Writer.Target, err = redisOptions("target", c.Target, c.redisTLS); err != nil {
 		return err
 	}

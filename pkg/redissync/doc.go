@@ -12,7 +12,15 @@
 //     ($<len> and diskless $EOF:<40-byte mark>), decoding it as it arrives.
 //     An RDB file (sync.go). SCAN + DUMP + PTTL (scan.go) when the source
 //     refuses PSYNC; mode auto tries PSYNC first and logs why it fell back
-//     (live.go).
+//     (live.go). SCAN runs on one cursor per database (a cursor cannot be
+//     split safely, see scanSnapshot) and DUMP on ScanConnections
+//     connections in parallel. A cluster source (clustersource.go) is
+//     copied and followed shard by shard, in parallel, each master over
+//     its own PSYNC link (or SCAN and subscription) with its own position.
+//   - Cluster targets (cluster.go): detected from INFO cluster; keys routed
+//     by slot, pipelines per shard, MOVED/ASK followed, slot map reloaded
+//     on failover; keys outside database 0 stop the sync; cross-slot
+//     transactions in the follow stream are split per slot (and counted).
 //   - Loader (loader.go). Drives a decoder's events into the writer and,
 //     per key, decides between RESTORE and native commands.
 //   - Writer (writer.go, native.go). Values are passed through: the raw
@@ -29,7 +37,9 @@
 //     in flight are bounded (MaxInflightBytes). A natively written key is
 //     one MULTI/EXEC (on a connection of its own while it spans several
 //     batches): readers see it whole or not at all, and a refusal or error
-//     mid-key leaves nothing of it.
+//     mid-key leaves nothing of it. So is a big key SCAN mode reads in
+//     pages. On a cluster target that connection goes to the master of the
+//     key's slot; a failover during such a key fails it (and the sync).
 //   - What Redis would refuse or lose. Hash fields whose own TTL has passed
 //     are not written. Into a target without HPEXPIREAT (probed once with
 //     COMMAND INFO) a live field TTL follows WriterConfig.HashFieldTTL:
@@ -47,8 +57,24 @@
 //     PSYNC <replid> <offset+1> after a jittered backoff (1 s doubling to
 //     30 s, github.com/cenkalti/backoff); when the source answers
 //     FULLRESYNC instead, the target is flushed and reloaded (and the log
-//     says so). In SCAN mode follow re-copies keys named by keyspace
-//     notifications: best-effort, events during a disconnect are lost.
+//     says so in one line, with the reason: replication ID changed, or
+//     offset no longer in the backlog).
+//   - Durable position (position.go, SyncConfig.DurablePosition). The
+//     position (replid, offset, selected db) lives on the target in the
+//     hash PositionKey, written inside the same MULTI/EXEC as the commands
+//     it covers, so data and position never disagree. A restarted
+//     follower (also after kill -9) resumes with PSYNC <replid> <offset+1>.
+//     Chosen over a local state file: a file can only be written after the
+//     target acknowledged a batch, and a crash between the two would apply
+//     non-idempotent commands (INCR, RPUSH) twice. Costs: one HSET per
+//     batch, and one key on the target that `redis verify` leaves out and
+//     the operator deletes after cutover. Not kept on a cluster target
+//     (the log says so).
+//   - SCAN-mode follow (keyspace.go): keys named by keyspace notifications
+//     are copied again; subscribed before the SCAN; a lost stretch of
+//     events (re-subscription, or too many keys pending) is detected,
+//     counted and repaired by a full re-SCAN. Guarantees and limits are
+//     written there.
 //   - Metrics (metrics.go): keys and bytes imported, follow lag and
 //     applied offset, reconnects; built once per process by the command
 //     (NewMetrics) and passed in SyncConfig.Metrics.

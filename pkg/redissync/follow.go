@@ -52,15 +52,44 @@ type follower struct {
 
 	target  *redis.Conn
 	client  *redis.Client
-	release func(replCmd) // returns a command's bytes to the relay budget
+	cl      *clusterFollower // a cluster target (cluster.go)
+	release func(replCmd)    // returns a command's bytes to the relay budget
 }
 
 func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, log *zap.Logger) error {
-	f := &follower{cfg: cfg, w: w, log: log, m: cfg.Metrics, replid: rc.replid, applied: rc.offset, safe: rc.offset}
-	f.received.Store(rc.offset)
-	f.m.appliedOffset(rc.offset)
+	f := newFollower(cfg, w, log, rc.replid, rc.offset)
+	return f.run(ctx, rc)
+}
+
+func newFollower(cfg SyncConfig, w *Writer, log *zap.Logger, replid string, offset int64) *follower {
+	f := &follower{cfg: cfg, w: w, log: log, m: cfg.Metrics, replid: replid, applied: offset, safe: offset}
+	f.received.Store(offset)
+	f.m.appliedOffset(offset)
+	return f
+}
+
+// resumePSYNC continues from the position a previous run stored on the
+// target (after a restart or kill -9): PSYNC <replid> <offset+1>, and a
+// full resynchronisation only when the source cannot continue.
+func resumePSYNC(ctx context.Context, cfg SyncConfig, w *Writer, p position, log *zap.Logger) error {
+	f := newFollower(cfg, w, log, p.replid, p.offset)
+	f.db = p.db
+	log.Info("resuming from the follow position stored on the target", zap.String("replid", p.replid), zap.Int64("offset", p.offset), zap.Int("db", p.db))
+	rc, err := f.reconnect(ctx)
+	if err != nil {
+		var te *targetError
+		if errors.As(err, &te) {
+			return te.err
+		}
+		return err
+	}
+	return f.run(ctx, rc)
+}
+
+func (f *follower) run(ctx context.Context, rc *replConn) error {
+	log := f.log
 	defer f.closeTarget()
-	log.Info("following the source's replication stream", zap.String("replid", rc.replid), zap.Int64("offset", rc.offset))
+	log.Info("following the source's replication stream", zap.String("replid", rc.replid), zap.Int64("offset", f.safe), zap.Bool("durable_position", f.cfg.DurablePosition))
 	delays := newReconnectBackOff()
 	for {
 		err := f.stream(ctx, rc)
@@ -165,8 +194,17 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 		f.received.Store(f.safe)
 		return rc, nil
 	}
-	f.log.Warn("source cannot resume from our offset (backlog too short or replication id changed): full resynchronisation; flushing the target and loading the snapshot again",
-		zap.Int64("offset", f.safe), zap.String("new_replid", rc.replid))
+	reason := "the source no longer holds our offset in its backlog (raise repl-backlog-size on the source)"
+	if rc.replid != f.replid {
+		reason = "the source's replication ID changed (it restarted or failed over)"
+	}
+	if f.cfg.shardID != "" {
+		// Flushing the target would drop the other shards' keys too.
+		rc.Close()
+		return nil, &targetError{fmt.Errorf("source shard %s cannot continue its replication stream (%s), and reloading it alone would need a flush of the whole target: rerun with --flush-target", f.cfg.Source.Addr, reason)}
+	}
+	f.log.Warn("full resynchronisation: the source cannot continue from our position; flushing the target and loading the snapshot again",
+		zap.String("reason", reason), zap.String("replid", f.replid), zap.Int64("offset", f.safe), zap.String("new_replid", rc.replid))
 	if err := f.w.Do(ctx, 0, "FLUSHALL"); err != nil {
 		rc.Close()
 		return nil, &targetError{fmt.Errorf("target: FLUSHALL before the full resynchronisation: %w", err)}
@@ -192,6 +230,12 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 		rc.Close()
 		return nil, &targetError{err}
 	}
+	if f.cfg.DurablePosition {
+		if err := writePosition(ctx, f.w, f.cfg.posKey(), rc.replid, rc.offset); err != nil {
+			rc.Close()
+			return nil, &targetError{err}
+		}
+	}
 	f.replid, f.applied, f.safe = rc.replid, rc.offset, rc.offset
 	f.received.Store(rc.offset)
 	f.m.appliedOffset(rc.offset)
@@ -209,11 +253,15 @@ func (f *follower) closeTarget() {
 		f.client.Close()
 		f.target, f.client = nil, nil
 	}
+	if f.cl != nil {
+		f.cl.c.Close()
+		f.cl = nil
+	}
 }
 
 func (f *follower) targetConn(ctx context.Context) (*redis.Conn, error) {
 	if f.target == nil {
-		f.client = f.w.client(0, 1)
+		f.client = f.w.client(0, 1).(*redis.Client)
 		f.target = f.client.Conn()
 		if err := f.target.Do(ctx, "SELECT", f.db).Err(); err != nil {
 			return nil, &targetError{fmt.Errorf("target: SELECT %d: %w", f.db, err)}
@@ -275,7 +323,11 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 			lag := f.received.Load() - f.applied
 			f.m.followLag(lag)
 			if ticks++; ticks%30 == 0 {
-				f.log.Info("following", zap.Int64("applied_offset", f.safe), zap.Int64("lag_bytes", lag))
+				fields := []zap.Field{zap.Int64("applied_offset", f.safe), zap.Int64("lag_bytes", lag)}
+				if f.cl != nil {
+					fields = append(fields, zap.Int64("transactions_split_per_slot", f.cl.split.Load()))
+				}
+				f.log.Info("following", fields...)
 			}
 		case c := <-cmds:
 			batch = append(batch[:0], c)
@@ -298,6 +350,12 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 }
 
 func (f *follower) apply(ctx context.Context, batch []replCmd) error {
+	if f.w.cluster {
+		return f.applyCluster(ctx, batch)
+	}
+	if f.cfg.DurablePosition {
+		return f.applyDurable(ctx, batch)
+	}
 	conn, err := f.targetConn(ctx)
 	if err != nil {
 		return err

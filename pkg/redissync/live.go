@@ -12,12 +12,43 @@ import (
 // syncLive copies a live source: by PSYNC (as a replica) when the mode
 // allows and the source accepts it, else by SCAN + DUMP + PTTL.
 func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (LoadStats, error) {
+	if cfg.shardID == "" {
+		// A source that cannot even answer INFO (refused connection, wrong
+		// password) fails below with the messages of the single-server
+		// path; a cluster whose node list cannot be read stops here.
+		shards, err := clusterShards(ctx, cfg.Source)
+		var ce *clusterNodesError
+		if errors.As(err, &ce) {
+			return LoadStats{}, err
+		}
+		if err == nil {
+			return syncClusterSource(ctx, cfg, w, shards, log)
+		}
+	}
 	if cfg.Mode == "auto" || cfg.Mode == "psync" {
+		if cfg.resumable() {
+			p, ok, err := readPosition(ctx, w, cfg.posKey())
+			if err != nil {
+				return LoadStats{}, err
+			}
+			if ok {
+				return LoadStats{}, resumePSYNC(ctx, cfg, w, p, log)
+			}
+			if err := clearPosition(ctx, w, cfg.posKey()); err != nil {
+				return LoadStats{}, err
+			}
+		}
 		rc, st, err := psyncSnapshot(ctx, cfg, w, log)
 		if err == nil {
 			if !cfg.Follow {
 				rc.Close()
 				return st, nil
+			}
+			if cfg.DurablePosition {
+				if err := writePosition(ctx, w, cfg.posKey(), rc.replid, rc.offset); err != nil {
+					rc.Close()
+					return st, err
+				}
 			}
 			return st, followPSYNC(ctx, cfg, w, rc, log)
 		}
@@ -29,11 +60,21 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 		log.Warn("cannot copy the source by replication; falling back to SCAN + DUMP + PTTL (a copy that is not point-in-time; follow by keyspace notifications is best-effort)",
 			zap.String("reason", err.Error()))
 	}
+	if !cfg.Follow {
+		return scanSnapshot(ctx, cfg, w, log)
+	}
+	// Subscribed before the SCAN: keys changed while it runs are copied
+	// again after it (keyspace.go).
+	ks, err := subscribeKeyspace(ctx, cfg, w, log)
+	if err != nil {
+		return LoadStats{}, err
+	}
+	defer ks.close()
 	st, err := scanSnapshot(ctx, cfg, w, log)
-	if err != nil || !cfg.Follow {
+	if err != nil {
 		return st, err
 	}
-	return st, followKeyspace(ctx, cfg, w, log)
+	return st, ks.follow(ctx)
 }
 
 // psyncSnapshot connects as a replica, asks for a full sync and loads the

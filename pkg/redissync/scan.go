@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"replicator/pkg/redisconn"
 	"replicator/pkg/redisrdb"
@@ -49,6 +51,15 @@ func (cfg SyncConfig) sourceClient(db int) *redis.Client {
 	return redis.NewClient(&o)
 }
 
+// scanSnapshot copies every database of the source by SCAN. SCAN itself
+// runs on one connection per database: its cursor is an opaque position
+// in the server's hash table (reverse-binary order over buckets, valid
+// across a resize), and splitting one keyspace between several cursors
+// would need knowledge of the table size that a client does not have and
+// that changes under rehashing, so a partition could skip or repeat keys.
+// The expensive part, DUMP + PTTL of each batch of names, runs on
+// ScanConnections connections in parallel. (A cluster source is scanned
+// shard by shard in parallel on top of that: clustersource.go.)
 func scanSnapshot(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (LoadStats, error) {
 	var st LoadStats
 	c0 := cfg.sourceClient(0)
@@ -60,25 +71,54 @@ func scanSnapshot(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logge
 	if err := copyFunctions(ctx, c0, w, log); err != nil {
 		return st, err
 	}
-	log.Info("copying the source by SCAN + DUMP + PTTL", zap.Ints("databases", dbs))
+	workers := cfg.ScanConnections
+	if workers <= 0 {
+		workers = 4
+	}
+	log.Info("copying the source by SCAN + DUMP + PTTL", zap.Ints("databases", dbs), zap.Int("connections", workers))
+	var mu sync.Mutex
 	for _, db := range dbs {
-		c := cfg.sourceClient(db)
-		var cursor uint64
-		for {
-			keys, next, err := c.Scan(ctx, cursor, "", scanBatch).Result()
-			if err != nil {
-				c.Close()
-				return st, fmt.Errorf("source db %d: SCAN: %w", db, err)
-			}
-			if err := copyKeys(ctx, c, w, db, keys, cfg.BigKeyBytes, &st); err != nil {
-				c.Close()
-				return st, err
-			}
-			if cursor = next; cursor == 0 {
-				break
-			}
+		g, gctx := errgroup.WithContext(ctx)
+		batches := make(chan []string, workers)
+		for range workers {
+			g.Go(func() error {
+				c := cfg.sourceClient(db)
+				defer c.Close()
+				var local LoadStats
+				defer func() { mu.Lock(); st.add(local); mu.Unlock() }()
+				for keys := range batches {
+					if err := copyKeys(gctx, c, w, db, keys, cfg.BigKeyBytes, &local, nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		}
-		c.Close()
+		g.Go(func() error {
+			defer close(batches)
+			c := cfg.sourceClient(db)
+			defer c.Close()
+			var cursor uint64
+			for {
+				keys, next, err := c.Scan(gctx, cursor, "", scanBatch).Result()
+				if err != nil {
+					return fmt.Errorf("source db %d: SCAN: %w", db, err)
+				}
+				if len(keys) > 0 {
+					select {
+					case batches <- keys:
+					case <-gctx.Done():
+						return gctx.Err()
+					}
+				}
+				if cursor = next; cursor == 0 {
+					return nil
+				}
+			}
+		})
+		if err := g.Wait(); err != nil {
+			return st, err
+		}
 	}
 	if err := w.Flush(); err != nil {
 		return st, err
@@ -101,8 +141,9 @@ func copyFunctions(ctx context.Context, c *redis.Client, w *Writer, log *zap.Log
 	return nil
 }
 
-// copyKeys reads keys with DUMP and PTTL and queues their writes.
-func copyKeys(ctx context.Context, c *redis.Client, w *Writer, db int, keys []string, bigKeyBytes int64, st *LoadStats) error {
+// copyKeys reads keys with DUMP and PTTL and queues their writes; keys
+// that no longer exist on the source are passed to gone (when not nil).
+func copyKeys(ctx context.Context, c *redis.Client, w *Writer, db int, keys []string, bigKeyBytes int64, st *LoadStats, gone func(string)) error {
 	if len(keys) == 0 {
 		return nil
 	}
@@ -132,6 +173,8 @@ func copyKeys(ctx context.Context, c *redis.Client, w *Writer, db int, keys []st
 		if copied {
 			st.Keys++
 			st.Native++
+		} else if gone != nil {
+			gone(k)
 		}
 	}
 	pipe := c.Pipeline()
@@ -154,6 +197,9 @@ func copyKeys(ctx context.Context, c *redis.Client, w *Writer, db int, keys []st
 		}
 		payload, err := dumps[i].Bytes()
 		if errors.Is(err, redis.Nil) {
+			if gone != nil {
+				gone(k)
+			}
 			continue // deleted since SCAN saw it
 		}
 		if err != nil {
@@ -163,6 +209,9 @@ func copyKeys(ctx context.Context, c *redis.Client, w *Writer, db int, keys []st
 		if d := ttls[i].Val(); d > 0 {
 			expireAt = now + d.Milliseconds()
 		} else if d == -2 {
+			if gone != nil {
+				gone(k)
+			}
 			continue
 		}
 		if err := restorePayload(ctx, w, db, []byte(k), payload, expireAt); err != nil {
@@ -203,78 +252,21 @@ func restorePayload(ctx context.Context, w *Writer, db int, key, payload []byte,
 		bytes: int64(len(payload)), keyDone: true})
 }
 
-// followKeyspace follows a SCAN-mode source through keyspace
-// notifications: each key named in an event is copied again (or deleted).
-// Best-effort: notifications are fire-and-forget, so events lost while
-// disconnected are lost; run `redis verify` before cutover.
-func followKeyspace(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) error {
-	c := cfg.sourceClient(0)
-	defer c.Close()
-	prev, _ := c.ConfigGet(ctx, "notify-keyspace-events").Result()
-	if err := c.ConfigSet(ctx, "notify-keyspace-events", "KA").Err(); err != nil {
-		log.Warn("cannot enable keyspace notifications on the source (CONFIG SET refused); set notify-keyspace-events to KA through your provider, or events will not arrive", zap.Error(err))
-	} else {
-		log.Info("enabled keyspace notifications on the source (notify-keyspace-events KA)", zap.String("previous", prev["notify-keyspace-events"]))
-	}
-	log.Warn("following by keyspace notifications: best-effort, events during a disconnect are lost; verify before cutover")
-	sub := c.PSubscribe(ctx, "__keyspace@*__:*")
-	defer sub.Close()
-	ch := sub.Channel()
-	clients := map[int]*redis.Client{}
-	defer func() {
-		for _, cl := range clients {
-			cl.Close()
-		}
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case msg, ok := <-ch:
-			if !ok {
-				return nil
-			}
-			rest, ok := strings.CutPrefix(msg.Channel, "__keyspace@")
-			if !ok {
-				continue
-			}
-			i := strings.Index(rest, "__:")
-			if i < 0 {
-				continue
-			}
-			db, err := strconv.Atoi(rest[:i])
-			if err != nil {
-				continue
-			}
-			key := rest[i+3:]
-			cl := clients[db]
-			if cl == nil {
-				cl = cfg.sourceClient(db)
-				clients[db] = cl
-			}
-			var st LoadStats
-			if err := copyKeys(ctx, cl, w, db, []string{key}, cfg.BigKeyBytes, &st); err != nil {
-				return err
-			}
-			if st.Keys == 0 { // gone on the source
-				if err := w.submit(ctx, &job{db: db, key: []byte(key), cmds: []command{{"DEL", key}}, bytes: int64(len(key))}); err != nil {
-					return err
-				}
-			}
-		}
-	}
-}
-
 // copyBigKey copies one large key page by page with native commands. It
 // reports false when the key vanished before it could be read.
 func copyBigKey(ctx context.Context, c *redis.Client, w *Writer, db int, key, typ string) (bool, error) {
 	k := []byte(key)
+	// The pieces are one transaction, opened by the first job (the DEL)
+	// and closed by the last: the key appears whole or not at all.
+	first := true
 	send := func(cmds ...command) error {
 		var n int64
 		for _, cmd := range cmds {
 			n += cmdBytes(cmd)
 		}
-		return w.submit(ctx, &job{db: db, key: k, cmds: cmds, bytes: n})
+		j := &job{db: db, key: k, cmds: cmds, bytes: n, txStart: first}
+		first = false
+		return w.submit(ctx, j)
 	}
 	fail := func(err error) (bool, error) {
 		return false, fmt.Errorf("source db %d key %q (%s, copied in pieces): %w", db, printable(k), typ, err)

@@ -30,6 +30,10 @@ type SyncConfig struct {
 	// has since deleted do not survive. Only for a target used by nothing
 	// else.
 	FlushTarget bool
+	// ScanConnections is how many source connections read keys (DUMP,
+	// PTTL) in parallel in SCAN mode, per database (per shard for a
+	// cluster). Default 4.
+	ScanConnections int
 	// BigKeyBytes: a value larger than this is written with native
 	// commands in pieces instead of one RESTORE. Default 16 MiB.
 	BigKeyBytes int64
@@ -37,6 +41,13 @@ type SyncConfig struct {
 	Writer WriterConfig
 	// Decoder bounds the decoder.
 	Decoder redisrdb.Options
+	// DurablePosition stores the follow position on the target
+	// (PositionKey, in the same transaction as the commands it covers) and,
+	// when a position is already there, resumes from it with PSYNC instead
+	// of copying again. PSYNC follow only.
+	DurablePosition bool
+	// shardID is set for the follower of one shard of a cluster source.
+	shardID string
 	// Metrics receives the sync's metrics; nil records none. The command
 	// builds one with NewMetrics per process.
 	Metrics *Metrics
@@ -83,6 +94,12 @@ func (c SyncConfig) withDefaults() SyncConfig {
 	return c
 }
 
+// resumable says whether the sync may continue from a stored follow
+// position instead of copying.
+func (c SyncConfig) resumable() bool {
+	return c.Follow && c.DurablePosition && c.RDBFile == "" && c.Mode != "scan"
+}
+
 // Sync copies the source into the target and, with Follow, keeps it in
 // sync until ctx ends.
 func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (st LoadStats, err error) {
@@ -96,12 +113,23 @@ func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (st LoadStats, e
 	}
 	defer summarise(w, log, &st, &err) // after Close: every write has run
 	defer w.Close()
+	if cfg.DurablePosition && cfg.Follow && w.cluster {
+		log.Warn("the follow position is not kept on a cluster target (it cannot share a transaction with keys of other slots): a restarted follower copies the source again")
+		cfg.DurablePosition = false
+	}
 	if cfg.FlushTarget {
 		log.Warn("flushing the target before the copy (--flush-target)", zap.String("target", cfg.Writer.Target.Addr))
 		if err := w.Do(ctx, 0, "FLUSHALL"); err != nil {
 			return LoadStats{}, fmt.Errorf("target Redis %s: FLUSHALL: %w", cfg.Writer.Target.Addr, err)
 		}
 		if err := w.FlushFunctions(ctx); err != nil {
+			return LoadStats{}, err
+		}
+	}
+	if !cfg.resumable() {
+		// This copy overwrites what a position stored by an earlier
+		// follower describes; resuming from it later would be wrong.
+		if err := clearPositions(ctx, w); err != nil {
 			return LoadStats{}, err
 		}
 	}

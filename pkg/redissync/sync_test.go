@@ -22,6 +22,9 @@ import (
 var srv, dst *testenv.Redis
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childFollowerEnv) != "" {
+		os.Exit(runChildFollower())
+	}
 	os.Exit(testenv.RunWithRedis(func() int {
 		return testenv.RunWithRedis(m.Run, &dst, testenv.RedisOptions{Password: "target-secret"})
 	}, &srv, testenv.RedisOptions{Args: []string{"--repl-diskless-sync-delay", "0"}}))

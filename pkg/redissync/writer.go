@@ -98,6 +98,8 @@ type job struct {
 	restore  bool
 	payload  []byte
 	expireAt int64
+
+	barrier chan struct{} // a Flush marker, not a write: closed once reached
 }
 
 // Writer writes keys to the target over several pipelined connections.
@@ -111,10 +113,11 @@ type Writer struct {
 	fieldTTL bool
 	written  atomic.Int64 // keys whose last job ran without error
 	dropped  droppedTTLs
+	cluster  bool        // the target is a Redis Cluster (cluster.go)
+	closed   atomic.Bool // Close ran: the queues are closed, Flush has nothing to wait for
 
 	chans []chan *job
 	sem   *semaphore.Weighted
-	wg    sync.WaitGroup // jobs submitted and not finished
 	done  sync.WaitGroup // workers
 
 	mu       sync.Mutex
@@ -139,6 +142,9 @@ func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metric
 		return nil, redisconn.Explain("target", cfg.Target, err)
 	}
 	w.info = info
+	if w.cluster, err = isCluster(ctx, c); err != nil {
+		return nil, fmt.Errorf("target Redis %s: INFO cluster: %w", cfg.Target.Addr, err)
+	}
 	w.version = cfg.TargetRDBVersion
 	if w.version == 0 {
 		w.version = RDBVersionOf(info)
@@ -151,7 +157,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metric
 		w.done.Add(1)
 		go w.worker(ch)
 	}
-	log.Info("target connected", zap.String("addr", cfg.Target.Addr), zap.Int("restore_rdb_version", w.version), zap.Int("connections", cfg.Connections))
+	log.Info("target connected", zap.String("addr", cfg.Target.Addr), zap.Int("restore_rdb_version", w.version), zap.Int("connections", cfg.Connections), zap.Bool("cluster", w.cluster))
 	return w, nil
 }
 
@@ -165,7 +171,7 @@ func (w *Writer) Written() int64 { return w.written.Load() }
 // hasCommand asks the target once whether it knows a command (COMMAND
 // INFO answers nil for an unknown one); if COMMAND itself is refused the
 // server version decides (guess).
-func hasCommand(ctx context.Context, c *redis.Client, name string, guess bool) bool {
+func hasCommand(ctx context.Context, c targetClient, name string, guess bool) bool {
 	v, err := c.Do(ctx, "COMMAND", "INFO", name).Slice()
 	if err != nil || len(v) != 1 {
 		return guess
@@ -243,7 +249,10 @@ func RDBVersionOf(info string) int {
 	return ver
 }
 
-func (w *Writer) client(db, pool int) *redis.Client {
+func (w *Writer) client(db, pool int) targetClient {
+	if w.cluster {
+		return w.clusterClient(pool)
+	}
 	o := *w.cfg.Target
 	o.DB = db
 	o.PoolSize = pool
@@ -282,12 +291,10 @@ func (w *Writer) submit(ctx context.Context, j *job) error {
 	j.bytes = weight
 	h := fnv.New32a()
 	h.Write(j.key)
-	w.wg.Add(1)
 	select {
 	case w.chans[int(h.Sum32())%len(w.chans)] <- j:
 		return nil
 	case <-w.ctx.Done():
-		w.wg.Done()
 		w.sem.Release(weight)
 		if e := w.Err(); e != nil {
 			return e
@@ -296,10 +303,27 @@ func (w *Writer) submit(ctx context.Context, j *job) error {
 	}
 }
 
-// Flush waits until every submitted job has run and returns the first
-// error. It may be called any number of times.
+// Flush waits until every job submitted before the call has run and
+// returns the first error. It may be called any number of times, also
+// while other goroutines submit (the shards of a cluster source share one
+// writer): a barrier goes through each worker's queue, which is FIFO, so
+// Flush waits for what came before it and not for what others add after.
 func (w *Writer) Flush() error {
-	w.wg.Wait()
+	if w.closed.Load() {
+		return w.Err() // every job ran before Close returned
+	}
+	var barriers []chan struct{}
+	for _, ch := range w.chans {
+		b := make(chan struct{})
+		select {
+		case ch <- &job{barrier: b}:
+			barriers = append(barriers, b)
+		case <-w.ctx.Done():
+		}
+	}
+	for _, b := range barriers {
+		<-b
+	}
 	return w.Err()
 }
 
@@ -307,6 +331,7 @@ func (w *Writer) Flush() error {
 // called once, when nothing more will be written.
 func (w *Writer) Close() error {
 	err := w.Flush()
+	w.closed.Store(true)
 	for _, ch := range w.chans {
 		close(ch)
 	}
@@ -317,19 +342,28 @@ func (w *Writer) Close() error {
 
 func (w *Writer) worker(ch chan *job) {
 	defer w.done.Done()
-	cs := &conns{db: map[int]*redis.Client{}, tx: map[string]*redis.Client{}, free: map[int][]*redis.Client{}}
+	cs := &conns{db: map[int]targetClient{}, tx: map[string]targetClient{}, free: map[string][]targetClient{}}
 	// Closing the connections also discards a transaction left open by an
 	// error: the key it was writing never appears.
 	defer cs.close()
 	var batch []*job
 	for j := range ch {
+		if j.barrier != nil {
+			close(j.barrier)
+			continue
+		}
 		batch = append(batch[:0], j)
 		n := len(j.cmds)
+		var barrier chan struct{}
 	more:
 		for n < w.cfg.PipelineCommands {
 			select {
 			case next, ok := <-ch:
 				if !ok {
+					break more
+				}
+				if next.barrier != nil {
+					barrier = next.barrier
 					break more
 				}
 				batch = append(batch, next)
@@ -345,7 +379,9 @@ func (w *Writer) worker(ch chan *job) {
 		}
 		for _, b := range batch {
 			w.sem.Release(b.bytes)
-			w.wg.Done()
+		}
+		if barrier != nil {
+			close(barrier)
 		}
 	}
 }
@@ -353,9 +389,12 @@ func (w *Writer) worker(ch chan *job) {
 // conns are one worker's connections: one per database, and one per key
 // whose transaction spans several batches (reused once it is closed).
 type conns struct {
-	db   map[int]*redis.Client
-	tx   map[string]*redis.Client // by txID
-	free map[int][]*redis.Client
+	db map[int]targetClient
+	tx map[string]targetClient // by txID
+	// free holds closed transactions' connections for reuse, by database
+	// (or, on a cluster, by the master's address: see txClient).
+	free map[string][]targetClient
+	home map[targetClient]string // a tx connection's key in free
 }
 
 func (cs *conns) close() {
@@ -374,6 +413,44 @@ func (cs *conns) close() {
 
 func txID(db int, key []byte) string { return strconv.Itoa(db) + "/" + string(key) }
 
+// txClient is a connection of its own for a key whose transaction spans
+// several batches: the MULTI stays open on it between them. On a cluster
+// target that connection must go to the master of the key's slot (a
+// cluster client would route the keyless MULTI and EXEC to any node), so
+// it is a single-server client to that master's address.
+func (w *Writer) txClient(cs *conns, j *job, db func(int) targetClient) (targetClient, error) {
+	home := strconv.Itoa(j.db)
+	if w.cluster {
+		cc, ok := db(0).(*redis.ClusterClient)
+		if !ok {
+			return nil, errors.New("cluster target without a cluster client")
+		}
+		m, err := cc.MasterForKey(w.ctx, string(j.key))
+		if err != nil {
+			return nil, fmt.Errorf("target key %q: master of its slot: %w", printable(j.key), err)
+		}
+		home = m.Options().Addr
+	}
+	if l := cs.free[home]; len(l) > 0 {
+		c := l[len(l)-1]
+		cs.free[home] = l[:len(l)-1]
+		return c, nil
+	}
+	o := *w.cfg.Target
+	o.DB = j.db
+	if w.cluster {
+		o.Addr, o.DB = home, 0
+	}
+	o.PoolSize = 1
+	o.MaxRetries = -1 // a write is never retried blindly; errors stop the sync
+	c := redis.NewClient(&o)
+	if cs.home == nil {
+		cs.home = map[targetClient]string{}
+	}
+	cs.home[c] = home
+	return c, nil
+}
+
 // sent is one job as it went into a pipeline.
 type sent struct {
 	j    *job
@@ -390,10 +467,10 @@ type sent struct {
 // key whose whole transaction is in one job stays on the database
 // connection and goes in a transaction pipeline (TxPipeline) with the
 // other such jobs next to it.
-func (w *Writer) route(cs *conns, batch []*job) ([]*redis.Client, map[*redis.Client][]sent) {
-	var order []*redis.Client
-	by := map[*redis.Client][]sent{}
-	dbClient := func(db int) *redis.Client {
+func (w *Writer) route(cs *conns, batch []*job) ([]targetClient, map[targetClient][]sent, error) {
+	var order []targetClient
+	by := map[targetClient][]sent{}
+	dbClient := func(db int) targetClient {
 		c := cs.db[db]
 		if c == nil {
 			c = w.client(db, 1)
@@ -402,8 +479,11 @@ func (w *Writer) route(cs *conns, batch []*job) ([]*redis.Client, map[*redis.Cli
 		return c
 	}
 	for _, j := range batch {
+		if w.cluster && j.db != 0 {
+			return nil, nil, errClusterDB(j.db)
+		}
 		var id string
-		var c *redis.Client
+		var c targetClient
 		open := false
 		if j.txStart || len(cs.tx) > 0 { // the common RESTORE job builds no id
 			id = txID(j.db, j.key)
@@ -416,10 +496,9 @@ func (w *Writer) route(cs *conns, batch []*job) ([]*redis.Client, map[*redis.Cli
 			c = dbClient(j.db)
 			inline = true
 		case j.txStart:
-			if l := cs.free[j.db]; len(l) > 0 {
-				c, cs.free[j.db] = l[len(l)-1], l[:len(l)-1]
-			} else {
-				c = w.client(j.db, 1)
+			var err error
+			if c, err = w.txClient(cs, j, dbClient); err != nil {
+				return nil, nil, err
 			}
 			cs.tx[id] = c
 			args = append([]command{{"MULTI"}}, args...)
@@ -429,7 +508,7 @@ func (w *Writer) route(cs *conns, batch []*job) ([]*redis.Client, map[*redis.Cli
 				// Later jobs of the batch may reuse the connection: on it
 				// they come after this EXEC.
 				delete(cs.tx, id)
-				cs.free[j.db] = append(cs.free[j.db], c)
+				cs.free[cs.home[c]] = append(cs.free[cs.home[c]], c)
 			}
 		default:
 			c = dbClient(j.db)
@@ -439,12 +518,15 @@ func (w *Writer) route(cs *conns, batch []*job) ([]*redis.Client, map[*redis.Cli
 		}
 		by[c] = append(by[c], sent{j: j, db: j.db, args: args, inline: inline})
 	}
-	return order, by
+	return order, by, nil
 }
 
 // run sends the batch, one pipeline per connection.
 func (w *Writer) run(cs *conns, batch []*job) error {
-	order, by := w.route(cs, batch)
+	order, by, err := w.route(cs, batch)
+	if err != nil {
+		return err
+	}
 	for _, c := range order {
 		all := by[c]
 		// Runs of plain and of inline-transaction jobs, in order: two
@@ -481,7 +563,7 @@ func (w *Writer) run(cs *conns, batch []*job) error {
 }
 
 // check reads the replies of one job.
-func (w *Writer) check(c *redis.Client, s sent) error {
+func (w *Writer) check(c targetClient, s sent) error {
 	for i, cmd := range s.cmds {
 		err := cmd.Err()
 		if err == nil && cmdName(s.args[i]) == "EXEC" {
@@ -526,7 +608,7 @@ func refusedPayload(err error) bool {
 	return strings.Contains(s, "Bad data format") || strings.Contains(s, "payload version or checksum")
 }
 
-func (w *Writer) restoreNatively(c *redis.Client, j *job, cause error) error {
+func (w *Writer) restoreNatively(c targetClient, j *job, cause error) error {
 	cmds, err := nativeFromDump(j.key, j.expireAt, j.payload, w.builder(j.db))
 	if err != nil {
 		return fmt.Errorf("key %q: target refused RESTORE (%v) and the payload cannot be rewritten: %w", printable(j.key), cause, err)
@@ -570,6 +652,9 @@ func (w *Writer) FlushFunctions(ctx context.Context) error {
 
 // Do runs one command on database db right away, outside the pipelines.
 func (w *Writer) Do(ctx context.Context, db int, args ...any) error {
+	if w.cluster {
+		return w.clusterDo(ctx, db, args...)
+	}
 	c := w.client(db, 1)
 	defer c.Close()
 	return c.Do(ctx, args...).Err()

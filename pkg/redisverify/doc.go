@@ -9,7 +9,13 @@
 // Collections are read in pages and digested without being held: ordered
 // types (list, stream) hash in order, unordered ones (set, hash, zset) XOR
 // the hashes of their members, so member order on either server does not
-// matter and memory stays bounded.
+// matter and memory stays bounded. The follower's position keys on the
+// target (redissync.IsPositionKey, database 0) are not data and are left
+// out.
+//
+// When either side is a Redis Cluster the comparison runs shard by shard
+// (cluster.go): every source master is scanned on its own connection and
+// compared with the target node serving each key's slot.
 //
 // Usage:
 //

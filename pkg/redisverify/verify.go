@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+
+	"replicator/pkg/redissync"
 )
 
 // Config configures a comparison.
@@ -147,6 +149,24 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (*Report, error) {
 	if err := v.libraries(ctx); err != nil {
 		return nil, err
 	}
+	if done, err := v.clusters(ctx, sdbs, tdbs); done || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		rep.Duration = time.Since(rep.Started).Round(time.Millisecond).String()
+		return rep, nil
+	}
+	// The follower's positions are the tool's bookkeeping, not copied data.
+	if err := scanAll(ctx, dst.db(0), func(keys []string) error {
+		for _, k := range keys {
+			if redissync.IsPositionKey(k) {
+				tdbs[0]--
+			}
+		}
+		return nil
+	}, redissync.PositionKey+"*"); err != nil {
+		return nil, fmt.Errorf("target Redis %s: %w", cfg.Target.Addr, err)
+	}
 	for db := 0; db < 16 || sdbs[db] > 0 || tdbs[db] > 0; db++ {
 		if sdbs[db] == 0 && tdbs[db] == 0 {
 			if db >= 16 {
@@ -263,7 +283,7 @@ func (v *verifier) database(ctx context.Context, db int) error {
 			return fmt.Errorf("source db %d: EXISTS: %w", db, err)
 		}
 		for i, k := range keys {
-			if ex[i].Val() == 0 {
+			if ex[i].Val() == 0 && !(db == 0 && redissync.IsPositionKey(k)) {
 				v.diff(Difference{DB: db, Key: k, Kind: "extra", Target: "present"})
 			}
 		}
@@ -271,10 +291,14 @@ func (v *verifier) database(ctx context.Context, db int) error {
 	})
 }
 
-func scanAll(ctx context.Context, c *redis.Client, fn func([]string) error) error {
+func scanAll(ctx context.Context, c *redis.Client, fn func([]string) error, match ...string) error {
 	var cursor uint64
+	pattern := ""
+	if len(match) > 0 {
+		pattern = match[0]
+	}
 	for {
-		keys, next, err := c.Scan(ctx, cursor, "", 500).Result()
+		keys, next, err := c.Scan(ctx, cursor, pattern, 500).Result()
 		if err != nil {
 			return fmt.Errorf("SCAN: %w", err)
 		}
