@@ -285,6 +285,9 @@ func (s *Status) WriteText(w io.Writer) {
 			s.LastCommitTime.UTC().Format(time.RFC3339), time.Since(*s.AppliedAt).Round(time.Second))
 	}
 	fmt.Fprintf(&b, "lag:             %s\n", s.lag())
+	if s.BatchesBehind != nil {
+		fmt.Fprintf(&b, "batches behind:  %d trigger-capture batches not yet applied\n", *s.BatchesBehind)
+	}
 	if sl := s.Slot; sl != nil {
 		fmt.Fprintf(&b, "source slot:     %s, active=%t, confirmed %s, retains %s of WAL (%s)\n",
 			sl.Name, sl.Active, orDash(sl.ConfirmedFlushLSN), units.Bytes(sl.RetainedWALBytes), orDash(sl.WALStatus))
@@ -344,9 +347,6 @@ func (s *Status) lag() string {
 	switch {
 	case s.SourceLagBytes != nil:
 		return fmt.Sprintf("%s of source WAL not yet applied, %.1f s", units.Bytes(*s.SourceLagBytes), *s.ApplyLagSeconds)
-	case s.SourceLagChanges != nil && s.BatchesBehind != nil:
-		return fmt.Sprintf("%d captured changes not yet applied (%d trigger-capture batches not yet applied), %.1f s",
-			*s.SourceLagChanges, *s.BatchesBehind, *s.ApplyLagSeconds)
 	case s.SourceLagChanges != nil:
 		return fmt.Sprintf("%d captured changes not yet applied, %.1f s", *s.SourceLagChanges, *s.ApplyLagSeconds)
 	case s.Capture == "":
