@@ -52,16 +52,7 @@ func (v *verifier) groups(ctx context.Context, db int, s, t *redis.Client, k str
 	if err != nil {
 		return fmt.Errorf("target db %d key %q: %w", db, k, err)
 	}
-	names := make([]string, 0, len(a)+len(b))
-	for n := range a {
-		names = append(names, n)
-	}
-	for n := range b {
-		if _, ok := a[n]; !ok {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
+	names := unionKeys(a, b)
 	for _, n := range names {
 		if a[n] != b[n] {
 			v.diff(Difference{DB: db, Key: k, Kind: "group " + n, Source: a[n], Target: b[n]})
@@ -83,16 +74,7 @@ func (v *verifier) libraries(ctx context.Context) error {
 		return fmt.Errorf("target Redis %s: %w", v.cfg.Target.Addr, err)
 	}
 	v.rep.Libraries = LibraryCount{Source: len(a), Target: len(b)}
-	names := make([]string, 0, len(a)+len(b))
-	for n := range a {
-		names = append(names, n)
-	}
-	for n := range b {
-		if _, ok := a[n]; !ok {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
+	names := unionKeys(a, b)
 	for _, n := range names {
 		ca, inA := a[n]
 		cb, inB := b[n]
@@ -121,4 +103,19 @@ func libraryCodes(ctx context.Context, c *redis.Client) (map[string]string, erro
 		out[l.Name] = l.Code
 	}
 	return out, nil
+}
+
+// unionKeys is the names in a or b, sorted, each once.
+func unionKeys[V any](a, b map[string]V) []string {
+	names := make([]string, 0, len(a)+len(b))
+	for n := range a {
+		names = append(names, n)
+	}
+	for n := range b {
+		if _, ok := a[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
 }

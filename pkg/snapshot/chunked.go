@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -105,12 +104,7 @@ func (r *run) readSchema(ctx context.Context) (err error) {
 	if r.tables, err = listTables(ctx, r.src); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "replicator-schema-")
-	if err != nil {
-		return err
-	}
-	r.later(func() { os.RemoveAll(tmp) })
-	if r.dump, err = dumpSchema(ctx, r.pf.tools, r.cfg.SourceURL, r.point.SnapshotName, tmp); err != nil {
+	if err := r.dumpSchema(ctx); err != nil {
 		return err
 	}
 	if !r.resuming {

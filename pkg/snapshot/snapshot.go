@@ -287,12 +287,7 @@ func (r *run) openReaders(ctx context.Context) (err error) {
 	if err := lockTables(ctx, r.ctl, r.tables, false); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "replicator-schema-")
-	if err != nil {
-		return err
-	}
-	r.later(func() { os.RemoveAll(tmp) })
-	if r.dump, err = dumpSchema(ctx, r.pf.tools, r.cfg.SourceURL, r.point.SnapshotName, tmp); err != nil {
+	if err := r.dumpSchema(ctx); err != nil {
 		return err
 	}
 	lockAll, err := r.lockUpFront(ctx)
@@ -423,4 +418,16 @@ func (r *run) markDone(ctx context.Context) error {
 		zap.Int("sequences", res.Sequences), zap.String("consistent_lsn", res.ConsistentLSN),
 		zap.Duration("took", res.Duration.Round(time.Millisecond)))
 	return nil
+}
+
+// dumpSchema dumps the source's schema through the capture point's
+// snapshot into a directory removed when the run ends.
+func (r *run) dumpSchema(ctx context.Context) error {
+	tmp, err := os.MkdirTemp("", "replicator-schema-")
+	if err != nil {
+		return err
+	}
+	r.later(func() { os.RemoveAll(tmp) })
+	r.dump, err = dumpSchema(ctx, r.pf.tools, r.cfg.SourceURL, r.point.SnapshotName, tmp)
+	return err
 }
