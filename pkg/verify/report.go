@@ -293,7 +293,7 @@ func (r *Report) WriteMarkdown(w io.Writer, h report.Header) error {
 	if r.Consistent != "" {
 		fmt.Fprintf(&b, "| Stream | %s |\n", mdEscape(r.Consistent))
 	}
-	if r.Different() {
+	if r.Different() && (r.TablesDifferent > 0 || len(r.differenceLines()) > 0) {
 		b.WriteString("\n### Differences\n\n| Table | Difference | Row |\n|---|---|---|\n")
 		for _, t := range r.Tables {
 			for _, p := range t.Problems {
