@@ -255,7 +255,12 @@ func diffTable(q string, s, t *schemaTable) []SchemaDiff {
 		obj := "column " + quoteIfNeeded(name)
 		tc, ok := t.cols[name]
 		if !ok {
-			add(obj, SchemaMissing, sc.describe(), "", onRoot("ALTER TABLE "+qt+" ADD COLUMN "+qc+" "+sc.describe()))
+			fix := onRoot("ALTER TABLE " + qt + " ADD COLUMN " + qc + " " + sc.describe())
+			if sc.notNull && sc.def == "" && sc.generated == "" && sc.identity == "" {
+				// The SQL alone fails on a target with rows.
+				fix += "; on a target with rows: add it without NOT NULL, fill it from the source, then SET NOT NULL"
+			}
+			add(obj, SchemaMissing, sc.describe(), "", fix)
 			continue
 		}
 		if sc.typ != tc.typ {
