@@ -32,6 +32,7 @@ const (
 	SchemaDefault    = "default differs"
 	SchemaGenerated  = "generated expression differs"
 	SchemaIdentity   = "identity differs"
+	SchemaCollation  = "collation differs"
 	SchemaDefinition = "definition differs"
 	SchemaName       = "named differently"
 	SchemaInvalid    = "invalid on the target"
@@ -72,6 +73,7 @@ type schemaColumn struct {
 	def       string // default expression; "" for none
 	generated string // stored generation expression; "" for none
 	identity  string // "a" ALWAYS, "d" BY DEFAULT, "" none
+	collation string // an explicit COLLATE other than the type's, qualified; "" for none
 }
 
 type schemaIndex struct {
@@ -97,7 +99,9 @@ SELECT n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.reln
        a.attname, quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnotnull,
        coalesce(CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END, ''),
        coalesce(CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END, ''),
-       a.attidentity::text
+       a.attidentity::text,
+       coalesce((SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname) FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                 JOIN pg_type ty ON ty.oid = a.atttypid WHERE co.oid = a.attcollation AND a.attcollation <> ty.typcollation), '')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
@@ -136,7 +140,7 @@ func loadSchema(ctx context.Context, s *side, patterns []string) (map[string]*sc
 			var schema, name, qt, qroot, rootSchema, rootName, col string
 			var part bool
 			var c schemaColumn
-			if err := rows.Scan(&schema, &name, &qt, &part, &qroot, &rootSchema, &rootName, &col, &c.sql, &c.typ, &c.notNull, &c.def, &c.generated, &c.identity); err != nil {
+			if err := rows.Scan(&schema, &name, &qt, &part, &qroot, &rootSchema, &rootName, &col, &c.sql, &c.typ, &c.notNull, &c.def, &c.generated, &c.identity, &c.collation); err != nil {
 				rows.Close()
 				return err
 			}
@@ -265,6 +269,14 @@ func diffTable(q string, s, t *schemaTable) []SchemaDiff {
 		}
 		if sc.typ != tc.typ {
 			add(obj, SchemaType, sc.typ, tc.typ, onRoot(fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::%s", qt, qc, sc.typ, qc, sc.typ)))
+		}
+		if sc.collation != tc.collation && sc.typ == tc.typ {
+			coll := sc.collation
+			if coll == "" {
+				coll = "pg_catalog.\"default\""
+			}
+			add(obj, SchemaCollation, collationText(sc.collation), collationText(tc.collation),
+				onRoot(fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s COLLATE %s", qt, qc, sc.typ, coll)))
 		}
 		if sc.notNull != tc.notNull {
 			fix := fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", qt, qc)
@@ -418,6 +430,9 @@ func stripIndexName(i schemaIndex) string {
 
 func (c schemaColumn) describe() string {
 	s := c.typ
+	if c.collation != "" {
+		s += " COLLATE " + c.collation
+	}
 	switch {
 	case c.generated != "":
 		s += " GENERATED ALWAYS AS (" + c.generated + ") STORED"
@@ -430,6 +445,13 @@ func (c schemaColumn) describe() string {
 		s += " NOT NULL"
 	}
 	return s
+}
+
+func collationText(c string) string {
+	if c == "" {
+		return "the type's default collation"
+	}
+	return "COLLATE " + c
 }
 
 func nullness(notNull bool) string {
