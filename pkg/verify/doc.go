@@ -68,7 +68,8 @@
 // position), Run records the source's WAL position, waits until the target
 // has applied it, compares, and re-checks every difference after
 // Config.RecheckDelay, reporting only the differences that persist: a row in
-// flight is not a difference.
+// flight is not a difference, nor is a schema change the stream is still
+// carrying to the target.
 //
 // Usage:
 //

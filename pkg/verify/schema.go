@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
 
 	"replicator/pkg/pgcatalog"
 )
@@ -205,6 +207,49 @@ func loadSchema(ctx context.Context, s *side, patterns []string) (map[string]*sc
 		return nil, fmt.Errorf("read the table definitions of the %s: %w", s.name, err)
 	}
 	return out, nil
+}
+
+// beforeSchemaRecheck runs before each re-check of schema differences
+// (tests change the target there).
+var beforeSchemaRecheck = func() {}
+
+// schemaDifferences compares the definitions; while a stream runs, one
+// that it may still be carrying (a schema change applied in stream order)
+// is re-checked like a differing row, after Config.RecheckDelay and the
+// target's catching up, and only the differences found every time are
+// kept.
+func (c *comparer) schemaDifferences(ctx context.Context, live bool) ([]SchemaDiff, int, error) {
+	diffs, n, err := compareSchemas(ctx, c.src, c.tgt, c.cfg.Tables)
+	for round := 0; err == nil && live && len(diffs) > 0 && round < c.cfg.Rechecks; round++ {
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(c.cfg.RecheckDelay):
+		}
+		if c.cfg.WaitTimeout > 0 {
+			if _, err := waitApplied(ctx, c.src, c.tgt, c.cfg.WaitTimeout, c.log); err != nil {
+				return nil, 0, err
+			}
+		}
+		beforeSchemaRecheck()
+		var again []SchemaDiff
+		if again, n, err = compareSchemas(ctx, c.src, c.tgt, c.cfg.Tables); err != nil {
+			break
+		}
+		now := map[SchemaDiff]bool{}
+		for _, d := range again {
+			now[d] = true
+		}
+		var still []SchemaDiff
+		for _, d := range diffs {
+			if now[d] {
+				still = append(still, d)
+			}
+		}
+		c.log.Info("re-checked schema differences", zap.Int("before", len(diffs)), zap.Int("persisting", len(still)))
+		diffs = still
+	}
+	return diffs, n, err
 }
 
 // compareSchemas returns every difference between the definitions of the

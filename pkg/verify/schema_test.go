@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
 
 	"replicator/pkg/report"
 	"replicator/pkg/snapshot"
@@ -210,5 +213,48 @@ func TestSnapshotCopyHasNoSchemaDifferences(t *testing.T) {
 	}
 	if rep.Different() {
 		t.Errorf("snapshot copy differs: %q", diffLines(rep))
+	}
+}
+
+// While a stream runs, a schema difference it may still be carrying is
+// re-checked: one gone by the re-check (a change applied in stream order)
+// is not reported, one still there is.
+func TestSchemaDifferencesRecheckedWhileStreaming(t *testing.T) {
+	ctx := context.Background()
+	src, dst := pg.NewDatabase(t), pg.NewDatabase(t)
+	pg.Exec(t, src, `CREATE TABLE t (id int PRIMARY KEY, a text, b text)`)
+	pg.Exec(t, dst, `CREATE TABLE t (id int PRIMARY KEY)`)
+	cfg := testConfig(src, dst)
+	cfg.RecheckDelay, cfg.WaitTimeout = 10*time.Millisecond, -1
+	cfg = cfg.withDefaults()
+	c := &comparer{cfg: cfg, log: zap.NewNop()}
+	var err error
+	if c.src, err = openSide(ctx, cfg.Source, "source", 2); err != nil {
+		t.Fatal(err)
+	}
+	defer c.src.pool.Close()
+	if c.tgt, err = openSide(ctx, cfg.Target, "target", 2); err != nil {
+		t.Fatal(err)
+	}
+	defer c.tgt.pool.Close()
+	rechecks := 0
+	beforeSchemaRecheck = func() {
+		if rechecks++; rechecks == 1 {
+			pg.Exec(t, dst, `ALTER TABLE t ADD COLUMN a text`) // the stream catching up
+		}
+	}
+	defer func() { beforeSchemaRecheck = func() {} }()
+	diffs, _, err := c.schemaDifferences(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) != 1 || diffs[0].Object != "column b" || rechecks != cfg.Rechecks {
+		t.Errorf("after %d re-checks: %v; want only column b, re-checked %d times", rechecks, diffs, cfg.Rechecks)
+	}
+	// Without a stream, what differs is reported at once.
+	pg.Exec(t, dst, `ALTER TABLE t DROP COLUMN a`)
+	rechecks = 0
+	if diffs, _, err = c.schemaDifferences(ctx, false); err != nil || len(diffs) != 2 || rechecks != 0 {
+		t.Errorf("no stream: %v, %v after %d re-checks; want columns a and b, no re-check", diffs, err, rechecks)
 	}
 }

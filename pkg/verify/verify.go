@@ -212,7 +212,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Report, err error
 	if rep.MaterializedViews, err = compareMatViews(ctx, c.src, c.tgt, cfg.Tables); err != nil {
 		return nil, err
 	}
-	if rep.Schema, rep.SchemaTables, err = compareSchemas(ctx, c.src, c.tgt, cfg.Tables); err != nil {
+	if rep.Schema, rep.SchemaTables, err = c.schemaDifferences(ctx, live); err != nil {
 		return nil, err
 	}
 	rep.Duration = time.Since(started)
