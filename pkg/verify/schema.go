@@ -62,6 +62,9 @@ type schemaTable struct {
 	sql          string // schema.name as SQL needs it (quote_ident)
 	partition    bool
 	root         string // the partition root as SQL needs it; "" when not a partition
+	parent       string // the partitioned table it is a partition of, as SQL needs it; "" when none
+	bound        string // its partition bound (FOR VALUES ...); "" when not a partition
+	partKey      string // a partitioned table's PARTITION BY; "" when not partitioned
 	cols         map[string]schemaColumn
 	colOrder     []string
 	indexes      map[string]schemaIndex
@@ -91,14 +94,21 @@ type schemaConstraint struct {
 	def  string // pg_get_constraintdef
 }
 
-const schemaColumnsSQL = `
+const schemaTablesSQL = `
 SELECT n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relispartition,
        coalesce((SELECT quote_ident(rn.nspname) || '.' || quote_ident(r.relname) FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace
                  WHERE c.relispartition AND r.oid = pg_partition_root(c.oid)), ''),
-       coalesce((SELECT rn.nspname FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace
+       coalesce((SELECT rn.nspname || '.' || r.relname FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace
                  WHERE c.relispartition AND r.oid = pg_partition_root(c.oid)), ''),
-       coalesce((SELECT r.relname FROM pg_class r WHERE c.relispartition AND r.oid = pg_partition_root(c.oid)), ''),
-       a.attname, quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) ELSE '' END,
+       CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) ELSE '' END,
+       coalesce((SELECT quote_ident(pn.nspname) || '.' || quote_ident(p.relname) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
+                 JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE c.relispartition AND i.inhrelid = c.oid), '')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE %s`
+
+const schemaColumnsSQL = `
+SELECT n.nspname, c.relname, a.attname, quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnotnull,
        coalesce(CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END, ''),
        coalesce(CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END, ''),
        a.attidentity::text,
@@ -134,34 +144,40 @@ func loadSchema(ctx context.Context, s *side, patterns []string) (map[string]*sc
 		if _, err := tx.Exec(ctx, `SET LOCAL search_path = pg_catalog`); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, fmt.Sprintf(schemaColumnsSQL, where))
+		rows, err := tx.Query(ctx, fmt.Sprintf(schemaTablesSQL, where))
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
-			var schema, name, qt, qroot, rootSchema, rootName, col string
-			var part bool
-			var c schemaColumn
-			if err := rows.Scan(&schema, &name, &qt, &part, &qroot, &rootSchema, &rootName, &col, &c.sql, &c.typ, &c.notNull, &c.def, &c.generated, &c.identity, &c.collation); err != nil {
+			t := &schemaTable{cols: map[string]schemaColumn{}, indexes: map[string]schemaIndex{}, cons: map[string]schemaConstraint{}}
+			var root string
+			if err := rows.Scan(&t.schema, &t.name, &t.sql, &t.partition, &t.root, &root, &t.partKey, &t.bound, &t.parent); err != nil {
 				rows.Close()
 				return err
 			}
-			root := ""
-			if rootName != "" {
-				root = rootSchema + "." + rootName
+			if matches(patterns, t.schema, t.name, root) {
+				out[displayName(t.schema, t.name)] = t
 			}
-			if !matches(patterns, schema, name, root) {
-				continue
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows, err = tx.Query(ctx, fmt.Sprintf(schemaColumnsSQL, where))
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var schema, name, col string
+			var c schemaColumn
+			if err := rows.Scan(&schema, &name, &col, &c.sql, &c.typ, &c.notNull, &c.def, &c.generated, &c.identity, &c.collation); err != nil {
+				rows.Close()
+				return err
 			}
-			q := displayName(schema, name)
-			t := out[q]
-			if t == nil {
-				t = &schemaTable{schema: schema, name: name, sql: qt, partition: part, root: qroot,
-					cols: map[string]schemaColumn{}, indexes: map[string]schemaIndex{}, cons: map[string]schemaConstraint{}}
-				out[q] = t
+			if t := out[displayName(schema, name)]; t != nil {
+				t.cols[col] = c
+				t.colOrder = append(t.colOrder, col)
 			}
-			t.cols[col] = c
-			t.colOrder = append(t.colOrder, col)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -296,6 +312,23 @@ func diffTable(q string, s, t *schemaTable) []SchemaDiff {
 			return "a partition takes its columns from its partitioned table: fix " + s.root + " (" + strings.Replace(fix, "ALTER TABLE "+qt, "ALTER TABLE "+s.root, 1) + ")"
 		}
 		return fix
+	}
+
+	if s.partKey != t.partKey {
+		add("partitioning", SchemaDefinition, partitioning(s.partKey), partitioning(t.partKey),
+			"a table's partitioning cannot be altered: create "+qt+" on the target as on the source, move its rows there and attach its partitions, or copy it again with the snapshot")
+	}
+	if s.parent != t.parent || s.bound != t.bound {
+		var fix string
+		switch {
+		case t.parent == "":
+			fix = fmt.Sprintf("ALTER TABLE %s ATTACH PARTITION %s %s", s.parent, qt, s.bound)
+		case s.parent == "":
+			fix = fmt.Sprintf("ALTER TABLE %s DETACH PARTITION %s", t.parent, qt)
+		default:
+			fix = fmt.Sprintf("ALTER TABLE %s DETACH PARTITION %s; ALTER TABLE %s ATTACH PARTITION %s %s", t.parent, qt, s.parent, qt, s.bound)
+		}
+		add("partition bound", SchemaDefinition, partitionOf(s), partitionOf(t), fix)
 	}
 
 	for _, name := range s.colOrder {
@@ -490,6 +523,20 @@ func (c schemaColumn) describe() string {
 		s += " NOT NULL"
 	}
 	return s
+}
+
+func partitioning(key string) string {
+	if key == "" {
+		return "not partitioned"
+	}
+	return "PARTITION BY " + key
+}
+
+func partitionOf(t *schemaTable) string {
+	if t.parent == "" {
+		return "not a partition"
+	}
+	return "partition of " + t.parent + " " + t.bound
 }
 
 func collationText(c string) string {

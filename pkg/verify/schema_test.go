@@ -258,3 +258,44 @@ func TestSchemaDifferencesRecheckedWhileStreaming(t *testing.T) {
 		t.Errorf("no stream: %v, %v after %d re-checks; want columns a and b, no re-check", diffs, err, rechecks)
 	}
 }
+
+// A partition detached on the target, attached with another bound, or a
+// table partitioned on one side only, is a schema difference; the attach
+// fixes are SQL the target takes.
+func TestSchemaPartitioning(t *testing.T) {
+	src, dst := pg.NewDatabase(t), pg.NewDatabase(t)
+	ddl := `CREATE TABLE m (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+		CREATE TABLE m_1 PARTITION OF m FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+		CREATE TABLE m_2 PARTITION OF m FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+		CREATE TABLE m_3 PARTITION OF m FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');`
+	pg.Exec(t, src, ddl+`CREATE TABLE q (id int) PARTITION BY LIST (id)`)
+	pg.Exec(t, dst, ddl+`ALTER TABLE m DETACH PARTITION m_2;
+		ALTER TABLE m DETACH PARTITION m_3; ALTER TABLE m ATTACH PARTITION m_3 FOR VALUES FROM ('2027-01-01') TO ('2029-01-01');
+		CREATE TABLE q (id int)`)
+	rep := runVerify(t, testConfig(src, dst))
+	got := map[string]SchemaDiff{}
+	for _, d := range rep.Schema {
+		got[d.Table+" "+d.Object] = d
+	}
+	want := map[string]string{
+		"public.m_2 partition bound": "ALTER TABLE public.m ATTACH PARTITION public.m_2 FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+		"public.m_3 partition bound": "ALTER TABLE public.m DETACH PARTITION public.m_3; ALTER TABLE public.m ATTACH PARTITION public.m_3 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')",
+		"public.q partitioning":      "a table's partitioning cannot be altered",
+	}
+	for k, fix := range want {
+		if d, ok := got[k]; !ok || !strings.Contains(d.Fix, fix) {
+			t.Errorf("%s: %+v, want the fix %q", k, d, fix)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("reported %v, want only %d differences", rep.Schema, len(want))
+	}
+	if d := got["public.m_2 partition bound"]; d.Target != "not a partition" || !strings.HasPrefix(d.Source, "partition of public.m FOR VALUES") {
+		t.Errorf("m_2 sides: source %q, target %q", d.Source, d.Target)
+	}
+	pg.Exec(t, dst, got["public.m_2 partition bound"].Fix+"; "+got["public.m_3 partition bound"].Fix)
+	rep = runVerify(t, testConfig(src, dst))
+	if len(rep.Schema) != 1 || rep.Schema[0].Table != "public.q" {
+		t.Errorf("after attaching: %v, want only q's partitioning", rep.Schema)
+	}
+}
