@@ -265,6 +265,9 @@ func (c *comparer) schemaDifferences(ctx context.Context, live bool) ([]SchemaDi
 		c.log.Info("re-checked schema differences", zap.Int("before", len(diffs)), zap.Int("persisting", len(still)))
 		diffs = still
 	}
+	if diffs == nil {
+		diffs = []SchemaDiff{} // [] in JSON, not null
+	}
 	return diffs, n, err
 }
 

@@ -214,6 +214,10 @@ func TestSnapshotCopyHasNoSchemaDifferences(t *testing.T) {
 	if rep.Different() {
 		t.Errorf("snapshot copy differs: %q", diffLines(rep))
 	}
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil || !strings.Contains(js.String(), `"schema_differences": []`) {
+		t.Errorf("json of a clean copy: %v, want schema_differences as an empty list", err)
+	}
 }
 
 // While a stream runs, a schema difference it may still be carrying is
