@@ -16,6 +16,7 @@ import (
 	"replicator/pkg/redisconn"
 	"replicator/pkg/redissync"
 	"replicator/pkg/redisverify"
+	"replicator/pkg/report"
 )
 
 type redisCmd struct {
@@ -161,7 +162,9 @@ func (c *redisVerifyCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	if err := writeReport(c.Out, func(w io.Writer) error { return rep.Write(w, c.Format) }); err != nil {
+	h := report.Header{Version: versionString(), Sides: []report.Side{report.SideOf("source", c.Source), report.SideOf("target", c.Target)},
+		Fenced: report.Fence{Detail: "redis verify does not read the Postgres fence: see verify's report"}}
+	if err := writeReport(c.Out, func(w io.Writer) error { return rep.WriteWithHeader(w, c.Format, h) }); err != nil {
 		return err
 	}
 	if !rep.Identical() {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 
 	"replicator/pkg/apply"
 	"replicator/pkg/pgutil"
 	"replicator/pkg/snapshot"
+	"replicator/pkg/state"
 )
 
 // runCmd is the sidecar daemon: snapshot when the target has none finished,
@@ -40,8 +42,17 @@ func (c *runCmd) Run(ctx context.Context, g *Globals) error {
 	if done {
 		log.Info("snapshot already done on the target: streaming from the applied position")
 	} else {
+		// The stream lock is held from before the copy: a second run or
+		// stream against this target is refused now, naming this one,
+		// not once the copy is done.
+		unlock, err := holdStreamLock(ctx, c.Target)
+		if err != nil {
+			return err
+		}
 		log.Info("no finished snapshot on the target: copying first, then streaming")
-		if err := c.snapshot(ctx, log, reg); err != nil {
+		err = c.snapshot(ctx, log, reg)
+		unlock()
+		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return fmt.Errorf("stopped during the snapshot: the next `replicator run` starts the copy over")
 			}
@@ -54,4 +65,32 @@ func (c *runCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	return apply.Stream(ctx, cfg, log)
+}
+
+// holdStreamLock takes the target's stream lock (apply.LockStream) on a
+// connection of its own and returns what releases it. Another holder is a
+// *apply.StreamLockedError: "another stream is running (pid, host,
+// since)", exit 2.
+func holdStreamLock(ctx context.Context, targetURL string) (unlock func(), err error) {
+	conn, err := pgutil.Connect(ctx, targetURL, "target")
+	if err != nil {
+		return nil, err
+	}
+	if err := state.EnsureSchema(ctx, conn); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	if err := apply.LockStream(ctx, conn); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	return func() {
+		// Unlocked explicitly: closing alone lets the server drop the
+		// session (and the lock) a moment later, which the stream that
+		// follows would see as its own lock still held.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, state.StreamLockKey)
+		conn.Close(ctx)
+	}, nil
 }

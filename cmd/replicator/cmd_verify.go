@@ -15,7 +15,7 @@ import (
 type verifyCmd struct {
 	pgFlags
 	formatFlags
-	Tables       []string      `help:"Compare only these tables: schema.name or name, wildcards * and ? allowed, comma-separated. A partitioned table's name selects its partitions." placeholder:"TABLE" sep:","`
+	Tables       []string      `help:"Compare only these tables: schema.name or name, wildcards * and ? allowed, comma-separated. A partitioned table's name selects its partitions. The schema comparison follows the same tables." placeholder:"TABLE" sep:","`
 	Jobs         int           `help:"Processes per side: the first read of a table is a parallel query of this many processes on each server; then this many chunks are compared at a time, one connection per side each." default:"4"`
 	ChunkRows    int64         `help:"Rows per chunk (at most 1024 chunks per table)." default:"10000"`
 	WaitTimeout  time.Duration `help:"While a stream is running: how long to wait for the target to apply the source's current position before comparing." default:"1m"`

@@ -143,8 +143,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
+	streamFrom := "LSN " + res.ConsistentLSN
+	if res.ConsistentLSN == "" {
+		// Trigger capture: the changelog rows committed after the
+		// copy's snapshot.
+		streamFrom = "the changelog rows committed after the copy's snapshot (" + res.SnapshotXmin + ")"
+	}
 	say("      copied %d tables, %d rows (%s) in %s; the stream starts at %s", res.Tables, res.Rows, units.Bytes(res.Bytes),
-		res.Duration.Round(time.Millisecond), res.ConsistentLSN)
+		res.Duration.Round(time.Millisecond), streamFrom)
 
 	say("\n[5/7] streaming Postgres changes and following Redis, under load for %s", o.Stream)
 	rMetrics, err := redissync.NewMetrics(reg)

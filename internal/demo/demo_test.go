@@ -7,14 +7,17 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"replicator/internal/demoapp"
 )
 
 // The demo is the README's first command: on a small app it must migrate
 // Postgres and Redis under live load and prove both identical.
 func TestDemoEndsIdentical(t *testing.T) {
-	var out bytes.Buffer
-	res, err := Run(context.Background(), Options{Out: &out, Stream: 3 * time.Second, WritesPerSecond: 100,
+	var out, logs bytes.Buffer
+	log := zap.New(NarrativeCore(&logs, zap.WarnLevel))
+	res, err := Run(context.Background(), Options{Out: &out, Log: log, Stream: 3 * time.Second, WritesPerSecond: 100,
 		Size: demoapp.Size{Users: 2000, Products: 50, Events: 5000, Documents: 20}})
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
@@ -29,6 +32,16 @@ func TestDemoEndsIdentical(t *testing.T) {
 		"write freeze: ", "[7/7] result", "Postgres: IDENTICAL", "Redis:    IDENTICAL"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+	// The components' warnings read as the narrative does: one line each,
+	// no JSON.
+	if !strings.Contains(logs.String(), "      warning: table has no primary key") {
+		t.Errorf("the keyless table's warning is not a narrative line:\n%s", logs.String())
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(out.String()+logs.String(), "\n"), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "{") || strings.Contains(l, `":"`) {
+			t.Errorf("a JSON line in the demo's output: %s", l)
 		}
 	}
 }

@@ -6,5 +6,10 @@
 // step and ending with the verification reports and the lag the stream
 // held under load.
 //
+// The components' log lines join the narrative through NarrativeCore:
+// one readable line each ("      warning: …"), on a terminal as in a
+// pipe, never JSON.
+//
+//	log := zap.New(demo.NarrativeCore(os.Stdout, zap.WarnLevel))
 //	identical, err := demo.Run(ctx, demo.Options{Out: os.Stdout, Log: log})
 package demo

@@ -67,3 +67,11 @@ func lockStream(ctx context.Context, conn *pgx.Conn) error {
 	}
 	return nil
 }
+
+// LockStream takes the target's stream lock on conn, as Stream does, for a
+// process that will feed the target before its stream starts: `run`
+// holds it through its snapshot, so that a second run or stream is refused
+// with a *StreamLockedError naming it. Unlock it (pg_advisory_unlock of
+// state.StreamLockKey, or close conn) before calling Stream, which takes
+// it on its own session.
+func LockStream(ctx context.Context, conn *pgx.Conn) error { return lockStream(ctx, conn) }

@@ -8,8 +8,10 @@
 // large objects (not carried by logical decoding), unlogged tables,
 // long-running transactions, the capture mode that will work and why, and
 // an estimated copy time; row estimates also for never-analyzed tables
-// (counted or sampled), every extension and whether RDS offers it,
-// standalone sequences, triggers, foreign tables, materialized views,
+// (counted or sampled), every extension with whether RDS for PostgreSQL
+// 15 offers it and at which version (rdsextensions.go: its source and
+// date; a version it does not know is "check `SHOW rds.extensions`",
+// never a guess), standalone sequences, triggers, foreign tables, materialized views,
 // generated columns, roles RDS will not have, connections and the oldest
 // transactions. For Redis: version, memory, eviction policy, persistence,
 // keys per database, type mix and big keys by MEMORY USAGE from a sample,

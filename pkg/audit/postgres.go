@@ -67,10 +67,13 @@ type Extension struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
 	OnRDS   bool   `json:"offered_by_rds"`
-	// RDSVersion is the version RDS offers; "" when not known here (see
-	// rdsExtensions).
+	// RDSVersion is the version RDS for PostgreSQL 15 offers; "" when not
+	// known here (see rdsExtensions).
 	RDSVersion  string `json:"rds_version,omitempty"`
 	Remediation string `json:"remediation,omitempty"`
+	// RDSNote says it for a person: the version RDS offers, or to check
+	// `SHOW rds.extensions` on the instance when this tool does not know.
+	RDSNote string `json:"rds_note"`
 }
 
 // Transaction is a long-running open transaction on the source.
@@ -150,10 +153,11 @@ func Postgres(ctx context.Context, conn *pgx.Conn, opts Options) (*PostgresRepor
 		if err := exts.Scan(&e.Name, &e.Version); err != nil {
 			return nil, err
 		}
-		e.OnRDS = rdsExtensions[e.Name]
+		e.RDSVersion, e.OnRDS = rdsExtensions[e.Name]
 		if !e.OnRDS {
 			e.Remediation = remediation(e.Name)
 		}
+		e.RDSNote = rdsVersionNote(e)
 		r.Extensions = append(r.Extensions, e)
 	}
 	if err := exts.Err(); err != nil {
@@ -225,25 +229,6 @@ func chooseCapture(ctx context.Context, conn *pgx.Conn) (Capture, error) {
 	return Capture{"logical", "wal_level is logical, the role may replicate and a replication slot is free"}, nil
 }
 
-// rdsExtensions are the extensions RDS for PostgreSQL 15 offers.
-// Source: AWS, "Extension versions for Amazon RDS for PostgreSQL",
-// https://docs.aws.amazon.com/AmazonRDS/latest/PostgreSQLReleaseNotes/postgresql-extensions.html
-// (names checked against that page's PostgreSQL 15 section; looked up
-// 2026-12-03). The per-extension versions RDS offers were not recorded
-// here: the report says so and points at the page and at
-// `SHOW rds.extensions` on the instance rather than guess a number.
-var rdsExtensions = setOf("address_standardizer", "address_standardizer_data_us", "amcheck", "aws_commons",
-	"aws_lambda", "aws_s3", "bloom", "bool_plperl", "btree_gin", "btree_gist", "citext", "cube", "dblink",
-	"dict_int", "dict_xsyn", "earthdistance", "fuzzystrmatch", "h3", "h3_postgis", "hll", "hstore",
-	"hstore_plperl", "hypopg", "insert_username", "intagg", "intarray", "ip4r", "isn", "jsonb_plperl", "lo",
-	"log_fdw", "ltree", "moddatetime", "mysql_fdw", "old_snapshot", "oracle_fdw", "orafce", "pg_bigm",
-	"pg_buffercache", "pg_cron", "pg_freespacemap", "pg_hint_plan", "pg_partman", "pg_prewarm", "pg_proctab",
-	"pg_repack", "pg_similarity", "pg_stat_statements", "pg_tle", "pg_trgm", "pg_visibility", "pgaudit",
-	"pgcrypto", "pglogical", "pgrouting", "pgrowlocks", "pgstattuple", "pgtap", "plperl", "plpgsql",
-	"plprofiler", "plrust", "pltcl", "plv8", "postgis", "postgis_raster", "postgis_tiger_geocoder",
-	"postgis_topology", "postgres_fdw", "prefix", "rdkit", "refint", "seg", "sslinfo", "tablefunc",
-	"tcn", "tds_fdw", "tsm_system_rows", "tsm_system_time", "unaccent", "uuid-ossp", "vector")
-
 func remediation(ext string) string {
 	switch ext {
 	case "timescaledb":
@@ -253,14 +238,6 @@ func remediation(ext string) string {
 	default:
 		return "not in RDS's list of extensions: check whether RDS offers it, or drop what uses it"
 	}
-}
-
-func setOf(names ...string) map[string]bool {
-	m := make(map[string]bool, len(names))
-	for _, n := range names {
-		m[n] = true
-	}
-	return m
 }
 
 // RDSExtensionsPage is where AWS lists the extensions and versions RDS for

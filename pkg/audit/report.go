@@ -223,14 +223,7 @@ func (r *Report) renderObjects(h func(string), item func(string, ...any)) {
 		item("none")
 	}
 	for _, e := range p.Extensions {
-		rds := "offered by RDS (version: see " + RDSExtensionsPage + " or `SHOW rds.extensions` on the instance)"
-		if e.RDSVersion != "" {
-			rds = "offered by RDS at " + e.RDSVersion
-		}
-		if !e.OnRDS {
-			rds = "NOT offered by RDS: " + e.Remediation
-		}
-		item("%s %s: %s", e.Name, e.Version, rds)
+		item("%s %s: %s", e.Name, e.Version, e.RDSNote)
 	}
 	h("Sequences")
 	var standalone []string

@@ -5,10 +5,23 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
+
+	"replicator/pkg/report"
 )
 
 // Write renders the report as text, json or markdown.
-func (r *Report) Write(w io.Writer, format string) error {
+func (r *Report) Write(w io.Writer, format string) error { return r.write(w, format, nil) }
+
+// WriteWithHeader is Write with the common report header (pkg/report)
+// heading the text and markdown forms: the caller gives the version, the
+// sides and the fence state in h; the title, times and what was compared
+// come from the report.
+func (r *Report) WriteWithHeader(w io.Writer, format string, h report.Header) error {
+	return r.write(w, format, &h)
+}
+
+func (r *Report) write(w io.Writer, format string, given *report.Header) error {
 	switch format {
 	case "json":
 		enc := json.NewEncoder(w)
@@ -19,7 +32,14 @@ func (r *Report) Write(w io.Writer, format string) error {
 		}{r, r.Identical()})
 	case "markdown":
 		var b strings.Builder
-		fmt.Fprintf(&b, "# Redis verification: %s\n\n", r.verdict())
+		if h, ok := r.header(given); ok {
+			if err := h.WriteMarkdown(&b); err != nil {
+				return err
+			}
+			b.WriteString("\n")
+		} else {
+			fmt.Fprintf(&b, "# Redis verification: %s\n\n", r.verdict())
+		}
 		fmt.Fprintf(&b, "| db | source keys | target keys |\n| --- | ---: | ---: |\n")
 		for _, d := range r.Databases {
 			fmt.Fprintf(&b, "| %d | %d | %d |\n", d.DB, d.Source, d.Target)
@@ -35,7 +55,13 @@ func (r *Report) Write(w io.Writer, format string) error {
 		return err
 	case "text", "":
 		var b strings.Builder
-		fmt.Fprintf(&b, "Redis verification: %s\n", r.verdict())
+		if h, ok := r.header(given); ok {
+			if err := h.WriteText(&b); err != nil {
+				return err
+			}
+		} else {
+			fmt.Fprintf(&b, "Redis verification: %s\n", r.verdict())
+		}
 		for _, d := range r.Databases {
 			mark := "ok"
 			if d.Source != d.Target {
@@ -63,6 +89,33 @@ func (r *Report) Write(w io.Writer, format string) error {
 		return err
 	}
 	return fmt.Errorf("report format %q: use text, json or markdown", format)
+}
+
+// header completes the caller's header with the report's title, times
+// and scope; false when the caller gave none.
+func (r *Report) header(given *report.Header) (report.Header, bool) {
+	if given == nil {
+		return report.Header{}, false
+	}
+	h := *given
+	h.Title = "Redis verification: " + r.verdict()
+	h.Started = r.Started
+	if d, err := time.ParseDuration(r.Duration); err == nil && !r.Started.IsZero() {
+		h.Ended = r.Started.Add(d)
+	}
+	if h.Compared == "" {
+		h.Compared = r.compared()
+	}
+	return h, true
+}
+
+// compared says what the comparison covered.
+func (r *Report) compared() string {
+	keys := "every key"
+	if r.Sampled {
+		keys = "a random sample of keys"
+	}
+	return fmt.Sprintf("%s of %d database(s) (%d keys checked: type, value digest computed client-side, TTL), and the function libraries", keys, len(r.Databases), r.Checked)
 }
 
 func (r *Report) verdict() string {

@@ -112,7 +112,19 @@ type Header struct {
 	Started  time.Time
 	Ended    time.Time
 	Position string // the position compared or shown, e.g. "source LSN 0/2A"; "" when none applies
+	// Compared says what the report looked at, e.g. "every key of 2
+	// databases"; "" for no such line.
+	Compared string
 	Fenced   Fence
+}
+
+// tool is "replicator" and the version, once: the cmd's version string
+// may start with the name already.
+func (h Header) tool() string {
+	if strings.HasPrefix(h.Version, "replicator ") {
+		return h.Version
+	}
+	return "replicator " + orDash(h.Version)
 }
 
 // Duration is Ended minus Started (0 when either is unset).
@@ -130,7 +142,7 @@ func (h Header) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n| | |\n|---|---|\n", Escape(h.Title))
 	row := func(k, v string) { fmt.Fprintf(&b, "| %s | %s |\n", k, v) }
-	row("Tool", "replicator "+Escape(orDash(h.Version)))
+	row("Tool", Escape(h.tool()))
 	for _, s := range h.Sides {
 		where := s.Host
 		if s.Database != "" {
@@ -142,7 +154,36 @@ func (h Header) WriteMarkdown(w io.Writer) error {
 	row("Ended", timeOrDash(h.Ended))
 	row("Duration", h.Duration().Round(time.Millisecond).String())
 	row("Position", Escape(orDash(h.Position)))
+	if h.Compared != "" {
+		row("Compared", Escape(h.Compared))
+	}
 	row("Source fenced", Escape(h.Fenced.String()))
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteText writes the same fields for a terminal: the title, then one
+// indented "name: value" line each.
+func (h Header) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n", h.Title)
+	row := func(k, v string) { fmt.Fprintf(&b, "  %-14s %s\n", k+":", v) }
+	row("tool", h.tool())
+	for _, s := range h.Sides {
+		where := s.Host
+		if s.Database != "" {
+			where += "/" + s.Database
+		}
+		row(s.Name, where)
+	}
+	row("started", timeOrDash(h.Started))
+	row("ended", timeOrDash(h.Ended))
+	row("duration", h.Duration().Round(time.Millisecond).String())
+	row("position", orDash(h.Position))
+	if h.Compared != "" {
+		row("compared", h.Compared)
+	}
+	row("source fenced", h.Fenced.String())
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -95,6 +95,16 @@ func TestCLIExitCodesAndFormats(t *testing.T) {
 		}
 	}
 
+	// A schema difference alone exits 1 too, naming the object and the fix.
+	pg.Exec(t, dst, `UPDATE accounts SET balance = 420 WHERE id = 42; SELECT setval('ids', 77)`)
+	pg.Exec(t, src, `CREATE INDEX accounts_balance ON accounts (balance)`)
+	code, out, _ = runCLI(t, bin, args...)
+	if code != 1 || !strings.Contains(out, "public.accounts index accounts_balance: missing on the target") ||
+		!strings.Contains(out, "fix:    CREATE INDEX accounts_balance ON public.accounts USING btree (balance)") ||
+		!strings.Contains(out, "1 checked, 1 identical, 0 different") {
+		t.Errorf("schema difference only: exit %d, want 1 with the index and its fix\n%s", code, out)
+	}
+
 	// Errors exit 2 with one line naming the problem, and no password.
 	bad := pg.URLAs("postgres", "wrong-"+testenv.Password, dst)
 	code, _, errOut = runCLI(t, bin, "verify", "--source", pg.URL(src), "--target", bad)

@@ -15,7 +15,9 @@ type Config struct {
 
 	// Tables limits the comparison to tables whose "schema.name" or "name"
 	// matches one of these glob patterns (path.Match syntax). A partitioned
-	// table's name selects its partitions. Empty: every table.
+	// table's name selects its partitions. Empty: every table. The schema
+	// comparison follows the same selection. Large objects are compared
+	// only when it is empty.
 	Tables []string
 
 	// Jobs is how many processes work on each side: a table's first read

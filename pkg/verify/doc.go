@@ -9,6 +9,23 @@
 // depend on when each side refreshed them (cutover refreshes the
 // target's).
 //
+// The definitions of the tables are compared too (schema.go): for every user
+// table on both sides (pgcatalog.AllTables: partitioned tables and
+// partitions included), its partitioning (PARTITION BY, and for a partition
+// its parent and bound: a partition detached on one side), its columns
+// (missing, extra, type, collation, NOT NULL, default, generated expression,
+// identity), its indexes (missing, extra, definition with uniqueness and
+// predicate, name, validity) and its constraints (primary key, unique,
+// foreign key, check, exclusion). Each difference names the object, what
+// each side has and the fix, the SQL to run on the target where one is
+// obvious; any makes the report different (exit 1), like a difference of the
+// data. Config.Tables narrows it to the same tables as the data. Not
+// compared, since the tool or RDS makes them differ by design: schema
+// replicator, triggers (capture triggers on the source, fence triggers),
+// owners, grants and role names. Definitions are compared as the servers
+// print them (pg_get_indexdef and the like): two major versions that print
+// one definition differently show it as a difference.
+//
 // The work happens inside the databases. Each session pins the settings that
 // change a row's text (TimeZone, DateStyle, IntervalStyle,
 // extra_float_digits, bytea_output, lc_monetary) so that the same row
@@ -52,7 +69,8 @@
 // position), Run records the source's WAL position, waits until the target
 // has applied it, compares, and re-checks every difference after
 // Config.RecheckDelay, reporting only the differences that persist: a row in
-// flight is not a difference.
+// flight is not a difference, nor is a schema change the stream is still
+// carrying to the target.
 //
 // Usage:
 //

@@ -40,6 +40,13 @@ type Report struct {
 	// LargeObjects is nil when --tables narrowed the comparison.
 	LargeObjects      *LargeObjects   `json:"large_objects,omitempty"`
 	MaterializedViews []MatViewResult `json:"materialized_views"`
+
+	// Schema lists the differences in the definitions (columns, indexes,
+	// constraints) of the tables on both sides, each with its fix; any
+	// is a difference (schema.go). SchemaTables is how many tables were
+	// compared so.
+	SchemaTables int          `json:"schema_tables_compared"`
+	Schema       []SchemaDiff `json:"schema_differences"`
 }
 
 // TableResult is one table's comparison.
@@ -72,7 +79,7 @@ type SequenceResult struct {
 
 // Different reports whether anything differs.
 func (r *Report) Different() bool {
-	if r.TablesDifferent > 0 || r.LargeObjects != nil && !r.LargeObjects.Identical {
+	if r.TablesDifferent > 0 || r.LargeObjects != nil && !r.LargeObjects.Identical || len(r.Schema) > 0 {
 		return true
 	}
 	return r.SequencesFinal && r.SequencesBehind > 0
@@ -209,6 +216,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "  tables:    %d checked, %d identical, %d different\n", r.TablesChecked, r.TablesIdentical, r.TablesDifferent)
 	fmt.Fprintf(&b, "  rows:      %s on source, %s on target, %s differing\n", num(r.SourceRows), num(r.TargetRows), num(r.RowsDiffering))
 	fmt.Fprintf(&b, "  sequences: %s\n", r.objectSummary())
+	fmt.Fprintf(&b, "  schema:    %s\n", r.schemaSummary())
 	ex := r.extrasSummary()
 	fmt.Fprintf(&b, "  mat views: %s\n  large obj: %s\n", ex[0], ex[1])
 	fmt.Fprintf(&b, "  time:      %s\n", r.Duration.Round(time.Millisecond))
@@ -239,6 +247,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		for _, l := range r.differenceLines() {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}
+		r.writeSchemaText(&b)
 	}
 	if r.Warned() {
 		b.WriteString("\nWarnings (not differences of the data):\n")
@@ -278,12 +287,13 @@ func (r *Report) WriteMarkdown(w io.Writer, h report.Header) error {
 	fmt.Fprintf(&b, "| Tables | %d checked, %d identical, %d different |\n", r.TablesChecked, r.TablesIdentical, r.TablesDifferent)
 	fmt.Fprintf(&b, "| Rows | %d on source, %d on target, %d differing |\n", r.SourceRows, r.TargetRows, r.RowsDiffering)
 	fmt.Fprintf(&b, "| Sequences | %s |\n", mdEscape(r.objectSummary()))
+	fmt.Fprintf(&b, "| Schema | %s |\n", mdEscape(r.schemaSummary()))
 	ex := r.extrasSummary()
 	fmt.Fprintf(&b, "| Materialized views | %s |\n| Large objects | %s |\n", mdEscape(ex[0]), mdEscape(ex[1]))
 	if r.Consistent != "" {
 		fmt.Fprintf(&b, "| Stream | %s |\n", mdEscape(r.Consistent))
 	}
-	if r.Different() {
+	if r.Different() && (r.TablesDifferent > 0 || len(r.differenceLines()) > 0) {
 		b.WriteString("\n### Differences\n\n| Table | Difference | Row |\n|---|---|---|\n")
 		for _, t := range r.Tables {
 			for _, p := range t.Problems {
@@ -310,6 +320,7 @@ func (r *Report) WriteMarkdown(w io.Writer, h report.Header) error {
 			fmt.Fprintf(&b, "| | %s | |\n", mdEscape(l))
 		}
 	}
+	r.writeSchemaMarkdown(&b)
 	if r.Warned() {
 		b.WriteString("\n### Warnings (not differences of the data)\n\n")
 		for _, l := range r.warningLines() {
