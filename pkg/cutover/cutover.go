@@ -590,5 +590,6 @@ func Unfence(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) er
 	}
 	log.Info("unfenced the source", zap.String("method", fr.Method), zap.Int("restored", restored))
 	fmt.Fprintf(out, "%s: done (%s)\n", title, what)
+	validateAfterUnfence(ctx, src, recs, out, log)
 	return nil
 }

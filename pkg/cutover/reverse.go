@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -41,11 +42,14 @@ import (
 // holds the stream lock on the source's database. Its sessions pass the
 // source's fence with replicator.fence_bypass (apply.Config.FenceBypass);
 // when the source's role may not set session_replication_role (Heroku's
-// credential is no superuser), the source's own triggers, which would
-// fire again on changes their twins on the target already made, are
-// disabled for the window (ALTER TABLE … DISABLE TRIGGER, which a table
-// owner may run) and enabled again by the rollback, or by --unfence, before
-// the app may write there.
+// credential is no superuser), what a replica session would skip is
+// taken out of the way for the window, as a table owner may: the source's
+// own triggers are disabled (they would fire again on changes their twins
+// on the target already made), and its foreign keys with ON DELETE/ON
+// UPDATE actions are dropped (the cascade ran on the target, and its
+// effects arrive as captured changes). The rollback, or --unfence, puts
+// both back before the app may write there (the keys NOT VALID inside
+// the freeze, validated right after it).
 
 // stepReverse records, in replicator.cutover on the target, that capture
 // on the target is installed: the direction is reverse from then on.
@@ -64,6 +68,19 @@ type reverseRecord struct {
 	Snapshot string `json:"snapshot"`
 	// Disabled are the source's own triggers disabled for the window.
 	Disabled []sourceTrigger `json:"disabled_triggers,omitempty"`
+	// Dropped are the source's foreign keys with an ON DELETE or ON
+	// UPDATE action, dropped for the window: the cascade already ran on
+	// the target and its effects arrive as captured changes, so the
+	// source must not run it again.
+	Dropped []sourceConstraint `json:"dropped_foreign_keys,omitempty"`
+}
+
+// sourceConstraint is one constraint of a source table, with its
+// definition as pg_get_constraintdef gives it.
+type sourceConstraint struct {
+	Table string `json:"table"` // quoted, schema-qualified
+	Name  string `json:"name"`
+	Def   string `json:"definition"`
 }
 
 // sourceTrigger is one trigger of a source table.
@@ -100,8 +117,8 @@ func (r *runner) reverseCapture(ctx context.Context) error {
 	}
 	s, t := r.flagURLs()
 	detail := fmt.Sprintf("%d tables, tick 0 at %s, in %s", rec.Tables, SnapshotText(rec.Snapshot), time.Since(started).Round(time.Millisecond))
-	if len(rec.Disabled) > 0 {
-		detail += fmt.Sprintf("; %d triggers of the source's own disabled for the window (its role may not skip them per session), enabled again by --rollback or --unfence", len(rec.Disabled))
+	if len(rec.Disabled)+len(rec.Dropped) > 0 {
+		detail += fmt.Sprintf("; %d triggers of the source's own disabled and %d foreign keys with actions dropped for the window (its role may not skip them per session), back with --rollback or --unfence", len(rec.Disabled), len(rec.Dropped))
 	}
 	fmt.Fprintf(r.out, "%s: done (%s)\n", title, detail)
 	fmt.Fprintf(r.out, "  every write the app makes on the target from now on is recorded; carry them back to the source with the reverse stream, running from now until the fallback window closes:\n     replicator reverse --source %s --target %s\n", s, t)
@@ -146,7 +163,7 @@ func installReverse(ctx context.Context, src, tgt *pgx.Conn, targetURL string, l
 		return nil, err
 	}
 	if !may {
-		if rec.Disabled, err = disableSourceTriggers(ctx, src); err != nil {
+		if rec.Disabled, rec.Dropped, err = disableSourceTriggers(ctx, src); err != nil {
 			return nil, err
 		}
 	}
@@ -187,11 +204,40 @@ var sourceOwnTriggers = `SELECT format('%I.%I', n.nspname, c.relname), t.tgname
 	AND pn.nspname NOT IN ('` + state.Schema + `', '` + fenceSchema + `') AND ` + trigTables + `
 	ORDER BY 1, 2`
 
-// disableSourceTriggers disables the source's own triggers in one
-// transaction. The source is fenced, so the app cannot write meanwhile.
-func disableSourceTriggers(ctx context.Context, src *pgx.Conn) ([]sourceTrigger, error) {
+// sourceActionKeys selects the source's foreign keys that act on the
+// referencing rows (CASCADE, SET NULL, SET DEFAULT on delete or update);
+// those of partitions follow their parent's.
+var sourceActionKeys = `SELECT format('%I.%I', n.nspname, c.relname), k.conname, pg_get_constraintdef(k.oid)
+	FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE k.contype = 'f' AND k.conparentid = 0 AND (k.confdeltype NOT IN ('a', 'r') OR k.confupdtype NOT IN ('a', 'r'))
+	AND ` + trigTables + ` ORDER BY 1, 2`
+
+// disableSourceTriggers disables the source's own triggers and drops its
+// foreign keys with actions, in one transaction: what a replica session
+// would skip, done the way a table owner may (the internal triggers of a
+// foreign key cannot be disabled without superuser). Plain foreign keys
+// stay: the changes arrive in the target's commit order, which satisfied
+// them there. The source is fenced, so the app cannot write meanwhile.
+func disableSourceTriggers(ctx context.Context, src *pgx.Conn) ([]sourceTrigger, []sourceConstraint, error) {
 	var out []sourceTrigger
+	var keys []sourceConstraint
 	err := pgx.BeginFunc(ctx, src, func(tx pgx.Tx) error {
+		krows, err := tx.Query(ctx, sourceActionKeys)
+		if err != nil {
+			return err
+		}
+		keys, err = pgx.CollectRows(krows, func(r pgx.CollectableRow) (sourceConstraint, error) {
+			var k sourceConstraint
+			return k, r.Scan(&k.Table, &k.Name, &k.Def)
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if _, err := tx.Exec(ctx, "ALTER TABLE "+k.Table+" DROP CONSTRAINT "+pgutil.QuoteIdent(k.Name)); err != nil {
+				return fmt.Errorf("drop foreign key %s on %s for the window: %w", k.Name, k.Table, err)
+			}
+		}
 		rows, err := tx.Query(ctx, sourceOwnTriggers)
 		if err != nil {
 			return err
@@ -211,9 +257,9 @@ func disableSourceTriggers(ctx context.Context, src *pgx.Conn) ([]sourceTrigger,
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("source: disable its own triggers for the reverse stream: %w: the replicator's role must own the tables", err)
+		return nil, nil, fmt.Errorf("source: disable its own triggers for the reverse stream: %w: the replicator's role must own the tables", err)
 	}
-	return out, nil
+	return out, keys, nil
 }
 
 // enableSourceTriggers enables again what disableSourceTriggers disabled
@@ -239,19 +285,95 @@ func enableSourceTriggers(ctx context.Context, src *pgx.Conn, ts []sourceTrigger
 	})
 }
 
-// restoreSourceTriggers enables the source's triggers a reverse install
-// disabled, as recorded on the target; Unfence calls it before the app
-// may write to the source again.
-func restoreSourceTriggers(ctx context.Context, src *pgx.Conn, recs map[string]record) error {
+// addSourceKeys adds back the foreign keys disableSourceTriggers dropped,
+// NOT VALID: a brief lock and no scan, so the freeze does not grow with
+// the tables; validateSourceKeys checks the rows once the app writes
+// again. A key already there (a rerun) is left alone.
+func addSourceKeys(ctx context.Context, src *pgx.Conn, keys []sourceConstraint) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	return pgx.BeginFunc(ctx, src, func(tx pgx.Tx) error {
+		for _, k := range keys {
+			var exists bool
+			if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NULL OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)`,
+				k.Table, k.Name).Scan(&exists); err != nil {
+				return fmt.Errorf("source: look up foreign key %s on %s: %w", k.Name, k.Table, err)
+			}
+			if exists {
+				continue
+			}
+			if _, err := tx.Exec(ctx, "ALTER TABLE "+k.Table+" ADD CONSTRAINT "+pgutil.QuoteIdent(k.Name)+" "+k.Def+" NOT VALID"); err != nil {
+				return fmt.Errorf("source: add foreign key %s on %s back (%s): %w", k.Name, k.Table, k.Def, err)
+			}
+		}
+		return nil
+	})
+}
+
+// validateSourceKeys validates the foreign keys addSourceKeys added; it
+// takes no lock that stops the app's writes.
+func validateSourceKeys(ctx context.Context, src *pgx.Conn, keys []sourceConstraint) error {
+	for _, k := range keys {
+		var valid bool
+		if err := src.QueryRow(ctx, `SELECT coalesce((SELECT convalidated FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2), true)`,
+			k.Table, k.Name).Scan(&valid); err != nil {
+			return fmt.Errorf("source: look up foreign key %s on %s: %w", k.Name, k.Table, err)
+		}
+		if valid {
+			continue
+		}
+		if _, err := src.Exec(ctx, "ALTER TABLE "+k.Table+" VALIDATE CONSTRAINT "+pgutil.QuoteIdent(k.Name)); err != nil {
+			return fmt.Errorf("source: validate foreign key %s on %s: %w: it is in place but NOT VALID; fix the rows it names and run ALTER TABLE %s VALIDATE CONSTRAINT %s",
+				k.Name, k.Table, err, k.Table, pgutil.QuoteIdent(k.Name))
+		}
+	}
+	return nil
+}
+
+// reverseRecordOf reads the reverse record among the target's records;
+// nil when there is none.
+func reverseRecordOf(recs map[string]record) (*reverseRecord, error) {
 	rec, ok := recs[stepReverse]
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	var rr reverseRecord
 	if err := json.Unmarshal(rec.Detail, &rr); err != nil {
-		return fmt.Errorf("read the reverse record in replicator.cutover on the target: %w", err)
+		return nil, fmt.Errorf("read the reverse record in replicator.cutover on the target: %w", err)
+	}
+	return &rr, nil
+}
+
+// restoreSourceTriggers enables the source's triggers a reverse install
+// disabled and adds its foreign keys back (NOT VALID), as recorded on the
+// target, before the app may write to the source again; Unfence and the
+// rollback call it, then validateSourceKeys once the source is unfenced.
+func restoreSourceTriggers(ctx context.Context, src *pgx.Conn, recs map[string]record) error {
+	rr, err := reverseRecordOf(recs)
+	if rr == nil || err != nil {
+		return err
+	}
+	if err := addSourceKeys(ctx, src, rr.Dropped); err != nil {
+		return err
 	}
 	return enableSourceTriggers(ctx, src, rr.Disabled)
+}
+
+// validateAfterUnfence validates the foreign keys restoreSourceTriggers
+// added back; a failure is reported, not fatal: the source is already
+// the app's again.
+func validateAfterUnfence(ctx context.Context, src *pgx.Conn, recs map[string]record, out io.Writer, log *zap.Logger) {
+	rr, err := reverseRecordOf(recs)
+	if rr == nil || err != nil || len(rr.Dropped) == 0 {
+		return
+	}
+	if err := validateSourceKeys(ctx, src, rr.Dropped); err != nil {
+		log.Warn("foreign key not validated", zap.Error(err))
+		fmt.Fprintf(out, "  WARNING: %v\n", err)
+		return
+	}
+	fmt.Fprintf(out, "  validated the %d foreign keys with actions added back to the source (the app was already writing)\n", len(rr.Dropped))
 }
 
 // ReverseConfig is the reverse stream: SourceURL and TargetURL name the

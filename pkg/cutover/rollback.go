@@ -401,6 +401,7 @@ func (b *rollback) unfence(ctx context.Context) error {
 		return err
 	}
 	b.step(6, title, "done", fmt.Sprintf("%s; dropped the fence trigger on %d tables", what(fr), restored))
+	validateAfterUnfence(ctx, b.src, b.fwd, b.out, b.log)
 	line := fmt.Sprintf("rollback write freeze: %.1f s (target fenced %s, source ready %s)", f.Seconds,
 		f.FencedAt.Local().Format("15:04:05.000"), f.TargetReadyAt.Local().Format("15:04:05.000"))
 	fmt.Fprintln(b.out, line)
@@ -478,7 +479,7 @@ func writeSwitchBack(w io.Writer, cfg *Config) {
 	sb.WriteString("  1. Point the app at the source again, all at once (the target refuses writes now):\n")
 	fmt.Fprintf(&sb, "     aws ssm put-parameter --name '<PARAMETER_PREFIX>/DATABASE_URL' --type SecureString --overwrite --value %s\n",
 		shellQuote(placeholderURL(cfg.SourceURL, "<PASSWORD>")))
-	sb.WriteString("     (on Heroku itself: heroku config:set DATABASE_URL=… is set by the add-on; unset the override instead)\n")
+	sb.WriteString("     (an app still running on Heroku reads the add-on's own DATABASE_URL: scale its dynos back up, heroku ps:scale web=N worker=N)\n")
 	sb.WriteString("  2. Make the app read it: aws ecs update-service --cluster <CLUSTER> --service <SERVICE> --force-new-deployment\n")
 	sb.WriteString("     (on an EC2 host: sudo systemctl restart <APP_UNIT>)\n")
 	if cfg.RecordName != "" {
