@@ -196,7 +196,7 @@ func TestRollbackKeepsTargetWrites(t *testing.T) {
 	owner.Close(ctx)
 	pg.Exec(t, m.dst, touch)
 
-	m.startTriggerStream(t)
+	stopForward := m.startTriggerStream(t)
 	code, out, errOut := run(t, "cutover", "--source", m.srcURL, "--target", m.dstURL, "--timeout", "30s", "--fence")
 	if code != 0 {
 		t.Fatalf("cutover: exit %d\n%s\n%s", code, out, errOut)
@@ -315,5 +315,51 @@ func TestRollbackKeepsTargetWrites(t *testing.T) {
 	code, out, errOut = run(t, "status", "--target", m.dstURL)
 	if code != 0 || !strings.Contains(out, "direction:       forward") || !strings.Contains(out, "rolled back") {
 		t.Errorf("status after the rollback: exit %d\n%s\n%s", code, out, errOut)
+	}
+
+	// The end of the attempt: cleanup takes the target's capture and the
+	// rollback's fence too.
+	rev.kill(syscall.SIGTERM)
+	stopForward()
+	code, out, errOut = run(t, "cleanup", "--source", m.srcURL, "--target", m.dstURL, "--yes")
+	if code != 0 {
+		t.Fatalf("cleanup after the rollback: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if got := query(t, m.dst, `SELECT count(*) FROM pg_trigger WHERE tgname IN ('replicator_capture', 'replicator_capture_truncate', 'replicator_fence')`); got[0] != "0" {
+		t.Errorf("cleanup left %s capture or fence triggers on the target", got[0])
+	}
+	if got := query(t, m.dst, `SELECT count(*) FROM pg_namespace WHERE nspname IN ('replicator', 'replicator_fence')`); got[0] != "0" {
+		t.Errorf("cleanup left %s replicator schemas on the target", got[0])
+	}
+	if err := appWrite(ctx, m.dstURL); err != nil {
+		t.Errorf("after cleanup the target refuses writes: %v", err)
+	}
+}
+
+// With logical forward capture the forward stream's slot would decode the
+// reverse stream's writes on the source and apply them to the target a
+// second time: `replicator reverse` refuses while it runs, and the
+// cutover's reverse bookkeeping on the source does not disturb it.
+func TestReverseRefusedBesideLogicalStream(t *testing.T) {
+	m := newMigration(t)
+	m.startStream(t)
+	app := m.startWriter(t)
+	app.waitCommits(t, 20)
+	code, out, errOut := run(t, "cutover", "--source", m.srcURL, "--target", m.dstURL, "--timeout", "30s", "--fence")
+	app.halt()
+	if code != 0 || !strings.Contains(out, "fallback: capture on the target: done") {
+		t.Fatalf("cutover: exit %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = run(t, "reverse", "--source", m.srcURL, "--target", m.dstURL, "--metrics-addr", "")
+	if code != 2 || !strings.Contains(errOut, "still runs on the source's replication slot") || !strings.Contains(errOut, "stop it first") {
+		t.Errorf("reverse beside a logical stream: exit %d, want 2 naming the forward stream\n%s\n%s", code, out, errOut)
+	}
+	// The forward stream is still alive and applying: its slot is active
+	// and the target's own state is untouched by the source's.
+	if got := query(t, m.src, `SELECT active FROM pg_replication_slots WHERE slot_name = 'replicator'`); len(got) != 1 || got[0] != "true" {
+		t.Errorf("the forward stream stopped after the cutover's reverse install: slot active %v", got)
+	}
+	if got := query(t, m.dst, `SELECT capture FROM replicator.state`); got[0] != "logical" {
+		t.Errorf("the target's state says capture %q, want logical", got[0])
 	}
 }
