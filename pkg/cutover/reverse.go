@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"time"
 
@@ -415,7 +416,7 @@ func Reverse(ctx context.Context, cfg ReverseConfig, log *zap.Logger) error {
 		return err
 	}
 	sc := cfg.Stream
-	sc.SourceURL, sc.TargetURL = cfg.TargetURL, cfg.SourceURL
+	sc.SourceURL, sc.TargetURL = cfg.TargetURL, writable(cfg.SourceURL)
 	sc.Apply.FenceBypass = true
 	g, gctx := errgroup.WithContext(ctx)
 	runCtx, stop := context.WithCancel(gctx)
@@ -496,4 +497,21 @@ func forwardLogicalRunning(ctx context.Context, targetURL string) error {
 		return errors.New("reverse: the forward stream (`replicator stream`/`run`) still runs on the source's replication slot: it would decode the reverse stream's writes on the source and apply them to the target a second time; stop it first (after the cutover it has nothing left to carry), then start `replicator reverse` again")
 	}
 	return nil
+}
+
+// writable adds default_transaction_read_only=off to a connection string:
+// under the read-only fence new sessions on the source start read-only,
+// and the reverse stream's must write.
+func writable(conn string) string {
+	if strings.HasPrefix(conn, "postgres://") || strings.HasPrefix(conn, "postgresql://") {
+		u, err := url.Parse(conn)
+		if err != nil {
+			return conn // pgx reports the bad URL
+		}
+		q := u.Query()
+		q.Set("default_transaction_read_only", "off")
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return conn + " default_transaction_read_only=off"
 }
