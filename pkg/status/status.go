@@ -337,7 +337,8 @@ func (s *Status) WriteMarkdown(w io.Writer, h report.Header) error {
 		snap += fmt.Sprintf(" (phase %s: %d/%d tables, %d/%d chunks, %d rows, %s copied of about %s)", p.Phase,
 			p.TablesDone, p.TablesTotal, p.ChunksDone, p.ChunksTotal, p.Rows, units.Bytes(p.Bytes), units.Bytes(p.EstBytes))
 	}
-	rows := [][2]string{{"Capture", orDash(s.Capture)}, {"Snapshot", orDash(snap)}, {"Stream starts at", s.startPoint()}, {"Lag", s.lag()}}
+	rows := [][2]string{{"Capture", orDash(s.Capture)}, {"Direction", strings.ReplaceAll(s.directionLine(), "\nreverse stream:  ", "; reverse stream: ")},
+		{"Snapshot", orDash(snap)}, {"Stream starts at", s.startPoint()}, {"Lag", s.lag()}}
 	if s.LastCommitTime != nil {
 		rows = append(rows, [2]string{"Last applied", "source commit of " + s.LastCommitTime.UTC().Format(time.RFC3339)})
 	}
