@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error 
 			return err
 		}
 	}
-	for i, f := range []func(context.Context) error{r.preconditions, r.waitLag, r.fence, r.drain, r.sequences, r.verify, r.reverseCapture} {
+	for i, f := range []func(context.Context) error{r.preconditions, r.prepareAndWaitLag, r.fence, r.drain, r.sequences, r.verify, r.reverseCapture} {
 		if err := f(ctx); err != nil {
 			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 				undo := ""

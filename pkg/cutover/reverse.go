@@ -127,6 +127,37 @@ func (r *runner) reverseCapture(ctx context.Context) error {
 	return nil
 }
 
+// prepareReverse installs trigger capture on the target before the
+// fence, so that the freeze only takes its capture point: creating a
+// trigger per table takes a while on a large schema. Installing early is
+// safe: until the switch only the forward apply writes to the target, and
+// its sessions are never captured (replicator.applying); what counts is
+// tick 0, taken inside the freeze. Skipped on a dry run, without --fence,
+// and once the fallback window is recorded.
+func (r *runner) prepareReverse(ctx context.Context) error {
+	if r.cfg.DryRun || r.done(stepReverse) || !(r.cfg.Fence || r.fenced) {
+		return nil
+	}
+	started := time.Now()
+	tables, err := trigger.Install(ctx, r.tgt, trigger.Config{}, r.log)
+	if err != nil {
+		return fmt.Errorf("install capture on the target for the fallback window: %w", err)
+	}
+	fmt.Fprintf(r.out, "  fallback: capture triggers installed on the %d tables of the target before the fence, in %s (nothing is recorded before the switch: the forward apply's writes are not captured)\n",
+		len(tables), time.Since(started).Round(time.Millisecond))
+	return nil
+}
+
+// prepareAndWaitLag is step 2 with the early install in front: installing
+// takes table locks the forward apply waits for, so the lag is waited for
+// after it.
+func (r *runner) prepareAndWaitLag(ctx context.Context) error {
+	if err := r.prepareReverse(ctx); err != nil {
+		return err
+	}
+	return r.waitLag(ctx)
+}
+
 // SnapshotText shortens a pg_snapshot text for a person.
 func SnapshotText(snap string) string {
 	if i := strings.IndexByte(snap, ':'); i > 0 {
@@ -145,9 +176,16 @@ func installReverse(ctx context.Context, src, tgt *pgx.Conn, targetURL string, l
 	if err := liftTargetFence(ctx, src, tgt); err != nil {
 		return nil, err
 	}
-	tables, err := trigger.Install(ctx, tgt, trigger.Config{}, log)
+	// Usually installed before the fence (prepareReverse): then only a
+	// table created since needs it here.
+	if err := trigger.CheckInstalled(ctx, tgt); err != nil {
+		if _, err := trigger.Install(ctx, tgt, trigger.Config{}, log); err != nil {
+			return nil, fmt.Errorf("install capture on the target for the fallback window: %w", err)
+		}
+	}
+	tables, err := trigger.ListTables(ctx, tgt)
 	if err != nil {
-		return nil, fmt.Errorf("install capture on the target for the fallback window: %w", err)
+		return nil, fmt.Errorf("target: %w", err)
 	}
 	cp, err := trigger.StartCapturePoint(ctx, targetURL, log)
 	if err != nil {
