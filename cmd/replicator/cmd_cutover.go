@@ -18,7 +18,8 @@ type cutoverCmd struct {
 	Fence          bool          `help:"Stop writes on the source (revocable with --unfence)."`
 	FenceMethod    string        `help:"How to fence: auto (trigger when the replicator's role owns every user table, as on Heroku, else revoke), trigger (a trigger refusing writes on every user table; works when the app logs in with the replicator's own role), revoke (write privileges of the app roles) or read-only (default_transaction_read_only on the database; not with trigger capture)." enum:"auto,trigger,revoke,read-only" default:"auto"`
 	AppRoles       []string      `help:"Roles to fence (default: every role that owns or may write to a user table, except the replicator's own login role)." sep:"," placeholder:"ROLE"`
-	Unfence        bool          `help:"Roll back: give the source exactly the write access the fence took, and forget the fenced steps."`
+	Unfence        bool          `help:"Give the source exactly the write access the fence took, and forget the fenced steps (loses what the app wrote to the target since the switch: use --rollback then)."`
+	Rollback       bool          `help:"The fallback: fence the target, wait for replicator reverse to carry the target's last writes to the source, move the source's sequences, verify, unfence the source, and print the switch back."`
 	DryRun         bool          `help:"Show the plan (lag, roles to fence, sessions to end, sequence moves) and change nothing."`
 	SequenceMargin int64         `help:"Move each target sequence to at least the source's value plus this." default:"1000"`
 	Verify         string        `help:"Final verification: full (every table and sequence) or none (skipped, with a warning)." enum:"full,none" default:"full"`
@@ -34,6 +35,9 @@ func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
 	g.remember(c.Source, c.Target, c.RedisTarget, c.RedisSource)
 	if c.Unfence && c.Fence {
 		return errors.New("cutover: --fence and --unfence contradict each other: pass one")
+	}
+	if c.Rollback && (c.Fence || c.Unfence) {
+		return errors.New("cutover: --rollback fences the target and unfences the source itself: pass it without --fence and --unfence")
 	}
 	log, err := g.logger()
 	if err != nil {
@@ -66,6 +70,13 @@ func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
 	out := &secretsWriter{w: os.Stdout, secrets: g.secrets()}
 	if c.Unfence {
 		return cutover.Unfence(ctx, cfg, out, log)
+	}
+	if c.Rollback {
+		err := cutover.Rollback(ctx, cfg, out, log)
+		if errors.Is(err, cutover.ErrDifferences) {
+			return errDifferences
+		}
+		return err
 	}
 	// No metrics endpoint: a cutover is short, and the final
 	// verification's counters (cfg.VerifyMetrics) would go to a registry

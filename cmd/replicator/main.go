@@ -38,6 +38,7 @@ type cli struct {
 	Run      runCmd      `cmd:"" help:"The sidecar daemon: snapshot if not done yet, then stream."`
 	Verify   verifyCmd   `cmd:"" help:"Compare source and target: row counts, chunk checksums, differing rows by key. Exit 1 on differences."`
 	Cutover  cutoverCmd  `cmd:"" help:"Migration night: wait for low lag, fence writes, drain, move sequences, verify, print the switch steps."`
+	Reverse  reverseCmd  `cmd:"" help:"The fallback window's daemon, after cutover: carry the app's writes on the target back to the fenced source, for cutover --rollback; resumes where it stopped."`
 	Status   statusCmd   `cmd:"" help:"Show snapshot progress, capture mode, lag and last error from the target's bookkeeping."`
 	Cleanup  cleanupCmd  `cmd:"" help:"Remove every object the replicator created: slot, publication, triggers, changelog, schema replicator."`
 	Redis    redisCmd    `cmd:"" help:"Redis to ElastiCache: sync (PSYNC, RDB file or SCAN) and verify."`

@@ -49,6 +49,7 @@ type Result struct {
 	RedisIdentical    bool
 	MaxApplyLag       float64 // seconds, sampled each second under load after the first 2 s
 	PGWrites, RWrites int64
+	Fallback          *Fallback
 }
 
 // Run runs the demo. It returns an error only when something failed to
@@ -70,7 +71,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	say := func(format string, args ...any) { fmt.Fprintf(o.Out, format+"\n", args...) }
 
 	say("replicator demo: a live Postgres and Redis migrated on throwaway local servers")
-	say("\n[1/7] starting servers")
+	say("\n[1/8] starting servers")
 	srcPG, dstPG, srcR, dstR, stop, err := startServers()
 	if err != nil {
 		return nil, err
@@ -95,7 +96,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	source, target := srcPG.URLAs("shop", appPassword, "shop"), dstPG.URL("shop")
 
-	say("\n[2/7] seeding the app: %d users with orders, products, events, documents; a Redis cache", o.Size.Users)
+	say("\n[2/8] seeding the app: %d users with orders, products, events, documents; a Redis cache", o.Size.Users)
 	if err := demoapp.Seed(ctx, source, o.Size); err != nil {
 		return nil, err
 	}
@@ -113,7 +114,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	go func() { defer loads.Done(); rWrites = loadRedis(loadCtx, srcR, o.WritesPerSecond) }()
 	say("      live load started: ~%d writes/s to Postgres and to Redis, running until verification", o.WritesPerSecond)
 
-	say("\n[3/7] audit")
+	say("\n[3/8] audit")
 	conn, err := pgutil.Connect(ctx, source, "source")
 	if err != nil {
 		return nil, err
@@ -137,7 +138,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	say("\n[4/7] snapshot: schema, parallel copy under one exported snapshot, indexes, sequences")
+	say("\n[4/8] snapshot: schema, parallel copy under one exported snapshot, indexes, sequences")
 	res, err := snapshot.Run(ctx, snapshot.Config{SourceURL: source, TargetURL: target, Jobs: 4,
 		ReplicaIdentityFull: true, Progress: o.Progress, Metrics: snapMetrics}, o.Log)
 	if err != nil {
@@ -152,7 +153,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	say("      copied %d tables, %d rows (%s) in %s; the stream starts at %s", res.Tables, res.Rows, units.Bytes(res.Bytes),
 		res.Duration.Round(time.Millisecond), streamFrom)
 
-	say("\n[5/7] streaming Postgres changes and following Redis, under load for %s", o.Stream)
+	say("\n[5/8] streaming Postgres changes and following Redis, under load for %s", o.Stream)
 	rMetrics, err := redissync.NewMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -196,7 +197,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			int64(m["replicator_applied_transactions_total"]), units.Bytes(int64(m["replicator_redis_follow_lag_bytes"])))
 	}
 
-	say("\n[6/7] cutover while the app still writes: fence (a trigger on every table: the login is shared), drain, sequences forward, verify, switch steps")
+	say("\n[6/8] cutover while the app still writes: fence (a trigger on every table: the login is shared), drain, sequences forward, verify, switch steps")
 	err = cutover.Run(ctx, cutover.Config{SourceURL: source, TargetURL: target, Fence: true,
 		SequenceMargin: 1000, Timeout: 2 * time.Minute, VerifyMetrics: verifyMetrics}, indent(o.Out), o.Log)
 	if err != nil && !errors.Is(err, cutover.ErrDifferences) {
@@ -219,6 +220,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("redis verify: %w", err)
 	}
 	rrep.Write(o.Out, "text")
+
+	say("\n[7/8] the fallback window: the app switches to the target and writes there; `replicator reverse` carries it back; then `cutover --rollback`")
+	fb, err := fallback(ctx, o, source, target, verifyMetrics)
+	if err != nil {
+		return nil, err
+	}
 	stopStream()
 	for i := 0; i < 2; i++ {
 		if err := <-streamErr; err != nil && !errors.Is(err, context.Canceled) {
@@ -227,10 +234,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	r := &Result{PostgresIdentical: !vrep.Different(), RedisIdentical: rrep.Identical(), MaxApplyLag: maxLag,
-		PGWrites: pgStats.Transactions.Load(), RWrites: rWrites}
-	say("\n[7/7] result")
+		PGWrites: pgStats.Transactions.Load(), RWrites: rWrites, Fallback: fb}
+	say("\n[8/8] result")
 	say("      Postgres: %s after %d live write transactions; max apply lag under load %.2f s (after the catch-up on writes made during the copy)", verdict(r.PostgresIdentical), r.PGWrites, maxLag)
 	say("      Redis:    %s after %d live writes", verdict(r.RedisIdentical), r.RWrites)
+	say("      Fallback: %s after %d write transactions on the target; rollback write freeze %.1f s", verdict(fb.Identical), fb.TargetWrites, fb.FreezeSeconds)
 	say("      whole demo: %s", time.Since(start).Round(time.Second))
 	return r, nil
 }

@@ -25,11 +25,15 @@ func TestDemoEndsIdentical(t *testing.T) {
 	if !res.PostgresIdentical || !res.RedisIdentical {
 		t.Fatalf("demo ended with differences:\n%s", out.String())
 	}
+	if fb := res.Fallback; fb == nil || !fb.Identical || fb.TargetWrites < 50 {
+		t.Fatalf("the fallback window did not bring the target's writes back: %+v\n%s", res.Fallback, out.String())
+	}
 	if res.PGWrites < 100 || res.RWrites < 100 {
 		t.Fatalf("live load wrote only %d Postgres and %d Redis writes:\n%s", res.PGWrites, res.RWrites, out.String())
 	}
 	for _, want := range []string{"capture: trigger", "step 3/7: fence writes on the source: done (a trigger refuses writes", "step 6/7: final verification: done",
-		"write freeze: ", "[7/7] result", "Postgres: IDENTICAL", "Redis:    IDENTICAL"} {
+		"write freeze: ", "fallback: capture on the target: done", "rollback step 5/7: verify the source against the target: done",
+		"rollback write freeze: ", "the app writes to the source again", "[8/8] result", "Postgres: IDENTICAL", "Redis:    IDENTICAL"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}

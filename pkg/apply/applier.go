@@ -7,7 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -34,6 +36,13 @@ type Config struct {
 	// the memory its arguments hold). Defaults (0) 1000 and 8 MiB.
 	BatchStatements int
 	BatchBytes      int64
+	// FenceBypass sets the trigger fence's bypass (replicator.fence_bypass
+	// = on) on the apply session, and lets a role that may not set
+	// session_replication_role apply anyway: the fallback window's reverse
+	// stream writes into a fenced Heroku source whose credential is no
+	// superuser. Whoever sets it keeps the target's own triggers from
+	// firing another way (pkg/cutover disables them under the fence).
+	FenceBypass bool
 }
 
 func (c *Config) setDefaults() {
@@ -159,8 +168,17 @@ func NewApplier(ctx context.Context, conn *pgx.Conn, cfg Config, applied positio
 	default:
 		return nil, fmt.Errorf("apply: cannot start at %s: not the position of a source transaction", applied)
 	}
+	if cfg.FenceBypass {
+		if _, err := conn.Exec(ctx, "SET replicator.fence_bypass = on"); err != nil {
+			return nil, fmt.Errorf("target: SET replicator.fence_bypass = on: %w", err)
+		}
+	}
 	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
-		return nil, fmt.Errorf("target: SET session_replication_role = replica (the target user needs superuser, or rds_superuser on RDS): %w", err)
+		var pgErr *pgconn.PgError
+		if !cfg.FenceBypass || !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.InsufficientPrivilege {
+			return nil, fmt.Errorf("target: SET session_replication_role = replica (the target user needs superuser, or rds_superuser on RDS): %w", err)
+		}
+		log.Info("apply runs without session_replication_role = replica (the role may not set it): foreign keys are checked, and the target's own triggers must be disabled by the caller")
 	}
 	// Capture triggers fire ALWAYS (replica role or not); this keeps what
 	// apply writes into a captured database out of its changelog.

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"replicator/pkg/position"
+	"replicator/pkg/state"
 	"replicator/pkg/wal"
 )
 
@@ -18,6 +19,13 @@ const maxRunRows = 1000
 
 // change turns one source change into queued target statements.
 func (a *Applier) change(ctx context.Context, t *wal.Txn, c *wal.Change) error {
+	// A FOR ALL TABLES publication also decodes the tool's own tables on
+	// the source (schema replicator: the fallback window's reverse-stream
+	// state, pkg/cutover reverse.go). They are never the app's data, and
+	// the target has its own of the same names.
+	if c.Kind != wal.Truncate && c.Rel != nil && c.Rel.Namespace == state.Schema {
+		return nil
+	}
 	if c.Kind == wal.Truncate {
 		a.flushNet()
 		a.closeRun()

@@ -72,6 +72,23 @@ func Plan(ctx context.Context, source, target *pgx.Conn) ([]Object, error) {
 	for _, t := range trig {
 		objs = append(objs, Object{Side: "source", Kind: "trigger", Name: t, Exists: true})
 	}
+	// The fallback window's capture on the target (pkg/cutover
+	// reverse.go): the same triggers, going with the target's schema.
+	ttrig, err := captureTriggers(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range ttrig {
+		objs = append(objs, Object{Side: "target", Kind: "trigger", Name: t, Exists: true, Note: "reverse capture"})
+	}
+	// A rollback fences the target (its fence is recorded on the source,
+	// whose schema replicator goes too): cleanup, the end of that attempt,
+	// lifts it with the rest.
+	var targetFenced bool
+	if err := target.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'replicator_fence')`).Scan(&targetFenced); err != nil {
+		return nil, fmt.Errorf("target: read pg_namespace: %w", err)
+	}
+	objs = append(objs, Object{Side: "target", Kind: "fence", Name: "replicator_fence", Exists: targetFenced, Note: "the rollback's fence on the target"})
 	for _, side := range []struct {
 		name string
 		conn *pgx.Conn
@@ -138,6 +155,8 @@ func run(ctx context.Context, source, target *pgx.Conn, fenced bool) ([]Object, 
 				q = keepFenceRecordSQL
 				o.Note = "emptied; replicator.cutover kept: it records the fence"
 			}
+		case "fence":
+			q = "DROP SCHEMA IF EXISTS replicator_fence CASCADE"
 		default:
 			continue // triggers go with the schema's functions
 		}

@@ -94,6 +94,15 @@ func CheckBusy(ctx context.Context, source, target *pgx.Conn) (*Busy, error) {
 			b.Reasons = append(b.Reasons, w.what)
 		}
 	}
+	// The reverse stream (`replicator reverse`, the fallback window) holds
+	// the stream lock on the source, whose database it writes.
+	held, err := state.LockHeld(ctx, source, state.StreamLockKey)
+	if err != nil {
+		return nil, err
+	}
+	if held {
+		b.Reasons = append(b.Reasons, "the reverse stream is running (it carries the app's writes on the target back to the source): stop `replicator reverse` (SIGTERM) first")
+	}
 	return b, nil
 }
 
@@ -124,4 +133,10 @@ const keepFenceRecordSQL = `DO $do$ DECLARE r record; BEGIN
 		WHERE n.nspname = 'replicator' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relname <> 'cutover' AND NOT c.relispartition LOOP
 		EXECUTE format('DROP %s IF EXISTS %s CASCADE',
 			CASE (SELECT relkind FROM pg_class WHERE oid = r.rel) WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, r.rel);
+	END LOOP;
+	-- The reverse capture's functions, with the triggers on the app's
+	-- tables that call them: left behind, they would refuse the app's
+	-- writes on the target once their changelog is gone.
+	FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'replicator' LOOP
+		EXECUTE format('DROP FUNCTION IF EXISTS %s CASCADE', r.fn);
 	END LOOP; END $do$`

@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error 
 			return err
 		}
 	}
-	for i, f := range []func(context.Context) error{r.preconditions, r.waitLag, r.fence, r.drain, r.sequences, r.verify} {
+	for i, f := range []func(context.Context) error{r.preconditions, r.prepareAndWaitLag, r.fence, r.drain, r.sequences, r.verify, r.reverseCapture} {
 		if err := f(ctx); err != nil {
 			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 				undo := ""
@@ -564,6 +564,11 @@ func Unfence(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) er
 	if err := lockCutover(ctx, tgt); err != nil {
 		return err
 	}
+	// The fallback window's reverse install may have disabled the
+	// source's own triggers (reverse.go): back before the app writes.
+	if err := restoreSourceTriggers(ctx, src, recs); err != nil {
+		return err
+	}
 	restored, gone, ended, err := undoFence(ctx, src, &fr)
 	if err != nil {
 		return err
@@ -585,5 +590,6 @@ func Unfence(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) er
 	}
 	log.Info("unfenced the source", zap.String("method", fr.Method), zap.Int("restored", restored))
 	fmt.Fprintf(out, "%s: done (%s)\n", title, what)
+	validateAfterUnfence(ctx, src, recs, out, log)
 	return nil
 }

@@ -30,6 +30,19 @@
 //     redeploy (or one plain CNAME), weighted Route 53 records for the
 //     app's own endpoint only (Config.AppRecord), and the rollback command.
 //
+// Between 6 and the freeze's end, still inside it and before the switch is
+// printed, the fallback window begins (reverse.go): trigger capture is
+// installed on the target and its capture point taken, so every write the
+// app makes on AWS is recorded from its first; the reverse stream's state
+// is recorded in replicator.state on the source, and the direction
+// ("reverse" in replicator.cutover on the target) is reverse from then on.
+// Reverse (`replicator reverse`) applies the target's changes to the
+// fenced source with pkg/apply, exactly once. Rollback (`cutover
+// --rollback`, rollback.go) fences the target, drains the reverse stream,
+// moves the source's sequences past the target's, verifies, unfences the
+// source, and prints its own freeze and the switch back; its steps are
+// recorded in replicator.cutover on the source.
+//
 // Every step prints "step N/M: what: done|skipped|waiting (…)" to the
 // person running it and is safe to rerun. What a step did is recorded in
 // table replicator.cutover on the target, one row per step; the fence's row
@@ -48,5 +61,7 @@
 //	res, err := cutover.Run(ctx, cutover.Config{SourceURL: src, TargetURL: dst,
 //		Fence: true, MaxLag: 5 * time.Second, SequenceMargin: 1000, Verify: "full"}, os.Stdout, log, reg)
 //	if errors.Is(err, cutover.ErrDifferences) { /* exit 1 */ }
-//	err = cutover.Unfence(ctx, cfg, os.Stdout, log) // the rollback
+//	err = cutover.Reverse(ctx, cutover.ReverseConfig{SourceURL: src, TargetURL: dst}, log) // the fallback window's daemon
+//	err = cutover.Rollback(ctx, cfg, os.Stdout, log) // back to the source, nothing lost
+//	err = cutover.Unfence(ctx, cfg, os.Stdout, log)  // before the app wrote to the target
 package cutover

@@ -51,6 +51,8 @@ type fenceRecord struct {
 	// FencedAt is the source's clock when the fence was made: sessions
 	// started after it under read-only are read-only for their lifetime.
 	FencedAt time.Time `json:"fenced_at"`
+	// Rollback marks the fence a rollback put on the target (rollback.go).
+	Rollback bool `json:"rollback,omitempty"`
 }
 
 // fencePlan is what a fence would do now.

@@ -61,6 +61,13 @@ BEGIN
 END
 $fence$`
 
+// rollbackFenceDDL is the same fence on the target, put there by
+// `cutover --rollback`, whose message sends the app back to the source.
+var rollbackFenceDDL = strings.NewReplacer(
+	"the database is moving to AWS and this source is fenced for the cutover", "the database is moving back to the source and this target is fenced for the rollback",
+	"point the app at the new DATABASE_URL; to give this database its writes back run replicator cutover --unfence", "point the app at the DATABASE_URL of the source (Heroku) again",
+).Replace(fenceFunctionDDL)
+
 // FenceMessage is the start of the error every write refused by the
 // trigger fence carries.
 const FenceMessage = "replicator fence: "
@@ -193,7 +200,11 @@ func applyTriggerFence(ctx context.Context, src *pgx.Conn, rec *fenceRecord) ([]
 					return fmt.Errorf("source: lock the tables to fence: %w", err)
 				}
 			}
-			if _, err := tx.Exec(ctx, fenceFunctionDDL); err != nil {
+			ddl := fenceFunctionDDL
+			if rec.Rollback {
+				ddl = rollbackFenceDDL
+			}
+			if _, err := tx.Exec(ctx, ddl); err != nil {
 				return fmt.Errorf("source: create the fence function %s(): %w", fenceFunction, err)
 			}
 			for _, t := range rec.Tables {

@@ -211,7 +211,7 @@ func TestHerokuSharedLoginCutover(t *testing.T) {
 
 	// status shows the direction, the fence and the lag.
 	code, out, errOut = run(t, "status", "--target", m.dstURL, "--source", m.srcURL)
-	for _, want := range []string{"direction:       forward", "the source is fenced (trigger, done); write freeze", "trigger-capture batches not yet applied"} {
+	for _, want := range []string{"direction:       reverse", "the source is fenced (trigger, done); write freeze", "trigger-capture batches not yet applied"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("status: exit %d, lacks %q\n%s\n%s", code, want, out, errOut)
 		}

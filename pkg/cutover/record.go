@@ -95,7 +95,7 @@ func saveRecord(ctx context.Context, target *pgx.Conn, step, status string, deta
 // them again.
 func forgetAfterUnfence(ctx context.Context, target *pgx.Conn) error {
 	_, err := target.Exec(ctx, `DELETE FROM replicator.cutover WHERE step = ANY($1)`,
-		[]string{stepFence, stepDrain, stepSequences, stepVerify, stepFreeze})
+		[]string{stepFence, stepDrain, stepSequences, stepVerify, stepFreeze, stepReverse})
 	if err != nil {
 		return fmt.Errorf("clear the cutover records on the target: %w", err)
 	}

@@ -118,6 +118,8 @@ func writeSwitch(w io.Writer, cfg *Config) {
 		fmt.Fprintf(&b, "     When errors and latency look right, 100 %%:\n     aws route53 change-resource-record-sets --hosted-zone-id %s --change-batch %s\n",
 			zone, shellQuote(route53Batch(cfg.AppRecord, awsApp, herokuApp, 100)))
 	}
+	fmt.Fprintf(&b, "  Fallback, once the app wrote to AWS (with `replicator reverse` running: fences the target, carries the app's writes on AWS back, unfences the source):\n     replicator cutover --rollback --source %s --target %s\n",
+		shellQuote(placeholderURL(cfg.SourceURL, "<PASSWORD>")), shellQuote(placeholderURL(cfg.TargetURL, "<PASSWORD>")))
 	fmt.Fprintf(&b, "  Rollback (gives the source its write access back, exactly as before the fence):\n     replicator cutover --unfence --source %s --target %s\n",
 		shellQuote(placeholderURL(cfg.SourceURL, "<PASSWORD>")), shellQuote(placeholderURL(cfg.TargetURL, "<PASSWORD>")))
 	io.WriteString(w, b.String())

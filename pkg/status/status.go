@@ -48,11 +48,16 @@ type Status struct {
 	// connection).
 	SourceLagChanges *int64 `json:"source_lag_changes,omitempty"`
 	Slot             *Slot  `json:"slot,omitempty"`
-	// Direction is where changes flow: "forward" (source → target; the
-	// only direction this version streams). Fence is the cutover's fence
-	// on the source as replicator.cutover records it, nil when none.
-	Direction string       `json:"direction"`
-	Fence     *FenceStatus `json:"fence,omitempty"`
+	// Direction is where changes flow: "forward" (source → target) or,
+	// once the cutover installed capture on the target, "reverse"
+	// (target → source, the fallback window; Reverse has its position and
+	// lag with a source connection). RolledBack: a rollback gave the
+	// source back. Fence is the cutover's fence on the source as
+	// replicator.cutover records it, nil when none.
+	Direction  string         `json:"direction"`
+	Reverse    *ReverseStatus `json:"reverse,omitempty"`
+	RolledBack bool           `json:"rolled_back,omitempty"`
+	Fence      *FenceStatus   `json:"fence,omitempty"`
 	// BatchesBehind is how many trigger-capture batches the source has
 	// closed that the target has not applied (only with a source
 	// connection).
@@ -112,7 +117,9 @@ func Gather(ctx context.Context, target, source *pgx.Conn) (*Status, error) {
 	if p, err := snapshotProgress(ctx, target); err == nil {
 		s.SnapshotTables = p
 	}
-	s.Direction = "forward"
+	if err := s.readDirection(ctx, target, source); err != nil {
+		return nil, err
+	}
 	var f FenceStatus
 	// replicator.cutover exists once a cutover ran (pkg/cutover record.go).
 	if err := target.QueryRow(ctx, `SELECT coalesce(detail->>'method', ''), status,
@@ -134,12 +141,24 @@ func Gather(ctx context.Context, target, source *pgx.Conn) (*Status, error) {
 			return nil, err
 		}
 	case st.Capture == state.CaptureTrigger:
-		if err := s.readTriggerSource(ctx, source, st); err != nil {
+		err := s.readTriggerSource(ctx, source, st)
+		if errors.Is(err, errTickPurged) {
+			// The stream applied the next batch and purged the tick
+			// between the two reads: read its position again.
+			if st, err = state.Load(ctx, target); err != nil {
+				return nil, err
+			}
+			err = s.readTriggerSource(ctx, source, st)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
 }
+
+// errTickPurged is a tick the stream purged, or a capture reset.
+var errTickPurged = errors.New("the source's capture was reset; run `replicator snapshot` again")
 
 // readTriggerSource measures trigger capture's lag on the source: the
 // changelog rows not covered by the applied batch's closing tick, and the
@@ -158,7 +177,7 @@ func (s *Status) readTriggerSource(ctx context.Context, source *pgx.Conn, st *st
 		FROM replicator.ticks t WHERE t.id = $1`, tick).Scan(&at, &pending)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return fmt.Errorf("source: replicator.ticks has no tick %d, the one the target applied up to: the source's capture was reset; run `replicator snapshot` again", tick)
+		return fmt.Errorf("source: replicator.ticks has no tick %d, the one the target applied up to: %w", tick, errTickPurged)
 	case err != nil:
 		return fmt.Errorf("source: read trigger capture's changelog and ticks in schema replicator: %w", err)
 	}
@@ -260,13 +279,17 @@ func snapshotProgress(ctx context.Context, target *pgx.Conn) (*Progress, error) 
 func (s *Status) WriteText(w io.Writer) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "capture:         %s\n", s.Capture)
-	fmt.Fprintf(&b, "direction:       %s (source → target)\n", s.Direction)
+	fmt.Fprintf(&b, "direction:       %s\n", s.directionLine())
 	if f := s.Fence; f != nil {
 		fmt.Fprintf(&b, "fence:           the source is fenced (%s, %s)", f.Method, f.Status)
 		if f.FreezeSeconds != nil {
 			fmt.Fprintf(&b, "; write freeze %.1f s", *f.FreezeSeconds)
 		}
-		b.WriteString("; lift it with `replicator cutover --unfence`\n")
+		if s.Direction == "reverse" {
+			b.WriteString("; fall back with `replicator cutover --rollback` (--unfence would lose the app's writes on the target)\n")
+		} else {
+			b.WriteString("; lift it with `replicator cutover --unfence`\n")
+		}
 	}
 	fmt.Fprintf(&b, "snapshot:        %s", s.SnapshotStatus)
 	if p := s.SnapshotTables; p != nil && p.ChunksTotal > 0 {
@@ -314,7 +337,8 @@ func (s *Status) WriteMarkdown(w io.Writer, h report.Header) error {
 		snap += fmt.Sprintf(" (phase %s: %d/%d tables, %d/%d chunks, %d rows, %s copied of about %s)", p.Phase,
 			p.TablesDone, p.TablesTotal, p.ChunksDone, p.ChunksTotal, p.Rows, units.Bytes(p.Bytes), units.Bytes(p.EstBytes))
 	}
-	rows := [][2]string{{"Capture", orDash(s.Capture)}, {"Snapshot", orDash(snap)}, {"Stream starts at", s.startPoint()}, {"Lag", s.lag()}}
+	rows := [][2]string{{"Capture", orDash(s.Capture)}, {"Direction", strings.ReplaceAll(s.directionLine(), "\nreverse stream:  ", "; reverse stream: ")},
+		{"Snapshot", orDash(snap)}, {"Stream starts at", s.startPoint()}, {"Lag", s.lag()}}
 	if s.LastCommitTime != nil {
 		rows = append(rows, [2]string{"Last applied", "source commit of " + s.LastCommitTime.UTC().Format(time.RFC3339)})
 	}
