@@ -149,31 +149,57 @@ func (c *Capture) reshapeIf(ctx context.Context, q queryer, cur *Table, fits, wh
 		return nil, err
 	}
 	if !t.fits(whole, ps...) {
-		named := map[string]bool{}
-		for _, p := range ps {
-			for _, x := range p {
-				named[x.name] = true
-			}
-		}
-		d := &Table{ID: t.ID, Root: t.Root, Namespace: t.Namespace, Name: t.Name, Identity: t.Identity, generated: t.generated}
-		for _, col := range t.Columns {
-			if !whole || named[col.Name] {
-				d.Columns = append(d.Columns, col)
-			}
-		}
-		for _, p := range ps {
-			for _, x := range p {
-				if _, ok := t.colIndex[x.name]; !ok && !t.generated[x.name] && named[x.name] {
-					d.Columns = append(d.Columns, Column{Name: x.name, Key: t.Identity == 'f'})
-					named[x.name] = false
-				}
-			}
-		}
-		d.index()
-		t = d
+		t = derive(ctx, q, t, whole, ps...)
 	}
 	c.mu.Lock()
 	c.tables[t.ID] = t
 	c.mu.Unlock()
 	return t, nil
+}
+
+// derive builds a description of t's table for a change of ps that t, the
+// table's current description, does not fit: the change's columns were
+// changed since it was written (renamed, dropped). Its columns are the
+// change's (all of t's too unless whole), ordered and keyed as the install
+// catalog had them where it knows them, else as t has them, else in the
+// change's order (a key only when every column is).
+func derive(ctx context.Context, q queryer, t *Table, whole bool, ps ...[]pair) *Table {
+	named := map[string]bool{}
+	for _, p := range ps {
+		for _, x := range p {
+			if !t.generated[x.name] {
+				named[x.name] = true
+			}
+		}
+	}
+	if !whole {
+		for _, col := range t.Columns {
+			named[col.Name] = true
+		}
+	}
+	d := &Table{ID: t.ID, Root: t.Root, Namespace: t.Namespace, Name: t.Name, Identity: t.Identity, generated: t.generated}
+	add := func(col Column) {
+		if named[col.Name] {
+			d.Columns = append(d.Columns, col)
+			named[col.Name] = false
+		}
+	}
+	if inst, err := installed(ctx, q, t.ID); err == nil {
+		for _, col := range inst.Columns {
+			if i, ok := t.colIndex[col.Name]; ok {
+				col = t.Columns[i]
+			}
+			add(col)
+		}
+	}
+	for _, col := range t.Columns {
+		add(col)
+	}
+	for _, p := range ps {
+		for _, x := range p {
+			add(Column{Name: x.name, Key: t.Identity == 'f'})
+		}
+	}
+	d.index()
+	return d
 }
