@@ -120,7 +120,7 @@ SELECT id, txid::text, rel, op, key::text, vals::text, id = max(id) OVER (PARTIT
 FROM replicator.changelog c
 WHERE txid >= pg_snapshot_xmin($1::pg_snapshot) AND txid < pg_snapshot_xmax($2::pg_snapshot)
   AND pg_visible_in_snapshot(txid, $2::pg_snapshot) AND NOT pg_visible_in_snapshot(txid, $1::pg_snapshot)
-  AND NOT EXISTS (SELECT 1 FROM replicator.changelog t WHERE t.op = 'T' AND t.rel = c.rel AND t.id > c.id)
+  AND NOT EXISTS (SELECT 1 FROM replicator.truncates t WHERE t.rel = c.rel AND t.id > c.id)
 ORDER BY last_id, id`
 
 // Cursor reads one batch's changes in apply order with bounded memory: a

@@ -38,10 +38,12 @@ const ApplyingSetting = "replicator.applying"
 const skipApplying = "\tIF pg_catalog.current_setting('" + ApplyingSetting + "', true) OPERATOR(pg_catalog.=) 'on' THEN RETURN NULL; END IF;\n"
 
 // The changelog has no primary key: nothing looks a row up by id, and every
-// index is paid for on each write of the application. The index on txid
-// serves both the batch reads and the purge, which select by transaction
-// id ranges; the partial index of TRUNCATE rows is only written by
-// TRUNCATE (see batchSQL). The id sequence keeps the default CACHE 1: ids
+// index is paid for on each write of the application, so it has one: on
+// txid, which serves both the batch reads and the purge (they select by
+// transaction id ranges). TRUNCATEs are also written to
+// replicator.truncates, which the batch reads look up (see batchSQL): an
+// index of them on the changelog, even partial, would be opened and its
+// predicate checked on every row the application writes. The id sequence keeps the default CACHE 1: ids
 // must be handed out in time order across sessions (see batch.go). key and
 // vals are hstore (column name → text output or NULL): what hstore(record)
 // builds in C from the row itself, stored as it is built, and smaller on
@@ -57,7 +59,12 @@ CREATE TABLE IF NOT EXISTS replicator.changelog (
 	vals %[1]s.hstore
 );
 CREATE INDEX IF NOT EXISTS changelog_txid ON replicator.changelog (txid);
-CREATE INDEX IF NOT EXISTS changelog_truncates ON replicator.changelog (rel, id) WHERE op = 'T';
+CREATE TABLE IF NOT EXISTS replicator.truncates (
+	id   bigint NOT NULL,
+	txid xid8 NOT NULL,
+	rel  oid NOT NULL,
+	PRIMARY KEY (rel, id)
+);
 CREATE TABLE IF NOT EXISTS replicator.ticks (
 	id   bigint PRIMARY KEY,
 	snap pg_snapshot NOT NULL,
@@ -85,35 +92,45 @@ REVOKE ALL ON ALL TABLES IN SCHEMA replicator FROM PUBLIC;
 const truncateFuncDDL = `
 CREATE OR REPLACE FUNCTION replicator.capture_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $f$
+DECLARE
+	i pg_catalog.int8;
 BEGIN
-` + skipApplying + `	INSERT INTO replicator.changelog (txid, rel, op) VALUES (pg_catalog.pg_current_xact_id(), TG_RELID, 'T');
+` + skipApplying + `	INSERT INTO replicator.changelog (txid, rel, op) VALUES (pg_catalog.pg_current_xact_id(), TG_RELID, 'T') RETURNING id INTO i;
+	INSERT INTO replicator.truncates (id, txid, rel) VALUES (i, pg_catalog.pg_current_xact_id(), TG_RELID);
 	RETURN NULL;
 END $f$;
 REVOKE ALL ON FUNCTION replicator.capture_truncate() FROM PUBLIC;
 `
 
 // Output settings the capture function pins while it converts values to
-// text: the settings some built-in type's text output depends on. They are
-// pinned only when the writing session's value differs (with set_config(…,
-// true), restored before the function returns): a SET clause on the
-// function would be saved and restored around every call, which on
-// PostgreSQL 15 walks every setting and costs the application's writes
-// more than the rest. The function does not know the table's column types
-// (a column added later may need any of them), so it checks all five, in
-// one expression.
+// text: the settings some built-in type's text output depends on, with
+// the value it writes under. They are pinned only when the writing
+// session's values differ (with set_config(…, true), restored before the
+// function returns): a SET clause on the function would be saved and
+// restored around every call, which on PostgreSQL 15 walks every setting
+// and costs the application's writes more than the rest. The function does
+// not know the table's column types (a column added later may need any of
+// them), so it checks all of them, as one string compared with the usual
+// defaults (usual is a list of such strings): one expression is cheaper
+// than one per setting, and a session whose settings merely give the same
+// text (TimeZone GMT, extra_float_digits 2 or 3) is pinned needlessly but
+// correctly.
 type pin struct {
-	name, value, differs string
+	name, value string
 }
 
-var pins = []pin{
-	{"DateStyle", "ISO, MDY", `pg_catalog.current_setting('DateStyle') OPERATOR(pg_catalog.<>) 'ISO, MDY'`},
-	{"IntervalStyle", "postgres", `pg_catalog.current_setting('IntervalStyle') OPERATOR(pg_catalog.<>) 'postgres'`},
+var (
+	pins = []pin{
+		{"DateStyle", "ISO, MDY"},
+		{"IntervalStyle", "postgres"},
+		{"bytea_output", "hex"},
+		// 1 and above all give the shortest exact text; below 1 loses digits.
+		{"extra_float_digits", "1"},
+		{"TimeZone", "UTC"},
+	}
 	// Servers set up on a UTC host default to Etc/UTC: same text.
-	{"TimeZone", "UTC", `pg_catalog.current_setting('TimeZone') OPERATOR(pg_catalog.<>) ALL ('{UTC,Etc/UTC,GMT,Etc/GMT,UCT,Etc/UCT,Zulu,Etc/Zulu,Universal,Etc/Universal}'::pg_catalog.text[])`},
-	{"bytea_output", "hex", `pg_catalog.current_setting('bytea_output') OPERATOR(pg_catalog.<>) 'hex'`},
-	// 1 and above all give the shortest exact text; below 1 loses digits.
-	{"extra_float_digits", "1", `pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 OPERATOR(pg_catalog.<) 1`},
-}
+	usual = []string{"ISO, MDY|postgres|hex|1|UTC", "ISO, MDY|postgres|hex|1|Etc/UTC"}
+)
 
 // Table is a captured source table: as recorded at install time (Install,
 // ListTables), or as a batch reader describes it for a change (then its
@@ -487,15 +504,18 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 // application's writes more than the rest of the function.
 func rowFunctionDDL(hs string) string {
 	h := pgutil.QuoteIdent(hs)
-	var differs, save, set, restore []string
+	var current, quoted, save, set, restore []string
+	for _, u := range usual {
+		quoted = append(quoted, pgutil.QuoteLiteral(u))
+	}
 	for i, p := range pins {
-		differs = append(differs, p.differs)
+		current = append(current, fmt.Sprintf("pg_catalog.current_setting('%s')", p.name))
 		save = append(save, fmt.Sprintf("pg_catalog.current_setting('%s')", p.name))
 		set = append(set, fmt.Sprintf("pg_catalog.set_config('%s', '%s', true)", p.name, p.value))
 		restore = append(restore, fmt.Sprintf("pg_catalog.set_config('%s', s[%d], true)", p.name, i+1))
 	}
 	r := strings.NewReplacer("$H", h,
-		"$DIFFERS", strings.Join(differs, "\n\t\tOR "),
+		"$DIFFERS", "("+strings.Join(current, " OPERATOR(pg_catalog.||) '|' OPERATOR(pg_catalog.||) ")+") OPERATOR(pg_catalog.<>) ALL (ARRAY["+strings.Join(quoted, ", ")+"])",
 		"$SAVE", strings.Join(save, ", "),
 		"$SET", strings.Join(set, ", "),
 		"$RESTORE", strings.Join(restore, ", "),
