@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -115,7 +116,7 @@ func TestAddColumnWhileWriting(t *testing.T) {
 				}
 				upd := fmt.Sprintf("changed%d@w%d.example", n, w)
 				// An update of the new column only, of another writer's row.
-				target := 1 + (id*7)%id
+				target := max(id-1-int64(n%7), 1)
 				tag, err := conn.Exec(ctx, `UPDATE users SET email = $2 WHERE id = $1 AND email IS NOT NULL`, target, upd)
 				if err != nil && !isRetryable(err) {
 					errs <- err
@@ -132,21 +133,23 @@ func TestAddColumnWhileWriting(t *testing.T) {
 		}(w)
 	}
 	// The ALTER comes from its own session while the writers run.
-	for nextID.Load() < 200 {
-		select {
-		case err := <-errs:
-			t.Fatalf("application write failed: %v", err)
-		default:
+	waitFor := func(what string, done func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !done() {
+			select {
+			case err := <-errs:
+				t.Fatalf("application write failed: %v", err)
+			case <-time.After(time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 60s", what)
+			}
 		}
 	}
+	waitFor("200 writes before the ALTER", func() bool { return nextID.Load() >= 200 })
 	s.exec(t, `ALTER TABLE users ADD COLUMN email text`)
-	for after.Load() < 300 {
-		select {
-		case err := <-errs:
-			t.Fatalf("application write failed: %v", err)
-		default:
-		}
-	}
+	waitFor("300 writes naming the new column", func() bool { return after.Load() >= 300 })
 	close(stop)
 	wg.Wait()
 	close(errs)
