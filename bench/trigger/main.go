@@ -1,15 +1,21 @@
-// Command trigger measures what trigger capture costs the source: pgbench's
-// default (TPC-B-like) script at the same scale, clients and duration,
-// without and with the capture triggers installed, alternating rounds in
-// one run, and prints tps and the loss.
+// Command trigger measures what trigger capture costs the application, the
+// way the application sees it: two identical pgbench databases on one
+// server, one of them captured, pgbench's default (TPC-B-like) script run
+// against each in turn, A B B A …, with durable commits (fsync on,
+// synchronous_commit on, full-page writes on). Each pair is one run of
+// each database next to each other; the result is the median of the
+// pairs' tps ratios (captured ÷ plain), with the 1-minute load average of
+// every run, since the machine may be shared.
 //
-//	go run ./bench/trigger -scale 10 -clients 4 -duration 30s -rounds 2
+//	go run ./bench/trigger -scale 10 -clients 4 -jobs 2 -duration 20s -pairs 4 -stream both
 //
-// While the triggers are installed, the capture runs as in production on
-// the source side: the ticker every second and a consumer that reads every
-// batch through its cursor and purges it (there is no target: apply cost
-// is measured elsewhere). The load average is printed with the results:
-// the machine may be shared.
+// -stream off: nothing of the capture runs during the captured runs (the
+// changelog is read and purged between runs, untimed); on: the ticker
+// every second and a consumer that reads every batch through its cursor
+// and purges it run on the source as in production (there is no target:
+// apply is measured elsewhere); both: the two series, one after the
+// other. Every run starts after a CHECKPOINT, so both databases pay the
+// same full-page writes.
 package main
 
 import (
@@ -22,6 +28,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -34,130 +41,150 @@ import (
 	"replicator/pkg/trigger"
 )
 
+type options struct {
+	scale, clients, jobs, pairs int
+	duration                    time.Duration
+	stream                      string
+}
+
 func main() {
-	scale := flag.Int("scale", 10, "pgbench scale")
-	clients := flag.Int("clients", 4, "pgbench clients")
-	duration := flag.Duration("duration", 30*time.Second, "length of each pgbench run")
-	rounds := flag.Int("rounds", 2, "rounds of (without, with) triggers")
-	flag.BoolVar(&durable, "durable", false, "fsync=on and full_page_writes=on: commits wait for the disk, as in production")
-	flag.BoolVar(&consume, "consume", true, "run the ticker and a consumer (read + purge) during the runs with triggers")
+	var o options
+	flag.IntVar(&o.scale, "scale", 10, "pgbench scale of each database")
+	flag.IntVar(&o.clients, "clients", 4, "pgbench clients (-c)")
+	flag.IntVar(&o.jobs, "jobs", 2, "pgbench threads (-j)")
+	flag.DurationVar(&o.duration, "duration", 20*time.Second, "length of each pgbench run (-T)")
+	flag.IntVar(&o.pairs, "pairs", 4, "pairs of runs (plain, captured) per series, in A B B A order")
+	flag.StringVar(&o.stream, "stream", "both", "off, on or both: whether the ticker and a consumer run during the captured runs")
 	flag.Parse()
-	if err := run(*scale, *clients, *duration, *rounds); err != nil {
+	if o.stream != "off" && o.stream != "on" && o.stream != "both" {
+		fmt.Fprintln(os.Stderr, "bench: -stream must be off, on or both")
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-var consume, durable bool
-
 type runResult struct {
-	with   bool
+	db     string
 	tps    float64
 	txns   int64
 	cpuSec float64 // CPU seconds of every server process during the run
 	load   string
-	note   string
 }
 
-// cpuPerTxn is server CPU milliseconds per pgbench transaction: on a
-// shared machine far steadier than tps, which moves with other tenants.
+// cpuPerTxn is server CPU milliseconds per pgbench transaction.
 func (r runResult) cpuPerTxn() float64 { return 1000 * r.cpuSec / float64(r.txns) }
 
-func run(scale, clients int, duration time.Duration, rounds int) error {
+func run(o options) error {
 	ctx := context.Background()
-	// wal_level=replica, as on Heroku. By default the test cluster's
-	// fsync=off makes pgbench CPU-bound, so the triggers' share of the work
-	// shows fully (the worst case); -durable makes commits wait for the
-	// disk, as on a production server.
-	settings := map[string]string{"max_wal_size": "'4GB'", "checkpoint_timeout": "'30min'"}
-	if durable {
-		settings["fsync"], settings["full_page_writes"] = "on", "on"
-	}
-	src, err := testenv.StartPostgres(testenv.PostgresOptions{WalLevel: "replica", Settings: settings})
+	// wal_level=replica, as on Heroku; durable commits, as in production.
+	src, err := testenv.StartPostgres(testenv.PostgresOptions{WalLevel: "replica", Settings: map[string]string{
+		"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on",
+		"max_wal_size": "'4GB'", "checkpoint_timeout": "'30min'"}})
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	if err := benchkit.Exec(ctx, src.URL("postgres"), "CREATE DATABASE app"); err != nil {
-		return err
-	}
-	url := src.URL("app")
 	pgbench := filepath.Join(src.BinDir, "pgbench")
-	fmt.Printf("pgbench -i -s %d\n", scale)
-	if _, _, err := benchkit.Run(ctx, os.Stdout, nil, pgbench, "-i", "-q", "-s", strconv.Itoa(scale), url); err != nil {
+	for _, db := range []string{"plain", "captured"} {
+		if err := benchkit.Exec(ctx, src.URL("postgres"), "CREATE DATABASE "+db); err != nil {
+			return err
+		}
+		fmt.Printf("pgbench -i -s %d %s\n", o.scale, db)
+		if _, _, err := benchkit.Run(ctx, os.Stdout, nil, pgbench, "-i", "-q", "-s", strconv.Itoa(o.scale), src.URL(db)); err != nil {
+			return err
+		}
+	}
+	captured := src.URL("captured")
+	capt, err := install(ctx, captured)
+	if err != nil {
 		return err
 	}
-	var results []runResult
-	for r := 0; r < rounds; r++ {
-		for _, with := range []bool{false, true} {
-			if err := benchkit.Exec(ctx, url, "VACUUM ANALYZE"); err != nil {
-				return err
+	defer capt.Close()
+	var applied int64
+	series := []string{o.stream}
+	if o.stream == "both" {
+		series = []string{"off", "on"}
+	}
+	fmt.Printf("\ntrigger capture cost: pgbench default script, scale %d, -c %d -j %d -T %s, %d pairs per series, %d cores, durable commits, %s UTC\n",
+		o.scale, o.clients, o.jobs, o.duration, o.pairs, runtime.NumCPU(), time.Now().UTC().Format("2006-01-02 15:04"))
+	for _, stream := range series {
+		var results []runResult
+		var ratios []float64
+		for p := 0; p < o.pairs; p++ {
+			order := []string{"plain", "captured"}
+			if p%2 == 1 {
+				order = []string{"captured", "plain"}
 			}
-			res, err := oneRun(ctx, src.DataDir, url, pgbench, clients, duration, with)
-			if err != nil {
-				return err
+			pair := map[string]float64{}
+			for _, db := range order {
+				if err := benchkit.Exec(ctx, src.URL(db), "CHECKPOINT"); err != nil {
+					return err
+				}
+				var stop func() (int64, error)
+				if db == "captured" && stream == "on" {
+					stop = consume(ctx, capt, applied)
+				}
+				res, err := pgbenchRun(ctx, src.DataDir, src.URL(db), pgbench, o)
+				if stop != nil {
+					a, serr := stop()
+					applied = a
+					if err == nil {
+						err = serr
+					}
+				}
+				if err != nil {
+					return err
+				}
+				res.db = db
+				results = append(results, res)
+				pair[db] = res.tps
+				if db == "captured" {
+					// Untimed: the changelog read and purged, so every
+					// captured run starts from a small one.
+					if applied, err = drain(ctx, capt, applied); err != nil {
+						return err
+					}
+				}
+				fmt.Printf("stream %s, pair %d, %s: %.0f tps, %.3f ms server CPU per transaction (load %s)\n", stream, p+1, db, res.tps, res.cpuPerTxn(), res.load)
 			}
-			fmt.Printf("round %d, triggers %v: %.0f tps, %.3f ms server CPU per transaction (load %s) %s\n", r+1, with, res.tps, res.cpuPerTxn(), res.load, res.note)
-			results = append(results, res)
+			ratios = append(ratios, pair["captured"]/pair["plain"])
 		}
-	}
-	var sumWithout, sumWith, cpuWithout, cpuWith float64
-	for _, r := range results {
-		if r.with {
-			sumWith += r.tps
-			cpuWith += r.cpuPerTxn()
-		} else {
-			sumWithout += r.tps
-			cpuWithout += r.cpuPerTxn()
+		fmt.Printf("\nstream %s\n\n| run | database | tps | server CPU per txn | load avg (1 min) |\n|---|---|---|---|---|\n", stream)
+		for i, r := range results {
+			fmt.Printf("| %d | %s | %.0f | %.3f ms | %s |\n", i+1, r.db, r.tps, r.cpuPerTxn(), r.load)
 		}
-	}
-	n := float64(rounds)
-	without, with := sumWithout/n, sumWith/n
-	cpuWithout, cpuWith = cpuWithout/n, cpuWith/n
-	fmt.Printf("\ntrigger capture overhead: pgbench default script, scale %d, %d clients, %s per run, %d rounds, %d cores, %s\n\n",
-		scale, clients, duration, rounds, runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"))
-	fmt.Println("| run | triggers | tps | server CPU per txn | load avg (1 min) | note |")
-	fmt.Println("|---|---|---|---|---|---|")
-	for i, r := range results {
-		on := "no"
-		if r.with {
-			on = "yes"
+		var rs []string
+		for _, r := range ratios {
+			rs = append(rs, fmt.Sprintf("%.2f", r))
 		}
-		fmt.Printf("| %d | %s | %.0f | %.3f ms | %s | %s |\n", i+1, on, r.tps, r.cpuPerTxn(), r.load, r.note)
+		fmt.Printf("\npair ratios captured ÷ plain: %s; median **%.2f** (target ≥ 0.80)\n\n", strings.Join(rs, ", "), median(ratios))
 	}
-	fmt.Printf("| mean | no | %.0f | %.3f ms | | |\n| mean | yes | %.0f | %.3f ms | | |\n", without, cpuWithout, with, cpuWith)
-	fmt.Printf("\ntps with triggers / without = %.2f (loss %.1f %%; target ≤ 25 %%)\n", with/without, 100*(1-with/without))
-	fmt.Printf("server CPU per transaction without / with = %.2f (the tps a CPU-bound source keeps: loss %.1f %%)\n",
-		cpuWithout/cpuWith, 100*(1-cpuWithout/cpuWith))
+	fmt.Println("load at the end:", benchkit.LoadAvg())
 	return nil
 }
 
-// oneRun runs pgbench once; with triggers it installs them first, takes a
-// capture point, runs the ticker and a consumer during the run, and
-// uninstalls afterwards.
-func oneRun(ctx context.Context, dataDir, url, pgbench string, clients int, duration time.Duration, with bool) (runResult, error) {
-	res := runResult{with: with}
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// pgbenchRun runs pgbench once against url.
+func pgbenchRun(ctx context.Context, dataDir, url, pgbench string, o options) (runResult, error) {
+	var res runResult
 	cpu0, err := clusterCPU(dataDir)
 	if err != nil {
 		return res, err
 	}
-	var stop func() (string, error)
-	var out []byte
-	if with {
-		if stop, err = startCapture(ctx, url); err != nil {
-			return res, err
-		}
-	}
-	out, err = exec.CommandContext(ctx, pgbench, "-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)),
-		"-T", strconv.Itoa(int(duration.Seconds())), url).CombinedOutput()
+	out, err := exec.CommandContext(ctx, pgbench, "-n", "-c", strconv.Itoa(o.clients), "-j", strconv.Itoa(o.jobs),
+		"-T", strconv.Itoa(int(o.duration.Seconds())), url).CombinedOutput()
 	res.load = benchkit.LoadAvg()
-	if stop != nil {
-		note, serr := stop()
-		res.note = note
-		if err == nil {
-			err = serr
-		}
-	}
 	if err != nil {
 		return res, fmt.Errorf("pgbench: %w\n%s", err, out)
 	}
@@ -180,7 +207,9 @@ func oneRun(ctx context.Context, dataDir, url, pgbench string, clients int, dura
 	return res, nil
 }
 
-func startCapture(ctx context.Context, url string) (func() (string, error), error) {
+// install puts trigger capture on url's database and takes the capture
+// point (tick 0), as `replicator snapshot --capture trigger` does.
+func install(ctx context.Context, url string) (*trigger.Capture, error) {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return nil, err
@@ -195,78 +224,77 @@ func startCapture(ctx context.Context, url string) (func() (string, error), erro
 		return nil, err
 	}
 	cp.Release(ctx)
-	capt, err := trigger.New(ctx, url, cfg, zap.NewNop(), nil)
-	if err != nil {
-		return nil, err
-	}
+	return trigger.New(ctx, url, cfg, zap.NewNop(), nil)
+}
+
+// consume runs the ticker and a consumer reading and purging every batch
+// after applied until the returned stop is called, which returns the last
+// batch purged.
+func consume(ctx context.Context, capt *trigger.Capture, applied int64) func() (int64, error) {
 	cctx, cancel := context.WithCancel(ctx)
-	if !consume {
-		cancel()
-	}
 	tickDone := make(chan error, 1)
 	go func() { tickDone <- capt.RunTicker(cctx) }()
-	type counts struct {
-		batches, changes int64
-		err              error
+	type done struct {
+		applied int64
+		err     error
 	}
-	consDone := make(chan counts, 1)
+	consDone := make(chan done, 1)
 	go func() {
-		var c counts
-		var applied int64
 		for {
 			b, err := capt.NextBatch(cctx, applied)
+			if err == nil {
+				err = readBatch(cctx, capt, b)
+			}
+			if err == nil {
+				_, err = capt.Purge(cctx, b.ID)
+			}
 			if err != nil {
-				if !errors.Is(err, context.Canceled) {
-					c.err = err
+				if errors.Is(err, context.Canceled) {
+					err = nil
 				}
-				consDone <- c
-				return
-			}
-			cur, err := capt.Open(cctx, b)
-			if err != nil {
-				c.err = err
-				consDone <- c
-				return
-			}
-			for cur.Next(cctx) {
-				c.changes++
-			}
-			err = cur.Err()
-			cur.Close(ctx)
-			if err != nil {
-				if !errors.Is(err, context.Canceled) {
-					c.err = err
-				}
-				consDone <- c
+				consDone <- done{applied, err}
 				return
 			}
 			applied = b.ID
-			c.batches++
-			if _, err := capt.Purge(cctx, applied); err != nil && !errors.Is(err, context.Canceled) {
-				c.err = err
-				consDone <- c
-				return
-			}
 		}
 	}()
-	return func() (string, error) {
+	return func() (int64, error) {
 		cancel()
 		<-tickDone
-		c := <-consDone
-		capt.Close()
-		conn, err := pgx.Connect(ctx, url)
+		d := <-consDone
+		return d.applied, d.err
+	}
+}
+
+func readBatch(ctx context.Context, capt *trigger.Capture, b *trigger.Batch) error {
+	cur, err := capt.Open(ctx, b)
+	if err != nil {
+		return err
+	}
+	for cur.Next(ctx) {
+	}
+	err = cur.Err()
+	cur.Close(context.Background())
+	return err
+}
+
+// drain ticks, then reads and purges every batch after applied.
+func drain(ctx context.Context, capt *trigger.Capture, applied int64) (int64, error) {
+	last, err := capt.Tick(ctx)
+	if err != nil {
+		return applied, err
+	}
+	for ; applied < last; applied++ {
+		b, err := capt.NextBatch(ctx, applied)
 		if err != nil {
-			return "", err
+			return applied, err
 		}
-		defer conn.Close(ctx)
-		var left int64
-		conn.QueryRow(ctx, "SELECT count(*) FROM replicator.changelog").Scan(&left)
-		if err := trigger.Uninstall(ctx, conn); err != nil {
-			return "", err
+		if err := readBatch(ctx, capt, b); err != nil {
+			return applied, err
 		}
-		note := fmt.Sprintf("%d changes read in %d batches and purged; %d rows left at stop", c.changes, c.batches, left)
-		return note, c.err
-	}, nil
+	}
+	_, err = capt.Purge(ctx, applied)
+	return applied, err
 }
 
 // clusterCPU is the CPU time, in seconds, used so far by the cluster of

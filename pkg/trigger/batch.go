@@ -2,7 +2,6 @@ package trigger
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"replicator/pkg/wal"
 	"strconv"
@@ -121,7 +120,7 @@ SELECT id, txid::text, rel, op, key::text, vals::text, id = max(id) OVER (PARTIT
 FROM replicator.changelog c
 WHERE txid >= pg_snapshot_xmin($1::pg_snapshot) AND txid < pg_snapshot_xmax($2::pg_snapshot)
   AND pg_visible_in_snapshot(txid, $2::pg_snapshot) AND NOT pg_visible_in_snapshot(txid, $1::pg_snapshot)
-  AND NOT EXISTS (SELECT 1 FROM replicator.changelog t WHERE t.op = 'T' AND t.rel = c.rel AND t.id > c.id)
+  AND NOT EXISTS (SELECT 1 FROM replicator.truncates t WHERE t.rel = c.rel AND t.id > c.id)
 ORDER BY last_id, id`
 
 // Cursor reads one batch's changes in apply order with bounded memory: a
@@ -146,6 +145,8 @@ type Cursor struct {
 	cur   Change
 	err   error
 	n     int64
+	// keys and vals are the current change's parsed key and values.
+	keys, vals []pair
 }
 
 type rawChange struct {
@@ -250,13 +251,33 @@ func (r *Cursor) decode(ctx context.Context, raw *rawChange) error {
 	}
 	ch := &r.cur
 	*ch = Change{ID: raw.id, TxID: txid, Op: Op(raw.op), Table: t, TxnEnd: raw.txnEnd}
+	if ch.Op == Truncate {
+		return nil
+	}
+	if ch.Op != Insert && ch.Op != Update && ch.Op != Delete {
+		return fmt.Errorf("unknown operation %q for %s", raw.op, t)
+	}
+	if r.keys, err = r.parse(raw.key, r.keys[:0], ch.Op != Insert); err != nil {
+		return fmt.Errorf("%s of %s: key: %w", ch.Op, t, err)
+	}
+	if r.vals, err = r.parse(raw.vals, r.vals[:0], ch.Op != Delete); err != nil {
+		return fmt.Errorf("%s of %s: values: %w", ch.Op, t, err)
+	}
+	if t, err = r.c.reshape(ctx, r.tx, t, ch.Op == Insert, r.keys, r.vals); err != nil {
+		return err
+	}
+	if ch.Op != Insert && !t.hasKey(r.keys) {
+		// A description with a key column the change's table no longer
+		// had (dropped or renamed since): described again.
+		if t, err = r.c.reshapeIf(ctx, r.tx, t, false, false, r.keys, r.vals); err != nil {
+			return err
+		}
+	}
+	ch.Table = t
 	switch ch.Op {
 	case Insert:
 		// An insert records its row only: the key is part of it.
-		if ch.New, err = r.values(ctx, &t, raw.vals); err != nil {
-			return fmt.Errorf("insert into %s: %w", t, err)
-		}
-		ch.Table = t
+		ch.New = t.image(r.vals)
 		ch.Key = make([]Value, len(ch.New))
 		for i, col := range t.Columns {
 			if ch.Key[i].Kind = ValueUnchanged; col.Key {
@@ -264,68 +285,51 @@ func (r *Cursor) decode(ctx context.Context, raw *rawChange) error {
 			}
 		}
 	case Update, Delete:
-		if ch.Key, err = r.values(ctx, &t, raw.key); err != nil {
-			return fmt.Errorf("%s of %s key: %w", ch.Op, t, err)
-		}
-		ch.Table = t
-		if ch.Op == Update {
-			if ch.New, err = r.values(ctx, &t, raw.vals); err != nil {
-				return fmt.Errorf("%s of %s %s: %w", ch.Op, t, ch.KeyString(), err)
+		// The recorded key is the key columns, or the whole old row (no
+		// key, or a key column renamed since install): only the key
+		// columns are kept, and each must be there.
+		ch.Key = t.image(r.keys)
+		for i, col := range t.Columns {
+			switch {
+			case !col.Key:
+				ch.Key[i] = Value{Kind: ValueUnchanged}
+			case ch.Key[i].Kind == ValueUnchanged:
+				return fmt.Errorf("%s of %s: the recorded old key has no column %q, which is part of the table's key now: "+
+					"the key was changed on the source since trigger capture was installed; install it again and take a new snapshot", ch.Op, t, col.Name)
 			}
-			ch.Table = t
 		}
-	case Truncate:
-	default:
-		return fmt.Errorf("unknown operation %q for %s", raw.op, t)
+		if ch.Op == Update {
+			ch.New = t.image(r.vals)
+		}
 	}
 	return nil
 }
 
-// values decodes a jsonb object of column name → text (or null) into a
-// row image indexed like the table's columns. A column the install
-// catalog does not know means the table was reinstalled after DDL: the
-// catalog is read again once.
-func (r *Cursor) values(ctx context.Context, t **Table, js *string) ([]Value, error) {
-	if js == nil {
-		return nil, fmt.Errorf("no values recorded")
+// parse reads a recorded hstore (nil: none) into out; want says one must
+// be there.
+func (r *Cursor) parse(s *string, out []pair, want bool) ([]pair, error) {
+	if s == nil {
+		if want {
+			return nil, fmt.Errorf("no values recorded")
+		}
+		return out, nil
 	}
-	var m map[string]*string
-	if err := json.Unmarshal([]byte(*js), &m); err != nil {
-		return nil, fmt.Errorf("decode recorded values: %w", err)
+	return parseHstore(*s, out)
+}
+
+// image is the row image of ps indexed like t's columns (which name every
+// pair but generated ones): columns not in ps are ValueUnchanged.
+func (t *Table) image(ps []pair) []Value {
+	out := make([]Value, len(t.Columns))
+	for i := range out {
+		out[i].Kind = ValueUnchanged
 	}
-	for attempt := 0; ; attempt++ {
-		out := make([]Value, len((*t).Columns))
-		for i := range out {
-			out[i].Kind = ValueUnchanged
+	for _, p := range ps {
+		if i, ok := t.colIndex[p.name]; ok {
+			out[i] = p.val
 		}
-		unknown := ""
-		for name, v := range m {
-			i, ok := (*t).colIndex[name]
-			if !ok {
-				unknown = name
-				break
-			}
-			if v == nil {
-				out[i] = Value{Kind: ValueNull}
-			} else {
-				out[i] = Value{Kind: ValueText, Text: []byte(*v)}
-			}
-		}
-		if unknown == "" {
-			return out, nil
-		}
-		if attempt > 0 {
-			return nil, fmt.Errorf("column %q is not in the install catalog of the table", unknown)
-		}
-		r.c.mu.Lock()
-		delete(r.c.tables, (*t).ID)
-		r.c.mu.Unlock()
-		nt, err := r.c.table(ctx, r.tx, (*t).ID)
-		if err != nil {
-			return nil, err
-		}
-		*t = nt
 	}
+	return out
 }
 
 // Change is the current change. It and its values are valid until the

@@ -166,38 +166,26 @@ func (c *Capture) NextBatch(ctx context.Context, applied int64) (*Batch, error) 
 	}
 }
 
-// table returns the captured table with oid id, reading the install
-// catalog when it is not known yet.
-func (c *Capture) table(ctx context.Context, q querier, id uint32) (*Table, error) {
+// table returns the current description of the captured table with oid
+// id, reading it from the source's catalog when it is not known yet.
+func (c *Capture) table(ctx context.Context, q queryer, id uint32) (*Table, error) {
 	c.mu.Lock()
 	t := c.tables[id]
 	c.mu.Unlock()
 	if t != nil {
 		return t, nil
 	}
-	t = &Table{ID: id}
-	var identity string
-	var cols, keys []string
-	err := q.QueryRow(ctx, `SELECT root, nspname, relname, identity::text, columns, key_columns FROM replicator.tables WHERE relid = $1`, id).
-		Scan(&t.Root, &t.Namespace, &t.Name, &identity, &cols, &keys)
+	t, err := describe(ctx, q, id)
 	if err != nil {
-		return nil, fmt.Errorf("changelog names table oid %d, which the install catalog (replicator.tables) does not hold: %w", id, err)
+		return nil, err
 	}
-	t.Identity = identity[0]
-	isKey := map[string]bool{}
-	for _, k := range keys {
-		isKey[k] = true
-	}
-	for _, col := range cols {
-		t.Columns = append(t.Columns, Column{Name: col, Key: isKey[col]})
-	}
-	t.index()
 	c.mu.Lock()
 	c.tables[id] = t
 	c.mu.Unlock()
 	return t, nil
 }
 
-type querier interface {
+type queryer interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }

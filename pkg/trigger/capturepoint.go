@@ -3,6 +3,7 @@ package trigger
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -113,39 +114,78 @@ func (p *CapturePoint) Release(ctx context.Context) error {
 	return err
 }
 
-// CheckInstalled returns an error naming the tables of the source that
-// have no capture trigger (created after Install, or never installed).
+// CheckInstalled returns an error naming the tables of the source whose
+// changes capture would miss, and the fix: a table without its capture
+// triggers (created after Install, or never installed), a capture trigger
+// disabled, or a row trigger whose key columns are no longer the table's
+// key (the key was changed since install). A column added, dropped,
+// renamed or retyped is not among them: the capture function records each
+// row as it is at the time of the write (see rowFunctionDDL).
 func CheckInstalled(ctx context.Context, conn *pgx.Conn) error {
 	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT to_regclass('replicator.changelog') IS NOT NULL AND to_regclass('replicator.ticks') IS NOT NULL`).Scan(&exists); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('replicator.changelog') IS NOT NULL AND to_regclass('replicator.ticks') IS NOT NULL
+		AND to_regprocedure('replicator.capture_row()') IS NOT NULL`).Scan(&exists); err != nil {
 		return fmt.Errorf("look for the changelog on the source: %w", err)
 	}
 	if !exists {
-		return fmt.Errorf("source has no trigger capture installed (schema replicator with its changelog): install it first")
+		return fmt.Errorf("source has no trigger capture installed (schema replicator with its changelog and capture functions): install it first")
 	}
 	tables, err := ListTables(ctx, conn)
 	if err != nil {
 		return err
 	}
+	// Every capture trigger of the source, with its function, whether it
+	// fires, and its arguments.
+	rows, err := conn.Query(ctx, `SELECT t.tgrelid, t.tgname, p.oid = 'replicator.capture_row()'::regprocedure,
+			p.oid = 'replicator.capture_truncate()'::regprocedure, t.tgenabled::text, t.tgargs
+		FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+		WHERE t.tgname IN ($1, $2) AND NOT t.tgisinternal`, RowTrigger, TruncateTrigger)
+	if err != nil {
+		return fmt.Errorf("look up the capture triggers on the source: %w", err)
+	}
+	type trig struct {
+		ok      bool
+		enabled string
+		args    []string
+	}
+	found := map[uint32]map[string]trig{}
+	for rows.Next() {
+		var rel uint32
+		var name, enabled string
+		var isRow, isTrunc bool
+		var raw []byte
+		if err := rows.Scan(&rel, &name, &isRow, &isTrunc, &enabled, &raw); err != nil {
+			rows.Close()
+			return fmt.Errorf("look up the capture triggers on the source: %w", err)
+		}
+		// Each argument ends with a NUL.
+		args := strings.Split(strings.TrimSuffix(string(raw), "\x00"), "\x00")
+		if found[rel] == nil {
+			found[rel] = map[string]trig{}
+		}
+		found[rel][name] = trig{ok: name == RowTrigger && isRow || name == TruncateTrigger && isTrunc, enabled: enabled, args: args}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("look up the capture triggers on the source: %w", err)
+	}
 	var missing []string
 	for _, t := range tables {
-		var n int
-		var cols []string
-		err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1 AND tgname IN ($2, $3)),
-			coalesce((SELECT columns FROM replicator.tables WHERE relid = $1), '{}')`,
-			t.ID, RowTrigger, TruncateTrigger).Scan(&n, &cols)
-		if err != nil {
-			return fmt.Errorf("look up the capture triggers of %s: %w", t, err)
+		var prob string
+		for _, name := range []string{RowTrigger, TruncateTrigger} {
+			tr, ok := found[t.ID][name]
+			switch {
+			case prob != "":
+			case !ok || !tr.ok:
+				prob = t.String()
+			case tr.enabled != "A":
+				prob = fmt.Sprintf("%s (trigger %s is not enabled ALWAYS)", t, name)
+			case name == RowTrigger && t.Root == t.ID && !slices.Equal(tr.args, rowArgs(t)):
+				prob = fmt.Sprintf("%s (its key changed since install: the trigger records %s)", t, describeArgs(tr.args))
+			}
 		}
-		var now []string
-		for _, c := range t.Columns {
-			now = append(now, c.Name)
-		}
-		switch {
-		case n < 2:
-			missing = append(missing, t.String())
-		case strings.Join(cols, "\x00") != strings.Join(now, "\x00"):
-			missing = append(missing, t.String()+" (columns changed since install)")
+		if prob != "" {
+			missing = append(missing, prob)
 		}
 	}
 	if len(missing) > 0 {
@@ -155,4 +195,12 @@ func CheckInstalled(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("source tables without capture triggers: %s: install trigger capture again (it is idempotent)", strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// describeArgs names the key a row trigger's arguments record.
+func describeArgs(args []string) string {
+	if len(args) <= 1 {
+		return "every column as the key"
+	}
+	return "key (" + strings.Join(args[1:], ", ") + ")"
 }

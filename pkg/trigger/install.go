@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,7 @@ const (
 	RowTrigger      = "replicator_capture"
 	TruncateTrigger = "replicator_capture_truncate"
 	truncateFunc    = "replicator.capture_truncate"
+	rowFunc         = "replicator.capture_row"
 )
 
 // ApplyingSetting is the session setting this tool's apply connections
@@ -36,23 +38,33 @@ const ApplyingSetting = "replicator.applying"
 const skipApplying = "\tIF pg_catalog.current_setting('" + ApplyingSetting + "', true) OPERATOR(pg_catalog.=) 'on' THEN RETURN NULL; END IF;\n"
 
 // The changelog has no primary key: nothing looks a row up by id, and every
-// index is paid for on each write of the application. The index on txid
-// serves both the batch reads and the purge, which select by transaction
-// id ranges; the partial index of TRUNCATE rows is only written by
-// TRUNCATE (see batchSQL). The id sequence keeps the default CACHE 1: ids
-// must be handed out in time order across sessions (see batch.go).
+// index is paid for on each write of the application, so it has one: on
+// txid, which serves both the batch reads and the purge (they select by
+// transaction id ranges). TRUNCATEs are also written to
+// replicator.truncates, which the batch reads look up (see batchSQL): an
+// index of them on the changelog, even partial, would be opened and its
+// predicate checked on every row the application writes. The id sequence keeps the default CACHE 1: ids
+// must be handed out in time order across sessions (see batch.go). key and
+// vals are hstore (column name → text output or NULL): what hstore(record)
+// builds in C from the row itself, stored as it is built, and smaller on
+// disk than the same object as jsonb. %[1]s is the hstore extension's
+// schema.
 const schemaDDL = `
-CREATE SCHEMA IF NOT EXISTS replicator;
 CREATE TABLE IF NOT EXISTS replicator.changelog (
 	id   bigserial,
 	txid xid8 NOT NULL,
 	rel  oid NOT NULL,
 	op   "char" NOT NULL,
-	key  jsonb,
-	vals jsonb
+	key  %[1]s.hstore,
+	vals %[1]s.hstore
 );
 CREATE INDEX IF NOT EXISTS changelog_txid ON replicator.changelog (txid);
-CREATE INDEX IF NOT EXISTS changelog_truncates ON replicator.changelog (rel, id) WHERE op = 'T';
+CREATE TABLE IF NOT EXISTS replicator.truncates (
+	id   bigint NOT NULL,
+	txid xid8 NOT NULL,
+	rel  oid NOT NULL,
+	PRIMARY KEY (rel, id)
+);
 CREATE TABLE IF NOT EXISTS replicator.ticks (
 	id   bigint PRIMARY KEY,
 	snap pg_snapshot NOT NULL,
@@ -80,14 +92,49 @@ REVOKE ALL ON ALL TABLES IN SCHEMA replicator FROM PUBLIC;
 const truncateFuncDDL = `
 CREATE OR REPLACE FUNCTION replicator.capture_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $f$
+DECLARE
+	i pg_catalog.int8;
 BEGIN
-` + skipApplying + `	INSERT INTO replicator.changelog (txid, rel, op) VALUES (pg_catalog.pg_current_xact_id(), TG_RELID, 'T');
+` + skipApplying + `	INSERT INTO replicator.changelog (txid, rel, op) VALUES (pg_catalog.pg_current_xact_id(), TG_RELID, 'T') RETURNING id INTO i;
+	INSERT INTO replicator.truncates (id, txid, rel) VALUES (i, pg_catalog.pg_current_xact_id(), TG_RELID);
 	RETURN NULL;
 END $f$;
 REVOKE ALL ON FUNCTION replicator.capture_truncate() FROM PUBLIC;
 `
 
-// Table is a captured source table as recorded at install time.
+// Output settings the capture function pins while it converts values to
+// text: the settings some built-in type's text output depends on, with
+// the value it writes under. They are pinned only when the writing
+// session's values differ (with set_config(…, true), restored before the
+// function returns): a SET clause on the function would be saved and
+// restored around every call, which on PostgreSQL 15 walks every setting
+// and costs the application's writes more than the rest. The function does
+// not know the table's column types (a column added later may need any of
+// them), so it checks all of them, as one string compared with the usual
+// defaults (usual is a list of such strings): one expression is cheaper
+// than one per setting, and a session whose settings merely give the same
+// text (TimeZone GMT, extra_float_digits 2 or 3) is pinned needlessly but
+// correctly.
+type pin struct {
+	name, value string
+}
+
+var (
+	pins = []pin{
+		{"DateStyle", "ISO, MDY"},
+		{"IntervalStyle", "postgres"},
+		{"bytea_output", "hex"},
+		// 1 and above all give the shortest exact text; below 1 loses digits.
+		{"extra_float_digits", "1"},
+		{"TimeZone", "UTC"},
+	}
+	// Servers set up on a UTC host default to Etc/UTC: same text.
+	usual = []string{"ISO, MDY|postgres|hex|1|UTC", "ISO, MDY|postgres|hex|1|Etc/UTC"}
+)
+
+// Table is a captured source table: as recorded at install time (Install,
+// ListTables), or as a batch reader describes it for a change (then its
+// columns are those the change's shape and the source's catalog name).
 type Table struct {
 	ID        uint32 // pg_class oid on the source
 	Root      uint32 // the partitioned root whose trigger captures it (ID itself when not a partition)
@@ -99,16 +146,16 @@ type Table struct {
 	Identity byte
 	Columns  []Column
 	colIndex map[string]int
+	// generated are the table's generated columns, when described by a
+	// batch reader: recorded in the row, but left out of changes.
+	generated map[string]bool
 }
 
 // Column is one captured column. Generated columns are not captured.
 type Column struct {
 	Name string
-	Type string // format_type on the source, e.g. numeric(10,2)
+	Type string // format_type on the source, e.g. numeric(10,2); "" when read back from a change
 	Key  bool   // part of the row's key (every column when Identity is 'f')
-	fast bool   // "=" equality means identical text: plain IS DISTINCT FROM
-	// settings are the output settings the column's text form depends on.
-	settings []string
 }
 
 // String is the qualified, quoted name.
@@ -121,64 +168,16 @@ func (t *Table) index() {
 	}
 }
 
-// Types whose "=" holds only for values with the same text form, so an
-// UPDATE can compare them with plain inequality. Every other type (numeric
-// 1.0 = 1.00, float8 0 = -0, jsonb, citext, interval '1 day' = '24 hours',
-// …) is compared by binary image (record *<>; the casts to record keep the
-// parser from comparing the row constructors column by column), which
-// never calls two values with different text forms equal. char(n) is
-// fast only with a length: then every value is padded alike.
-var fastEquality = map[string]bool{"int2": true, "int4": true, "int8": true, "bool": true, "bytea": true,
-	"uuid": true, "date": true, "timestamp": true, "timestamptz": true, "time": true, "oid": true,
-	"text": true, "varchar": true, "char": true, "name": true}
-
-// Output settings a capture function pins while it converts values to
-// text, and the types whose text depends on each. A setting is pinned
-// only when the writing session's value differs (with set_config(…,
-// true), restored before the function returns), and only by functions of
-// tables that have such a type: a SET clause on the function would be
-// saved and restored around every call, which on PostgreSQL 15 walks
-// every setting and costs the application's writes more than the rest.
-type pin struct {
-	name, value, differs string
-}
-
-var (
-	pins = []pin{
-		{"DateStyle", "ISO, MDY", `pg_catalog.current_setting('DateStyle') OPERATOR(pg_catalog.<>) 'ISO, MDY'`},
-		{"IntervalStyle", "postgres", `pg_catalog.current_setting('IntervalStyle') OPERATOR(pg_catalog.<>) 'postgres'`},
-		// Servers set up on a UTC host default to Etc/UTC: same text.
-		{"TimeZone", "UTC", `pg_catalog.current_setting('TimeZone') OPERATOR(pg_catalog.<>) ALL ('{UTC,Etc/UTC,GMT,Etc/GMT,UCT,Etc/UCT,Zulu,Etc/Zulu,Universal,Etc/Universal}'::pg_catalog.text[])`},
-		{"bytea_output", "hex", `pg_catalog.current_setting('bytea_output') OPERATOR(pg_catalog.<>) 'hex'`},
-		// 1 and above all give the shortest exact text; below 1 loses digits.
-		{"extra_float_digits", "1", `pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 OPERATOR(pg_catalog.<) 1`},
-	}
-	allPins = []string{"DateStyle", "IntervalStyle", "TimeZone", "bytea_output", "extra_float_digits"}
-	// Types known not to depend on any of them.
-	settingFree = map[string]bool{"int2": true, "int4": true, "int8": true, "bool": true, "numeric": true,
-		"text": true, "varchar": true, "bpchar": true, "char": true, "name": true, "uuid": true, "json": true,
-		"jsonb": true, "oid": true, "inet": true, "cidr": true, "macaddr": true, "macaddr8": true, "bit": true,
-		"varbit": true, "xml": true, "tsvector": true, "tsquery": true, "money": true, "citext": true, "ltree": true, "hstore": true}
-	settingsOf = map[string][]string{"date": {"DateStyle"}, "timestamp": {"DateStyle"},
-		"timestamptz": {"DateStyle", "TimeZone"}, "time": {"DateStyle"}, "timetz": {"DateStyle"},
-		"interval": {"IntervalStyle"}, "float4": {"extra_float_digits"}, "float8": {"extra_float_digits"},
-		"bytea": {"bytea_output"}, "point": {"extra_float_digits"}, "line": {"extra_float_digits"},
-		"lseg": {"extra_float_digits"}, "box": {"extra_float_digits"}, "path": {"extra_float_digits"},
-		"polygon": {"extra_float_digits"}, "circle": {"extra_float_digits"}}
-)
-
-// settingsFor returns the settings a type's text output depends on: by
-// name for the built-in scalar types, all of them for anything composite,
-// ranged or unknown (enums are free).
-func settingsFor(typname string, typtype string) []string {
-	if s, ok := settingsOf[typname]; ok {
-		return s
-	}
-	if settingFree[typname] || typtype == "e" {
-		return nil
-	}
-	return allPins
-}
+// columnsSQL reads a table's captured columns ($1 its oid) with the key
+// flag for identity $2: generated columns are left out (the target
+// computes them).
+const columnsSQL = `SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+		CASE $2 WHEN 'd' THEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary AND a.attnum = ANY (i.indkey))
+		        WHEN 'i' THEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisreplident AND a.attnum = ANY (i.indkey))
+		        ELSE true END
+	FROM pg_attribute a
+	WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+	ORDER BY a.attnum`
 
 // ListTables reads the tables trigger capture covers: the user tables of
 // pgcatalog (ordinary and partitioned, outside the system schemas, schema
@@ -212,34 +211,16 @@ func ListTables(ctx context.Context, conn *pgx.Conn) ([]*Table, error) {
 		default:
 			t.Identity = 'f'
 		}
-		// The element type of arrays and the base type of domains decide
-		// which output settings matter (elem/base of elem/base, two levels).
-		crows, err := conn.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname, tn.nspname = 'pg_catalog',
-				coalesce(co.collisdeterministic, true), a.atttypmod,
-				CASE $2 WHEN 'd' THEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary AND a.attnum = ANY (i.indkey))
-				        WHEN 'i' THEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisreplident AND a.attnum = ANY (i.indkey))
-				        ELSE true END,
-				e.typname, e.typtype::text
-			FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace
-			LEFT JOIN pg_collation co ON co.oid = a.attcollation
-			LEFT JOIN pg_type t1 ON t1.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype WHEN t.typelem <> 0 AND t.typlen = -1 THEN t.typelem ELSE t.oid END
-			LEFT JOIN pg_type e ON e.oid = CASE WHEN t1.typtype = 'd' THEN t1.typbasetype WHEN t1.typelem <> 0 AND t1.typlen = -1 THEN t1.typelem ELSE t1.oid END
-			WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-			ORDER BY a.attnum`, r.OID, string(t.Identity))
+		crows, err := conn.Query(ctx, columnsSQL, r.OID, string(t.Identity))
 		if err != nil {
 			return nil, fmt.Errorf("read the columns of %s: %w", t, err)
 		}
 		for crows.Next() {
 			var c Column
-			var typname, elemName, elemType string
-			var builtin, deterministic bool
-			var typmod int32
-			if err := crows.Scan(&c.Name, &c.Type, &typname, &builtin, &deterministic, &typmod, &c.Key, &elemName, &elemType); err != nil {
+			if err := crows.Scan(&c.Name, &c.Type, &c.Key); err != nil {
 				crows.Close()
 				return nil, fmt.Errorf("read the columns of %s: %w", t, err)
 			}
-			c.fast = builtin && deterministic && (fastEquality[typname] || typname == "bpchar" && typmod > 0)
-			c.settings = settingsFor(elemName, elemType)
 			t.Columns = append(t.Columns, c)
 		}
 		crows.Close()
@@ -253,27 +234,58 @@ func ListTables(ctx context.Context, conn *pgx.Conn) ([]*Table, error) {
 }
 
 // Install creates, with table-owner rights, schema replicator with the
-// changelog, ticks and tables catalog, a capture function per table and
-// the triggers calling them. It may be repeated: functions are replaced
-// and triggers re-created, so running it again after DDL on the source
-// brings the column lists up to date. Each table is handled in its own
-// short transaction, because creating a trigger waits for the writers of
-// that table (SHARE ROW EXCLUSIVE lock); a lock not obtained within
-// cfg.LockTimeout is retried, and the application is never blocked longer.
-// It returns the tables now captured.
+// changelog, ticks and tables catalog, the capture functions, and the
+// triggers on every table ListTables lists. It may be repeated: the
+// functions are replaced and the triggers re-created, so a table created
+// since is captured from then on (InstallTables does the same for chosen
+// tables only). Each table is handled in its own short transaction,
+// because creating a trigger waits for the writers of that table (SHARE
+// ROW EXCLUSIVE lock); a lock not obtained within cfg.LockTimeout is
+// retried, and the application is never blocked longer. It returns the
+// tables now captured.
 func Install(ctx context.Context, conn *pgx.Conn, cfg Config, log *zap.Logger) ([]*Table, error) {
+	return install(ctx, conn, cfg, log, nil)
+}
+
+// InstallTables installs capture on the tables with the given oids only
+// (ordinary, partitioned roots, or partitions of a captured root), with
+// schema replicator and the functions created first as by Install. It is
+// for tables created while the stream runs: their changes are recorded
+// from the commit of their trigger on, so the caller copies such a table
+// after InstallTables returns. An oid that is not a table trigger capture
+// covers (see ListTables) is an error naming it. It returns the tables
+// installed, in ListTables order.
+func InstallTables(ctx context.Context, conn *pgx.Conn, cfg Config, log *zap.Logger, oids ...uint32) ([]*Table, error) {
+	want := map[uint32]bool{}
+	for _, id := range oids {
+		want[id] = true
+	}
+	return install(ctx, conn, cfg, log, want)
+}
+
+func install(ctx context.Context, conn *pgx.Conn, cfg Config, log *zap.Logger, only map[uint32]bool) ([]*Table, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := checkVersion(ctx, conn); err != nil {
+	if err := prepare(ctx, conn); err != nil {
 		return nil, err
-	}
-	if _, err := conn.Exec(ctx, schemaDDL+truncateFuncDDL); err != nil {
-		return nil, fmt.Errorf("create schema replicator with the changelog on the source: %w", err)
 	}
 	tables, err := ListTables(ctx, conn)
 	if err != nil {
 		return nil, err
+	}
+	if only != nil {
+		var picked []*Table
+		for _, t := range tables {
+			if only[t.ID] {
+				picked = append(picked, t)
+				delete(only, t.ID)
+			}
+		}
+		for id := range only {
+			return nil, fmt.Errorf("install capture on table oid %d: no such user table on the source (or a partition of a table that is not captured): name a table that ListTables lists", id)
+		}
+		tables = picked
 	}
 	for _, t := range tables {
 		if err := installTable(ctx, conn, cfg, t); err != nil {
@@ -282,6 +294,58 @@ func Install(ctx context.Context, conn *pgx.Conn, cfg Config, log *zap.Logger) (
 	}
 	log.Info("trigger capture installed on the source", zap.Int("tables", len(tables)))
 	return tables, nil
+}
+
+// prepare creates schema replicator with hstore, the changelog, ticks and
+// catalog, and the capture functions; it may be repeated.
+func prepare(ctx context.Context, conn *pgx.Conn) error {
+	if err := checkVersion(ctx, conn); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS replicator`); err != nil {
+		return fmt.Errorf("create schema replicator on the source: %w", err)
+	}
+	hs, err := hstoreSchema(ctx, conn, true)
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, fmt.Sprintf(schemaDDL, pgutil.QuoteIdent(hs))); err != nil {
+		return fmt.Errorf("create the changelog in schema replicator on the source: %w", err)
+	}
+	// A changelog of an earlier layout (jsonb key and vals) would make the
+	// capture function fail the application's writes: refuse instead.
+	var typ string
+	if err := conn.QueryRow(ctx, `SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'replicator.changelog'::regclass AND attname = 'vals'`).Scan(&typ); err != nil {
+		return fmt.Errorf("read the changelog's layout on the source: %w", err)
+	}
+	if !strings.HasSuffix(typ, "hstore") {
+		return fmt.Errorf("replicator.changelog on the source has vals of type %s, an earlier layout: remove schema replicator (`replicator cleanup`) and install again", typ)
+	}
+	if _, err := conn.Exec(ctx, truncateFuncDDL+rowFunctionDDL(hs)); err != nil {
+		return fmt.Errorf("create the capture functions in schema replicator on the source: %w", err)
+	}
+	return nil
+}
+
+// hstoreSchema returns the schema of the hstore extension, creating the
+// extension in schema replicator when create and it is not installed.
+// hstore is a trusted extension (PostgreSQL 13+): a role with CREATE on
+// the database may create it, Heroku and RDS ship it.
+func hstoreSchema(ctx context.Context, conn *pgx.Conn, create bool) (string, error) {
+	if create {
+		if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS hstore SCHEMA replicator`); err != nil {
+			return "", fmt.Errorf("create extension hstore in schema replicator on the source: %w: trigger capture records rows with hstore; let the source user create it (CREATE on the database), or create it as the database owner", err)
+		}
+	}
+	var hs string
+	err := conn.QueryRow(ctx, `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hstore'`).Scan(&hs)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("the source has no hstore extension, which trigger capture's changelog needs: install trigger capture again")
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up the hstore extension on the source: %w", err)
+	}
+	return hs, nil
 }
 
 func checkVersion(ctx context.Context, conn *pgx.Conn) error {
@@ -295,6 +359,22 @@ func checkVersion(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
+// rowArgs are the arguments of t's row trigger: the oid its changes are
+// recorded under (the root), then its key columns, none when every column
+// is the key (identity 'f').
+func rowArgs(t *Table) []string {
+	args := []string{strconv.FormatUint(uint64(t.ID), 10)}
+	if t.Identity == 'f' {
+		return args
+	}
+	for _, c := range t.Columns {
+		if c.Key {
+			args = append(args, c.Name)
+		}
+	}
+	return args
+}
+
 func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) error {
 	var stmts []string
 	qname := t.String()
@@ -302,14 +382,18 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 		// Row triggers go on the root only: since PostgreSQL 13 a row
 		// trigger of a partitioned table is cloned onto every partition,
 		// including ones attached later, and fires with the partition's
-		// row. The generated function records the root's oid, so changes
-		// of a partitioned table arrive under the root's name (like
+		// row. Its first argument is the root's oid, so changes of a
+		// partitioned table arrive under the root's name (like
 		// publish_via_partition_root): the target routes them into its own
-		// partitions, a row moved between partitions is a DELETE and an
-		// INSERT of the root, and the root's columns are the ones listed.
-		stmts = append(stmts, rowFunctionDDL(t),
+		// partitions, and a row moved between partitions is a DELETE and
+		// an INSERT of the root.
+		var args []string
+		for _, a := range rowArgs(t) {
+			args = append(args, pgutil.QuoteLiteral(a))
+		}
+		stmts = append(stmts,
 			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", RowTrigger, qname),
-			fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()", RowTrigger, qname, funcName(t)),
+			fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s(%s)", RowTrigger, qname, rowFunc, strings.Join(args, ", ")),
 			fmt.Sprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", qname, RowTrigger))
 	}
 	// TRUNCATE triggers are statement triggers, never cloned: every table,
@@ -347,6 +431,9 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 					return err
 				}
 			}
+			// The install catalog names the table's changes after it is
+			// dropped (the batch reader describes live tables from the
+			// source's catalog).
 			_, err := tx.Exec(ctx, `INSERT INTO replicator.tables (relid, root, nspname, relname, identity, columns, key_columns)
 				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (relid) DO UPDATE SET root = EXCLUDED.root,
 				nspname = EXCLUDED.nspname, relname = EXCLUDED.relname, identity = EXCLUDED.identity,
@@ -378,15 +465,35 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 	}
 }
 
-func funcName(t *Table) string { return fmt.Sprintf("replicator.capture_%d", t.ID) }
-
-// rowFunctionDDL generates the row trigger function of one table.
+// rowFunctionDDL generates the one row trigger function every table's
+// row trigger calls, hs being hstore's schema.
 //
-// Values are written as col::text. Where a type's text depends on a
-// session setting (DateStyle, IntervalStyle, TimeZone, bytea_output,
-// extra_float_digits), the function pins it while it runs (see pins), so
-// the text is what the target's input functions read back identically,
-// whatever the application's session set.
+// It follows the table's columns whatever they are at the time of the
+// write, with no window: hstore(NEW) is built from the row itself, with
+// every column's name and its type's output function (the text col::text
+// gives, and that the target's input function reads back), so a column
+// added, dropped or renamed is in, out of, or renamed in the very next
+// change after the ALTER commits; nothing is generated per table, so
+// there is nothing to regenerate. Generated columns are in the row too:
+// the batch reader leaves them out (the target computes them).
+//
+// Where a type's text depends on a session setting (DateStyle,
+// IntervalStyle, TimeZone, bytea_output, extra_float_digits), the
+// function pins it while it runs (see pins), so the text is what the
+// target's input functions read back identically, whatever the
+// application's session set.
+//
+// The arguments (TG_ARGV) are the oid to record and the key columns (see
+// rowArgs). An UPDATE records the old key and only the columns whose text
+// changed (hstore's "-" keeps the pairs of NEW that OLD does not have), so
+// a large TOASTed value left alone is never copied into the changelog nor
+// rewritten on the target; an UPDATE that changes nothing is not
+// recorded; a row whose key changed is recorded whole, because after a
+// chunked copy the stream may have to insert it at its new key (apply's
+// chunk filter), where the target has no old row to keep values from. A
+// key column the arguments name but the row no longer has (renamed or
+// dropped since install) makes the old key the whole old row, so the key
+// is never lost; CheckInstalled asks for a new install then.
 //
 // SECURITY DEFINER lets any role that writes the table record its change
 // without being granted the changelog (which nobody else may write: a
@@ -395,111 +502,65 @@ func funcName(t *Table) string { return fmt.Sprintf("replicator.capture_%d", t.I
 // can substitute an object of its own; this spares the function a pinned
 // search_path, whose save and restore on every call costs the
 // application's writes more than the rest of the function.
-//
-// An UPDATE records only the columns whose value changed: a large TOASTed
-// value left alone is neither copied into the changelog nor rewritten on
-// the target. An UPDATE that changes nothing is not recorded.
-func rowFunctionDDL(t *Table) string {
-	pinned := map[string]bool{}
-	for _, c := range t.Columns {
-		for _, g := range c.settings {
-			pinned[g] = true
-		}
+func rowFunctionDDL(hs string) string {
+	h := pgutil.QuoteIdent(hs)
+	var current, quoted, save, set, restore []string
+	for _, u := range usual {
+		quoted = append(quoted, pgutil.QuoteLiteral(u))
 	}
-	var decl, before, after string
 	for i, p := range pins {
-		if !pinned[p.name] {
-			continue
-		}
-		decl += fmt.Sprintf("\ts%d pg_catalog.text;\n", i)
-		before += fmt.Sprintf("\tIF %s THEN\n\t\ts%d := pg_catalog.current_setting('%s');\n\t\tPERFORM pg_catalog.set_config('%s', '%s', true);\n\tEND IF;\n",
-			p.differs, i, p.name, p.name, p.value)
-		after += fmt.Sprintf("\tIF s%d IS NOT NULL THEN PERFORM pg_catalog.set_config('%s', s%d, true); END IF;\n", i, p.name, i)
+		current = append(current, fmt.Sprintf("pg_catalog.current_setting('%s')", p.name))
+		save = append(save, fmt.Sprintf("pg_catalog.current_setting('%s')", p.name))
+		set = append(set, fmt.Sprintf("pg_catalog.set_config('%s', '%s', true)", p.name, p.value))
+		restore = append(restore, fmt.Sprintf("pg_catalog.set_config('%s', s[%d], true)", p.name, i+1))
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `CREATE OR REPLACE FUNCTION %s() RETURNS trigger
+	r := strings.NewReplacer("$H", h,
+		"$DIFFERS", "("+strings.Join(current, " OPERATOR(pg_catalog.||) '|' OPERATOR(pg_catalog.||) ")+") OPERATOR(pg_catalog.<>) ALL (ARRAY["+strings.Join(quoted, ", ")+"])",
+		"$SAVE", strings.Join(save, ", "),
+		"$SET", strings.Join(set, ", "),
+		"$RESTORE", strings.Join(restore, ", "),
+		"$SKIP", skipApplying)
+	return r.Replace(`
+CREATE OR REPLACE FUNCTION replicator.capture_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 AS $f$
 DECLARE
-	v pg_catalog.jsonb;
-%sBEGIN
-%s%s	IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
-		INSERT INTO replicator.changelog (txid, rel, op, vals) VALUES (pg_catalog.pg_current_xact_id(), %d, 'I', %s);
-	ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
-		v := '{}'::pg_catalog.jsonb;
-`, funcName(t), decl, skipApplying, before, t.ID, jsonObject("NEW", t.Columns, false))
-	for _, c := range t.Columns {
-		q := pgutil.QuoteIdent(c.Name)
-		// IS DISTINCT FROM cannot name its operator's schema: spelled out.
-		cond := fmt.Sprintf("ROW(NEW.%s)::pg_catalog.record OPERATOR(pg_catalog.*<>) ROW(OLD.%s)::pg_catalog.record", q, q)
-		if c.fast {
-			cond = fmt.Sprintf("(NEW.%s IS NULL) OPERATOR(pg_catalog.<>) (OLD.%s IS NULL) OR NEW.%s OPERATOR(pg_catalog.<>) OLD.%s", q, q, q, q)
-		}
-		fmt.Fprintf(&b, "\t\tIF %s THEN v := v OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(%s, NEW.%s::pg_catalog.text); END IF;\n", cond, pgutil.QuoteLiteral(c.Name), q)
-	}
-	if cond := keyChanged(t); cond != "" {
-		// A row moved by its key is recorded whole: after a chunked copy
-		// the stream may have to insert it at its new key (apply's chunk
-		// filter), where the target has no old row to keep values from.
-		fmt.Fprintf(&b, "\t\tIF %s THEN v := %s; END IF;\n", cond, jsonObject("NEW", t.Columns, false))
-	}
-	fmt.Fprintf(&b, `		IF v OPERATOR(pg_catalog.<>) '{}'::pg_catalog.jsonb THEN
-			INSERT INTO replicator.changelog (txid, rel, op, key, vals) VALUES (pg_catalog.pg_current_xact_id(), %d, 'U', %s, v);
-		END IF;
-	ELSE
-		INSERT INTO replicator.changelog (txid, rel, op, key) VALUES (pg_catalog.pg_current_xact_id(), %d, 'D', %s);
+	o $H.hstore;
+	n $H.hstore;
+	k $H.hstore;
+	s pg_catalog.text[];
+BEGIN
+$SKIP	IF $DIFFERS THEN
+		s := ARRAY[$SAVE];
+		PERFORM $SET;
 	END IF;
-%s	RETURN NULL;
+	IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
+		INSERT INTO replicator.changelog (txid, rel, op, vals) VALUES (pg_catalog.pg_current_xact_id(), TG_ARGV[0]::pg_catalog.oid, 'I', $H.hstore(NEW));
+	ELSE
+		o := $H.hstore(OLD);
+		k := o;
+		IF TG_NARGS OPERATOR(pg_catalog.>) 1 AND o OPERATOR($H.?&) TG_ARGV[1:] THEN
+			k := $H.slice(o, TG_ARGV[1:]);
+		END IF;
+		IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
+			n := $H.hstore(NEW);
+			IF TG_NARGS OPERATOR(pg_catalog.=) 1 OR $H.slice(n, TG_ARGV[1:]) OPERATOR($H.=) k THEN
+				n := n OPERATOR($H.-) o;
+			END IF;
+			IF n OPERATOR($H.<>) ''::$H.hstore THEN
+				INSERT INTO replicator.changelog (txid, rel, op, key, vals) VALUES (pg_catalog.pg_current_xact_id(), TG_ARGV[0]::pg_catalog.oid, 'U', k, n);
+			END IF;
+		ELSE
+			INSERT INTO replicator.changelog (txid, rel, op, key) VALUES (pg_catalog.pg_current_xact_id(), TG_ARGV[0]::pg_catalog.oid, 'D', k);
+		END IF;
+	END IF;
+	IF s IS NOT NULL THEN
+		PERFORM $RESTORE;
+	END IF;
+	RETURN NULL;
 END $f$;
-REVOKE ALL ON FUNCTION %s() FROM PUBLIC`, t.ID, jsonObject("OLD", t.Columns, true), t.ID, jsonObject("OLD", t.Columns, true), after, funcName(t))
-	return b.String()
-}
-
-// keyChanged is the condition that an UPDATE changed t's key; "" when
-// every column is the key (then the whole row is recorded anyway).
-func keyChanged(t *Table) string {
-	if t.Identity == 'f' {
-		return ""
-	}
-	var olds, news []string
-	for _, c := range t.Columns {
-		if c.Key {
-			olds = append(olds, "OLD."+pgutil.QuoteIdent(c.Name))
-			news = append(news, "NEW."+pgutil.QuoteIdent(c.Name))
-		}
-	}
-	if len(olds) == 0 {
-		return ""
-	}
-	return fmt.Sprintf("ROW(%s)::pg_catalog.record OPERATOR(pg_catalog.*<>) ROW(%s)::pg_catalog.record", strings.Join(news, ", "), strings.Join(olds, ", "))
-}
-
-// jsonObject builds a jsonb object of rec's columns (only key columns when
-// keyOnly). jsonb_build_object takes at most 100 arguments, so wide tables
-// are built in parts of 50 columns joined with ||.
-func jsonObject(rec string, cols []Column, keyOnly bool) string {
-	var parts []string
-	var args []string
-	flush := func() {
-		if len(args) > 0 {
-			parts = append(parts, "pg_catalog.jsonb_build_object("+strings.Join(args, ", ")+")")
-			args = nil
-		}
-	}
-	for _, c := range cols {
-		if keyOnly && !c.Key {
-			continue
-		}
-		args = append(args, pgutil.QuoteLiteral(c.Name), fmt.Sprintf("%s.%s::pg_catalog.text", rec, pgutil.QuoteIdent(c.Name)))
-		if len(args) == 100 {
-			flush()
-		}
-	}
-	flush()
-	if len(parts) == 0 {
-		return "'{}'::pg_catalog.jsonb"
-	}
-	return strings.Join(parts, " OPERATOR(pg_catalog.||) ")
+REVOKE ALL ON FUNCTION replicator.capture_row() FROM PUBLIC;
+`)
 }
 
 // Uninstall removes the capture triggers from every table, then schema

@@ -51,6 +51,12 @@ func (c *Capture) Purge(ctx context.Context, applied int64) (int64, error) {
 			return total, ctx.Err()
 		}
 	}
+	// A TRUNCATE supersedes only changes of its own batch or earlier ones
+	// (see batchSQL): it goes with them.
+	if _, err := conn.Exec(ctx, `DELETE FROM replicator.truncates
+		WHERE txid < pg_snapshot_xmax($1::pg_snapshot) AND pg_visible_in_snapshot(txid, $1::pg_snapshot)`, snap); err != nil {
+		return total, fmt.Errorf("purge truncates up to batch %d: %w", applied, err)
+	}
 	if _, err := conn.Exec(ctx, `DELETE FROM replicator.ticks WHERE id < $1`, applied); err != nil {
 		return total, fmt.Errorf("purge ticks before %d: %w", applied, err)
 	}

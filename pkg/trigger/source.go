@@ -338,8 +338,8 @@ func (s *Source) send(ctx context.Context, pages chan<- []wal.Change, page *[]wa
 	return nil
 }
 
-// relation is the wal description of a captured table; a table read anew
-// from the install catalog (after a reinstall) is a new description.
+// relation is the wal description of a captured table; a table described
+// anew (after its columns changed, see describe.go) is a new description.
 func (s *Source) relation(t *Table) *wal.Relation {
 	if r, ok := s.rels[t]; ok {
 		return r
