@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -461,5 +462,83 @@ func TestDropColumnStopsTheStream(t *testing.T) {
 				t.Error("the updates made before the DROP COLUMN were not applied before the stream stopped")
 			}
 		})
+	}
+}
+
+// TestDDLStopStopsOnAnAddColumn: with --ddl stop even an additive change
+// stops the stream, naming it and pointing at --ddl apply; once the
+// operator has made the change on the target, a restarted stream goes on
+// to identical.
+func TestDDLStopStopsOnAnAddColumn(t *testing.T) {
+	m := startMigration(t, snapshot.CaptureLogical, schemachange.ModeStop)
+	waitFor(t, "the stream to take its schema baseline", func() bool {
+		return queryBool(t, m.dst, `SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'replicator' AND tablename = 'schema_catalog')`)
+	})
+	pg.Exec(t, m.src, `ALTER TABLE users ADD COLUMN email text; UPDATE users SET email = 'x' || id WHERE id <= 5`)
+	var err error
+	select {
+	case err = <-m.streamDone:
+		m.streamDone <- err
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream did not stop on the ADD COLUMN")
+	}
+	var re *schemachange.RefusedError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "column public.users.email was added on the source (text)") ||
+		!strings.Contains(err.Error(), "--ddl apply") {
+		t.Fatalf("the stream stopped with %v, want the ADD COLUMN named and --ddl apply suggested", err)
+	}
+	if queryBool(t, m.dst, `SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'email')`) {
+		t.Fatal("--ddl stop added the column on the target")
+	}
+	// The fix: the operator adds the column on the target, restarts.
+	pg.Exec(t, m.dst, `ALTER TABLE users ADD COLUMN email text`)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- apply.Stream(ctx, apply.StreamConfig{SourceURL: m.srcURL, TargetURL: pg.URL(m.dst), DDL: schemachange.ModeStop,
+			SchemaPollInterval: 300 * time.Millisecond, TableCopier: snapshot.TableCopier{}}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	}()
+	defer func() { stop(); err := <-done; done <- err }() // and again for the cleanup
+	m.streamDone = done
+	m.waitIdentical(t)
+}
+
+// TestCLIExitsTwoOnADropColumn runs `replicator stream` itself: a DROP
+// COLUMN on the source makes it exit with code 2 and print the one
+// message.
+func TestCLIExitsTwoOnADropColumn(t *testing.T) {
+	bin := t.TempDir() + "/replicator"
+	if err := testenv.BuildReplicator(bin); err != nil {
+		t.Fatal(err)
+	}
+	m := startMigration(t, snapshot.CaptureLogical, schemachange.ModeApply)
+	m.stop() // the CLI streams instead
+	<-m.streamDone
+	m.streamDone <- nil
+	cmd := exec.Command(bin, "stream", "--source", m.srcURL, "--target", pg.URL(m.dst), "--metrics-addr", "127.0.0.1:0", "--schema-poll", "200ms")
+	var stderr strings.Builder
+	cmd.Stderr, cmd.Stdout = &stderr, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream to take its schema baseline", func() bool {
+		return queryBool(t, m.dst, `SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'replicator' AND tablename = 'schema_catalog')`)
+	})
+	pg.Exec(t, m.src, `ALTER TABLE users DROP COLUMN n`)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("replicator stream did not exit on the DROP COLUMN:\n%s", stderr.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("replicator stream ended with %v, want exit code 2:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "column public.users.n was dropped on the source; the target still has it: drop it on the target (ALTER TABLE public.users DROP COLUMN n)") {
+		t.Errorf("the output does not carry the message:\n%s", stderr.String())
 	}
 }
