@@ -135,7 +135,6 @@ func ReadCatalog(ctx context.Context, q querier) (*Catalog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the tables of the catalog: %w", err)
 	}
-	var oids []uint32
 	for rows.Next() {
 		t := &Table{Indexes: map[string]Index{}}
 		if err := rows.Scan(&t.OID, &t.Schema, &t.Name, &t.Kind, &t.Parent, &t.Bound, &t.PartKey); err != nil {
@@ -143,7 +142,6 @@ func ReadCatalog(ctx context.Context, q querier) (*Catalog, error) {
 			return nil, fmt.Errorf("read the tables of the catalog: %w", err)
 		}
 		c.Tables[t.OID] = t
-		oids = append(oids, t.OID)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read the tables of the catalog: %w", err)
@@ -164,10 +162,10 @@ func ReadCatalog(ctx context.Context, q querier) (*Catalog, error) {
 			CASE WHEN c.relkind = 'p' THEN (SELECT (pa.attmissingval::text::text[])[1] FROM pg_inherits i JOIN pg_attribute pa ON pa.attrelid = i.inhrelid AND pa.attname = a.attname
 					WHERE i.inhparent = a.attrelid AND pa.atthasmissing LIMIT 1)
 				WHEN a.atthasmissing THEN (a.attmissingval::text::text[])[1] END
-		FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+		FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 		LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-		WHERE a.attrelid = ANY ($1) AND a.attnum > 0 AND NOT a.attisdropped
-		ORDER BY a.attrelid, a.attnum`, oids)
+		WHERE c.relkind IN ('r', 'p') AND `+pgcatalog.UserRelation+` AND a.attnum > 0 AND NOT a.attisdropped
+		ORDER BY a.attrelid, a.attnum`)
 	if err != nil {
 		return nil, fmt.Errorf("read the columns of the catalog: %w", err)
 	}
@@ -192,9 +190,10 @@ func ReadCatalog(ctx context.Context, q querier) (*Catalog, error) {
 	// or failed) are not listed: they appear once valid.
 	rows, err = q.Query(ctx, `SELECT i.indrelid, ic.relname, pg_get_indexdef(i.indexrelid), coalesce(con.conname, '')
 		FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+		JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 		LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x')
-		WHERE i.indrelid = ANY ($1) AND i.indisvalid
-			AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)`, oids)
+		WHERE c.relkind IN ('r', 'p') AND `+pgcatalog.UserRelation+` AND i.indisvalid
+			AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)`)
 	if err != nil {
 		return nil, fmt.Errorf("read the indexes of the catalog: %w", err)
 	}
