@@ -5,7 +5,9 @@
 // schema-only pg_dump of the same database diffed between runs, on a
 // schema of -tables tables (5 columns, a primary key and one more index
 // each, every fifth partitioned in four). Runs alternate A B B A; the
-// median of the pairs' ratios is printed with the machine's load.
+// median of the pairs' ratios is printed with the machine's load. The
+// fingerprint query, which is all a poll reads while nothing changed, is
+// timed on its own.
 //
 //	go run ./bench/schemapoll -tables 1000 -pairs 10
 package main
@@ -89,6 +91,23 @@ func run(tables, pairs int) error {
 		}
 		return time.Since(began), err
 	}
+	fingerprint := func() (time.Duration, error) {
+		began := time.Now()
+		err := pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			_, err := schemachange.Fingerprint(ctx, tx)
+			return err
+		})
+		return time.Since(began), err
+	}
+	var fps []time.Duration
+	for range 2 * pairs {
+		d, err := fingerprint()
+		if err != nil {
+			return err
+		}
+		fps = append(fps, d)
+	}
+	sort.Slice(fps, func(i, j int) bool { return fps[i] < fps[j] })
 	var ratios []float64
 	var polls, dumps []time.Duration
 	for range pairs {
@@ -115,5 +134,7 @@ func run(tables, pairs int) error {
 	fmt.Printf("catalog poll: median %s (min %s, max %s)\n", polls[len(polls)/2].Round(time.Millisecond), polls[0].Round(time.Millisecond), polls[len(polls)-1].Round(time.Millisecond))
 	fmt.Printf("pg_dump -s:   median %s (min %s, max %s)\n", dumps[len(dumps)/2].Round(time.Millisecond), dumps[0].Round(time.Millisecond), dumps[len(dumps)-1].Round(time.Millisecond))
 	fmt.Printf("median ratio poll / pg_dump: %.3f\n", ratios[len(ratios)/2])
+	fmt.Printf("fingerprint (a poll that finds nothing changed): median %s (min %s, max %s)\n", fps[len(fps)/2].Round(100*time.Microsecond),
+		fps[0].Round(100*time.Microsecond), fps[len(fps)-1].Round(100*time.Microsecond))
 	return nil
 }

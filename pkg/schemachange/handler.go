@@ -101,6 +101,9 @@ type Handler struct {
 	covered  int64 // trigger capture: the highest tick the last poll saw
 	polled   *Catalog
 	pending  []Change // additive, for Sync
+	// fingerprint is fingerprintSQL as of the last full read, at fullRead.
+	fingerprint string
+	fullRead    time.Time
 	// justCopied are the tables the last Sync copied (see Sync).
 	justCopied map[uint32]bool
 
@@ -302,10 +305,22 @@ func (h *Handler) poll(ctx context.Context) error {
 	var cat *Catalog
 	var tick int64
 	var lsn pglogrepl.LSN
+	var fp string
+	same := false
 	err := pgx.BeginTxFunc(ctx, h.src, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var err error
-		if cat, err = ReadCatalog(ctx, tx); err != nil {
+		if fp, err = Fingerprint(ctx, tx); err != nil {
 			return err
+		}
+		// Nothing the catalog read depends on was written since the last
+		// full read, which left nothing to do: the same catalog again.
+		same = fp == h.fingerprint && h.polled != nil && h.refusal == nil && len(h.pending) == 0 &&
+			time.Since(h.fullRead) < fullReadEvery
+		if !same {
+			var err error
+			if cat, err = ReadCatalog(ctx, tx); err != nil {
+				return err
+			}
 		}
 		// Read in the same snapshot as the catalog: every DDL the catalog
 		// shows committed before it. Ticks: a tick seen here was taken
@@ -320,6 +335,10 @@ func (h *Handler) poll(ctx context.Context) error {
 	}
 	h.lastPoll = time.Now()
 	h.covered = tick
+	if same {
+		return nil
+	}
+	h.fingerprint, h.fullRead = fp, time.Now()
 	h.mu.Lock()
 	changes := Diff(h.known, cat)
 	h.mu.Unlock()
@@ -396,6 +415,33 @@ func (h *Handler) poll(ctx context.Context) error {
 	h.polled, h.pending = cat, pending
 	return nil
 }
+
+// fingerprintSQL sums the catalog rows ReadCatalog depends on: a DDL
+// writes new rows into them (an in-place update, such as VACUUM's
+// relpages, does not; freezing does and costs one full read). It is a
+// few sequential scans without any deparsing, much cheaper than the full
+// read on a large schema (bench/schemapoll).
+const fingerprintSQL = `SELECT concat_ws(':',
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_class),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_attribute),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_attrdef),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_index),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_inherits),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_constraint),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_namespace))`
+
+// Fingerprint is a digest of the catalog rows ReadCatalog depends on:
+// unchanged, so is what ReadCatalog would read (up to a freeze, which
+// changes it for nothing).
+func Fingerprint(ctx context.Context, tx pgx.Tx) (string, error) {
+	var fp string
+	err := tx.QueryRow(ctx, fingerprintSQL).Scan(&fp)
+	return fp, err
+}
+
+// fullReadEvery bounds how long the fingerprint alone may vouch for the
+// catalog.
+const fullReadEvery = time.Minute
 
 // matchedOnTarget reports whether the target already shows the change: the
 // operator made it there by hand (the fix of a refusal, or of --ddl stop).
