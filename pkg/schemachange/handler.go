@@ -345,6 +345,7 @@ func (h *Handler) poll(ctx context.Context) error {
 	changes = h.withoutBuilding(changes)
 	if len(changes) == 0 {
 		h.polled, h.pending = cat, nil
+		h.refusal, h.hasStopAt = nil, false // one the source undid
 		return nil
 	}
 	var tgt *Catalog // aligned target catalog, read once when needed
@@ -359,6 +360,17 @@ func (h *Handler) poll(ctx context.Context) error {
 		return matchedOnTarget(c, tgt, cat), nil
 	}
 	var pending []Change
+	stillRefused := false
+	for _, c := range changes {
+		if h.refusal != nil && h.refusal.Change.Object == c.Object && h.refusal.Change.Kind == c.Kind {
+			stillRefused = true
+		}
+	}
+	if h.refusal != nil && !stillRefused {
+		// The source no longer shows it (undone there): nothing to stop for.
+		h.log.Info("a schema change the stream was to stop for is no longer on the source", zap.String("change", h.refusal.Change.String()))
+		h.refusal, h.hasStopAt = nil, false
+	}
 	for _, c := range changes {
 		refuse := !c.Kind.Additive() || h.cfg.Mode == ModeStop
 		if refuse {
