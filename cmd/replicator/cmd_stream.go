@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"replicator/pkg/apply"
+	"replicator/pkg/schemachange"
+	"replicator/pkg/snapshot"
 	"replicator/pkg/trigger"
 	"replicator/pkg/wal"
 )
@@ -25,6 +27,8 @@ type streamFlags struct {
 	TxnMemoryMB  int64         `name:"txn-memory-mb" help:"MiB of one source transaction (under trigger capture: one changelog batch) held in memory before it is spilled to disk." default:"8"`
 	QueueMemory  int64         `name:"queue-memory-mb" help:"MiB of received transactions waiting for apply." default:"64"`
 	SpillDir     string        `help:"Directory for spilled large transactions (default: the system's temporary directory)." placeholder:"DIR"`
+	DDL          string        `name:"ddl" enum:"apply,stop" default:"apply" help:"Schema changes on the source while streaming: apply (add columns, tables, indexes and partitions on the target, stop on drops, renames and type changes) or stop (stop on every change)."`
+	SchemaPoll   time.Duration `name:"schema-poll" help:"Longest time between two reads of the source's catalog for schema changes." default:"2s"`
 }
 
 // streamConfig is the stream's configuration from flags; `run` uses it
@@ -35,6 +39,7 @@ func (f streamFlags) streamConfig(source, target string) apply.StreamConfig {
 		Apply: apply.Config{MaxChanges: f.BatchChanges, MaxDelay: f.BatchDelay},
 		Capture: wal.Config{TxnMemory: f.TxnMemoryMB << 20, QueueMemory: f.QueueMemory << 20,
 			SpillDir: f.SpillDir},
+		DDL: schemachange.Mode(f.DDL), SchemaPollInterval: f.SchemaPoll, TableCopier: snapshot.TableCopier{},
 	}
 }
 
@@ -62,6 +67,9 @@ func streamMetrics(cfg *apply.StreamConfig, reg prometheus.Registerer) error {
 	}
 	if cfg.TriggerMetrics, err = trigger.NewMetrics(reg); err != nil {
 		return fmt.Errorf("register trigger capture's metrics: %w", err)
+	}
+	if cfg.SchemaMetrics, err = schemachange.NewMetrics(reg); err != nil {
+		return fmt.Errorf("register the schema-change metrics: %w", err)
 	}
 	return nil
 }

@@ -113,6 +113,10 @@ type Applier struct {
 	// chunks skips what a chunked copy already holds (chunks.go); nil
 	// after a copy under one snapshot.
 	chunks *ChunkFilter
+	// schema is asked before each source transaction whether the target's
+	// schema must change first (schema.go); nil: never.
+	schema   SchemaGate
+	narrowed map[narrowKey]*wal.Relation // narrowInsert's relations
 }
 
 type countKey struct{ table, op string }
@@ -205,6 +209,10 @@ func NewApplier(ctx context.Context, conn *pgx.Conn, cfg Config, applied positio
 	return a, nil
 }
 
+// SetSchemaGate makes the applier consult g before each source
+// transaction. Call it before Run.
+func (a *Applier) SetSchemaGate(g SchemaGate) { a.schema = g }
+
 // Applied is the end position of the last transaction committed on the
 // target. Safe to call from any goroutine.
 func (a *Applier) Applied() position.Position { return *a.lastApplied.Load() }
@@ -277,8 +285,15 @@ func (a *Applier) group(ctx, opCtx context.Context, src wal.Source, t *wal.Txn) 
 		}
 		if !a.applied.Less(t.End) {
 			t.Close() // applied before a restart: exactly once
-		} else if err := a.add(opCtx, t); err != nil {
-			return err
+		} else {
+			if a.schema != nil {
+				if err := a.gate(opCtx, src, t); err != nil {
+					return err
+				}
+			}
+			if err := a.add(opCtx, t); err != nil {
+				return err
+			}
 		}
 		t = nil
 		if a.changes >= a.cfg.MaxChanges || a.bytes >= a.cfg.MaxBytes || ctx.Err() != nil {
@@ -332,6 +347,9 @@ func (a *Applier) add(ctx context.Context, t *wal.Txn) error {
 	a.changes += t.Count
 	a.bytes += t.Bytes
 	return t.Each(func(c *wal.Change) error {
+		if a.schema != nil {
+			c = a.narrowInsert(c)
+		}
 		if a.chunks != nil {
 			var keep bool
 			var err error

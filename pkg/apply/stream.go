@@ -12,6 +12,7 @@ import (
 
 	"replicator/pkg/pgutil"
 	"replicator/pkg/position"
+	"replicator/pkg/schemachange"
 	"replicator/pkg/state"
 	"replicator/pkg/trigger"
 	"replicator/pkg/wal"
@@ -43,6 +44,19 @@ type StreamConfig struct {
 	// forward to the source's while streaming (sequences.go). Default (0)
 	// 10s; negative: never (cutover still moves them).
 	SequenceInterval time.Duration
+
+	// DDL is what the stream does with schema changes on the source
+	// (pkg/schemachange): schemachange.ModeApply (default, "") applies the
+	// additive ones and stops on the others, ModeStop stops on every one.
+	DDL schemachange.Mode
+	// SchemaPollInterval is the longest time between two polls of the
+	// source's catalog. Default (0) 2s.
+	SchemaPollInterval time.Duration
+	// TableCopier copies tables created on the source through the chunk
+	// ledger (snapshot.TableCopier{}); nil: such a table stops the stream.
+	TableCopier schemachange.Copier
+	// SchemaMetrics receives replicator_schema_changes_total; nil: none.
+	SchemaMetrics *schemachange.Metrics
 
 	// Metrics and TriggerMetrics receive the stream's metrics and trigger
 	// capture's. Build them once per process (NewMetrics,
@@ -164,11 +178,24 @@ func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger,
 	if err := lockStream(ctx, target); err != nil {
 		return &StageError{"connect", err}
 	}
-	switch {
-	case st.SnapshotStatus != state.SnapshotDone:
+	if st.SnapshotStatus != state.SnapshotDone {
 		return &StageError{"connect", ErrSnapshotNotDone}
+	}
+	// Schema changes made while the stream was down are brought over
+	// first (the additive ones; a refused one waits for its position).
+	schema, err := schemachange.Open(ctx, schemachange.Config{SourceURL: cfg.SourceURL, TargetURL: cfg.TargetURL,
+		Mode: cfg.DDL, Capture: st.Capture, Publication: st.Publication, PollInterval: cfg.SchemaPollInterval,
+		Trigger: cfg.Trigger, Metrics: cfg.SchemaMetrics, Copier: cfg.TableCopier}, log)
+	if err != nil {
+		return &StageError{"connect", err}
+	}
+	defer schema.Close()
+	if _, err := schema.Sync(ctx); err != nil {
+		return &StageError{"apply", err}
+	}
+	switch {
 	case st.Capture == state.CaptureTrigger:
-		return attemptTrigger(ctx, cfg, target, st, m, log, started)
+		return attemptTrigger(ctx, cfg, target, st, m, log, started, schema)
 	case st.Capture != state.CaptureLogical:
 		return &StageError{"connect", fmt.Errorf("the target's migration uses %q capture, which this version does not know", st.Capture)}
 	}
@@ -191,6 +218,7 @@ func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger,
 	if err != nil {
 		return &StageError{"apply", err}
 	}
+	ap.SetSchemaGate(schema)
 	*started = true
 	return applyAndWatch(ctx, ap, src, m, log, withSequences(cfg, log, func(ctx context.Context) { watchLag(ctx, cfg, src, ap, m, log) }))
 }

@@ -2,11 +2,13 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
+	"replicator/pkg/schemachange"
 	"replicator/pkg/state"
 	"replicator/pkg/trigger"
 )
@@ -18,17 +20,39 @@ import (
 // commit holds whole batches only, recording the last one's batch id
 // (state.RecordApplied); after a crash the stream resumes after it.
 func attemptTrigger(ctx context.Context, cfg StreamConfig, target *pgx.Conn, st *state.State, m *Metrics, log *zap.Logger,
-	started *bool) error {
-	src, err := trigger.OpenSource(ctx, cfg.SourceURL, trigger.SourceConfig{Capture: cfg.Trigger, Applied: st.Applied.ID(),
-		TxnMemory: cfg.Capture.TxnMemory, SpillDir: cfg.Capture.SpillDir}, log, cfg.TriggerMetrics)
-	if err != nil {
-		return &StageError{"capture", err}
+	started *bool, schema *schemachange.Handler) error {
+	var src *trigger.Source
+	for try := 0; ; try++ {
+		var err error
+		src, err = trigger.OpenSource(ctx, cfg.SourceURL, trigger.SourceConfig{Capture: cfg.Trigger, Applied: st.Applied.ID(),
+			TxnMemory: cfg.Capture.TxnMemory, SpillDir: cfg.Capture.SpillDir}, log, cfg.TriggerMetrics)
+		if err == nil {
+			break
+		}
+		// A table created on the source since the schema was brought
+		// over has no capture yet, and opening refuses it: bring it over
+		// (which installs its capture) and open again.
+		if try >= 3 {
+			return &StageError{"capture", err}
+		}
+		changed, serr := schema.Refresh(ctx)
+		var re *schemachange.RefusedError
+		if errors.As(serr, &re) {
+			return &StageError{"capture", serr} // the change that made the source refuse to open
+		}
+		if serr != nil || !changed {
+			if serr != nil {
+				log.Warn("could not bring the source's schema changes over", zap.Error(serr))
+			}
+			return &StageError{"capture", err}
+		}
 	}
 	defer src.Close()
 	ap, err := NewApplier(ctx, target, cfg.Apply, st.Applied, st.AppliedCommitTime, m, log)
 	if err != nil {
 		return &StageError{"apply", err}
 	}
+	ap.SetSchemaGate(schema)
 	*started = true
 	log.Info("streaming trigger capture batches", zap.Int64("after_batch", st.Applied.ID()))
 

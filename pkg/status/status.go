@@ -12,6 +12,7 @@ import (
 
 	"replicator/pkg/position"
 	"replicator/pkg/report"
+	"replicator/pkg/schemachange"
 	"replicator/pkg/state"
 	"replicator/pkg/units"
 )
@@ -61,10 +62,22 @@ type Status struct {
 	// BatchesBehind is how many trigger-capture batches the source has
 	// closed that the target has not applied (only with a source
 	// connection).
-	BatchesBehind *int64    `json:"batches_behind,omitempty"`
-	LastError     string    `json:"last_error,omitempty"`
-	StartedAt     time.Time `json:"started_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
+	BatchesBehind *int64 `json:"batches_behind,omitempty"`
+	// SchemaChanges counts the source's schema changes the stream saw
+	// (pkg/schemachange), nil when it saw none.
+	SchemaChanges *SchemaChanges `json:"schema_changes,omitempty"`
+	LastError     string         `json:"last_error,omitempty"`
+	StartedAt     time.Time      `json:"started_at"`
+	UpdatedAt     time.Time      `json:"updated_at"`
+}
+
+// SchemaChanges is what the stream did with the source's schema changes.
+type SchemaChanges struct {
+	Seen    int64     `json:"seen"`
+	Applied int64     `json:"applied"`
+	Stopped int64     `json:"stopped"`
+	Last    string    `json:"last"`
+	LastAt  time.Time `json:"last_at"`
 }
 
 // FenceStatus is the cutover's fence and write freeze.
@@ -119,6 +132,9 @@ func Gather(ctx context.Context, target, source *pgx.Conn) (*Status, error) {
 	}
 	if err := s.readDirection(ctx, target, source); err != nil {
 		return nil, err
+	}
+	if sc, err := schemachange.ReadSummary(ctx, target); err == nil && sc.Seen > 0 {
+		s.SchemaChanges = &SchemaChanges{Seen: sc.Seen, Applied: sc.Applied, Stopped: sc.Stopped, Last: sc.Last, LastAt: sc.LastAt}
 	}
 	var f FenceStatus
 	// replicator.cutover exists once a cutover ran (pkg/cutover record.go).
@@ -314,6 +330,10 @@ func (s *Status) WriteText(w io.Writer) {
 	if sl := s.Slot; sl != nil {
 		fmt.Fprintf(&b, "source slot:     %s, active=%t, confirmed %s, retains %s of WAL (%s)\n",
 			sl.Name, sl.Active, orDash(sl.ConfirmedFlushLSN), units.Bytes(sl.RetainedWALBytes), orDash(sl.WALStatus))
+	}
+	if sc := s.SchemaChanges; sc != nil {
+		fmt.Fprintf(&b, "schema changes:  %d seen, %d applied, %d stopped the stream; last (%s): %s\n",
+			sc.Seen, sc.Applied, sc.Stopped, sc.LastAt.UTC().Format(time.RFC3339), sc.Last)
 	}
 	fmt.Fprintf(&b, "last error:      %s\n", orDash(s.LastError))
 	fmt.Fprintf(&b, "started:         %s, updated %s\n", s.StartedAt.UTC().Format(time.RFC3339), s.UpdatedAt.UTC().Format(time.RFC3339))

@@ -180,6 +180,15 @@ type Txn struct {
 	Count int   // changes in the transaction
 	Bytes int64 // estimated size of the changes
 
+	// Described are the relations the source described inside this
+	// transaction (pgoutput RELATION messages), in order. The source sends
+	// one before the first change of a relation in each session and after
+	// every change of its shape (ALTER TABLE), before the first row change
+	// that needs the new shape: the schema-change handler reads them to
+	// order an ADD COLUMN exactly before that change. nil under trigger
+	// capture.
+	Described []*Relation
+
 	buf *changeBuffer
 }
 

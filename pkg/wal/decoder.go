@@ -84,6 +84,9 @@ func (d *decoder) feed(at pglogrepl.LSN, data []byte) (t *Txn, err error) {
 			r.Columns[i] = Column{Name: c.Name, Key: c.Flags&1 != 0}
 		}
 		d.rels[m.RelationID] = r
+		if d.cur != nil {
+			d.cur.Described = append(d.cur.Described, r)
+		}
 	case *pglogrepl.InsertMessage:
 		return nil, d.add(at, m.RelationID, Insert, nil, m.Tuple)
 	case *pglogrepl.UpdateMessage:

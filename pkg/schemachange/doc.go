@@ -1,0 +1,119 @@
+// Package schemachange follows the source's schema while the stream runs:
+// a deploy's migrations (ADD COLUMN, CREATE TABLE, CREATE INDEX, a new
+// partition) are applied to the target in stream order, and every other
+// change (DROP, RENAME, a type change, a detached partition) stops the
+// stream with one message that names the object, what the source shows
+// and the fix. No schema change is ignored: each one the diff finds is
+// applied, found already made on the target, or stops the stream.
+//
+// # Detection
+//
+// Heroku has no event triggers, so changes are found two ways, in both
+// capture modes:
+//
+//   - Catalog polls (ReadCatalog): tables, columns (type, default, NOT
+//     NULL, generated, identity), indexes, partitions and their bounds of
+//     every user schema, read in one REPEATABLE READ snapshot, keyed by
+//     the source's oid and attnum so a rename is told from a drop and an
+//     add. Diff compares it with the catalog the target reflects, which is
+//     kept on the target (replicator.schema_catalog, written in the same
+//     target transaction as the DDL it records): a restart neither loses
+//     nor repeats a change. The first stream after a snapshot takes the
+//     target's own schema as that baseline (Align), so what changed
+//     between the copy and the stream shows too.
+//   - The change stream: a pgoutput RELATION message (wal.Txn.Described)
+//     that describes a table unlike the catalog the target reflects, or a
+//     table it does not know, makes the handler poll before that
+//     transaction is applied. Under trigger capture each batch newer than
+//     the last poll's tick makes it poll first (see the ordering below),
+//     and an insert recorded before a column existed names only the
+//     columns it carries.
+//
+// # Ordering: why an additive change is applied before the first row
+// change that needs it, never after
+//
+// Apply asks the handler (Before) before each source transaction. A
+// change found is applied (Sync) between two target transactions: apply
+// first commits what it holds, so the target's DDL never waits on apply's
+// own locks. Under logical capture pgoutput describes a relation anew
+// before the first change decoded after its ALTER TABLE, inside that
+// change's transaction: the poll made before that transaction reads a
+// catalog in which the DDL is committed (the transaction wrote the
+// table after the DDL's lock was released), so the column exists on the
+// target before the first row that carries it. A change to a table the
+// target does not have (a new table, a new partition) is the same
+// signal. Under trigger capture, batch N holds the transactions that
+// committed before tick N's snapshot; a poll whose snapshot sees tick N
+// committed sees every DDL those transactions needed, so polling whenever
+// a batch is newer than the last poll's tick orders every change before
+// the batch that needs it. Applying an additive change early is harmless:
+// rows applied before it was made on the source do not name the new
+// column, and take on the target the value existing source rows took.
+//
+// ADD COLUMN is made with the source's type, default and NOT NULL. The
+// value existing rows took is the source's: when PostgreSQL stored it
+// (attmissingval: a default that is not volatile, such as 0 or now()),
+// the target's column is added with that very value as its default, then
+// given the source's default expression; when it did not (a volatile
+// default such as random() or nextval(), or an identity: the source
+// rewrote the table, each row with its own value), the table is copied
+// again through the chunk ledger, so the target holds the source's
+// values.
+//
+// CREATE TABLE in a captured schema: the table is captured first
+// (trigger capture: trigger.Install; logical: the publication, unless it
+// is FOR ALL TABLES), then made on the target with its columns,
+// constraints and indexes, its chunks planned in the chunk ledger in that
+// same target transaction (pkg/snapshot PlanTables), then copied chunk by
+// chunk, each under a snapshot of its own (CopyPending), before apply goes
+// on; apply then reloads its chunk filter (pkg/apply chunks.go). A change
+// to a row that a chunk's snapshot already saw is skipped, any other is
+// applied: the argument of the chunked copy (pkg/snapshot doc.go) holds
+// unchanged, because capture began before the first chunk's snapshot. A
+// session interrupted mid-copy finishes the copy when the next one opens.
+// A new partition is made PARTITION OF its parent with the source's
+// bounds; logical capture copies its rows the same way (they arrive under
+// the partition's own name); trigger capture does not, since the parent's
+// row trigger is cloned onto it at creation and every row it holds is in
+// the changelog under the parent.
+//
+// CREATE INDEX is built on a connection of its own in the background,
+// with CONCURRENTLY, so apply goes on meanwhile (PostgreSQL cannot build a
+// partitioned table's index, or a constraint, concurrently: those are
+// built plainly, and apply waits on that table while they build). An
+// index appears to the poll once it is valid on the source, so it is
+// started at most one poll interval (--schema-poll, default 2 s) after
+// the source's build finished, and is ready on the target a build's time
+// later; until then the target simply has no such index. A failed build
+// stops the stream, naming the index.
+//
+// A change that stops the stream takes effect once every change made
+// before it is applied: at the first transaction that describes the
+// table with its new shape, or the first one past the source position
+// read with the poll that saw it (the WAL insert position under logical
+// capture; the next tick under trigger capture). Apply commits what
+// precedes it and stops with a *RefusedError (exit 2 at the CLI); nothing
+// of it is half-applied. After the operator makes the same change on the
+// target and restarts, the poll finds the target already matching the
+// source and goes on. With ModeStop (--ddl stop) every change stops the
+// stream this way.
+//
+// # Limits
+//
+//   - CHECK and foreign-key constraints added to an existing table,
+//     column collations, comments, grants, views, functions, types and
+//     sequences are not followed (verify compares constraints).
+//   - A new table, and a table whose new column has a volatile default,
+//     is copied while apply waits: the lag grows for the copy's time.
+//   - Under trigger capture, rows written to a table created, filled and
+//     attached as a partition between two polls were not captured before
+//     the attach and are not copied; trigger.Install is run again after a
+//     new table or column, and takes each table's lock in turn.
+//
+// Usage (pkg/apply does this for each stream session):
+//
+//	h, err := schemachange.Open(ctx, schemachange.Config{SourceURL: src, TargetURL: dst,
+//		Capture: st.Capture, Publication: st.Publication, Copier: snapshot.TableCopier{}}, log)
+//	defer h.Close()
+//	applier.SetSchemaGate(h) // Before and Sync, called by apply
+package schemachange

@@ -1,0 +1,505 @@
+package schemachange
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+
+	"replicator/pkg/pgutil"
+	"replicator/pkg/position"
+	"replicator/pkg/state"
+	"replicator/pkg/trigger"
+	"replicator/pkg/wal"
+)
+
+// Mode is what the stream does with a schema change (--ddl).
+type Mode string
+
+// Modes.
+const (
+	ModeApply Mode = "apply" // apply additive changes, stop on the others
+	ModeStop  Mode = "stop"  // stop on every change
+)
+
+// Config configures a Handler.
+type Config struct {
+	SourceURL, TargetURL string // required
+	// Mode is ModeApply (default, "") or ModeStop.
+	Mode Mode
+	// Capture is the target's capture mode (state.CaptureLogical or
+	// state.CaptureTrigger); Publication the logical capture's.
+	Capture     string
+	Publication string
+	// PollInterval is the longest time between two catalog polls while
+	// the stream runs. Default (0) 2s. Under trigger capture a poll is
+	// also made before each batch newer than the last poll (see doc.go).
+	PollInterval time.Duration
+	// Trigger is trigger capture's install configuration (lock timeout).
+	Trigger trigger.Config
+	// Jobs copy new tables' chunks in parallel. Default (0) 2.
+	Jobs int
+	// ChunkBytes sizes new tables' chunks. Default (0) 32 MiB.
+	ChunkBytes int64
+	// Metrics receives replicator_schema_changes_total; nil: none.
+	Metrics *Metrics
+	// Copier copies new tables through the chunk ledger
+	// (snapshot.TableCopier). nil: a new table, or one whose new column
+	// needs its rows copied again, stops the stream instead.
+	Copier Copier
+}
+
+// Copier plans and copies tables through the chunk ledger on the target
+// (pkg/snapshot's PlanTables and CopyPending, which see).
+type Copier interface {
+	PlanTables(ctx context.Context, src *pgx.Conn, tx pgx.Tx, names []string, chunkBytes int64) error
+	CopyPending(ctx context.Context, sourceURL, targetURL string, jobs int, log *zap.Logger) (int, error)
+}
+
+// Validate applies defaults and checks the configuration.
+func (c *Config) Validate() error {
+	if c.Mode == "" {
+		c.Mode = ModeApply
+	}
+	if c.Mode != ModeApply && c.Mode != ModeStop {
+		return fmt.Errorf("--ddl %q: use apply or stop", string(c.Mode))
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 2 * time.Second
+	}
+	if c.PollInterval < 10*time.Millisecond {
+		return fmt.Errorf("schema poll interval %s is below 10ms", c.PollInterval)
+	}
+	if c.Jobs == 0 {
+		c.Jobs = 2
+	}
+	return nil
+}
+
+// Handler follows the source's schema for one stream session. Its methods
+// are called from the apply goroutine only (Before, Sync); index builds
+// run on goroutines of their own until Close.
+type Handler struct {
+	cfg Config
+	log *zap.Logger
+	src *pgx.Conn // catalog polls
+	dst *pgx.Conn // DDL on the target, the stored catalog
+
+	mu    sync.Mutex // known, buildErr, building: shared with index builds
+	known *Catalog   // what the target reflects
+	// building are the index builds running, by table oid and name.
+	building map[string]bool
+	buildErr error
+
+	lastPoll time.Time
+	covered  int64 // trigger capture: the highest tick the last poll saw
+	polled   *Catalog
+	pending  []Change // additive, for Sync
+	// fingerprint is fingerprintSQL as of the last full read, at fullRead.
+	fingerprint string
+	fullRead    time.Time
+	// justCopied are the tables the last Sync copied (see Sync).
+	justCopied map[uint32]bool
+
+	refusal     *RefusedError
+	refusedRel  string            // qualified table of the refusal
+	stopAfter   position.Position // the refusal takes effect past this position
+	hasStopAt   bool
+	stopCounted bool
+
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+	bctx   context.Context
+}
+
+// Open connects to both sides, loads the catalog the target reflects (or,
+// on the first stream after a snapshot, takes the target's own schema as
+// that baseline), finishes copying any new table a previous session left
+// half-copied, and polls once.
+func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	src, err := pgutil.Connect(ctx, cfg.SourceURL, "source")
+	if err != nil {
+		return nil, err
+	}
+	dst, err := pgutil.Connect(ctx, cfg.TargetURL, "target")
+	if err != nil {
+		src.Close(context.Background())
+		return nil, err
+	}
+	// The target's DDL runs as apply does: replica role, so emptying a
+	// table to copy it again is not held up by foreign keys' triggers.
+	if _, err := dst.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		src.Close(context.Background())
+		dst.Close(context.Background())
+		return nil, fmt.Errorf("target: SET session_replication_role = replica: %w", err)
+	}
+	h := &Handler{cfg: cfg, log: log, src: src, dst: dst, building: map[string]bool{}}
+	h.bctx, h.cancel = context.WithCancel(context.Background())
+	if err := h.open(ctx); err != nil {
+		h.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *Handler) open(ctx context.Context) error {
+	known, err := loadStored(ctx, h.dst)
+	if err != nil {
+		return err
+	}
+	if known == nil {
+		srcCat, err := readCatalogTx(ctx, h.src)
+		if err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+		tgtCat, err := readCatalogTx(ctx, h.dst)
+		if err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+		known = Align(tgtCat, srcCat)
+		if err := pgx.BeginFunc(ctx, h.dst, func(tx pgx.Tx) error { return saveStored(ctx, tx, known) }); err != nil {
+			return err
+		}
+		h.log.Info("schema baseline taken from the target's copy", zap.Int("tables", len(known.Tables)))
+	}
+	h.known = known
+	if h.cfg.Copier != nil {
+		if n, err := h.cfg.Copier.CopyPending(ctx, h.cfg.SourceURL, h.cfg.TargetURL, h.cfg.Jobs, h.log); err != nil {
+			return fmt.Errorf("finish copying the tables created on the source: %w", err)
+		} else if n > 0 {
+			h.log.Info("finished copying the tables created on the source", zap.Int("chunks", n))
+		}
+	}
+	return h.poll(ctx)
+}
+
+// Close stops the index builds in progress (a build interrupted is
+// started again by the next session) and closes the connections.
+func (h *Handler) Close() {
+	h.cancel()
+	h.wg.Wait()
+	h.src.Close(context.Background())
+	h.dst.Close(context.Background())
+}
+
+func readCatalogTx(ctx context.Context, conn *pgx.Conn) (*Catalog, error) {
+	var c *Catalog
+	err := pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		c, err = ReadCatalog(ctx, tx)
+		return err
+	})
+	return c, err
+}
+
+// Before is called by apply before source transaction t is applied. It
+// returns true when the target's schema must first be brought up to date
+// (apply commits what it holds, then calls Sync), or the *RefusedError
+// that stops the stream before t (apply commits what it holds first:
+// everything before t is applied, nothing of t).
+func (h *Handler) Before(ctx context.Context, t *wal.Txn) (bool, error) {
+	if err := h.failedBuild(); err != nil {
+		return false, err
+	}
+	if err := h.stopBefore(t); err != nil {
+		return false, err
+	}
+	if len(h.pending) > 0 {
+		return true, nil
+	}
+	need := time.Since(h.lastPoll) >= h.cfg.PollInterval
+	if h.cfg.Capture == state.CaptureTrigger && t.End.Kind() == position.KindBatch && t.End.ID() > h.covered {
+		// The batch may hold rows that need a change made before its
+		// tick: the catalog must have been read after that tick.
+		need = true
+	}
+	for _, r := range t.Described {
+		if h.differs(r) {
+			need = true
+		}
+	}
+	if !need {
+		return false, nil
+	}
+	if err := h.poll(ctx); err != nil {
+		return false, err
+	}
+	if err := h.stopBefore(t); err != nil {
+		return false, err
+	}
+	return len(h.pending) > 0, nil
+}
+
+// differs reports whether a relation the source described has another
+// shape than the target reflects (or is unknown to it).
+func (h *Handler) differs(r *wal.Relation) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.known.Tables[r.ID]
+	if t == nil {
+		t = h.known.byName(r.Namespace, r.Name)
+	}
+	if t == nil || t.Schema != r.Namespace || t.Name != r.Name {
+		return true
+	}
+	var cols []string
+	for _, c := range t.Columns {
+		if c.Generated == "" {
+			cols = append(cols, c.Name)
+		}
+	}
+	var got []string
+	for _, c := range r.Columns {
+		got = append(got, c.Name)
+	}
+	return strings.Join(cols, "\x00") != strings.Join(got, "\x00")
+}
+
+// stopBefore returns the pending refusal when t is past the point it
+// takes effect: a transaction that describes the refused table anew (the
+// first change after the DDL), or one past the position the source was at
+// when the poll saw the change (so every change made before the DDL, which
+// committed before that position, is applied first).
+func (h *Handler) stopBefore(t *wal.Txn) error {
+	if h.refusal == nil {
+		return nil
+	}
+	// A heartbeat at the position says everything before it was sent.
+	stop := h.hasStopAt && h.stopAfter.Kind() == t.End.Kind() &&
+		(h.stopAfter.Less(t.End) || t.Heartbeat && h.stopAfter == t.End)
+	for _, r := range t.Described {
+		// The refused table described with its new shape: the first
+		// change after the DDL.
+		if (pgutil.QualifiedName(r.Namespace, r.Name) == h.refusedRel || r.ID == h.refusal.Change.Table) && h.differs(r) {
+			stop = true
+		}
+	}
+	if !stop {
+		return nil
+	}
+	if !h.stopCounted {
+		h.stopCounted = true
+		h.cfg.Metrics.add(ActionStopped)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := pgx.BeginFunc(ctx, h.dst, func(tx pgx.Tx) error { return recordChange(ctx, tx, ActionStopped, h.refusal.Change) }); err != nil {
+			h.log.Warn("could not record the schema change on the target", zap.Error(err))
+		}
+	}
+	return h.refusal
+}
+
+// poll reads the source's catalog in one snapshot, with the position the
+// source was at after it, and sorts what changed into changes to apply
+// (pending) and the first change that stops the stream (refusal).
+func (h *Handler) poll(ctx context.Context) error {
+	var cat *Catalog
+	var tick int64
+	var lsn pglogrepl.LSN
+	var fp string
+	same := false
+	err := pgx.BeginTxFunc(ctx, h.src, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		if fp, err = Fingerprint(ctx, tx); err != nil {
+			return err
+		}
+		// Nothing the catalog read depends on was written since the last
+		// full read, which left nothing to do: the same catalog again.
+		same = fp == h.fingerprint && h.polled != nil && h.refusal == nil && len(h.pending) == 0 &&
+			time.Since(h.fullRead) < fullReadEvery
+		if !same {
+			var err error
+			if cat, err = ReadCatalog(ctx, tx); err != nil {
+				return err
+			}
+		}
+		// Read in the same snapshot as the catalog: every DDL the catalog
+		// shows committed before it. Ticks: a tick seen here was taken
+		// before this snapshot. WAL: read after the snapshot was taken.
+		if h.cfg.Capture == state.CaptureTrigger {
+			return tx.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM replicator.ticks`).Scan(&tick)
+		}
+		return tx.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()`).Scan(&lsn)
+	})
+	if err != nil {
+		return fmt.Errorf("source: poll the catalog for schema changes: %w", err)
+	}
+	h.lastPoll = time.Now()
+	h.covered = tick
+	if same {
+		return nil
+	}
+	h.fingerprint, h.fullRead = fp, time.Now()
+	h.mu.Lock()
+	changes := Diff(h.known, cat)
+	h.mu.Unlock()
+	changes = h.withoutBuilding(changes)
+	if len(changes) == 0 {
+		h.polled, h.pending = cat, nil
+		h.refusal, h.hasStopAt = nil, false // one the source undid
+		return nil
+	}
+	var tgt *Catalog // aligned target catalog, read once when needed
+	matched := func(c Change) (bool, error) {
+		if tgt == nil {
+			raw, err := readCatalogTx(ctx, h.dst)
+			if err != nil {
+				return false, fmt.Errorf("target: %w", err)
+			}
+			tgt = Align(raw, cat)
+		}
+		return matchedOnTarget(c, tgt, cat), nil
+	}
+	var pending []Change
+	stillRefused := false
+	for _, c := range changes {
+		if h.refusal != nil && h.refusal.Change.Object == c.Object && h.refusal.Change.Kind == c.Kind {
+			stillRefused = true
+		}
+	}
+	if h.refusal != nil && !stillRefused {
+		// The source no longer shows it (undone there): nothing to stop for.
+		h.log.Info("a schema change the stream was to stop for is no longer on the source", zap.String("change", h.refusal.Change.String()))
+		h.refusal, h.hasStopAt = nil, false
+	}
+	for _, c := range changes {
+		refuse := !c.Kind.Additive() || h.cfg.Mode == ModeStop
+		if refuse {
+			ok, err := matched(c)
+			if err != nil {
+				return err
+			}
+			if ok {
+				c.matched = true
+				pending = append(pending, c)
+				continue
+			}
+			if h.refusal == nil || h.refusal.Change.Object != c.Object || h.refusal.Change.Kind != c.Kind {
+				h.refusal = &RefusedError{Change: c, Mode: h.cfg.Mode}
+				h.stopCounted = false
+				h.refusedRel = ""
+				if t := cat.Tables[c.Table]; t != nil {
+					h.refusedRel = t.Qualified()
+				} else if t := h.known.Tables[c.Table]; t != nil {
+					h.refusedRel = t.Qualified()
+				}
+				if h.cfg.Capture == state.CaptureTrigger {
+					// The DDL committed before this snapshot, so before the
+					// next tick: its batch is at most tick+1.
+					h.stopAfter, h.hasStopAt = position.Batch(tick+1), true
+				} else {
+					h.stopAfter, h.hasStopAt = position.LSN(lsn), true
+				}
+				h.log.Warn("schema change seen that the stream does not apply: it stops once the changes made before it are applied",
+					zap.String("change", c.String()))
+				h.cfg.Metrics.add("seen")
+			}
+			continue
+		}
+		pending = append(pending, c)
+	}
+	if h.refusal != nil {
+		// Only the additive changes of other tables are applied while a
+		// refusal waits: the refused table stays as the target has it.
+		var keep []Change
+		for _, c := range pending {
+			if c.Table != h.refusal.Change.Table || c.matched {
+				keep = append(keep, c)
+			}
+		}
+		pending = keep
+	}
+	for _, c := range pending {
+		if !c.matched {
+			h.log.Info("schema change seen on the source", zap.String("change", c.String()))
+			h.cfg.Metrics.add("seen")
+		}
+	}
+	h.polled, h.pending = cat, pending
+	return nil
+}
+
+// fingerprintSQL sums the catalog rows ReadCatalog depends on: a DDL
+// writes new rows into them (an in-place update, such as VACUUM's
+// relpages, does not; freezing does and costs one full read). It is a
+// few sequential scans without any deparsing, much cheaper than the full
+// read on a large schema (bench/schemapoll).
+const fingerprintSQL = `SELECT concat_ws(':',
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_class),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_attribute),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_attrdef),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_index),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_inherits),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_constraint),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_namespace))`
+
+// Fingerprint is a digest of the catalog rows ReadCatalog depends on:
+// unchanged, so is what ReadCatalog would read (up to a freeze, which
+// changes it for nothing).
+func Fingerprint(ctx context.Context, tx pgx.Tx) (string, error) {
+	var fp string
+	err := tx.QueryRow(ctx, fingerprintSQL).Scan(&fp)
+	return fp, err
+}
+
+// fullReadEvery bounds how long the fingerprint alone may vouch for the
+// catalog.
+const fullReadEvery = time.Minute
+
+// matchedOnTarget reports whether the target already shows the change: the
+// operator made it there by hand (the fix of a refusal, or of --ddl stop).
+// The aligned target catalog must then differ from the source in nothing
+// but indexes for that table.
+func matchedOnTarget(c Change, tgt, src *Catalog) bool {
+	if c.Kind == CreateTable || c.Kind == CreateIndex || c.Kind == DropIndex {
+		return false // a table needs its rows copied; an index is built by the stream
+	}
+	for _, d := range Diff(tgt, src) {
+		if d.Kind == CreateIndex || d.Kind == DropIndex {
+			continue
+		}
+		if d.Table == c.Table || d.Object == c.Object {
+			return false
+		}
+		if c.Kind == DropTable || c.Kind == RenameTable {
+			if t := tgt.Tables[d.Table]; t != nil && "table "+t.display() == c.Object {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (h *Handler) withoutBuilding(cs []Change) []Change {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []Change
+	for _, c := range cs {
+		if c.Kind == CreateIndex && h.building[buildKey(c)] {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func buildKey(c Change) string { return fmt.Sprint(c.Table, "\x00", c.Index) }
+
+func (h *Handler) failedBuild() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.buildErr
+}
+
+// errNoTable is the cause when a table the change needs is not in the
+// catalog the poll read.
+var errNoTable = errors.New("the table is no longer on the source")
