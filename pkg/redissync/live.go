@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"replicator/pkg/redisconn"
 	"replicator/pkg/redisrdb"
 )
 
@@ -18,8 +20,14 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 		// path; a cluster whose node list cannot be read stops here.
 		shards, err := clusterShards(ctx, cfg.Source)
 		var ce *clusterNodesError
-		if errors.As(err, &ce) {
+		var reply redis.Error
+		switch {
+		case errors.As(err, &ce):
 			return LoadStats{}, err
+		case err != nil && !errors.Is(err, errNotACluster) && !errors.As(err, &reply):
+			// No answer at all (refused, TLS mismatch, timeout): the
+			// replication handshake would only wait for it again.
+			return LoadStats{}, redisconn.Explain("source", cfg.Source, err)
 		}
 		if err == nil {
 			return syncClusterSource(ctx, cfg, w, shards, log)
