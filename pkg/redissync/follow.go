@@ -50,10 +50,14 @@ type follower struct {
 	inMulti  bool
 	db       int
 
-	target  *redis.Conn
-	client  *redis.Client
-	cl      *clusterFollower // a cluster target (cluster.go)
-	release func(replCmd)    // returns a command's bytes to the relay budget
+	target *redis.Conn
+	client *redis.Client
+	cl     *clusterFollower // a cluster target (cluster.go)
+	// held: on a cluster target with a durable position, the offsets
+	// slots already hold beyond safe after a resume (by slot);
+	// their commands up to there are not applied again.
+	held    map[uint16]int64
+	release func(replCmd) // returns a command's bytes to the relay budget
 }
 
 func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, log *zap.Logger) error {
@@ -71,9 +75,9 @@ func newFollower(cfg SyncConfig, w *Writer, log *zap.Logger, replid string, offs
 // resumePSYNC continues from the position a previous run stored on the
 // target (after a restart or kill -9): PSYNC <replid> <offset+1>, and a
 // full resynchronisation only when the source cannot continue.
-func resumePSYNC(ctx context.Context, cfg SyncConfig, w *Writer, p position, log *zap.Logger) error {
+func resumePSYNC(ctx context.Context, cfg SyncConfig, w *Writer, p position, held map[uint16]int64, log *zap.Logger) error {
 	f := newFollower(cfg, w, log, p.replid, p.offset)
-	f.db = p.db
+	f.db, f.held = p.db, held
 	log.Info("resuming from the follow position stored on the target", zap.String("replid", p.replid), zap.Int64("offset", p.offset), zap.Int("db", p.db))
 	rc, err := f.reconnect(ctx)
 	if err != nil {
@@ -350,6 +354,9 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 }
 
 func (f *follower) apply(ctx context.Context, batch []replCmd) error {
+	if f.w.cluster && f.cfg.DurablePosition {
+		return f.applyClusterDurable(ctx, batch)
+	}
 	if f.w.cluster {
 		return f.applyCluster(ctx, batch)
 	}

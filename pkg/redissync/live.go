@@ -35,12 +35,22 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 	}
 	if cfg.Mode == "auto" || cfg.Mode == "psync" {
 		if cfg.resumable() {
-			p, ok, err := readPosition(ctx, w, cfg.posKey())
+			var p position
+			var held map[uint16]int64
+			var ok bool
+			var err error
+			if w.cluster {
+				var cp clusterPositions
+				cp, ok, err = readClusterPositions(ctx, w, cfg.posKey(), log)
+				p, held = cp.min, cp.held
+			} else {
+				p, ok, err = readPosition(ctx, w, cfg.posKey())
+			}
 			if err != nil {
 				return LoadStats{}, err
 			}
 			if ok {
-				return LoadStats{}, resumePSYNC(ctx, cfg, w, p, log)
+				return LoadStats{}, resumePSYNC(ctx, cfg, w, p, held, log)
 			}
 			if err := clearPosition(ctx, w, cfg.posKey()); err != nil {
 				return LoadStats{}, err

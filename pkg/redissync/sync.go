@@ -113,10 +113,6 @@ func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (st LoadStats, e
 	}
 	defer summarise(w, log, &st, &err) // after Close: every write has run
 	defer w.Close()
-	if cfg.DurablePosition && cfg.Follow && w.cluster {
-		log.Warn("the follow position is not kept on a cluster target (it cannot share a transaction with keys of other slots): a restarted follower copies the source again")
-		cfg.DurablePosition = false
-	}
 	if cfg.FlushTarget {
 		log.Warn("flushing the target before the copy (--flush-target)", zap.String("target", cfg.Writer.Target.Addr))
 		if err := w.Do(ctx, 0, "FLUSHALL"); err != nil {
