@@ -181,6 +181,16 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // longer has that part of its backlog it answers FULLRESYNC, and the target
 // is flushed and loaded again (keys deleted meanwhile would otherwise stay).
 func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
+	if f.cfg.shardID != "" {
+		// A shard of a cluster source: its master may have failed over.
+		if addr, err := shardMaster(ctx, f.cfg.Source, f.cfg.shardSeeds, f.cfg.shardSlot); err == nil && addr != f.cfg.Source.Addr {
+			f.log.Warn("source shard failed over: following its new master", zap.String("old_master", f.cfg.Source.Addr), zap.String("new_master", addr))
+			o := *f.cfg.Source
+			o.Addr = addr
+			f.cfg.Source = &o
+			f.cfg.shardSeeds = append(f.cfg.shardSeeds, addr)
+		}
+	}
 	rc, err := dialSource(ctx, f.cfg.Source)
 	if err != nil {
 		return nil, err
@@ -193,6 +203,12 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 		return nil, err
 	}
 	if !full {
+		if rc.replid != f.replid {
+			// A promoted replica continues its old master's stream under
+			// its own ID: later PSYNCs and positions name that one.
+			f.log.Info("the source continues our stream under a new replication ID", zap.String("replid", f.replid), zap.String("new_replid", rc.replid))
+			f.replid = rc.replid
+		}
 		f.log.Info("replication resumed from the source's backlog", zap.Int64("offset", f.safe))
 		f.applied = f.safe
 		f.received.Store(f.safe)

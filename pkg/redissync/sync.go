@@ -46,8 +46,12 @@ type SyncConfig struct {
 	// when a position is already there, resumes from it with PSYNC instead
 	// of copying again. PSYNC follow only.
 	DurablePosition bool
-	// shardID is set for the follower of one shard of a cluster source.
-	shardID string
+	// shardID is set for the follower of one shard of a cluster source;
+	// shardSlot is a slot it serves, by which its master is found again
+	// after a failover among shardSeeds (the masters' addresses).
+	shardID    string
+	shardSlot  int
+	shardSeeds []string
 	// Metrics receives the sync's metrics; nil records none. The command
 	// builds one with NewMetrics per process.
 	Metrics *Metrics
