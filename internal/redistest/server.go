@@ -229,7 +229,15 @@ func FlushAll(t testing.TB, r *testenv.Redis) {
 // an error fails the test (an empty digest would compare equal).
 func Digest(t testing.TB, r *testenv.Redis) string {
 	t.Helper()
-	c := r.Client(0)
+	// DEBUG DIGEST walks every value: on a few hundred thousand keys and
+	// a loaded machine it takes longer than a client's default 3 s read
+	// timeout. It is one command that ends, so a long timeout only waits
+	// for its answer.
+	base := r.Client(0)
+	o := *base.Options()
+	base.Close()
+	o.ReadTimeout = 2 * time.Minute
+	c := redis.NewClient(&o)
 	defer c.Close()
 	d, err := c.Do(context.Background(), "DEBUG", "DIGEST").Text()
 	if err != nil {

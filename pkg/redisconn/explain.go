@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
+
+	"replicator/pkg/pgutil"
 )
 
 // ConnError is a failed connection to a Redis server, explained. Error is
@@ -92,7 +94,7 @@ func wrongPass(o *redis.Options) (problem, fix string) {
 			`Heroku's legacy URLs (h:PASSWORD@host) mean the default user, but Redis 6+ takes "h" for an ACL username: ` +
 				`drop the "h", leaving nothing between "//" and the colon (:PASSWORD@host:port after redis:// or rediss://), and check the password`
 	case "":
-		return "the password was refused (user default)", "check the password in the URL (:PASSWORD@host:port after redis://)"
+		return "the password was refused (user default)", "check the password in the URL (:PASSWORD@host:port after redis://); a password holding % must have it percent-encoded (% as %25)"
 	}
 	return fmt.Sprintf("the username %q and password were refused", o.Username),
 		"check both in the URL (USER:PASSWORD@host:port after redis://); for the default user leave USER empty"
@@ -124,13 +126,31 @@ func ParseURL(role, raw string) (*redis.Options, error) {
 		return nil, fmt.Errorf("%s Redis URL must start with redis:// or rediss:// (TLS)", role)
 	}
 	o, err := redis.ParseURL(raw)
+	// A '/', '?' or '#' in the password ends the URL's host part early, so
+	// the parser reads a piece of the password as host, port, database or
+	// option (and may even succeed: "redis://:12/34@host" is port 12,
+	// database "34@host"); '@' and ':' are read right, '%' is decoded. So
+	// the raw password decides before any other message, which would
+	// quote what the parser made of it.
+	if pw := passwordOf(raw); pw != "" && pgutil.PasswordNeedsPercentEncoding(pw) {
+		whole, uerr := url.PathUnescape(pw)
+		if err != nil || uerr != nil || o.Password != whole {
+			return nil, fmt.Errorf("%s Redis URL: the password has characters that must be percent-encoded (password not shown): %s", role, pgutil.PercentEncodeFix)
+		}
+	}
 	if err == nil {
+		// go-redis dials up to 5 times before it gives up, each attempt
+		// waiting out the dial timeout: a rediss:// URL against a plain
+		// port took 25 s to be explained. A failed dial is reported at
+		// once; what must survive a dropped connection (the follower)
+		// retries with its own backoff.
+		o.DialerRetries = 1
 		return o, nil
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return nil, fmt.Errorf("%s Redis URL cannot be parsed (it is not shown, as it holds the password): "+
-			"characters such as / # ? %% @ : in the user or password must be percent-encoded (/ as %%2F, # as %%23, ? as %%3F, %% as %%25, @ as %%40, : as %%3A)", role)
+		return nil, fmt.Errorf("%s Redis URL cannot be parsed (it is not shown, as it may hold the password): "+
+			"if the user or password holds reserved characters, %s", role, pgutil.PercentEncodeFix)
 	}
 	if strings.Contains(err.Error(), "database number") {
 		return nil, fmt.Errorf("%s Redis URL: the path must be a database number (redis://host:port/0) or nothing", role)

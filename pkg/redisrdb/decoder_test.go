@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"hash/crc64"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -255,5 +257,31 @@ func TestBatching(t *testing.T) {
 	}
 	if d.Err() != nil || total != 10000 || batches != 100 {
 		t.Fatalf("err=%v total=%d batches=%d", d.Err(), total, batches)
+	}
+}
+
+// TestCRC64Slicing checks the slicing-by-8 loop against the byte-at-a-time
+// table algorithm of hash/crc64 (with its inversions undone), for every
+// length around the 8-byte steps and split at every point, as the decoder
+// and EncodeDump feed it.
+func TestCRC64Slicing(t *testing.T) {
+	tab := crc64.MakeTable(0x95ac9329ac4bc9b5)
+	ref := func(p []byte) uint64 { return ^crc64.Update(^uint64(0), tab, p) }
+	buf := make([]byte, 5000)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range buf {
+		buf[i] = byte(r.Uint32())
+	}
+	for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 100, 2047, 2048, 2049, 5000} {
+		p := buf[:n]
+		want := ref(p)
+		if got := redisrdb.CRC64(0, p); got != want {
+			t.Fatalf("len %d: crc %x, want %x", n, got, want)
+		}
+		for cut := 0; cut <= n; cut += 1 + n/13 {
+			if got := redisrdb.CRC64(redisrdb.CRC64(0, p[:cut]), p[cut:]); got != want {
+				t.Fatalf("len %d split at %d: crc %x, want %x", n, cut, got, want)
+			}
+		}
 	}
 }

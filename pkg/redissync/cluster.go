@@ -103,6 +103,9 @@ type clusterFollower struct {
 	c     *redis.ClusterClient
 	tx    [][]any // commands of an open source MULTI
 	split atomic.Int64
+	// masters and their position tags, with a durable position
+	// (clusterposition.go); read once per connection.
+	masters []masterTag
 }
 
 func (f *follower) applyCluster(ctx context.Context, batch []replCmd) error {

@@ -42,8 +42,8 @@ func waitClusterSame(t *testing.T, s *testenv.Redis, rc *testenv.RedisCluster, d
 			t.Fatal(err)
 		}
 		a, _ := keyCount(t, s)
-		b, _ := keyCount(t, masters...)
-		if a != b {
+		b, positions := keyCount(t, masters...)
+		if b -= positions; a != b {
 			select {
 			case err := <-done:
 				t.Fatalf("%s: the sync ended: %v", what, err)
@@ -56,6 +56,11 @@ func waitClusterSame(t *testing.T, s *testenv.Redis, rc *testenv.RedisCluster, d
 			continue
 		}
 		src, dstm := redistest.ServerModel(t, s), redistest.ClusterModel(t, rc)
+		for k := range dstm {
+			if name, ok := strings.CutPrefix(k, "0/"); ok && redissync.IsPositionKey(name) {
+				delete(dstm, k)
+			}
+		}
 		same := len(src) == len(dstm)
 		var why string
 		for k, v := range src {
@@ -97,7 +102,9 @@ func nodeID(t *testing.T, n *testenv.Redis) string {
 // in one slot, transactions and MSET/DEL across slots, Lua and function
 // libraries are carried; and a slot migrated by hand (CLUSTER SETSLOT
 // MIGRATING/IMPORTING + MIGRATE) while the follower writes to it is
-// followed through ASK and then MOVED.
+// followed through ASK and then MOVED. Without a durable position: with
+// one, a slot half migrated waits for its migration to end
+// (TestFollowIntoClusterResumesAfterKill9).
 func TestSyncIntoClusterAndFollow(t *testing.T) {
 	s := startExtra(t)
 	redistest.FillEverything(t, s)
@@ -125,7 +132,7 @@ func TestSyncIntoClusterAndFollow(t *testing.T) {
 	obs, logs := observer.New(zap.InfoLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), obs))
 	go func() {
-		_, err := redissync.Sync(runCtx, redissync.SyncConfig{Source: sourceOptionsOf(s), Mode: "psync", Follow: true, DurablePosition: true,
+		_, err := redissync.Sync(runCtx, redissync.SyncConfig{Source: sourceOptionsOf(s), Mode: "psync", Follow: true,
 			Writer: redissync.WriterConfig{Target: target}}, log)
 		done <- err
 	}()
@@ -168,9 +175,6 @@ func TestSyncIntoClusterAndFollow(t *testing.T) {
 	waitClusterSame(t, s, rc, done, "after live writes")
 	if !logged(logs, "spans several hash slots") {
 		t.Errorf("no log line saying a transaction across slots was split per slot")
-	}
-	if !logged(logs, "follow position is not kept on a cluster target") {
-		t.Errorf("no log line saying the follow position is not durable on a cluster target")
 	}
 
 	// Move the slot of {mig} from its node to another, by hand, half way,

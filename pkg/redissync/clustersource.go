@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -21,18 +22,24 @@ import (
 // only publishes for its own keys). All shards write into the one writer,
 // which routes by slot when the target is a cluster too.
 //
-// Limits: the list of masters is read once, at the start. A failover or
-// reshard of the source during the sync is not followed: each shard's
-// follower keeps reconnecting to the address it started with (a demoted
-// master that became a replica may still serve PSYNC; this is not tested).
-// Stop and run again to pick up a new layout. A shard that cannot
-// continue its stream (FULLRESYNC) is not reloaded, because flushing the
-// target would drop the other shards' keys: the follow stops and says to
-// rerun with --flush-target.
+// A failover of a source shard is followed: when its link drops, the
+// shard's follower asks the cluster (any master it knew) which master now
+// serves the shard's first slot and continues there with PSYNC <replid>
+// <offset+1>; a promoted replica keeps its old master's replication ID as
+// its second ID, so it continues the stream (+CONTINUE) without a full
+// resync. Limits: a reshard of the source is not followed (the list of
+// masters and their slots is read once; stop and run again). A shard
+// that cannot continue its stream (FULLRESYNC) is not reloaded, because
+// flushing the target would drop the other shards' keys: the follow
+// stops and says to rerun with --flush-target. After a failover the
+// shard's durable position keeps the old master's node ID in its key; a
+// restarted follower finds no position for the new master and copies
+// again.
 
 // shard is one master of a cluster source.
 type shard struct {
 	id, addr string
+	slot     int // the first slot it serves
 }
 
 // errNotACluster: the source is a single server.
@@ -77,7 +84,12 @@ func clusterShards(ctx context.Context, o *redis.Options) ([]shard, error) {
 		if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
 			addr = net.JoinHostPort(seedHost, port)
 		}
-		out = append(out, shard{id: f[0], addr: addr})
+		slot, _, _ := strings.Cut(f[8], "-")
+		first, err := strconv.Atoi(slot)
+		if err != nil {
+			continue // an importing/migrating marker, not a range
+		}
+		out = append(out, shard{id: f[0], addr: addr, slot: first})
 	}
 	if len(out) == 0 {
 		return nil, &clusterNodesError{fmt.Errorf("source Redis %s is a cluster, but CLUSTER NODES lists no master serving slots", o.Addr)}
@@ -101,7 +113,7 @@ func syncClusterSource(ctx context.Context, cfg SyncConfig, w *Writer, shards []
 		o := *cfg.Source
 		o.Addr = s.addr
 		scfg.Source = &o
-		scfg.shardID = s.id
+		scfg.shardID, scfg.shardSlot, scfg.shardSeeds = s.id, s.slot, addrs
 		g.Go(func() error {
 			st, err := syncLive(gctx, scfg, w, log.With(zap.String("shard", s.addr)))
 			mu.Lock()
@@ -128,4 +140,33 @@ func (s *LoadStats) add(o LoadStats) {
 	s.ExpiredFields += o.ExpiredFields
 	s.DuplicateKeys += o.DuplicateKeys
 	s.DroppedFieldTTLs += o.DroppedFieldTTLs
+}
+
+// shardMaster asks the masters in seeds, in turn, which master serves
+// slot now (after a failover it is the promoted replica).
+func shardMaster(ctx context.Context, o *redis.Options, seeds []string, slot int) (string, error) {
+	var last error
+	for _, seed := range seeds {
+		so := *o
+		so.Addr, so.PoolSize, so.MaxRetries, so.DialerRetries = seed, 1, -1, 1
+		c := redis.NewClient(&so)
+		slots, err := c.ClusterSlots(ctx).Result()
+		c.Close()
+		if err != nil {
+			last = err
+			continue
+		}
+		for _, s := range slots {
+			if s.Start <= slot && slot <= s.End && len(s.Nodes) > 0 {
+				addr := s.Nodes[0].Addr
+				if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+					h, _, _ := net.SplitHostPort(seed)
+					addr = net.JoinHostPort(h, port)
+				}
+				return addr, nil
+			}
+		}
+		last = fmt.Errorf("no master serves slot %d", slot)
+	}
+	return "", fmt.Errorf("source cluster: which master serves slot %d: %w", slot, last)
 }

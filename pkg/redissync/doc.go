@@ -68,8 +68,11 @@
 //     target acknowledged a batch, and a crash between the two would apply
 //     non-idempotent commands (INCR, RPUSH) twice. Costs: one HSET per
 //     batch, and one key on the target that `redis verify` leaves out and
-//     the operator deletes after cutover. Not kept on a cluster target
-//     (the log says so).
+//     the operator deletes after cutover. On a cluster target, where a
+//     MULTI/EXEC cannot span slots, a position key per slot written (in
+//     that slot's transaction) and a floor per master
+//     (clusterposition.go); a resume starts at the lowest floor and skips,
+//     per slot, what that slot already holds.
 //   - SCAN-mode follow (keyspace.go): keys named by keyspace notifications
 //     are copied again; subscribed before the SCAN; a lost stretch of
 //     events (re-subscription, or too many keys pending) is detected,

@@ -50,10 +50,14 @@ type follower struct {
 	inMulti  bool
 	db       int
 
-	target  *redis.Conn
-	client  *redis.Client
-	cl      *clusterFollower // a cluster target (cluster.go)
-	release func(replCmd)    // returns a command's bytes to the relay budget
+	target *redis.Conn
+	client *redis.Client
+	cl     *clusterFollower // a cluster target (cluster.go)
+	// held: on a cluster target with a durable position, the offsets
+	// slots already hold beyond safe after a resume (by slot);
+	// their commands up to there are not applied again.
+	held    map[uint16]int64
+	release func(replCmd) // returns a command's bytes to the relay budget
 }
 
 func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, log *zap.Logger) error {
@@ -71,9 +75,9 @@ func newFollower(cfg SyncConfig, w *Writer, log *zap.Logger, replid string, offs
 // resumePSYNC continues from the position a previous run stored on the
 // target (after a restart or kill -9): PSYNC <replid> <offset+1>, and a
 // full resynchronisation only when the source cannot continue.
-func resumePSYNC(ctx context.Context, cfg SyncConfig, w *Writer, p position, log *zap.Logger) error {
+func resumePSYNC(ctx context.Context, cfg SyncConfig, w *Writer, p position, held map[uint16]int64, log *zap.Logger) error {
 	f := newFollower(cfg, w, log, p.replid, p.offset)
-	f.db = p.db
+	f.db, f.held = p.db, held
 	log.Info("resuming from the follow position stored on the target", zap.String("replid", p.replid), zap.Int64("offset", p.offset), zap.Int("db", p.db))
 	rc, err := f.reconnect(ctx)
 	if err != nil {
@@ -177,6 +181,16 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // longer has that part of its backlog it answers FULLRESYNC, and the target
 // is flushed and loaded again (keys deleted meanwhile would otherwise stay).
 func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
+	if f.cfg.shardID != "" {
+		// A shard of a cluster source: its master may have failed over.
+		if addr, err := shardMaster(ctx, f.cfg.Source, f.cfg.shardSeeds, f.cfg.shardSlot); err == nil && addr != f.cfg.Source.Addr {
+			f.log.Warn("source shard failed over: following its new master", zap.String("old_master", f.cfg.Source.Addr), zap.String("new_master", addr))
+			o := *f.cfg.Source
+			o.Addr = addr
+			f.cfg.Source = &o
+			f.cfg.shardSeeds = append(f.cfg.shardSeeds, addr)
+		}
+	}
 	rc, err := dialSource(ctx, f.cfg.Source)
 	if err != nil {
 		return nil, err
@@ -189,6 +203,12 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 		return nil, err
 	}
 	if !full {
+		if rc.replid != f.replid {
+			// A promoted replica continues its old master's stream under
+			// its own ID: later PSYNCs and positions name that one.
+			f.log.Info("the source continues our stream under a new replication ID", zap.String("replid", f.replid), zap.String("new_replid", rc.replid))
+			f.replid = rc.replid
+		}
 		f.log.Info("replication resumed from the source's backlog", zap.Int64("offset", f.safe))
 		f.applied = f.safe
 		f.received.Store(f.safe)
@@ -350,6 +370,9 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 }
 
 func (f *follower) apply(ctx context.Context, batch []replCmd) error {
+	if f.w.cluster && f.cfg.DurablePosition {
+		return f.applyClusterDurable(ctx, batch)
+	}
 	if f.w.cluster {
 		return f.applyCluster(ctx, batch)
 	}

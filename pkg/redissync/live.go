@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"replicator/pkg/redisconn"
 	"replicator/pkg/redisrdb"
 )
 
@@ -18,8 +20,14 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 		// path; a cluster whose node list cannot be read stops here.
 		shards, err := clusterShards(ctx, cfg.Source)
 		var ce *clusterNodesError
-		if errors.As(err, &ce) {
+		var reply redis.Error
+		switch {
+		case errors.As(err, &ce):
 			return LoadStats{}, err
+		case err != nil && !errors.Is(err, errNotACluster) && !errors.As(err, &reply):
+			// No answer at all (refused, TLS mismatch, timeout): the
+			// replication handshake would only wait for it again.
+			return LoadStats{}, redisconn.Explain("source", cfg.Source, err)
 		}
 		if err == nil {
 			return syncClusterSource(ctx, cfg, w, shards, log)
@@ -27,12 +35,22 @@ func syncLive(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 	}
 	if cfg.Mode == "auto" || cfg.Mode == "psync" {
 		if cfg.resumable() {
-			p, ok, err := readPosition(ctx, w, cfg.posKey())
+			var p position
+			var held map[uint16]int64
+			var ok bool
+			var err error
+			if w.cluster {
+				var cp clusterPositions
+				cp, ok, err = readClusterPositions(ctx, w, cfg.posKey(), log)
+				p, held = cp.min, cp.held
+			} else {
+				p, ok, err = readPosition(ctx, w, cfg.posKey())
+			}
 			if err != nil {
 				return LoadStats{}, err
 			}
 			if ok {
-				return LoadStats{}, resumePSYNC(ctx, cfg, w, p, log)
+				return LoadStats{}, resumePSYNC(ctx, cfg, w, p, held, log)
 			}
 			if err := clearPosition(ctx, w, cfg.posKey()); err != nil {
 				return LoadStats{}, err

@@ -80,6 +80,9 @@ func readPosition(ctx context.Context, w *Writer, key string) (p position, ok bo
 // snapshot is loaded and flushed, so it covers every key written. The
 // stream after a full sync starts with a SELECT, so db is 0.
 func writePosition(ctx context.Context, w *Writer, key, replid string, offset int64) error {
+	if w.cluster {
+		return writeClusterPositions(ctx, w, key, replid, offset)
+	}
 	if err := w.Do(ctx, 0, "HSET", key, "replid", replid, "offset", offset, "db", 0); err != nil {
 		return fmt.Errorf("target: storing the follow position: %w", err)
 	}
@@ -89,6 +92,9 @@ func writePosition(ctx context.Context, w *Writer, key, replid string, offset in
 // clearPosition deletes a stored position before a snapshot overwrites
 // the data it described.
 func clearPosition(ctx context.Context, w *Writer, key string) error {
+	if w.cluster {
+		return clearClusterPositions(ctx, w, key+":*")
+	}
 	if err := w.Do(ctx, 0, "DEL", key); err != nil {
 		return fmt.Errorf("target: clearing the follow position: %w", err)
 	}
@@ -96,10 +102,10 @@ func clearPosition(ctx context.Context, w *Writer, key string) error {
 }
 
 // clearPositions deletes every stored position (those of a cluster
-// source's shards too). Positions are only kept on single-node targets.
+// source's shards too).
 func clearPositions(ctx context.Context, w *Writer) error {
 	if w.cluster {
-		return clearPosition(ctx, w, PositionKey)
+		return clearClusterPositions(ctx, w, PositionKey+":*")
 	}
 	c := w.client(0, 1)
 	defer c.Close()

@@ -46,8 +46,12 @@ type SyncConfig struct {
 	// when a position is already there, resumes from it with PSYNC instead
 	// of copying again. PSYNC follow only.
 	DurablePosition bool
-	// shardID is set for the follower of one shard of a cluster source.
-	shardID string
+	// shardID is set for the follower of one shard of a cluster source;
+	// shardSlot is a slot it serves, by which its master is found again
+	// after a failover among shardSeeds (the masters' addresses).
+	shardID    string
+	shardSlot  int
+	shardSeeds []string
 	// Metrics receives the sync's metrics; nil records none. The command
 	// builds one with NewMetrics per process.
 	Metrics *Metrics
@@ -113,10 +117,6 @@ func Sync(ctx context.Context, cfg SyncConfig, log *zap.Logger) (st LoadStats, e
 	}
 	defer summarise(w, log, &st, &err) // after Close: every write has run
 	defer w.Close()
-	if cfg.DurablePosition && cfg.Follow && w.cluster {
-		log.Warn("the follow position is not kept on a cluster target (it cannot share a transaction with keys of other slots): a restarted follower copies the source again")
-		cfg.DurablePosition = false
-	}
 	if cfg.FlushTarget {
 		log.Warn("flushing the target before the copy (--flush-target)", zap.String("target", cfg.Writer.Target.Addr))
 		if err := w.Do(ctx, 0, "FLUSHALL"); err != nil {
