@@ -38,7 +38,6 @@ func (h *Handler) Sync(ctx context.Context) (copied bool, err error) {
 	}()
 	var copyNames, builds []string
 	var buildChanges []Change
-	install := false
 	seen := map[string]bool{}
 	// What must happen on the source before the target: capture for a new
 	// table (so that no write after the copy's snapshots is missed).
@@ -91,9 +90,6 @@ func (h *Handler) Sync(ctx context.Context) (copied bool, err error) {
 					copiedNow[t.OID] = true
 					copyNames = append(copyNames, t.Qualified())
 				}
-				if c.Kind == AddColumn || c.Kind == CreateTable {
-					install = true
-				}
 			}
 			if err := recordChange(ctx, tx, action, c); err != nil {
 				return err
@@ -128,13 +124,6 @@ func (h *Handler) Sync(ctx context.Context) (copied bool, err error) {
 			h.log.Info("schema change applied to the target", zap.String("change", c.String()), zap.Bool("already_there", c.matched))
 		}
 	}
-	if install && h.cfg.Capture == state.CaptureTrigger {
-		// Capture follows the new columns: the install is idempotent and
-		// regenerates what the tables' shape needs.
-		if _, err := trigger.Install(ctx, h.src, h.cfg.Trigger, h.log); err != nil {
-			return false, fmt.Errorf("source: update trigger capture after the schema change: %w", err)
-		}
-	}
 	if len(copyNames) > 0 {
 		if _, err := h.cfg.Copier.CopyPending(ctx, h.cfg.SourceURL, h.cfg.TargetURL, h.cfg.Jobs, h.log); err != nil {
 			return false, fmt.Errorf("copy %s: %w", strings.Join(copyNames, ", "), err)
@@ -152,7 +141,21 @@ func (h *Handler) Sync(ctx context.Context) (copied bool, err error) {
 // TABLES must list it; trigger capture installs its triggers.
 func (h *Handler) capture(ctx context.Context, t *Table) error {
 	if h.cfg.Capture == state.CaptureTrigger {
-		if _, err := trigger.Install(ctx, h.src, h.cfg.Trigger, h.log); err != nil {
+		// Only the new table: reinstalling every table would take each
+		// table's lock again and can deadlock with the app's writes. A new
+		// partition gets its root's row trigger from PostgreSQL itself,
+		// but is installed the whole way, as Install treats partitions.
+		install := func() error {
+			_, err := trigger.InstallTables(ctx, h.src, h.cfg.Trigger, h.log, t.OID)
+			return err
+		}
+		if t.Parent != 0 {
+			install = func() error {
+				_, err := trigger.Install(ctx, h.src, h.cfg.Trigger, h.log)
+				return err
+			}
+		}
+		if err := install(); err != nil {
 			return fmt.Errorf("source: install trigger capture on the new table %s: %w", t.Qualified(), err)
 		}
 		return nil
