@@ -111,6 +111,7 @@ type run struct {
 	seqs      []sequence
 	matviews  []string
 	copyStart time.Time
+	pd        *postData // the chunked copy's post-data units
 }
 
 // later registers f to run when Run returns, before the connections close.
@@ -247,7 +248,7 @@ func (r *run) markTarget(ctx context.Context) error {
 	r.marked = true
 	// A fresh copy: an earlier run's chunk ledger (whose snapshots the
 	// stream would filter by) must not outlive it.
-	if _, err := r.dst.Exec(ctx, `DROP TABLE IF EXISTS replicator.chunks`); err != nil {
+	if _, err := r.dst.Exec(ctx, `DROP TABLE IF EXISTS replicator.chunks, replicator.postdata`); err != nil {
 		return fmt.Errorf("drop an earlier run's chunk ledger on the target: %w", err)
 	}
 	return nil
