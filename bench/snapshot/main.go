@@ -33,7 +33,7 @@ func main() {
 	jobs := flag.Int("jobs", 4, "parallel jobs for every method")
 	toastRows := flag.Int("toast-rows", 2000, "rows of ~256 KB TOASTed text in big_toast")
 	only := flag.String("only", "", "comma-separated subset of methods: replicator,pg_dump,pgcopydb,subscription")
-	pairs := flag.Int("pairs", 0, "instead: this many pairs of `replicator snapshot --chunked` and pgcopydb clone (A B B A), then a chunked run killed at 50 % and resumed")
+	pairs := flag.Int("pairs", 0, "instead: this many rounds of `replicator snapshot` (chunked), `replicator snapshot --one-snapshot` and pgcopydb clone (A C B, B C A, …), then a chunked run killed at 50 % and resumed")
 	flag.Parse()
 	chunkedRuns = *pairs
 	if err := run(*scale, *jobs, *toastRows, *only); err != nil {

@@ -13,14 +13,14 @@ import (
 	"replicator/pkg/state"
 )
 
-// chunkedPhases is Run with Config.Chunked: the copy goes through the
+// chunkedPhases is Run without Config.OneSnapshot: the copy goes through the
 // chunk ledger (ledger.go), each chunk under a short snapshot of its own,
 // and an interrupted run is resumed where the ledger says it stopped, as
 // long as its capture point is still on the source.
 func (r *run) chunkedPhases() []func(context.Context) error {
 	return []func(context.Context) error{
 		r.connect, r.lockTarget, r.loadPrevious, r.preflight, r.resumeOrStartOver, r.setReplicaIdentity,
-		r.markTargetFresh, r.startCaptureFresh, r.readSchema, r.createSchemaFresh, r.copyChunks,
+		r.markTargetFresh, r.startCaptureFresh, r.readSchema, r.createSchemaFresh, r.copyChunks, r.copyLargeObjectsNow,
 		r.readSequencesNow, r.buildPostData, r.setSequences, r.setDatabaseSettings, r.analyzeRest, r.markDone,
 	}
 }
@@ -52,6 +52,7 @@ func (r *run) resumeOrStartOver(ctx context.Context) error {
 		return r.startOver(ctx)
 	}
 	r.resuming = true
+	r.res.Resumed = true
 	r.marked = true
 	r.point = &CapturePoint{State: *prev}
 	r.res.SlotName, r.res.Publication, r.res.ConsistentLSN, r.res.SnapshotXmin = prev.SlotName, prev.Publication, prev.ConsistentLSN, prev.SnapshotXmin
@@ -216,7 +217,7 @@ func (r *run) readSequencesNow(ctx context.Context) (err error) {
 var ErrNothingToJoin = errors.New("no chunked copy to join on this target")
 
 // Join adds cfg.Jobs workers, in this process, to the chunked copy that a
-// Run with Config.Chunked drives against cfg.TargetURL: on the same host
+// Run (without Config.OneSnapshot) drives against cfg.TargetURL: on the same host
 // or another, any number of times. The target's ledger is the
 // coordinator: workers claim chunks with FOR UPDATE SKIP LOCKED. Join
 // returns once no chunk is left to claim; the Run finishes the rest (the
@@ -239,7 +240,7 @@ func Join(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	if planned == 0 {
-		return fmt.Errorf("%w: start it with `replicator snapshot --chunked`, then join once it copies", ErrNothingToJoin)
+		return fmt.Errorf("%w: start it with `replicator snapshot`, then join once it copies", ErrNothingToJoin)
 	}
 	src, err := connect(ctx, cfg.SourceURL, "source", nil)
 	if err != nil {

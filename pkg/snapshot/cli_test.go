@@ -97,9 +97,17 @@ func TestCLIPreflightRefusalExit2(t *testing.T) {
 }
 
 // kill -9 in the middle of the copy, then run again: the second run says
-// it starts over, and the target ends identical to the source with no
-// duplicate row.
+// it resumes (the chunked copy, the default) or starts over
+// (--one-snapshot), and the target ends identical to the source with no
+// duplicate row and every index built.
 func TestCLIKill9ThenRerun(t *testing.T) {
+	t.Run("chunked", func(t *testing.T) { kill9ThenRerun(t, nil, "resuming:", "resumed an interrupted run") })
+	t.Run("one snapshot", func(t *testing.T) {
+		kill9ThenRerun(t, []string{"--one-snapshot"}, "starting over cleanly", "started over after an interrupted run")
+	})
+}
+
+func kill9ThenRerun(t *testing.T, mode []string, says ...string) {
 	src, dst, _ := pair(t)
 	pg.Exec(t, src, `
 		CREATE TABLE big (id bigserial PRIMARY KEY, payload text, ref int);
@@ -110,7 +118,7 @@ func TestCLIKill9ThenRerun(t *testing.T) {
 	want := tableSums(t, src)
 	// The default slot name is what the command uses; this test owns the
 	// cluster's "replicator" slot while it runs.
-	args := []string{"--source", pg.URL(src), "--target", pg.URL(dst), "--jobs", "2", "--chunk-mb", "1"}
+	args := append([]string{"--source", pg.URL(src), "--target", pg.URL(dst), "--jobs", "2", "--chunk-mb", "1"}, mode...)
 
 	var stderr bytes.Buffer
 	first := snapshotCmd(t, args...)
@@ -150,7 +158,7 @@ func TestCLIKill9ThenRerun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rerun: %v\n%s", err, out)
 	}
-	mustContain(t, string(out), "starting over cleanly", "started over after an interrupted run")
+	mustContain(t, string(out), says...)
 	compareSums(t, want, tableSums(t, dst))
 	st, err = state.Load(context.Background(), conn)
 	if err != nil || st.SnapshotStatus != state.SnapshotDone {

@@ -228,7 +228,7 @@ func TestChunkedRunResumesThenStreams(t *testing.T) {
 				pg.Exec(t, src, `ALTER TABLE loose REPLICA IDENTITY FULL; ALTER TABLE coded REPLICA IDENTITY USING INDEX coded_code_key`)
 				t.Cleanup(func() { dropSlot(cfg.SlotName) })
 			}
-			cfg.Capture, cfg.Chunked, cfg.ChunkBytes, cfg.Jobs = mode, true, 16<<10, 1
+			cfg.Capture, cfg.ChunkBytes, cfg.Jobs = mode, 16<<10, 1
 			bg := context.Background()
 			ctx, stopWriter := context.WithCancel(bg)
 			writerDone := make(chan error, 1)
@@ -332,9 +332,9 @@ func TestChunkedRunWithJoinedWorkers(t *testing.T) {
 	src, dst, cfg := pair(t)
 	pg.Exec(t, src, ledgerTestDDL+ledgerTestRows+"ANALYZE;")
 	bg := context.Background()
-	cfg.Capture, cfg.Chunked, cfg.ChunkBytes, cfg.Jobs = CaptureTrigger, true, 16<<10, 1
-	if err := Join(bg, cfg, testLogger(t)); !errors.Is(err, ErrNothingToJoin) || !strings.Contains(err.Error(), "--chunked") {
-		t.Errorf("Join before any copy: %v, want ErrNothingToJoin naming --chunked", err)
+	cfg.Capture, cfg.ChunkBytes, cfg.Jobs = CaptureTrigger, 16<<10, 1
+	if err := Join(bg, cfg, testLogger(t)); !errors.Is(err, ErrNothingToJoin) || !strings.Contains(err.Error(), "replicator snapshot`") {
+		t.Errorf("Join before any copy: %v, want ErrNothingToJoin naming `replicator snapshot`", err)
 	}
 	ctx, stopWriter := context.WithCancel(bg)
 	writerDone := make(chan error, 1)
@@ -381,7 +381,7 @@ func TestStartOverDropsTheLedger(t *testing.T) {
 	pg.Exec(t, src, ledgerTestDDL+ledgerTestRows+"ALTER TABLE loose REPLICA IDENTITY FULL; ALTER TABLE coded REPLICA IDENTITY USING INDEX coded_code_key; ANALYZE;")
 	t.Cleanup(func() { dropSlot(cfg.SlotName) })
 	bg := context.Background()
-	cfg.Chunked, cfg.ChunkBytes, cfg.Jobs = true, 16<<10, 1
+	cfg.ChunkBytes, cfg.Jobs = 16<<10, 1
 	rctx, cancel := context.WithCancel(bg)
 	go func() {
 		defer cancel()
@@ -400,7 +400,7 @@ func TestStartOverDropsTheLedger(t *testing.T) {
 	if _, err := Run(rctx, cfg, testLogger(t)); err == nil {
 		t.Fatal("the chunked run was not interrupted")
 	}
-	cfg.Chunked = false
+	cfg.OneSnapshot = true
 	res, err := Run(bg, cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)

@@ -59,7 +59,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Result, err error
 		}
 		if err != nil && r.marked {
 			// The hint comes first so that status shows it too.
-			err = withRerunHint(err)
+			err = withRerunHint(err, r.cfg.OneSnapshot)
 			r.recordFailure(err)
 		}
 	}()
@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Result, err error
 		r.startCapture, r.openReaders, r.createSchema, r.copyData, r.copyLargeObjects, r.endSnapshot, r.buildIndexes,
 		r.setSequences, r.setDatabaseSettings, r.analyze, r.markDone,
 	}
-	if cfg.Chunked {
+	if !cfg.OneSnapshot {
 		phases = r.chunkedPhases()
 	}
 	for _, phase := range phases {
