@@ -132,7 +132,6 @@ func (r *run) copyChunks(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	r.rep.phase("copy")
 	r.copyStart = time.Now()
 	return copyLedgerWait(ctx, r.cfg, r.tables, r.pf.targetLZ4, r.rep, r.log, true, r.pd)
 }

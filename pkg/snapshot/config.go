@@ -86,6 +86,9 @@ type Progress interface {
 	Plan(tables []TablePlan)
 	// Copied adds rows and bytes (COPY text) copied into table.
 	Copied(table string, rows, bytes int64)
+	// ChunkDone says one more chunk of table is committed on the target
+	// (or, on a resumed run, was committed by the interrupted one).
+	ChunkDone(table string)
 	// TableDone says every chunk of table is committed on the target.
 	TableDone(table string)
 }

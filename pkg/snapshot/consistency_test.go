@@ -21,6 +21,7 @@ func (w *writeOnCopy) Phase(name string) {
 func (w *writeOnCopy) Plan([]TablePlan)            {}
 func (w *writeOnCopy) Copied(string, int64, int64) {}
 func (w *writeOnCopy) TableDone(string)            {}
+func (w *writeOnCopy) ChunkDone(string)            {}
 
 // Rows written on the source after the slot was created are not in the
 // copy, and the slot holds exactly those changes for the stream: the copy

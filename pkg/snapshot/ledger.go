@@ -273,7 +273,7 @@ func (w *ledgerWorker) next(ctx context.Context, rep *reporter) (bool, error) {
 	if err := tx.Commit(ctx); err != nil {
 		return false, fmt.Errorf("commit chunk %s on the target: %w", c, err)
 	}
-	rep.chunkDone()
+	rep.chunkDone(c.table)
 	var tableDone bool
 	if err := w.dst.QueryRow(ctx, `SELECT count(*) = count(snapshot) FROM replicator.chunks WHERE table_name = $1`, c.table).Scan(&tableDone); err != nil {
 		return false, fmt.Errorf("read the chunk ledger on the target: %w", err)
@@ -345,7 +345,7 @@ func reportPlan(ctx context.Context, dst *pgx.Conn, tables []*table, rep *report
 		}
 		rep.copied(t.qualified(), c.rows, c.bytes)
 		for range c.done {
-			rep.chunks.Add(1)
+			rep.chunkKept(t.qualified())
 		}
 		if c.done == c.chunks {
 			rep.tableDone(t.qualified())
@@ -428,9 +428,12 @@ func copyLedgerWait(ctx context.Context, cfg *Config, tables []*table, lz4 bool,
 	if err != nil {
 		return err
 	}
+	// What an interrupted run copied is reported before the copy phase
+	// begins, so that rates count only what this process copies.
 	if err := reportPlan(ctx, plan, tables, rep); err != nil {
 		return err
 	}
+	rep.phase("copy")
 	if done > 0 {
 		log.Info(fmt.Sprintf("resuming: %s of %s chunks already copied", groupDigits(done), groupDigits(total)),
 			zap.Int("done", done), zap.Int("total", total))
