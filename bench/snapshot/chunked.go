@@ -124,13 +124,14 @@ func chunkedPairs(ctx context.Context, bin, work, srcURL string, newTarget func(
 	fmt.Printf("  pair ratios replicator/replicator --one-snapshot: %.2f; median %.2f ×\n", oneRatios, (oneRatios[(len(oneRatios)-1)/2]+oneRatios[len(oneRatios)/2])/2)
 	fmt.Printf("  killed at 50 %% after %.1f s, resumed in %.1f s: %.1f s in all, %.2f × the median uninterrupted run (%.1f s)\n",
 		killedAt.Seconds(), resumed.Seconds(), (killedAt + resumed).Seconds(), (killedAt+resumed).Seconds()/median(repWalls).Seconds(), median(repWalls).Seconds())
-	fmt.Printf("  oldest source transaction with a snapshot during replicator runs: %.1f s\n", maxXactAge.Seconds())
+	fmt.Printf("  oldest source transaction with a snapshot during replicator runs: %.1f s (%s)\n", maxXactAge.Seconds(), oldestXact)
 	fmt.Printf("  replicator peak RSS: %d MB\n", peakRSS>>20)
 	return nil
 }
 
 // sampleXactAge keeps in *maxAge the oldest age seen, once a second, of a
-// source transaction that holds a snapshot, until the returned stop.
+// source transaction that holds a snapshot (a backend_xmin), until the
+// returned stop; oldestXact says which backend it was.
 func sampleXactAge(ctx context.Context, srcURL string, maxAge *time.Duration) (stop func()) {
 	var running atomic.Bool
 	running.Store(true)
@@ -139,12 +140,21 @@ func sampleXactAge(ctx context.Context, srcURL string, maxAge *time.Duration) (s
 		defer close(done)
 		for running.Load() {
 			var secs float64
-			if benchkit.QueryRow(ctx, srcURL, `SELECT coalesce(extract(epoch FROM max(now() - xact_start)), 0)::float8 FROM pg_stat_activity
-				WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database()`, &secs) == nil {
-				*maxAge = max(*maxAge, time.Duration(secs*float64(time.Second)))
+			var who string
+			if benchkit.QueryRow(ctx, srcURL, `SELECT coalesce(extract(epoch FROM now() - xact_start), 0)::float8,
+					backend_type || ' ' || state || ': ' || left(query, 120)
+				FROM pg_stat_activity
+				WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database()
+				ORDER BY xact_start LIMIT 1`, &secs, &who) == nil {
+				if age := time.Duration(secs * float64(time.Second)); age > *maxAge {
+					*maxAge, oldestXact = age, who
+				}
 			}
 			time.Sleep(time.Second)
 		}
 	}()
 	return func() { running.Store(false); <-done }
 }
+
+// oldestXact describes the backend whose transaction was the oldest seen.
+var oldestXact string
