@@ -262,6 +262,13 @@ func TestChunkedRunResumesThenStreams(t *testing.T) {
 			if p := st.SnapshotTables; p == nil || p.ChunksDone != int64(kept) || p.ChunksTotal != int64(total) {
 				t.Errorf("status shows %+v, the ledger %d of %d chunks done", p, kept, total)
 			}
+			// The chunks just committed give the copy's rate, and the
+			// bytes left its ETA.
+			var text strings.Builder
+			st.WriteText(&text)
+			if p := st.SnapshotTables; p == nil || p.BytesPerSecond <= 0 || !strings.Contains(text.String(), " MB/s, ETA ") {
+				t.Errorf("status shows no rate and ETA for a copy that just committed chunks: %+v\n%s", p, text.String())
+			}
 			core, logs := observer.New(zapcore.InfoLevel)
 			cfg.Jobs = 2
 			res, err := Run(bg, cfg, zap.New(zapcore.NewTee(core, testLogger(t).Core())))
