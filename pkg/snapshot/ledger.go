@@ -362,6 +362,13 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 	}
 	// Ended whatever happens: no source transaction outlives its chunk.
 	defer w.src.Exec(context.Background(), "ROLLBACK")
+	// A key range is read with a bitmap heap scan rather than an index
+	// scan: each heap page is visited once, in physical order, as a ctid
+	// range would be (about 10 % less source CPU for a range of a
+	// sequence-keyed table in a quick measurement here).
+	if _, err := w.src.Exec(ctx, "SET LOCAL enable_indexscan = off"); err != nil {
+		return "", 0, 0, fmt.Errorf("begin chunk %s on the source: %w", c, err)
+	}
 	// The first statement fixes the transaction's snapshot, which COPY
 	// then reads through.
 	if err := w.src.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
