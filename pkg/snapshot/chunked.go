@@ -174,6 +174,10 @@ func (r *run) buildPostData(ctx context.Context) error {
 	if _, err := r.pd.build(ctx, "", true); err != nil {
 		return err
 	}
+	if len(r.pd.notValid) > 0 {
+		r.log.Warn("foreign keys created NOT VALID: each chunk was read under its own snapshot, so their rows are checked only once the stream has caught up; they are enforced for every new write. Once `replicator status` shows no lag, run ALTER TABLE … VALIDATE CONSTRAINT for each (or copy with --one-snapshot, which validates them at once)",
+			zap.Strings("foreign_keys", r.pd.notValid))
+	}
 	r.log.Info("foreign keys, triggers and the rest of the schema built", zap.Duration("took", time.Since(start).Round(time.Millisecond)))
 	if n, err := refreshMatviews(ctx, r.matviews, r.dst); err != nil {
 		return err
@@ -239,7 +243,7 @@ func Join(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	if planned == 0 {
-		return fmt.Errorf("%w: start it with `replicator snapshot`, then join once it copies", ErrNothingToJoin)
+		return fmt.Errorf("%w: start it with `replicator snapshot --chunked`, then join once it copies", ErrNothingToJoin)
 	}
 	src, err := connect(ctx, cfg.SourceURL, "source", nil)
 	if err != nil {

@@ -3,7 +3,8 @@
 // must start so that the stream continues exactly where the copy ends: no
 // gap, no duplicate.
 //
-// By default the copy is chunked (ledger.go, "The chunked copy" below):
+// By default (Config's zero value; the command needs --chunked) the copy
+// is chunked (ledger.go, "The chunked copy" below):
 // each chunk under a short source snapshot of its own, recorded in a
 // ledger on the target, so that an interrupted run resumes and no source
 // transaction stays open for hours. With Config.OneSnapshot
@@ -100,8 +101,22 @@
 // and materialized views' indexes, index attachments) is built once all
 // chunks are done, as one recorded transaction of its own.
 //
-// Not built here: tables created on the source after the copy began are
-// neither copied nor detected by this package.
+// Foreign keys are created NOT VALID after a chunked copy (a row may
+// reference one that another chunk's snapshot did not hold until the
+// stream has caught up); they are enforced for new writes, and ALTER
+// TABLE … VALIDATE CONSTRAINT checks the copied rows once the stream has
+// caught up. A run logs them.
+//
+// Not carried yet, and why `replicator snapshot` still copies under one
+// snapshot unless given --chunked (Config's zero value is the chunked
+// copy): a unique index on columns other than the chunking key can see a
+// value twice when it moved between rows of two chunks read at different
+// times, and its build then fails (the error names the index; copy with
+// --one-snapshot); and `make demo` (trigger capture, a partitioned table
+// keyed by two columns, live writes) stopped its stream after a chunked
+// copy on a duplicate key in a partition, so partitioned tables under the
+// chunk filter need work first. Tables created on the source after the
+// copy began are neither copied nor detected by this package.
 //
 // The capture point (slot, or trigger capture's tick 0) is created once,
 // before the first chunk. replicator.chunks on the target then lists every

@@ -62,6 +62,8 @@ type postData struct {
 	// analyzed holds the tables this process has analyzed after their
 	// build, so that the analyze phase does not do them again.
 	analyzed sync.Map
+	// notValid lists the foreign keys created NOT VALID, set by build("").
+	notValid []string
 }
 
 // splitPostData reads the dump's table of contents (without what
@@ -236,6 +238,9 @@ func (pd *postData) build(ctx context.Context, unit string, wait bool) (bool, er
 		if err != nil {
 			return false, err
 		}
+		if unit == "" {
+			script, pd.notValid = foreignKeysNotValid(script)
+		}
 		if _, err := tx.Exec(ctx, "SET LOCAL maintenance_work_mem = '"+strconv.Itoa(pd.memMB)+"MB'"); err != nil {
 			return false, fmt.Errorf("set maintenance_work_mem on the target: %w", err)
 		}
@@ -250,6 +255,39 @@ func (pd *postData) build(ctx context.Context, unit string, wait bool) (bool, er
 		return false, fmt.Errorf("commit the indexes of %s on the target: %w", unitName(unit), err)
 	}
 	return true, nil
+}
+
+// foreignKeysNotValid adds NOT VALID to the foreign keys of a rendered
+// script, and names them. Each chunk is read under a snapshot of its
+// own, so until the stream has caught up a row may reference one that
+// another chunk's older (or newer) snapshot did not hold: checking the
+// keys now would fail a copy that the stream makes right. NOT VALID
+// keys are enforced for every later write; `ALTER TABLE … VALIDATE
+// CONSTRAINT` checks the rows once the stream has caught up. A
+// partitioned table's foreign key cannot be NOT VALID before
+// PostgreSQL 18: pg_dump writes it without ONLY, and it is left as is.
+func foreignKeysNotValid(script string) (string, []string) {
+	var b strings.Builder
+	var names []string
+	fk, only := false, false
+	for line := range strings.SplitSeq(script, "\n") {
+		switch {
+		case strings.HasPrefix(line, "-- Name: "):
+			fk = strings.Contains(line, "; Type: FK CONSTRAINT; ")
+			if fk {
+				name, _, _ := strings.Cut(strings.TrimPrefix(line, "-- Name: "), "; Type: ")
+				names = append(names, name)
+			}
+		case fk && strings.HasPrefix(line, "ALTER TABLE ONLY "):
+			only = true
+		case fk && only && strings.HasSuffix(line, ";"):
+			line = strings.TrimSuffix(line, ";") + " NOT VALID;"
+			fk, only = false, false
+		}
+		b.WriteString(line)
+		b.WriteByte('\n')
+	}
+	return strings.TrimSuffix(b.String(), "\n"), names
 }
 
 // createPostdataLedger creates replicator.postdata if it is missing.
