@@ -75,7 +75,7 @@
 // to snapshot first. Memory stays bounded by jobs ×
 // 256 KiB of COPY text whatever the table sizes.
 //
-// # The chunked copy (ledger.go), the default
+// # The chunked copy (ledger.go): Config's default, the command's --chunked
 //
 // Without Config.OneSnapshot the copy survives interruption and holds no
 // snapshot for hours: steps 3 and 5 above become the ledger below, the
