@@ -27,16 +27,21 @@ type snapshotProgress struct {
 	out      io.Writer // terminal for bars; nil for log lines
 	interval time.Duration
 
-	mu      sync.Mutex
-	phase   string
-	tables  map[string]*tableProgress
-	total   *mpb.Bar
-	bars    *mpb.Progress
-	estAll  int64
-	doneTbl atomic.Int64
-	rows    atomic.Int64
-	bytes   atomic.Int64
-	started time.Time
+	mu       sync.Mutex
+	phase    string
+	tables   map[string]*tableProgress
+	total    *mpb.Bar
+	bars     *mpb.Progress
+	estAll   int64
+	doneTbl  atomic.Int64
+	chunks   atomic.Int64 // done, of chunkAll
+	chunkAll int64
+	// keptBytes were copied by an interrupted run this one resumes: they
+	// count as done but not towards the rate.
+	keptBytes atomic.Int64
+	rows      atomic.Int64
+	bytes     atomic.Int64
+	started   time.Time
 
 	stopOnce sync.Once
 	stopCh   chan struct{}
@@ -44,10 +49,35 @@ type snapshotProgress struct {
 }
 
 type tableProgress struct {
-	plan  snapshot.TablePlan
-	rows  atomic.Int64
-	bytes atomic.Int64
-	bar   *mpb.Bar // nil when the table has no bar of its own
+	plan   snapshot.TablePlan
+	rows   atomic.Int64
+	bytes  atomic.Int64
+	chunks atomic.Int64
+	done   atomic.Bool
+	// first is when this process first copied into the table (unix
+	// nanoseconds; 0 before): the table's rate is measured from there.
+	first atomic.Int64
+	kept  atomic.Int64 // bytes an interrupted run copied
+	bar   *mpb.Bar     // nil when the table has no bar of its own
+}
+
+// eta extrapolates the table's rate since this process first wrote into
+// it to the bytes its size estimate says are left; 0 when done or not
+// started.
+func (tp *tableProgress) eta() time.Duration {
+	first := tp.first.Load()
+	done := tp.bytes.Load()
+	copied := done - tp.kept.Load()
+	if tp.done.Load() || first == 0 || copied <= 0 || tp.plan.EstBytes <= done {
+		return 0
+	}
+	el := time.Since(time.Unix(0, first))
+	return time.Duration(float64(el) * float64(tp.plan.EstBytes-done) / float64(copied)).Round(time.Second)
+}
+
+// chunksText is "3/10 chunks".
+func (tp *tableProgress) chunksText() string {
+	return fmt.Sprintf("%d/%d chunks", tp.chunks.Load(), tp.plan.Chunks)
 }
 
 func newSnapshotProgress(log *zap.Logger, terminal io.Writer, interval time.Duration) *snapshotProgress {
@@ -80,6 +110,7 @@ func (p *snapshotProgress) Plan(tables []snapshot.TablePlan) {
 	for _, t := range sorted {
 		p.tables[t.Name] = &tableProgress{plan: t}
 		p.estAll += max(t.EstBytes, 1)
+		p.chunkAll += int64(t.Chunks)
 	}
 	if p.out == nil {
 		return
@@ -93,15 +124,24 @@ func (p *snapshotProgress) Plan(tables []snapshot.TablePlan) {
 		tp.bar = p.bars.AddBar(max(t.EstBytes, 1),
 			mpb.PrependDecorators(decor.Name(truncate(t.Name, 36), decor.WC{W: 37, C: decor.DindentRight})),
 			mpb.AppendDecorators(
+				decor.Any(func(decor.Statistics) string { return tp.chunksText() }, decor.WC{W: 18}),
 				decor.Any(func(decor.Statistics) string { return fmt.Sprintf("%d rows", tp.rows.Load()) }, decor.WC{W: 14}),
 				decor.Any(func(decor.Statistics) string { return units.Bytes(tp.bytes.Load()) }, decor.WC{W: 11}),
+				decor.Any(func(decor.Statistics) string {
+					if eta := tp.eta(); eta > 0 {
+						return "  ETA " + eta.String()
+					}
+					return ""
+				}),
 			))
 	}
 	p.total = p.bars.AddBar(max(p.estAll, 1), mpb.BarPriority(1<<30),
 		mpb.PrependDecorators(decor.Name("total", decor.WC{W: 37, C: decor.DindentRight})),
 		mpb.AppendDecorators(
+			decor.Any(func(decor.Statistics) string { return fmt.Sprintf("%d/%d chunks", p.chunks.Load(), p.chunkAll) }, decor.WC{W: 18}),
 			decor.Any(func(decor.Statistics) string { return fmt.Sprintf("%d rows", p.rows.Load()) }, decor.WC{W: 14}),
 			decor.Any(func(decor.Statistics) string { return units.Bytes(p.bytes.Load()) }, decor.WC{W: 11}),
+			decor.Any(func(decor.Statistics) string { return fmt.Sprintf("  %.1f MB/s", p.rate()/1e6) }),
 			decor.Any(func(decor.Statistics) string { return "  ETA " + p.eta().String() }),
 		))
 }
@@ -114,6 +154,13 @@ func (p *snapshotProgress) Copied(table string, rows, bytes int64) {
 		return
 	}
 	tp.rows.Add(rows)
+	if p.phaseNow() != "copy" {
+		// Before the copy phase: what an interrupted run copied.
+		tp.kept.Add(bytes)
+		p.keptBytes.Add(bytes)
+	} else if tp.first.Load() == 0 {
+		tp.first.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	b := tp.bytes.Add(bytes)
 	if tp.bar != nil {
 		// The heap size is only an estimate of the COPY text: grow the
@@ -128,22 +175,81 @@ func (p *snapshotProgress) Copied(table string, rows, bytes int64) {
 	}
 }
 
+func (p *snapshotProgress) ChunkDone(table string) {
+	p.chunks.Add(1)
+	if tp := p.tables[table]; tp != nil {
+		tp.chunks.Add(1)
+	}
+}
+
 func (p *snapshotProgress) TableDone(table string) {
 	p.doneTbl.Add(1)
-	if tp := p.tables[table]; tp != nil && tp.bar != nil {
+	tp := p.tables[table]
+	if tp == nil {
+		return
+	}
+	tp.done.Store(true)
+	if tp.bar != nil {
 		tp.bar.SetTotal(-1, true)
 	}
+}
+
+func (p *snapshotProgress) phaseNow() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.phase
+}
+
+// rate is the bytes per second this process has copied since the copy
+// began (what an interrupted run copied does not count).
+func (p *snapshotProgress) rate() float64 {
+	el := time.Since(p.started).Seconds()
+	return float64(p.bytes.Load()-p.keptBytes.Load()) / max(el, 0.001)
 }
 
 // eta extrapolates from the bytes copied so far against the tables' heap
 // sizes, a fair estimate of the COPY text to come.
 func (p *snapshotProgress) eta() time.Duration {
 	done := p.bytes.Load()
-	el := time.Since(p.started)
-	if done <= 0 || p.estAll <= done {
+	rate := p.rate()
+	if done <= 0 || p.estAll <= done || rate <= 0 {
 		return 0
 	}
-	return (time.Duration(float64(el) * float64(p.estAll-done) / float64(done))).Round(time.Second)
+	return time.Duration(float64(p.estAll-done) / rate * float64(time.Second)).Round(time.Second)
+}
+
+// inProgress describes the tables partly copied, largest first, at most
+// maxBars of them: "public.a 3/10 chunks, 12.0 MiB of about 40.0 MiB,
+// ETA 8s".
+func (p *snapshotProgress) inProgress() []string {
+	var out []string
+	for _, tp := range p.sortedTables() {
+		if tp.done.Load() || tp.chunks.Load() == 0 && tp.bytes.Load() == 0 {
+			continue
+		}
+		s := fmt.Sprintf("%s %s, %s of about %s", tp.plan.Name, tp.chunksText(), units.Bytes(tp.bytes.Load()), units.Bytes(tp.plan.EstBytes))
+		if eta := tp.eta(); eta > 0 {
+			s += ", ETA " + eta.String()
+		}
+		if out = append(out, s); len(out) == maxBars {
+			break
+		}
+	}
+	return out
+}
+
+func (p *snapshotProgress) sortedTables() []*tableProgress {
+	out := make([]*tableProgress, 0, len(p.tables))
+	for _, tp := range p.tables {
+		out = append(out, tp)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].plan.EstBytes != out[j].plan.EstBytes {
+			return out[i].plan.EstBytes > out[j].plan.EstBytes
+		}
+		return out[i].plan.Name < out[j].plan.Name
+	})
+	return out
 }
 
 func (p *snapshotProgress) logLoop() {
@@ -161,11 +267,12 @@ func (p *snapshotProgress) logLoop() {
 			if phase != "copy" {
 				continue
 			}
-			el := time.Since(p.started).Seconds()
 			p.log.Info("snapshot progress", zap.String("phase", phase),
 				zap.Int64("tables_done", p.doneTbl.Load()), zap.Int("tables", n),
+				zap.Int64("chunks_done", p.chunks.Load()), zap.Int64("chunks", p.chunkAll),
 				zap.Int64("rows", p.rows.Load()), zap.Int64("bytes", p.bytes.Load()), zap.Int64("bytes_estimated", p.estAll),
-				zap.Float64("mb_per_s", float64(p.bytes.Load())/1e6/max(el, 0.001)), zap.Duration("eta", p.eta()))
+				zap.Float64("mb_per_s", p.rate()/1e6), zap.Duration("eta", p.eta()),
+				zap.Strings("tables_copying", p.inProgress()))
 		}
 	}
 }

@@ -18,7 +18,8 @@ import (
 )
 
 // Off a terminal, progress is a structured log line on an interval with
-// the rows, bytes and tables done so far, up to the totals.
+// the rows, bytes, chunks and tables done so far, up to the totals, and
+// each table partly copied with its chunks and bytes.
 func TestSnapshotProgressLogLines(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	logged := make(chan struct{}, 1)
@@ -53,18 +54,24 @@ func TestSnapshotProgressLogLines(t *testing.T) {
 	p.Plan([]snapshot.TablePlan{{Name: a, EstBytes: 500, Chunks: 1}, {Name: b, EstBytes: 3000, Chunks: 2}})
 	p.Phase("copy")
 	p.Copied(a, 10, 500)
+	p.ChunkDone(a)
 	p.TableDone(a)
-	f := untilLine(1)
-	if f["phase"] != "copy" || f["tables"] != int64(2) || f["rows"] != int64(10) || f["bytes"] != int64(500) ||
-		f["bytes_estimated"] != int64(3500) {
-		t.Errorf("progress line after the first table = %v, want 1 of 2 tables, 10 rows, 500 of 3500 bytes", f)
-	}
 	p.Copied(b, 20, 1500)
+	p.ChunkDone(b)
+	f := untilLine(1)
+	if f["phase"] != "copy" || f["tables"] != int64(2) || f["rows"] != int64(30) || f["bytes"] != int64(2000) ||
+		f["bytes_estimated"] != int64(3500) || f["chunks_done"] != int64(2) || f["chunks"] != int64(3) {
+		t.Errorf("progress line after the first table = %v, want 1 of 2 tables, 2 of 3 chunks, 30 rows, 2000 of 3500 bytes", f)
+	}
+	if copying, _ := f["tables_copying"].([]any); len(copying) != 1 || !strings.HasPrefix(fmt.Sprint(copying[0]), b+" 1/2 chunks, "+units.Bytes(1500)+" of about "+units.Bytes(3000)) {
+		t.Errorf("tables being copied = %v, want only %s at 1/2 chunks", f["tables_copying"], b)
+	}
 	p.Copied(b, 25, 1500)
+	p.ChunkDone(b)
 	p.TableDone(b)
 	f = untilLine(2)
-	if f["tables"] != int64(2) || f["rows"] != int64(55) || f["bytes"] != int64(3500) || f["eta"] != time.Duration(0) {
-		t.Errorf("progress line at the end of the copy = %v, want 2 of 2 tables, 55 rows, 3500 bytes, no ETA left", f)
+	if f["tables"] != int64(2) || f["rows"] != int64(55) || f["bytes"] != int64(3500) || f["eta"] != time.Duration(0) || f["chunks_done"] != int64(3) {
+		t.Errorf("progress line at the end of the copy = %v, want 2 of 2 tables, 3 of 3 chunks, 55 rows, 3500 bytes, no ETA left", f)
 	}
 	p.Phase("indexes")
 	p.stop(true)
@@ -104,6 +111,7 @@ func TestSnapshotProgressBars(t *testing.T) {
 	for chunk := range 3 {
 		for _, tb := range tables {
 			p.Copied(tb.name, tb.rows/3, tb.bytes/3)
+			p.ChunkDone(tb.name)
 			if chunk == 2 {
 				p.TableDone(tb.name)
 			}
@@ -133,8 +141,8 @@ func TestSnapshotProgressBars(t *testing.T) {
 	for i, tb := range tables[:maxBars] {
 		l := frame[i]
 		if !strings.HasPrefix(l, tb.name) || !full.MatchString(l) ||
-			!strings.Contains(l, fmt.Sprintf(" %d rows", tb.rows)) || !strings.Contains(l, " "+units.Bytes(tb.bytes)) {
-			t.Errorf("bar %d = %q, want %s full with %d rows and %s", i, l, tb.name, tb.rows, units.Bytes(tb.bytes))
+			!strings.Contains(l, fmt.Sprintf(" %d rows", tb.rows)) || !strings.Contains(l, " "+units.Bytes(tb.bytes)) || !strings.Contains(l, " 3/3 chunks") {
+			t.Errorf("bar %d = %q, want %s full with 3/3 chunks, %d rows and %s", i, l, tb.name, tb.rows, units.Bytes(tb.bytes))
 		}
 	}
 	last := tables[maxBars].name
@@ -143,7 +151,8 @@ func TestSnapshotProgressBars(t *testing.T) {
 	}
 	total := frame[maxBars]
 	if !strings.HasPrefix(total, "total") || !full.MatchString(total) || !strings.Contains(total, fmt.Sprintf(" %d rows", rows)) ||
-		!strings.Contains(total, " "+units.Bytes(bytes)) || !strings.HasSuffix(total, "ETA 0s") {
-		t.Errorf("total bar = %q, want full with every table's %d rows and %s, ETA 0s", total, rows, units.Bytes(bytes))
+		!strings.Contains(total, " "+units.Bytes(bytes)) || !strings.HasSuffix(total, "ETA 0s") || !strings.Contains(total, fmt.Sprintf(" %d/%d chunks", 3*len(tables), 3*len(tables))) ||
+		!strings.Contains(total, " MB/s") {
+		t.Errorf("total bar = %q, want full with every table's chunks, %d rows and %s, a rate, ETA 0s", total, rows, units.Bytes(bytes))
 	}
 }

@@ -139,7 +139,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	say("\n[4/8] snapshot: schema, parallel copy under one exported snapshot, indexes, sequences")
-	res, err := snapshot.Run(ctx, snapshot.Config{SourceURL: source, TargetURL: target, Jobs: 4,
+	res, err := snapshot.Run(ctx, snapshot.Config{SourceURL: source, TargetURL: target, Jobs: 4, OneSnapshot: true,
 		ReplicaIdentityFull: true, Progress: o.Progress, Metrics: snapMetrics}, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)

@@ -8,19 +8,20 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"replicator/pkg/state"
 )
 
-// chunkedPhases is Run with Config.Chunked: the copy goes through the
+// chunkedPhases is Run without Config.OneSnapshot: the copy goes through the
 // chunk ledger (ledger.go), each chunk under a short snapshot of its own,
 // and an interrupted run is resumed where the ledger says it stopped, as
 // long as its capture point is still on the source.
 func (r *run) chunkedPhases() []func(context.Context) error {
 	return []func(context.Context) error{
 		r.connect, r.lockTarget, r.loadPrevious, r.preflight, r.resumeOrStartOver, r.setReplicaIdentity,
-		r.markTargetFresh, r.startCaptureFresh, r.readSchema, r.createSchemaFresh, r.copyChunks,
-		r.readSequencesNow, r.buildIndexes, r.setSequences, r.analyze, r.markDone,
+		r.markTargetFresh, r.startCaptureFresh, r.readSchema, r.createSchemaFresh, r.copyChunks, r.copyLargeObjectsNow,
+		r.readSequencesNow, r.buildPostData, r.setSequences, r.setDatabaseSettings, r.analyzeRest, r.markDone,
 	}
 }
 
@@ -45,12 +46,13 @@ func (r *run) resumeOrStartOver(ctx context.Context) error {
 	}
 	if !keep {
 		r.log.Warn("cannot resume the interrupted snapshot: " + why)
-		if _, err := r.dst.Exec(ctx, `DROP TABLE IF EXISTS replicator.chunks`); err != nil {
+		if _, err := r.dst.Exec(ctx, `DROP TABLE IF EXISTS replicator.chunks, replicator.postdata`); err != nil {
 			return fmt.Errorf("drop the interrupted run's chunk ledger on the target: %w", err)
 		}
 		return r.startOver(ctx)
 	}
 	r.resuming = true
+	r.res.Resumed = true
 	r.marked = true
 	r.point = &CapturePoint{State: *prev}
 	r.res.SlotName, r.res.Publication, r.res.ConsistentLSN, r.res.SnapshotXmin = prev.SlotName, prev.Publication, prev.ConsistentLSN, prev.SnapshotXmin
@@ -122,10 +124,85 @@ func (r *run) createSchemaFresh(ctx context.Context) error {
 	return r.createSchema(ctx)
 }
 
-func (r *run) copyChunks(ctx context.Context) error {
-	r.rep.phase("copy")
+func (r *run) copyChunks(ctx context.Context) (err error) {
+	if err := createPostdataLedger(ctx, r.dst); err != nil {
+		return err
+	}
+	r.pd, err = splitPostData(ctx, r.dump, r.src, r.dst, r.cfg.TargetURL, r.tables, max(64, r.cfg.IndexMemoryMB/r.cfg.Jobs))
+	if err != nil {
+		return err
+	}
 	r.copyStart = time.Now()
-	return copyLedger(ctx, r.cfg, r.tables, r.pf.targetLZ4, r.rep, r.log)
+	return copyLedgerWait(ctx, r.cfg, r.tables, r.pf.targetLZ4, r.rep, r.log, true, r.pd)
+}
+
+// buildPostData builds what no worker built during the copy: the tables
+// whose last chunk an earlier run or a joining process committed, then
+// what needs every table's data (foreign keys, triggers, …), then fills
+// the materialized views.
+func (r *run) buildPostData(ctx context.Context) error {
+	r.rep.phase("indexes")
+	r.log.Info("data copied", zap.Int64("rows", r.rep.rows.Load()), zap.Int64("bytes", r.rep.bytes.Load()),
+		zap.Duration("took", time.Since(r.copyStart).Round(time.Millisecond)))
+	start := time.Now()
+	next := make(chan string)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(next)
+		for _, t := range r.tables {
+			select {
+			case next <- t.qualified():
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	for range min(r.cfg.Jobs, max(len(r.tables), 1)) {
+		g.Go(func() error {
+			for t := range next {
+				if _, err := r.pd.build(gctx, t, true); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if _, err := r.pd.build(ctx, "", true); err != nil {
+		return err
+	}
+	if len(r.pd.notValid) > 0 {
+		r.log.Warn("foreign keys created NOT VALID: each chunk was read under its own snapshot, so their rows are checked only once the stream has caught up; they are enforced for every new write. Once `replicator status` shows no lag, run ALTER TABLE … VALIDATE CONSTRAINT for each (or copy with --one-snapshot, which validates them at once)",
+			zap.Strings("foreign_keys", r.pd.notValid))
+	}
+	r.log.Info("foreign keys, triggers and the rest of the schema built", zap.Duration("took", time.Since(start).Round(time.Millisecond)))
+	if n, err := refreshMatviews(ctx, r.matviews, r.dst); err != nil {
+		return err
+	} else if n > 0 {
+		r.log.Info("materialized views filled on the target", zap.Int("count", n))
+	}
+	return nil
+}
+
+// analyzeRest gathers planner statistics for the tables no worker
+// analyzed after building their indexes.
+func (r *run) analyzeRest(ctx context.Context) error {
+	var left []*table
+	for _, t := range r.tables {
+		if _, ok := r.pd.analyzed.Load(t.qualified()); !ok {
+			left = append(left, t)
+		}
+	}
+	r.rep.phase("analyze")
+	start := time.Now()
+	if err := analyzeTables(ctx, r.cfg.TargetURL, left, r.cfg.Jobs); err != nil {
+		return err
+	}
+	r.log.Info("planner statistics gathered on the target", zap.Int("tables", len(left)), zap.Duration("took", time.Since(start).Round(time.Millisecond)))
+	return nil
 }
 
 // readSequencesNow reads the sequences after the copy: values read now are
@@ -143,7 +220,7 @@ func (r *run) readSequencesNow(ctx context.Context) (err error) {
 var ErrNothingToJoin = errors.New("no chunked copy to join on this target")
 
 // Join adds cfg.Jobs workers, in this process, to the chunked copy that a
-// Run with Config.Chunked drives against cfg.TargetURL: on the same host
+// Run (without Config.OneSnapshot) drives against cfg.TargetURL: on the same host
 // or another, any number of times. The target's ledger is the
 // coordinator: workers claim chunks with FOR UPDATE SKIP LOCKED. Join
 // returns once no chunk is left to claim; the Run finishes the rest (the
@@ -180,7 +257,7 @@ func Join(ctx context.Context, cfg Config, log *zap.Logger) error {
 	// The joiner leaves default_toast_compression as the target has it:
 	// lz4 only speeds the writes up, and reads are the same either way.
 	rep := &reporter{p: cfg.Progress, m: cfg.Metrics}
-	return copyLedgerWait(ctx, &cfg, tables, false, rep, log, false)
+	return copyLedgerWait(ctx, &cfg, tables, false, rep, log, false, nil)
 }
 
 // ledgerPlanned counts the chunks in the target's ledger; 0 when there is

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"replicator/internal/testenv"
 	"replicator/pkg/state"
@@ -97,9 +100,38 @@ func TestCLIPreflightRefusalExit2(t *testing.T) {
 }
 
 // kill -9 in the middle of the copy, then run again: the second run says
-// it starts over, and the target ends identical to the source with no
-// duplicate row.
+// it resumes (the chunked copy, the default) or starts over
+// (--one-snapshot), and the target ends identical to the source with no
+// duplicate row and every index built.
 func TestCLIKill9ThenRerun(t *testing.T) {
+	// The chunked copy is killed once a seeded number of its chunks are
+	// committed (the seed is logged, to replay a failure).
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	at := 0 // chosen once the plan is known
+	afterChunks := func(conn *pgx.Conn) bool {
+		var total, done int
+		if conn.QueryRow(context.Background(), `SELECT count(*), count(snapshot) FROM replicator.chunks`).Scan(&total, &done) != nil || total < 2 {
+			return false
+		}
+		if at == 0 {
+			at = 1 + rng.IntN(total-1)
+			t.Logf("killing once %d of %d chunks are done", at, total)
+		}
+		return done >= at
+	}
+	t.Run("chunked", func(t *testing.T) {
+		kill9ThenRerun(t, []string{"--chunked"}, afterChunks, "resuming:", "resumed an interrupted run")
+	})
+	t.Run("one snapshot", func(t *testing.T) {
+		kill9ThenRerun(t, []string{"--one-snapshot"}, nil, "starting over cleanly", "started over after an interrupted run")
+	})
+}
+
+// kill9ThenRerun kills the first run once killNow says so (default: once
+// some rows of big are on the target, not all).
+func kill9ThenRerun(t *testing.T, mode []string, killNow func(*pgx.Conn) bool, says ...string) {
 	src, dst, _ := pair(t)
 	pg.Exec(t, src, `
 		CREATE TABLE big (id bigserial PRIMARY KEY, payload text, ref int);
@@ -110,7 +142,7 @@ func TestCLIKill9ThenRerun(t *testing.T) {
 	want := tableSums(t, src)
 	// The default slot name is what the command uses; this test owns the
 	// cluster's "replicator" slot while it runs.
-	args := []string{"--source", pg.URL(src), "--target", pg.URL(dst), "--jobs", "2", "--chunk-mb", "1"}
+	args := append([]string{"--source", pg.URL(src), "--target", pg.URL(dst), "--jobs", "2", "--chunk-mb", "1"}, mode...)
 
 	var stderr bytes.Buffer
 	first := snapshotCmd(t, args...)
@@ -131,7 +163,10 @@ func TestCLIKill9ThenRerun(t *testing.T) {
 		default:
 		}
 		var n int
-		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM big`).Scan(&n); err == nil && n > 0 && n < 150000 {
+		if killNow != nil && killNow(conn) {
+			first.Process.Signal(syscall.SIGKILL)
+			killed = true
+		} else if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM big`).Scan(&n); killNow == nil && err == nil && n > 0 && n < 150000 {
 			first.Process.Signal(syscall.SIGKILL)
 			killed = true
 		}
@@ -150,7 +185,7 @@ func TestCLIKill9ThenRerun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rerun: %v\n%s", err, out)
 	}
-	mustContain(t, string(out), "starting over cleanly", "started over after an interrupted run")
+	mustContain(t, string(out), says...)
 	compareSums(t, want, tableSums(t, dst))
 	st, err = state.Load(context.Background(), conn)
 	if err != nil || st.SnapshotStatus != state.SnapshotDone {

@@ -52,11 +52,16 @@ type Config struct {
 	// Trigger tunes trigger capture's install (lock timeout and retries)
 	// when Capture resolves to trigger.
 	Trigger trigger.Config
-	// Chunked copies through the chunk ledger on the target (ledger.go):
-	// each chunk under a short source snapshot of its own, so no source
-	// transaction stays open longer than one chunk, and an interrupted run
-	// resumes with the chunks not done. Default false: one snapshot for
-	// the whole copy, and an interrupted run starts over.
+	// OneSnapshot copies every table under the one snapshot exported
+	// with the capture point, and starts an interrupted run over. Default
+	// false: the chunked copy (ledger.go), each chunk under a short source
+	// snapshot of its own recorded in the target's ledger, so no source
+	// transaction stays open longer than one chunk, an interrupted run
+	// resumes with the chunks not done, and each table's indexes are built
+	// as soon as its data is complete.
+	OneSnapshot bool
+	// Chunked is the default and ignored; kept so that callers that ask
+	// for it still build. Deprecated: leave it out.
 	Chunked bool
 	// Progress receives progress events; nil for none.
 	Progress Progress
@@ -81,6 +86,9 @@ type Progress interface {
 	Plan(tables []TablePlan)
 	// Copied adds rows and bytes (COPY text) copied into table.
 	Copied(table string, rows, bytes int64)
+	// ChunkDone says one more chunk of table is committed on the target
+	// (or, on a resumed run, was committed by the interrupted one).
+	ChunkDone(table string)
 	// TableDone says every chunk of table is committed on the target.
 	TableDone(table string)
 }
@@ -155,9 +163,12 @@ type Result struct {
 	// StartedOver is true when an interrupted earlier run was found and
 	// its leftovers were dropped before this run copied everything again.
 	StartedOver bool
-	Tables      int
-	Rows        int64
-	Bytes       int64
-	Sequences   int
-	Duration    time.Duration
+	// Resumed is true when the run went on with an interrupted chunked
+	// run's capture point and the chunks it had copied.
+	Resumed   bool
+	Tables    int
+	Rows      int64
+	Bytes     int64
+	Sequences int
+	Duration  time.Duration
 }

@@ -21,12 +21,14 @@ func (w *writeOnCopy) Phase(name string) {
 func (w *writeOnCopy) Plan([]TablePlan)            {}
 func (w *writeOnCopy) Copied(string, int64, int64) {}
 func (w *writeOnCopy) TableDone(string)            {}
+func (w *writeOnCopy) ChunkDone(string)            {}
 
 // Rows written on the source after the slot was created are not in the
 // copy, and the slot holds exactly those changes for the stream: the copy
 // is the source as of the slot's consistent point, no more, no less.
 func TestSnapshotConsistentWithSlot(t *testing.T) {
 	src, dst, cfg := pair(t)
+	cfg.OneSnapshot = true // the chunked copy's exactness is TestLedgerCopyThenStreamIsExact's
 	pg.Exec(t, src, `
 		CREATE TABLE acct (id int PRIMARY KEY, balance int NOT NULL, note text);
 		INSERT INTO acct SELECT i, 100, repeat('n', 200) FROM generate_series(1, 20000) i;`)
@@ -70,6 +72,7 @@ func TestSnapshotConsistentWithSlot(t *testing.T) {
 // to end: the copy has every row of the snapshot, never an empty table.
 func TestSnapshotTruncateDuringCopyWaits(t *testing.T) {
 	src, dst, cfg := pair(t)
+	cfg.OneSnapshot = true
 	pg.Exec(t, src, `
 		CREATE TABLE items (id int PRIMARY KEY, v text);
 		INSERT INTO items SELECT i, repeat('v', 100) FROM generate_series(1, 20000) i;`)

@@ -238,7 +238,7 @@ func copyAll(ctx context.Context, workers []*worker, chunks []chunk, rep *report
 				if err := w.copyChunk(gctx, c, rep); err != nil {
 					return err
 				}
-				rep.chunkDone()
+				rep.chunkDone(c.t.name)
 				if c.t.remaining.Add(-1) == 0 {
 					rep.tableDone(c.t.name)
 					log.Debug("table copied", zap.String("table", c.t.name))

@@ -18,11 +18,18 @@ import (
 // alone ("unexpected EOF") does not tell the user what to do.
 var errConnectionLost = errors.New("the connection was lost (network cut or server restart): rerun `replicator snapshot` once both databases are reachable; it starts over cleanly")
 
-// withRerunHint wraps err with errConnectionLost when it is a lost
-// connection; other errors are returned as they are.
-func withRerunHint(err error) error {
+// errConnectionLostResume is errConnectionLost for the chunked copy.
+var errConnectionLostResume = errors.New("the connection was lost (network cut or server restart): rerun `replicator snapshot` once both databases are reachable; it resumes with the chunks not yet copied")
+
+// withRerunHint wraps err with errConnectionLost (or, for the chunked
+// copy, errConnectionLostResume) when it is a lost connection; other
+// errors are returned as they are.
+func withRerunHint(err error, oneSnapshot bool) error {
 	if err == nil || !pgutil.IsConnectionLost(err) {
 		return err
+	}
+	if !oneSnapshot {
+		return fmt.Errorf("%w: %w", err, errConnectionLostResume)
 	}
 	return fmt.Errorf("%w: %w", err, errConnectionLost)
 }
@@ -56,8 +63,12 @@ func (r *run) interrupted() error {
 	if len(left) == 0 {
 		return fmt.Errorf("%w: nothing was created yet; run `replicator snapshot` again when ready", ErrInterrupted)
 	}
-	return fmt.Errorf("%w; left behind: %s; next: run `replicator snapshot` again (it resets these and starts over), or `replicator cleanup --source URL --target URL --yes` to remove them",
-		ErrInterrupted, strings.Join(left, "; "))
+	again := "it resets these and starts over"
+	if !r.cfg.OneSnapshot {
+		again = "it resumes with the chunks not yet copied"
+	}
+	return fmt.Errorf("%w; left behind: %s; next: run `replicator snapshot` again (%s), or `replicator cleanup --source URL --target URL --yes` to remove them",
+		ErrInterrupted, strings.Join(left, "; "), again)
 }
 
 // leftOnSource lists the replication slot, publication and capture

@@ -107,9 +107,19 @@ func copyLargeObject(ctx context.Context, src *pgx.Conn, tx pgx.Tx, oid uint32) 
 
 // copyLargeObjects is the snapshot's phase: after the tables, inside the
 // same snapshot.
-func (r *run) copyLargeObjects(ctx context.Context) error {
+func (r *run) copyLargeObjects(ctx context.Context) error { return r.copyLargeObjectsFrom(ctx, r.ctl) }
+
+// copyLargeObjectsNow is the chunked copy's phase, after the chunks: no
+// snapshot is held, each listing and each 1 MiB read is a statement of its
+// own, so that no source transaction outlives a read. Their later changes
+// are not streamed either way (verify compares them).
+func (r *run) copyLargeObjectsNow(ctx context.Context) error {
+	return r.copyLargeObjectsFrom(ctx, r.src)
+}
+
+func (r *run) copyLargeObjectsFrom(ctx context.Context, src *pgx.Conn) error {
 	start := time.Now()
-	n, b, err := copyLargeObjects(ctx, r.ctl, r.dst)
+	n, b, err := copyLargeObjects(ctx, src, r.dst)
 	if err != nil {
 		return err
 	}

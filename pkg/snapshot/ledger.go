@@ -209,6 +209,10 @@ func keyRanges(ctx context.Context, src querier, t *table, key string, chunkByte
 type ledgerWorker struct {
 	src, dst *pgx.Conn
 	tables   map[string]*table
+	// pd builds a table's indexes once its last chunk is committed; nil
+	// in a joining process, which leaves them to the run that drives the
+	// copy.
+	pd *postData
 }
 
 func openLedgerWorker(ctx context.Context, cfg *Config, tables map[string]*table, lz4 bool) (*ledgerWorker, error) {
@@ -269,15 +273,35 @@ func (w *ledgerWorker) next(ctx context.Context, rep *reporter) (bool, error) {
 	if err := tx.Commit(ctx); err != nil {
 		return false, fmt.Errorf("commit chunk %s on the target: %w", c, err)
 	}
-	rep.chunkDone()
+	rep.chunkDone(c.table)
 	var tableDone bool
 	if err := w.dst.QueryRow(ctx, `SELECT count(*) = count(snapshot) FROM replicator.chunks WHERE table_name = $1`, c.table).Scan(&tableDone); err != nil {
 		return false, fmt.Errorf("read the chunk ledger on the target: %w", err)
 	}
 	if tableDone {
 		rep.tableDone(c.table)
+		if err := w.buildTable(ctx, c.table); err != nil {
+			return false, err
+		}
 	}
 	return true, nil
+}
+
+// buildTable builds table's indexes and constraints, then gathers its
+// planner statistics, unless another worker is at it or did it already.
+func (w *ledgerWorker) buildTable(ctx context.Context, table string) error {
+	if w.pd == nil {
+		return nil
+	}
+	built, err := w.pd.build(ctx, table, false)
+	if err != nil || !built {
+		return err
+	}
+	if _, err := w.dst.Exec(ctx, "ANALYZE "+table); err != nil {
+		return fmt.Errorf("analyze %s on the target: %w", table, err)
+	}
+	w.pd.analyzed.Store(table, true)
+	return nil
 }
 
 // reportPlan tells the reporter the ledger's plan, per table, with what an
@@ -321,7 +345,7 @@ func reportPlan(ctx context.Context, dst *pgx.Conn, tables []*table, rep *report
 		}
 		rep.copied(t.qualified(), c.rows, c.bytes)
 		for range c.done {
-			rep.chunks.Add(1)
+			rep.chunkKept(t.qualified())
 		}
 		if c.done == c.chunks {
 			rep.tableDone(t.qualified())
@@ -338,6 +362,13 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 	}
 	// Ended whatever happens: no source transaction outlives its chunk.
 	defer w.src.Exec(context.Background(), "ROLLBACK")
+	// A key range is read with a bitmap heap scan rather than an index
+	// scan: each heap page is visited once, in physical order, as a ctid
+	// range would be (about 10 % less source CPU for a range of a
+	// sequence-keyed table in a quick measurement here).
+	if _, err := w.src.Exec(ctx, "SET LOCAL enable_indexscan = off"); err != nil {
+		return "", 0, 0, fmt.Errorf("begin chunk %s on the source: %w", c, err)
+	}
 	// The first statement fixes the transaction's snapshot, which COPY
 	// then reads through.
 	if err := w.src.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
@@ -380,10 +411,12 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 // same. With wait it returns once every chunk is done, by whichever
 // process; without (a joining process) once none is left to claim.
 func copyLedger(ctx context.Context, cfg *Config, tables []*table, lz4 bool, rep *reporter, log *zap.Logger) error {
-	return copyLedgerWait(ctx, cfg, tables, lz4, rep, log, true)
+	return copyLedgerWait(ctx, cfg, tables, lz4, rep, log, true, nil)
 }
 
-func copyLedgerWait(ctx context.Context, cfg *Config, tables []*table, lz4 bool, rep *reporter, log *zap.Logger, wait bool) error {
+// copyLedgerWait is copyLedger; with pd, each table's indexes are built
+// by the worker that commits its last chunk.
+func copyLedgerWait(ctx context.Context, cfg *Config, tables []*table, lz4 bool, rep *reporter, log *zap.Logger, wait bool, pd *postData) error {
 	byName := make(map[string]*table, len(tables))
 	for _, t := range tables {
 		byName[t.qualified()] = t
@@ -402,9 +435,12 @@ func copyLedgerWait(ctx context.Context, cfg *Config, tables []*table, lz4 bool,
 	if err != nil {
 		return err
 	}
+	// What an interrupted run copied is reported before the copy phase
+	// begins, so that rates count only what this process copies.
 	if err := reportPlan(ctx, plan, tables, rep); err != nil {
 		return err
 	}
+	rep.phase("copy")
 	if done > 0 {
 		log.Info(fmt.Sprintf("resuming: %s of %s chunks already copied", groupDigits(done), groupDigits(total)),
 			zap.Int("done", done), zap.Int("total", total))
@@ -412,7 +448,7 @@ func copyLedgerWait(ctx context.Context, cfg *Config, tables []*table, lz4 bool,
 		log.Info("copying data in chunks", zap.Int("chunks", total), zap.Int("jobs", cfg.Jobs))
 	}
 	for {
-		if err := claimAll(ctx, cfg, byName, lz4, rep); err != nil {
+		if err := claimAll(ctx, cfg, byName, lz4, rep, pd); err != nil {
 			return err
 		}
 		// Chunks claimed by other processes may still be running: the copy
@@ -438,7 +474,7 @@ func copyLedgerWait(ctx context.Context, cfg *Config, tables []*table, lz4 bool,
 }
 
 // claimAll runs cfg.Jobs workers until none can claim a chunk.
-func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bool, rep *reporter) error {
+func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bool, rep *reporter, pd *postData) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for range cfg.Jobs {
 		g.Go(func() error {
@@ -447,6 +483,7 @@ func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bo
 				return err
 			}
 			defer w.close()
+			w.pd = pd
 			for {
 				more, err := w.next(gctx, rep)
 				if err != nil || !more {

@@ -228,7 +228,7 @@ func TestChunkedRunResumesThenStreams(t *testing.T) {
 				pg.Exec(t, src, `ALTER TABLE loose REPLICA IDENTITY FULL; ALTER TABLE coded REPLICA IDENTITY USING INDEX coded_code_key`)
 				t.Cleanup(func() { dropSlot(cfg.SlotName) })
 			}
-			cfg.Capture, cfg.Chunked, cfg.ChunkBytes, cfg.Jobs = mode, true, 16<<10, 1
+			cfg.Capture, cfg.ChunkBytes, cfg.Jobs = mode, 16<<10, 1
 			bg := context.Background()
 			ctx, stopWriter := context.WithCancel(bg)
 			writerDone := make(chan error, 1)
@@ -261,6 +261,13 @@ func TestChunkedRunResumesThenStreams(t *testing.T) {
 			}
 			if p := st.SnapshotTables; p == nil || p.ChunksDone != int64(kept) || p.ChunksTotal != int64(total) {
 				t.Errorf("status shows %+v, the ledger %d of %d chunks done", p, kept, total)
+			}
+			// The chunks just committed give the copy's rate, and the
+			// bytes left its ETA.
+			var text strings.Builder
+			st.WriteText(&text)
+			if p := st.SnapshotTables; p == nil || p.BytesPerSecond <= 0 || !strings.Contains(text.String(), " MB/s, ETA ") {
+				t.Errorf("status shows no rate and ETA for a copy that just committed chunks: %+v\n%s", p, text.String())
 			}
 			core, logs := observer.New(zapcore.InfoLevel)
 			cfg.Jobs = 2
@@ -332,7 +339,7 @@ func TestChunkedRunWithJoinedWorkers(t *testing.T) {
 	src, dst, cfg := pair(t)
 	pg.Exec(t, src, ledgerTestDDL+ledgerTestRows+"ANALYZE;")
 	bg := context.Background()
-	cfg.Capture, cfg.Chunked, cfg.ChunkBytes, cfg.Jobs = CaptureTrigger, true, 16<<10, 1
+	cfg.Capture, cfg.ChunkBytes, cfg.Jobs = CaptureTrigger, 16<<10, 1
 	if err := Join(bg, cfg, testLogger(t)); !errors.Is(err, ErrNothingToJoin) || !strings.Contains(err.Error(), "--chunked") {
 		t.Errorf("Join before any copy: %v, want ErrNothingToJoin naming --chunked", err)
 	}
@@ -381,7 +388,7 @@ func TestStartOverDropsTheLedger(t *testing.T) {
 	pg.Exec(t, src, ledgerTestDDL+ledgerTestRows+"ALTER TABLE loose REPLICA IDENTITY FULL; ALTER TABLE coded REPLICA IDENTITY USING INDEX coded_code_key; ANALYZE;")
 	t.Cleanup(func() { dropSlot(cfg.SlotName) })
 	bg := context.Background()
-	cfg.Chunked, cfg.ChunkBytes, cfg.Jobs = true, 16<<10, 1
+	cfg.ChunkBytes, cfg.Jobs = 16<<10, 1
 	rctx, cancel := context.WithCancel(bg)
 	go func() {
 		defer cancel()
@@ -400,7 +407,7 @@ func TestStartOverDropsTheLedger(t *testing.T) {
 	if _, err := Run(rctx, cfg, testLogger(t)); err == nil {
 		t.Fatal("the chunked run was not interrupted")
 	}
-	cfg.Chunked = false
+	cfg.OneSnapshot = true
 	res, err := Run(bg, cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)

@@ -46,9 +46,21 @@ func (r *reporter) copied(table string, rows, bytes int64) {
 	}
 }
 
-func (r *reporter) chunkDone() {
+func (r *reporter) chunkDone(table string) {
 	r.chunks.Add(1)
 	r.m.chunkDone()
+	if r.p != nil {
+		r.p.ChunkDone(table)
+	}
+}
+
+// chunkKept counts a chunk an interrupted run committed: done, but not by
+// this process (the metrics count only what this process copies).
+func (r *reporter) chunkKept(table string) {
+	r.chunks.Add(1)
+	if r.p != nil {
+		r.p.ChunkDone(table)
+	}
 }
 
 func (r *reporter) tableDone(table string) {

@@ -11,6 +11,7 @@ import (
 // again, and the target ends identical with no duplicate.
 func TestRestartAfterInterruptedRunStartsOver(t *testing.T) {
 	src, dst, cfg := pair(t)
+	cfg.OneSnapshot = true
 	pg.Exec(t, src, awkwardSchema)
 	want := tableSums(t, src)
 	if _, err := Run(context.Background(), cfg, testLogger(t)); err != nil {

@@ -59,7 +59,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Result, err error
 		}
 		if err != nil && r.marked {
 			// The hint comes first so that status shows it too.
-			err = withRerunHint(err)
+			err = withRerunHint(err, r.cfg.OneSnapshot)
 			r.recordFailure(err)
 		}
 	}()
@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Result, err error
 		r.startCapture, r.openReaders, r.createSchema, r.copyData, r.copyLargeObjects, r.endSnapshot, r.buildIndexes,
 		r.setSequences, r.setDatabaseSettings, r.analyze, r.markDone,
 	}
-	if cfg.Chunked {
+	if !cfg.OneSnapshot {
 		phases = r.chunkedPhases()
 	}
 	for _, phase := range phases {
@@ -111,6 +111,7 @@ type run struct {
 	seqs      []sequence
 	matviews  []string
 	copyStart time.Time
+	pd        *postData // the chunked copy's post-data units
 }
 
 // later registers f to run when Run returns, before the connections close.
@@ -247,7 +248,7 @@ func (r *run) markTarget(ctx context.Context) error {
 	r.marked = true
 	// A fresh copy: an earlier run's chunk ledger (whose snapshots the
 	// stream would filter by) must not outlive it.
-	if _, err := r.dst.Exec(ctx, `DROP TABLE IF EXISTS replicator.chunks`); err != nil {
+	if _, err := r.dst.Exec(ctx, `DROP TABLE IF EXISTS replicator.chunks, replicator.postdata`); err != nil {
 		return fmt.Errorf("drop an earlier run's chunk ledger on the target: %w", err)
 	}
 	return nil

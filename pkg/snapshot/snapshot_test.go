@@ -254,7 +254,7 @@ func TestSnapshotLockingTablesOneByOne(t *testing.T) {
 	src, dst, cfg := pair(t)
 	pg.Exec(t, src, awkwardSchema)
 	want := tableSums(t, src)
-	cfg.lockPerTable = true
+	cfg.lockPerTable, cfg.OneSnapshot = true, true
 	if _, err := Run(context.Background(), cfg, testLogger(t)); err != nil {
 		t.Fatal(err)
 	}

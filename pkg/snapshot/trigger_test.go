@@ -11,7 +11,7 @@ import (
 // key need no flag under trigger capture.
 func TestTriggerSnapshotStartsOverAfterInterruption(t *testing.T) {
 	src, dst, cfg := pair(t)
-	cfg.Capture = CaptureTrigger
+	cfg.Capture, cfg.OneSnapshot = CaptureTrigger, true
 	pg.Exec(t, src, `CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE nopk (a int, b text);
 		INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 500) i;
 		INSERT INTO nopk SELECT i % 10, 'dup' FROM generate_series(1, 100) i`)

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -91,5 +92,40 @@ func TestPlanChunks(t *testing.T) {
 	chunks, _ = planChunks([]*table{big}, 100*blockSize, false)
 	if len(chunks) != 1 || !chunks[0].whole {
 		t.Errorf("without TID range scans: %+v, want one whole chunk", chunks)
+	}
+}
+
+// After a chunked copy the foreign keys of a plain table are added NOT
+// VALID (deferrable or not), a partitioned table's (no ONLY) as it is,
+// and nothing else changes.
+func TestForeignKeysNotValid(t *testing.T) {
+	script := `SET statement_timeout = 0;
+--
+-- Name: orders orders_user_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.orders
+    ADD CONSTRAINT orders_user_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE DEFERRABLE;
+
+--
+-- Name: events events_user_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.events
+    ADD CONSTRAINT events_user_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);
+
+--
+-- Name: users users_touch; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER users_touch BEFORE UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION public.touch();
+`
+	got, names := foreignKeysNotValid(script)
+	want := strings.Replace(script, "ON DELETE CASCADE DEFERRABLE;", "ON DELETE CASCADE DEFERRABLE NOT VALID;", 1)
+	if got != want {
+		t.Errorf("rewritten script:\n%s\nwant:\n%s", got, want)
+	}
+	if fmt.Sprint(names) != "[orders orders_user_fkey events events_user_fkey]" {
+		t.Errorf("foreign keys named %q", names)
 	}
 }

@@ -97,6 +97,19 @@ type Progress struct {
 	Rows        int64  `json:"rows"`
 	Bytes       int64  `json:"bytes"`     // COPY text bytes copied
 	EstBytes    int64  `json:"est_bytes"` // estimated table bytes on the source
+	// BytesPerSecond is the chunked copy's rate over the last minute, by
+	// every process that works on it; ETASeconds extrapolates it to the
+	// bytes left. Both 0 when unknown (no chunk done in the last minute).
+	BytesPerSecond float64 `json:"bytes_per_second,omitempty"`
+	ETASeconds     float64 `json:"eta_seconds,omitempty"`
+}
+
+// rateText is ", 12.3 MB/s, ETA 4m10s" when the rate is known.
+func (p *Progress) rateText() string {
+	if p.BytesPerSecond <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %.1f MB/s, ETA %s", p.BytesPerSecond/1e6, (time.Duration(p.ETASeconds) * time.Second).String())
 }
 
 // Slot is the source replication slot as the source sees it.
@@ -287,6 +300,19 @@ func snapshotProgress(ctx context.Context, target *pgx.Conn) (*Progress, error) 
 			FROM replicator.chunks LEFT JOIN (SELECT table_name AS t FROM replicator.chunks GROUP BY 1
 				HAVING count(*) = count(snapshot)) done_tables ON done_tables.t = table_name`).Scan(
 			&p.ChunksTotal, &p.ChunksDone, &p.TablesTotal, &p.TablesDone)
+		// The bytes of the chunks committed in the last minute, over the
+		// part of that minute the copy ran.
+		var recent, copied int64
+		var secs float64
+		if target.QueryRow(ctx, `SELECT coalesce(sum(bytes) FILTER (WHERE done_at > now() - interval '1 minute'), 0)::bigint,
+			coalesce(sum(bytes), 0)::bigint,
+			coalesce(extract(epoch FROM now() - greatest(min(done_at), now() - interval '1 minute')), 0)::float8
+			FROM replicator.chunks WHERE done_at IS NOT NULL`).Scan(&recent, &copied, &secs) == nil && recent > 0 &&
+			p.ChunksDone < p.ChunksTotal {
+			// Within its first second a copy is measured over one second.
+			p.BytesPerSecond = float64(recent) / max(secs, 1)
+			p.ETASeconds = float64(max(p.EstBytes-copied, 0)) / p.BytesPerSecond
+		}
 	}
 	return &p, nil
 }
@@ -309,8 +335,8 @@ func (s *Status) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(&b, "snapshot:        %s", s.SnapshotStatus)
 	if p := s.SnapshotTables; p != nil && p.ChunksTotal > 0 {
-		fmt.Fprintf(&b, " (phase %s: %d/%d tables, %d/%d chunks, %d rows, %s copied of about %s)", p.Phase,
-			p.TablesDone, p.TablesTotal, p.ChunksDone, p.ChunksTotal, p.Rows, units.Bytes(p.Bytes), units.Bytes(p.EstBytes))
+		fmt.Fprintf(&b, " (phase %s: %d/%d tables, %d/%d chunks, %d rows, %s copied of about %s%s)", p.Phase,
+			p.TablesDone, p.TablesTotal, p.ChunksDone, p.ChunksTotal, p.Rows, units.Bytes(p.Bytes), units.Bytes(p.EstBytes), p.rateText())
 	}
 	b.WriteString("\n")
 	switch {
@@ -354,8 +380,8 @@ func (s *Status) WriteMarkdown(w io.Writer, h report.Header) error {
 	}
 	snap := s.SnapshotStatus
 	if p := s.SnapshotTables; p != nil && p.ChunksTotal > 0 {
-		snap += fmt.Sprintf(" (phase %s: %d/%d tables, %d/%d chunks, %d rows, %s copied of about %s)", p.Phase,
-			p.TablesDone, p.TablesTotal, p.ChunksDone, p.ChunksTotal, p.Rows, units.Bytes(p.Bytes), units.Bytes(p.EstBytes))
+		snap += fmt.Sprintf(" (phase %s: %d/%d tables, %d/%d chunks, %d rows, %s copied of about %s%s)", p.Phase,
+			p.TablesDone, p.TablesTotal, p.ChunksDone, p.ChunksTotal, p.Rows, units.Bytes(p.Bytes), units.Bytes(p.EstBytes), p.rateText())
 	}
 	rows := [][2]string{{"Capture", orDash(s.Capture)}, {"Direction", strings.ReplaceAll(s.directionLine(), "\nreverse stream:  ", "; reverse stream: ")},
 		{"Snapshot", orDash(snap)}, {"Stream starts at", s.startPoint()}, {"Lag", s.lag()}}
