@@ -27,6 +27,12 @@ type Report struct {
 	TargetRows      int64 `json:"target_rows"`
 	RowsDiffering   int64 `json:"rows_differing"`
 	SequencesBehind int   `json:"sequences_behind"`
+	// Touched is set for an incremental run (Config.Touched): only the
+	// rows the touched-row logs name were compared (RowsCompared of them),
+	// and the tables in TablesWhole whole.
+	Touched      bool  `json:"touched_only,omitempty"`
+	RowsCompared int64 `json:"rows_compared,omitempty"`
+	TablesWhole  int   `json:"tables_compared_whole,omitempty"`
 
 	// SequencesFinal is set once cutover has moved the target's
 	// sequences: from then on a sequence behind is a difference; before,
@@ -59,6 +65,11 @@ type TableResult struct {
 	Rows            []RowDiff        `json:"rows,omitempty"`
 	RowsNotListed   int64            `json:"rows_not_listed,omitempty"`
 	SecondsChecking float64          `json:"seconds"`
+	// RowsCompared is, in the incremental mode (Config.Touched), how many
+	// logged keys were compared; Whole says the table was compared whole
+	// instead (no key, truncated, or not tracked on both sides).
+	RowsCompared int64 `json:"rows_compared,omitempty"`
+	Whole        bool  `json:"compared_whole,omitempty"`
 }
 
 // SequenceResult is one sequence's position on both sides.
