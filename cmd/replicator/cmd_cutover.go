@@ -21,7 +21,7 @@ type cutoverCmd struct {
 	Unfence        bool          `help:"Roll back: give the source exactly the write access the fence took, and forget the fenced steps."`
 	DryRun         bool          `help:"Show the plan (lag, roles to fence, sessions to end, sequence moves) and change nothing."`
 	SequenceMargin int64         `help:"Move each target sequence to at least the source's value plus this." default:"1000"`
-	Verify         string        `help:"Final verification: full (every table and sequence) or none (skipped, with a warning)." enum:"full,none" default:"full"`
+	Verify         string        `help:"Verification: full (every table and sequence while streaming, before the fence; inside the write freeze only the rows written since, so the freeze does not grow with the database), full-in-freeze (every table inside the freeze; for a role that may not create triggers on the source's tables) or none (skipped, with a warning)." enum:"full,full-in-freeze,none" default:"full"`
 	Route53Zone    string        `name:"route53-zone" help:"Route 53 hosted zone id for the printed switch commands." placeholder:"ZONE_ID"`
 	RecordName     string        `help:"DNS name of your own the app reaches the database through, for the printed plain (not weighted) CNAME." placeholder:"NAME"`
 	AppRecord      string        `help:"The app's own public endpoint (e.g. api.mydomain.com), for the printed Route 53 weighted records at 10 % then 100 %." placeholder:"NAME"`

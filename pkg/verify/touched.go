@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"replicator/pkg/pgutil"
 )
@@ -76,8 +80,10 @@ var trackDDL = []string{
 // the log: what it holds afterwards is what changed since this call.
 // Repeating it starts the log again. It returns the number of tables
 // tracked. Creating the triggers takes each table's SHARE ROW EXCLUSIVE
-// lock for the transaction, so it waits for write transactions open on
-// them (at most 10 s, then it fails and changes nothing).
+// lock until the transaction ends: it waits at most 2 s for write
+// transactions open on a table, and tries again (up to 5 times) when
+// that runs out or it deadlocks with an app transaction that writes the
+// same tables in another order; then it fails and changes nothing.
 func Track(ctx context.Context, url, name string) (int, error) {
 	s, err := openSide(ctx, url, name, 1)
 	if err != nil {
@@ -88,21 +94,36 @@ func Track(ctx context.Context, url, name string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	fail := func(err error) (int, error) {
-		return 0, fmt.Errorf("verify: start the touched-row log on the %s: %w (the role needs to own the tables; else pass --verify full)", name, err)
+	for attempt := 1; ; attempt++ {
+		err := track(ctx, s, rels)
+		var pgErr *pgconn.PgError
+		if err == nil {
+			return len(rels), nil
+		}
+		if attempt == 5 || !errors.As(err, &pgErr) || (pgErr.Code != pgerrcode.LockNotAvailable && pgErr.Code != pgerrcode.DeadlockDetected) {
+			return 0, fmt.Errorf("verify: start the touched-row log on the %s: %w (the role needs to own the tables; else pass --verify full-in-freeze)", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
 	}
+}
+
+func track(ctx context.Context, s *side, rels map[string]*relation) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer tx.Rollback(context.Background())
 	// The session is read-only by default (sessionSettings); this one
 	// transaction writes.
-	stmts := append([]string{`SET TRANSACTION READ WRITE`, `SET LOCAL lock_timeout = '10s'`}, trackDDL...)
+	stmts := append([]string{`SET TRANSACTION READ WRITE`, `SET LOCAL lock_timeout = '2s'`}, trackDDL...)
 	stmts = append(stmts, `TRUNCATE `+logTable+`, `+trackedTable)
-	for _, s := range stmts {
-		if _, err := tx.Exec(ctx, s); err != nil {
-			return fail(err)
+	for _, q := range stmts {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return err
 		}
 	}
 	for _, r := range rels {
@@ -111,7 +132,7 @@ func Track(ctx context.Context, url, name string) (int, error) {
 		for i, k := range r.key {
 			args[i] = pgutil.QuoteLiteral(k)
 		}
-		for _, s := range []string{
+		for _, stmt := range []string{
 			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", trackTrigger, q),
 			fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s(%s)", trackTrigger, q, touchFunc, strings.Join(args, ", ")),
 			fmt.Sprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", q, trackTrigger),
@@ -119,18 +140,15 @@ func Track(ctx context.Context, url, name string) (int, error) {
 			fmt.Sprintf("CREATE TRIGGER %s AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", trackTruncate, q, touchFunc),
 			fmt.Sprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", q, trackTruncate),
 		} {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return fail(fmt.Errorf("table %s: %w", displayName(r.schema, r.name), err))
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("table %s: %w", displayName(r.schema, r.name), err)
 			}
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO `+trackedTable+` VALUES ($1, $2)`, r.schema, r.name); err != nil {
-			return fail(err)
+			return err
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fail(err)
-	}
-	return len(rels), nil
+	return tx.Commit(ctx)
 }
 
 // Untrack removes the touched-row log from one side: its triggers,
