@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"replicator/pkg/cutover"
+	"replicator/pkg/pgutil"
 )
 
 type cutoverCmd struct {
@@ -26,6 +28,8 @@ type cutoverCmd struct {
 	RecordName     string        `help:"DNS name of your own the app reaches the database through, for the printed plain (not weighted) CNAME." placeholder:"NAME"`
 	AppRecord      string        `help:"The app's own public endpoint (e.g. api.mydomain.com), for the printed Route 53 weighted records at 10 % then 100 %." placeholder:"NAME"`
 	RedisTarget    string        `help:"ElastiCache URL: with --redis-source, cutover waits for the Redis follower and verifies Redis inside the freeze; it also fills in the printed REDIS_URL (its password is never printed)." env:"REPLICATOR_REDIS_TARGET_URL" placeholder:"URL"`
+	Format         string        `help:"Format of the report written with --out: text or markdown (for the change ticket: tool version, both sides, times, position, fence state, every step, the write freeze)." enum:"text,markdown" default:"text"`
+	Out            string        `help:"Write the cutover's report to FILE at the end (the steps still print as they run)." placeholder:"FILE" type:"path"`
 	RedisSource    string        `help:"Heroku Redis URL: with --redis-target, include Redis in the night (replicator redis sync --follow must be running)." env:"REPLICATOR_REDIS_SOURCE_URL" placeholder:"URL"`
 	redisTLS
 }
@@ -45,6 +49,7 @@ func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
 		Fence: c.Fence, FenceMethod: c.FenceMethod, AppRoles: c.AppRoles, DryRun: c.DryRun,
 		SequenceMargin: c.SequenceMargin, Verify: c.Verify,
 		Route53Zone: c.Route53Zone, RecordName: c.RecordName, AppRecord: c.AppRecord, RedisTarget: c.RedisTarget,
+		Version: versionString(), ReportFormat: c.Format,
 	}
 	if c.RedisSource != "" {
 		if c.RedisTarget == "" {
@@ -70,7 +75,17 @@ func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
 	// No metrics endpoint: a cutover is short, and the final
 	// verification's counters (cfg.VerifyMetrics) would go to a registry
 	// nobody serves.
+	var rep bytes.Buffer
+	if c.Out != "" {
+		cfg.Report = &rep
+	}
 	err = cutover.Run(ctx, cfg, out, log)
+	if c.Out != "" && rep.Len() > 0 {
+		scrubbed := []byte(pgutil.Scrub(rep.String(), g.secrets()))
+		if werr := writeReport(c.Out, func(w io.Writer) error { _, err := w.Write(scrubbed); return err }); werr != nil && err == nil {
+			err = werr
+		}
+	}
 	if errors.Is(err, cutover.ErrDifferences) {
 		return errDifferences
 	}

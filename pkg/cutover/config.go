@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -92,6 +93,14 @@ type Config struct {
 	AppRecord   string
 	RedisTarget string
 
+	// Version is the tool's version for the report (cmd passes it in).
+	Version string
+	// Report, when set, receives the run's report for the change ticket
+	// at the end (report.go), in ReportFormat: ReportText (default) or
+	// ReportMarkdown.
+	Report       io.Writer
+	ReportFormat string
+
 	// afterLiveVerify, when set (tests only), runs after step 2's
 	// verification while streaming, before the fence.
 	afterLiveVerify func(context.Context) error
@@ -136,6 +145,13 @@ func (c *Config) Validate() error {
 	case VerifyFull, VerifyFreeze, VerifyNone:
 	default:
 		return fmt.Errorf("cutover: --verify %q: use full, full-in-freeze or none", c.Verify)
+	}
+	switch c.ReportFormat {
+	case "":
+		c.ReportFormat = ReportText
+	case ReportText, ReportMarkdown:
+	default:
+		return fmt.Errorf("cutover: --format %q: use text or markdown", c.ReportFormat)
 	}
 	if (c.RedisSource == nil) != (c.RedisTargetOptions == nil) {
 		return errors.New("cutover: pass both --redis-source and --redis-target to include Redis, or neither")

@@ -37,6 +37,12 @@ type runner struct {
 	recs     map[string]record
 	fenced   bool // the source is fenced (by this run or an earlier one)
 	fencedAt time.Time
+
+	// For the report (report.go): every step's final line, the position
+	// drained to, the write freeze.
+	lines      []string
+	position   string
+	freezeLine string
 }
 
 func (r *runner) step(n int, title, status, detail string) {
@@ -45,6 +51,9 @@ func (r *runner) step(n int, title, status, detail string) {
 		line += " (" + detail + ")"
 	}
 	fmt.Fprintln(r.out, line)
+	if status != "waiting" {
+		r.lines = append(r.lines, line)
+	}
 	// Debug: the line above is what a person reads; at info the log
 	// would print every step a second time on a terminal.
 	r.log.Debug("cutover step", zap.Int("step", n), zap.String("title", title), zap.String("status", status), zap.String("detail", detail))
@@ -76,7 +85,7 @@ func connectBoth(ctx context.Context, cfg *Config) (src, tgt *pgx.Conn, err erro
 
 // Run runs the cutover's steps, printing one line per step to out. It
 // returns ErrDifferences when the final verification finds differences.
-func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error {
+func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) (err error) {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -90,6 +99,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error 
 	defer src.Close(context.Background())
 	defer tgt.Close(context.Background())
 	r := &runner{cfg: cfg, out: out, log: log, src: src, tgt: tgt}
+	started := time.Now()
+	defer func() {
+		if rerr := r.writeReport(context.Background(), started, err); rerr != nil && err == nil {
+			err = fmt.Errorf("write the cutover report: %w", rerr)
+		}
+	}()
 	if cfg.DryRun {
 		fmt.Fprintln(out, "dry run: nothing is changed on the source or the target")
 	} else {
@@ -155,7 +170,8 @@ func (r *runner) freeze(ctx context.Context) error {
 	if rec, ok := r.recs[stepFreeze]; ok && rec.Status == statusDone {
 		var f freezeRecord
 		if json.Unmarshal(rec.Detail, &f) == nil {
-			fmt.Fprintln(r.out, f.String()+" (recorded by an earlier run)")
+			r.freezeLine = f.String() + " (recorded by an earlier run)"
+			fmt.Fprintln(r.out, r.freezeLine)
 		}
 		return nil
 	}
@@ -169,6 +185,7 @@ func (r *runner) freeze(ctx context.Context) error {
 	if err := saveRecord(ctx, r.tgt, stepFreeze, statusDone, f); err != nil {
 		return err
 	}
+	r.freezeLine = f.String()
 	fmt.Fprintln(r.out, f.String())
 	r.log.Info("write freeze", zap.Float64("seconds", f.Seconds), zap.Time("fenced_at", f.FencedAt), zap.Time("target_ready_at", f.TargetReadyAt))
 	return nil
@@ -386,6 +403,7 @@ func (r *runner) drain(ctx context.Context) error {
 	if r.done(stepDrain) {
 		var hw highWater
 		json.Unmarshal(r.recs[stepDrain].Detail, &hw)
+		r.position = "source " + hw.String() + ", applied on the target"
 		r.step(4, title, "skipped", "already applied "+hw.String())
 		return nil
 	}
@@ -434,6 +452,7 @@ func (r *runner) drain(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.position = "source " + hw.String() + ", applied on the target"
 	if r.cfg.RedisSource != nil {
 		rd, err := r.redisCatchUp(ctx)
 		if err != nil {
@@ -548,7 +567,11 @@ func (r *runner) verify(ctx context.Context) error {
 		if err := rep.WriteText(r.out); err != nil {
 			return err
 		}
-		r.step(6, title, "FAILED", fmt.Sprintf("%d tables and %d sequences differ", rep.TablesDifferent, rep.SequencesBehind))
+		what := ""
+		if touched {
+			what = fmt.Sprintf(" (compared the %d rows written since step 2's verification)", rep.RowsCompared)
+		}
+		r.step(6, title, "FAILED", fmt.Sprintf("%d tables and %d sequences differ%s", rep.TablesDifferent, rep.SequencesBehind, what))
 		return ErrDifferences
 	}
 	text := fmt.Sprintf("%d tables, %d rows identical, %d sequences not behind",

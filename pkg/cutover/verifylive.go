@@ -78,6 +78,7 @@ func (r *runner) verifyLive(ctx context.Context, title string) (string, error) {
 	if err := saveRecord(ctx, r.tgt, stepVerifyLive, statusDone, rec); err != nil {
 		return "", err
 	}
+	r.recs[stepVerifyLive] = record{Status: statusDone}
 	return fmt.Sprintf("verified while streaming: %d tables, %d rows identical (%s) in %s; inside the freeze only rows written since are compared",
 		rec.Tables, rec.Rows, rec.Position, time.Since(started).Round(time.Millisecond)), nil
 }

@@ -62,8 +62,8 @@ func TestFreezeCheckFindsWritesAfterTheLiveVerification(t *testing.T) {
 	if l := lineOf(text, 2); !strings.Contains(l, ": done") || !strings.Contains(l, "verified while streaming: 3 tables") {
 		t.Errorf("step 2: %q, want verified while streaming\n%s", l, text)
 	}
-	if l := lineOf(text, 6); !strings.Contains(l, "FAILED") {
-		t.Errorf("step 6: %q, want FAILED", l)
+	if l := lineOf(text, 6); !strings.Contains(l, "FAILED") || !strings.Contains(l, "rows written since step 2's verification") {
+		t.Errorf("step 6: %q, want FAILED from the rows written since step 2", l)
 	}
 	for _, want := range []string{"id=5", "id=6"} {
 		if !strings.Contains(text, want) {
@@ -82,10 +82,22 @@ func TestFreezeCheckFindsWritesAfterTheLiveVerification(t *testing.T) {
 	}
 	out.Reset()
 	cfg.afterLiveVerify = nil
+	var rep bytes.Buffer
+	cfg.Report, cfg.ReportFormat, cfg.Version = &rep, ReportMarkdown, "v9.9.9-test"
 	if err := Run(ctx, cfg, &out, zap.NewNop()); err != nil {
 		t.Fatalf("rerun after the fix: %v\n%s", err, out.String())
 	}
 	text = out.String()
+	// The report for the change ticket: the common header, then the steps.
+	for _, want := range []string{"## Cutover: switch ready", "| Tool | replicator v9.9.9-test |", "| Source | `127.0.0.1:", "| Target | `127.0.0.1:",
+		"| Started | ", "| Ended | ", "| Position | source tick ", "| Source fenced | yes (since ", "| Write freeze | ", "- step 6/7: final verification: done"} {
+		if !strings.Contains(rep.String(), want) {
+			t.Errorf("the markdown report lacks %q:\n%s", want, rep.String())
+		}
+	}
+	if strings.Contains(rep.String(), appPassword) {
+		t.Errorf("the report holds a password:\n%s", rep.String())
+	}
 	if l := lineOf(text, 6); !strings.Contains(l, ": done") || !strings.Contains(l, "rows written since step 2's verification compared") {
 		t.Errorf("rerun step 6: %q, want the touched rows compared", l)
 	}
