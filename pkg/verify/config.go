@@ -57,6 +57,13 @@ type Config struct {
 	// compared whole. Without a log on both sides Run returns
 	// ErrNoTouchedLog.
 	Touched bool
+	// InFlightLogged, for a full run while a stream applies and the
+	// touched-row logs run: a difference that persists through the
+	// re-checks on a row either log names is a row still being written
+	// (a hot row), which an incremental run compares again once writes
+	// have stopped. Such rows are counted in Report.InFlight and listed
+	// there, not as differences.
+	InFlightLogged bool
 
 	// Metrics are the Prometheus counters the comparison adds to, built
 	// once per process with NewMetrics; nil for none.

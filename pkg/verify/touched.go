@@ -337,3 +337,48 @@ func (c *comparer) compareKeys(ctx context.Context, t *tableRun, keys []byte, em
 	}
 	return nil
 }
+
+// setAsideLogged moves the differences of rows either touched-row log
+// names out of the tables' results into rep.InFlight (see
+// Config.InFlightLogged). A table whose differences were not all kept in
+// memory keeps them all: they cannot all be looked up.
+func (c *comparer) setAsideLogged(ctx context.Context, runs []*tableRun, rep *Report) error {
+	for _, t := range runs {
+		if len(t.diffs) == 0 || t.total > int64(len(t.diffs)) || t.key == nil {
+			continue
+		}
+		pairs := make([]string, len(t.key))
+		for i, k := range t.key {
+			pairs[i] = fmt.Sprintf("%s, $%d::%s", pgutil.QuoteLiteral(k.name), i+3, k.typ)
+		}
+		q := `SELECT EXISTS (SELECT FROM ` + logTable + ` WHERE sch = $1 AND rel = $2 AND key = jsonb_build_object(` + strings.Join(pairs, ", ") + `))`
+		var keep []RowDiff
+		for _, d := range t.diffs {
+			logged := false
+			for _, s := range []*side{c.src, c.tgt} {
+				if d.keyVals == nil || logged {
+					break
+				}
+				args := []any{t.p.src.schema, t.p.src.name}
+				for _, v := range d.keyVals {
+					args = append(args, v)
+				}
+				if err := s.pool.QueryRow(ctx, q, args...).Scan(&logged); err != nil {
+					return fmt.Errorf("look up %s %s in the touched-row log on the %s: %w", t.name, d.Key, s.name, err)
+				}
+			}
+			if !logged {
+				keep = append(keep, d)
+				continue
+			}
+			if rep.InFlight == nil {
+				rep.InFlight = map[string][]RowDiff{}
+			}
+			if len(rep.InFlight[t.res.Table]) < c.cfg.MaxRowsReported {
+				rep.InFlight[t.res.Table] = append(rep.InFlight[t.res.Table], d)
+			}
+		}
+		t.diffs, t.total = keep, int64(len(keep))
+	}
+	return nil
+}

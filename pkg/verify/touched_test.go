@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -19,21 +20,37 @@ func TestTouchedComparesOnlyWhatChanged(t *testing.T) {
 		INSERT INTO notes SELECT 'n' || i FROM generate_series(1, 500) i;
 		CREATE TABLE quiet (id int PRIMARY KEY);
 		INSERT INTO quiet SELECT generate_series(1, 5000);
+		CREATE TABLE calm (id int PRIMARY KEY);
+		INSERT INTO calm SELECT generate_series(1, 5000);
 		ANALYZE;`
 	pg.Exec(t, src, ddl)
 	pg.Exec(t, dst, ddl)
+	// A difference from before the logs start: no log names it.
+	pg.Exec(t, dst, `UPDATE quiet SET id = -1 WHERE id = 77`)
 	ctx := context.Background()
 	for _, s := range []struct{ db, name string }{{src, "source"}, {dst, "target"}} {
 		n, err := Track(ctx, pg.URL(s.db), s.name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n != 4 {
-			t.Fatalf("%s: tracked %d tables, want 4", s.name, n)
+		if n != 5 {
+			t.Fatalf("%s: tracked %d tables, want 5", s.name, n)
 		}
 	}
-	full := runVerify(t, testConfig(src, dst))
-	if full.Different() {
+	// A hot row, still being written on the target while compared: a
+	// logged difference is in flight, the unlogged one is a difference.
+	pg.Exec(t, dst, `UPDATE items SET v = 'hot' WHERE id = 3`)
+	live := testConfig(src, dst)
+	live.InFlightLogged = true
+	full := runVerify(t, live)
+	if got := diffLines(full); len(got) != 2 || !strings.Contains(strings.Join(got, " "), "id=77") || !strings.Contains(strings.Join(got, " "), "id=-1") {
+		t.Errorf("full run with the logs: differences %v, want only quiet's id 77 (missing) and -1 (extra)", got)
+	}
+	if f := full.InFlight["public.items"]; len(f) != 1 || f[0].Key != "id=3" {
+		t.Errorf("in flight: %v, want items id=3", full.InFlight)
+	}
+	pg.Exec(t, dst, `UPDATE items SET v = 'v3' WHERE id = 3; UPDATE quiet SET id = 77 WHERE id = -1`)
+	if full := runVerify(t, testConfig(src, dst)); full.Different() {
 		t.Fatalf("identical databases reported different: %v", diffLines(full))
 	}
 
@@ -61,10 +78,10 @@ func TestTouchedComparesOnlyWhatChanged(t *testing.T) {
 		byName[tr.Table] = tr
 	}
 	items := byName["public.items"]
-	// Source log: 10, 20, 30, 20000, 40, 600; target log: 10, 20, 30,
+	// Source log: 10, 20, 30, 20000, 40, 600; target log: 3, 10, 20, 30,
 	// 20000, 40, 500. Each side's keys are compared once.
-	if items.RowsCompared != 12 {
-		t.Errorf("items: compared %d logged keys, want 12 (of 10000 rows)", items.RowsCompared)
+	if items.RowsCompared != 13 {
+		t.Errorf("items: compared %d logged keys, want 13 (of 10000 rows)", items.RowsCompared)
 	}
 	got := map[string]string{}
 	for _, d := range items.Rows {
@@ -80,8 +97,12 @@ func TestTouchedComparesOnlyWhatChanged(t *testing.T) {
 	if n := byName["public.notes"]; !n.Whole || !n.Identical || n.SourceRows != 501 {
 		t.Errorf("notes (no key): whole %v identical %v rows %d; want compared whole, 501 rows", n.Whole, n.Identical, n.SourceRows)
 	}
-	if q := byName["public.quiet"]; q.RowsCompared != 0 || q.SourceRows != 0 || !q.Identical {
-		t.Errorf("quiet: compared %d keys and read %d rows; want nothing read", q.RowsCompared, q.SourceRows)
+	// quiet: its fix (-1 back to 77) was logged: two keys.
+	if q := byName["public.quiet"]; q.RowsCompared != 2 || !q.Identical {
+		t.Errorf("quiet: compared %d keys, identical %v; want the 2 fixed ones", q.RowsCompared, q.Identical)
+	}
+	if q := byName["public.calm"]; q.RowsCompared != 0 || q.SourceRows != 0 || !q.Identical {
+		t.Errorf("calm: compared %d keys and read %d rows; want nothing read", q.RowsCompared, q.SourceRows)
 	}
 
 	for _, s := range []struct{ db, name string }{{src, "source"}, {dst, "target"}} {

@@ -187,6 +187,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Report, err error
 			return nil, err
 		}
 	}
+	if cfg.InFlightLogged {
+		if err := c.setAsideLogged(ctx, runs, rep); err != nil {
+			return nil, err
+		}
+	}
 	for _, t := range runs {
 		rep.Tables = append(rep.Tables, t.finish(cfg.MaxRowsReported, live))
 	}
