@@ -41,7 +41,13 @@ const touchBatch = 1000
 
 var trackDDL = []string{
 	`CREATE SCHEMA IF NOT EXISTS replicator`,
-	`CREATE TABLE IF NOT EXISTS ` + logTable + ` (
+	// UNLOGGED: no WAL, so the log costs the app's writes less, and a
+	// logical stream's FOR ALL TABLES publication does not carry the
+	// source's log into the target's. A crash empties it; the sentinel
+	// row Track writes is then gone too, and the log counts as missing
+	// (ErrNoTouchedLog: cutover then compares everything).
+	`DROP TABLE IF EXISTS ` + logTable,
+	`CREATE UNLOGGED TABLE ` + logTable + ` (
 		sch text NOT NULL, rel text NOT NULL,
 		key jsonb, -- NULL: the whole table (TRUNCATE, or no primary key)
 		xid xid8 NOT NULL DEFAULT pg_current_xact_id())`,
@@ -120,7 +126,7 @@ func track(ctx context.Context, s *side, rels map[string]*relation) error {
 	// The session is read-only by default (sessionSettings); this one
 	// transaction writes.
 	stmts := append([]string{`SET TRANSACTION READ WRITE`, `SET LOCAL lock_timeout = '2s'`}, trackDDL...)
-	stmts = append(stmts, `TRUNCATE `+logTable+`, `+trackedTable)
+	stmts = append(stmts, `TRUNCATE `+trackedTable, `INSERT INTO `+logTable+` (sch, rel) VALUES ('', '')`)
 	for _, q := range stmts {
 		if _, err := tx.Exec(ctx, q); err != nil {
 			return err
@@ -194,10 +200,14 @@ func readTouchedLog(ctx context.Context, s *side) (*touchedLog, error) {
 	if !l.present {
 		return l, nil
 	}
+	// The sentinel: without it the log was emptied by a crash.
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM `+logTable+` WHERE sch = '' AND rel = '')`).Scan(&l.present); err != nil || !l.present {
+		return l, err
+	}
 	for q, m := range map[string]map[string]bool{
-		`SELECT sch, rel FROM ` + trackedTable:                                          l.tracked,
-		`SELECT DISTINCT sch, rel FROM ` + logTable + ` WHERE key IS NULL`:              l.whole,
-		`SELECT sch, rel FROM ` + logTable + ` WHERE key IS NOT NULL GROUP BY sch, rel`: l.keyed,
+		`SELECT sch, rel FROM ` + trackedTable:                                           l.tracked,
+		`SELECT DISTINCT sch, rel FROM ` + logTable + ` WHERE key IS NULL AND rel <> ''`: l.whole,
+		`SELECT sch, rel FROM ` + logTable + ` WHERE key IS NOT NULL GROUP BY sch, rel`:  l.keyed,
 	} {
 		rows, err := s.pool.Query(ctx, q)
 		if err != nil {

@@ -105,6 +105,12 @@ func TestTouchedComparesOnlyWhatChanged(t *testing.T) {
 		t.Errorf("calm: compared %d keys and read %d rows; want nothing read", q.RowsCompared, q.SourceRows)
 	}
 
+	// A crash empties the unlogged log, sentinel included: no log then.
+	pg.Exec(t, dst, `DELETE FROM replicator.verify_touched WHERE rel = ''`)
+	if _, err := Run(ctx, cfg, nil); !errors.Is(err, ErrNoTouchedLog) {
+		t.Errorf("incremental run with an emptied log: %v, want ErrNoTouchedLog", err)
+	}
+
 	for _, s := range []struct{ db, name string }{{src, "source"}, {dst, "target"}} {
 		if err := Untrack(ctx, pg.URL(s.db), s.name); err != nil {
 			t.Fatal(err)
