@@ -37,6 +37,9 @@ type runner struct {
 	recs     map[string]record
 	fenced   bool // the source is fenced (by this run or an earlier one)
 	fencedAt time.Time
+	// fencedHere: this run fenced the source, so fencedAt is this run's
+	// clock.
+	fencedHere bool
 
 	// For the report (report.go): every step's final line, the position
 	// drained to, the write freeze.
@@ -49,6 +52,10 @@ func (r *runner) step(n int, title, status, detail string) {
 	line := fmt.Sprintf("step %d/%d: %s: %s", n, steps, title, status)
 	if detail != "" {
 		line += " (" + detail + ")"
+	}
+	if r.fencedHere && n > 3 && status == "done" {
+		// Where the freeze goes, step by step.
+		line += fmt.Sprintf(" [%.2f s into the write freeze]", time.Since(r.fencedAt).Seconds())
 	}
 	fmt.Fprintln(r.out, line)
 	if status != "waiting" {
@@ -359,9 +366,9 @@ func (r *runner) finishFence(ctx context.Context, fr *fenceRecord, note string) 
 	fr.SessionsEnded += ended
 	r.fenced = true
 	// The freeze is timed on this host's clock, from the fence's commit.
-	r.fencedAt = time.Now()
+	r.fencedAt, r.fencedHere = time.Now(), true
 	if note != "" {
-		r.fencedAt = fr.FencedAt // an earlier run fenced: count from then
+		r.fencedAt, r.fencedHere = fr.FencedAt, false // an earlier run fenced: count from then
 	}
 	// Transactions that wrote before the fence may still commit; the
 	// high-water mark must come after them. The trigger fence needs no
