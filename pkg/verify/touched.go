@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sync/errgroup"
 
 	"replicator/pkg/pgutil"
 )
@@ -250,54 +251,76 @@ func (c *comparer) compareTouched(ctx context.Context, t *tableRun, src, tgt *to
 		names[i] = quoteIfNeeded(k.name)
 	}
 	t.res.Key = strings.Join(names, ", ")
-	for _, s := range []*side{c.src, c.tgt} {
-		if !(s == c.src && src.keyed[q] || s == c.tgt && tgt.keyed[q]) {
-			continue
+	// Most keys are in both logs (the stream writes on the target what
+	// the source logged): compare each once. The set of keys seen is
+	// bounded; past maxSeen a key may be compared twice, which costs time,
+	// never a difference.
+	seen := map[string]bool{}
+	if src.keyed[q] {
+		if err := c.compareLogged(ctx, t, c.src, seen, true); err != nil {
+			return err
 		}
-		if err := c.compareLogged(ctx, t, s); err != nil {
+	}
+	if tgt.keyed[q] {
+		if err := c.compareLogged(ctx, t, c.tgt, seen, false); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// compareLogged compares the rows one side's log names for table t. The
-// log is read on its own connection while batches are compared on others.
-func (c *comparer) compareLogged(ctx context.Context, t *tableRun, logSide *side) error {
-	rows, err := logSide.pool.Query(ctx, `SELECT DISTINCT key FROM `+logTable+` WHERE sch = $1 AND rel = $2 AND key IS NOT NULL`,
+// maxSeen bounds the keys remembered to compare each once (about 100 bytes
+// each).
+const maxSeen = 1 << 20
+
+// compareLogged compares the rows one side's log names for table t, but
+// those in seen; with record it adds its keys to seen. The log is read on
+// its own connection while up to Config.Jobs batches are compared on
+// others.
+func (c *comparer) compareLogged(ctx context.Context, t *tableRun, logSide *side, seen map[string]bool, record bool) error {
+	rows, err := logSide.pool.Query(ctx, `SELECT DISTINCT key::text FROM `+logTable+` WHERE sch = $1 AND rel = $2 AND key IS NOT NULL`,
 		t.p.src.schema, t.p.src.name)
 	if err != nil {
 		return fmt.Errorf("read the touched-row log of %s on the %s: %w", t.name, logSide.name, err)
 	}
 	defer rows.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, c.cfg.Jobs/2)) // each batch holds one connection per side
 	batch := make([]json.RawMessage, 0, touchBatch)
-	flush := func() error {
+	flush := func() {
 		if len(batch) == 0 {
-			return nil
+			return
 		}
 		keys, _ := json.Marshal(batch)
-		batch = batch[:0]
-		return t.probe(ctx, func(ctx context.Context, emit func(RowDiff)) error {
-			return c.compareKeys(ctx, t, keys, emit)
+		batch = make([]json.RawMessage, 0, touchBatch)
+		g.Go(func() error {
+			return t.probe(gctx, func(ctx context.Context, emit func(RowDiff)) error {
+				return c.compareKeys(ctx, t, keys, emit)
+			})
 		})
 	}
 	for rows.Next() {
-		var k json.RawMessage
+		var k string
 		if err := rows.Scan(&k); err != nil {
 			return fmt.Errorf("read the touched-row log of %s on the %s: %w", t.name, logSide.name, err)
 		}
-		batch = append(batch, append(json.RawMessage(nil), k...))
+		if seen[k] {
+			continue
+		}
+		if record && len(seen) < maxSeen {
+			seen[k] = true
+		}
+		batch = append(batch, json.RawMessage(k))
 		t.res.RowsCompared++
 		if len(batch) == touchBatch {
-			if err := flush(); err != nil {
-				return err
-			}
+			flush()
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read the touched-row log of %s on the %s: %w", t.name, logSide.name, err)
 	}
-	return flush()
+	flush()
+	return g.Wait()
 }
 
 // compareKeys fetches the rows with the given keys (a JSON array of
@@ -335,10 +358,11 @@ func (c *comparer) compareKeys(ctx context.Context, t *tableRun, keys []byte, em
 		}
 		return rows.Err()
 	}
-	if err := fetch(c.src, &src); err != nil {
-		return err
-	}
-	if err := fetch(c.tgt, &tgt); err != nil {
+	g, gctx := errgroup.WithContext(ctx)
+	ctx = gctx
+	g.Go(func() error { return fetch(c.src, &src) })
+	g.Go(func() error { return fetch(c.tgt, &tgt) })
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	c.countRows(t, int64(len(src)), int64(len(tgt)))
