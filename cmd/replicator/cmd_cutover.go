@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"replicator/pkg/cutover"
+	"replicator/pkg/pgutil"
 )
 
 type cutoverCmd struct {
@@ -22,11 +24,13 @@ type cutoverCmd struct {
 	Rollback       bool          `help:"The fallback: fence the target, wait for replicator reverse to carry the target's last writes to the source, move the source's sequences, verify, unfence the source, and print the switch back."`
 	DryRun         bool          `help:"Show the plan (lag, roles to fence, sessions to end, sequence moves) and change nothing."`
 	SequenceMargin int64         `help:"Move each target sequence to at least the source's value plus this." default:"1000"`
-	Verify         string        `help:"Final verification: full (every table and sequence) or none (skipped, with a warning)." enum:"full,none" default:"full"`
+	Verify         string        `help:"Verification: full (every table and sequence while streaming, before the fence; inside the write freeze only the rows written since, so the freeze does not grow with the database), full-in-freeze (every table inside the freeze; for a role that may not create triggers on the source's tables) or none (skipped, with a warning)." enum:"full,full-in-freeze,none" default:"full"`
 	Route53Zone    string        `name:"route53-zone" help:"Route 53 hosted zone id for the printed switch commands." placeholder:"ZONE_ID"`
 	RecordName     string        `help:"DNS name of your own the app reaches the database through, for the printed plain (not weighted) CNAME." placeholder:"NAME"`
 	AppRecord      string        `help:"The app's own public endpoint (e.g. api.mydomain.com), for the printed Route 53 weighted records at 10 % then 100 %." placeholder:"NAME"`
 	RedisTarget    string        `help:"ElastiCache URL: with --redis-source, cutover waits for the Redis follower and verifies Redis inside the freeze; it also fills in the printed REDIS_URL (its password is never printed)." env:"REPLICATOR_REDIS_TARGET_URL" placeholder:"URL"`
+	Format         string        `help:"Format of the report written with --out: text or markdown (for the change ticket: tool version, both sides, times, position, fence state, every step, the write freeze)." enum:"text,markdown" default:"text"`
+	Out            string        `help:"Write the cutover's report to FILE at the end (the steps still print as they run)." placeholder:"FILE" type:"path"`
 	RedisSource    string        `help:"Heroku Redis URL: with --redis-target, include Redis in the night (replicator redis sync --follow must be running)." env:"REPLICATOR_REDIS_SOURCE_URL" placeholder:"URL"`
 	redisTLS
 }
@@ -49,6 +53,7 @@ func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
 		Fence: c.Fence, FenceMethod: c.FenceMethod, AppRoles: c.AppRoles, DryRun: c.DryRun,
 		SequenceMargin: c.SequenceMargin, Verify: c.Verify,
 		Route53Zone: c.Route53Zone, RecordName: c.RecordName, AppRecord: c.AppRecord, RedisTarget: c.RedisTarget,
+		Version: versionString(), ReportFormat: c.Format,
 	}
 	if c.RedisSource != "" {
 		if c.RedisTarget == "" {
@@ -81,7 +86,17 @@ func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
 	// No metrics endpoint: a cutover is short, and the final
 	// verification's counters (cfg.VerifyMetrics) would go to a registry
 	// nobody serves.
+	var rep bytes.Buffer
+	if c.Out != "" {
+		cfg.Report = &rep
+	}
 	err = cutover.Run(ctx, cfg, out, log)
+	if c.Out != "" && rep.Len() > 0 {
+		scrubbed := []byte(pgutil.Scrub(rep.String(), g.secrets()))
+		if werr := writeReport(c.Out, func(w io.Writer) error { _, err := w.Write(scrubbed); return err }); werr != nil && err == nil {
+			err = werr
+		}
+	}
 	if errors.Is(err, cutover.ErrDifferences) {
 		return errDifferences
 	}

@@ -1,8 +1,10 @@
 package cutover
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -32,8 +34,14 @@ const (
 
 // Verify modes.
 const (
+	// VerifyFull compares every table and sequence while streaming,
+	// before the fence, and inside the freeze only what was written since
+	// (verifylive.go): the freeze does not grow with the database.
 	VerifyFull = "full"
-	VerifyNone = "none"
+	// VerifyFreeze compares every table and sequence inside the freeze:
+	// the freeze lasts as long as a full verification.
+	VerifyFreeze = "full-in-freeze"
+	VerifyNone   = "none"
 )
 
 // Config is one cutover run. Durations of zero mean their default.
@@ -63,7 +71,7 @@ type Config struct {
 	// SequenceMargin is added to each source sequence value (0 or more; the
 	// command's default is 1000).
 	SequenceMargin int64
-	Verify         string // VerifyFull (default) or VerifyNone
+	Verify         string // VerifyFull (default), VerifyFreeze or VerifyNone
 	// VerifyMetrics are the counters the final verification adds to,
 	// built once per process with verify.NewMetrics; nil for none.
 	VerifyMetrics *verify.Metrics
@@ -84,6 +92,18 @@ type Config struct {
 	RecordName  string
 	AppRecord   string
 	RedisTarget string
+
+	// Version is the tool's version for the report (cmd passes it in).
+	Version string
+	// Report, when set, receives the run's report for the change ticket
+	// at the end (report.go), in ReportFormat: ReportText (default) or
+	// ReportMarkdown.
+	Report       io.Writer
+	ReportFormat string
+
+	// afterLiveVerify, when set (tests only), runs after step 2's
+	// verification while streaming, before the fence.
+	afterLiveVerify func(context.Context) error
 }
 
 // Validate checks the configuration and fills in defaults.
@@ -122,9 +142,16 @@ func (c *Config) Validate() error {
 	switch c.Verify {
 	case "":
 		c.Verify = VerifyFull
-	case VerifyFull, VerifyNone:
+	case VerifyFull, VerifyFreeze, VerifyNone:
 	default:
-		return fmt.Errorf("cutover: --verify %q: use full or none", c.Verify)
+		return fmt.Errorf("cutover: --verify %q: use full, full-in-freeze or none", c.Verify)
+	}
+	switch c.ReportFormat {
+	case "":
+		c.ReportFormat = ReportText
+	case ReportText, ReportMarkdown:
+	default:
+		return fmt.Errorf("cutover: --format %q: use text or markdown", c.ReportFormat)
 	}
 	if (c.RedisSource == nil) != (c.RedisTargetOptions == nil) {
 		return errors.New("cutover: pass both --redis-source and --redis-target to include Redis, or neither")

@@ -37,6 +37,15 @@ type runner struct {
 	recs     map[string]record
 	fenced   bool // the source is fenced (by this run or an earlier one)
 	fencedAt time.Time
+	// fencedHere: this run fenced the source, so fencedAt is this run's
+	// clock.
+	fencedHere bool
+
+	// For the report (report.go): every step's final line, the position
+	// drained to, the write freeze.
+	lines      []string
+	position   string
+	freezeLine string
 }
 
 func (r *runner) step(n int, title, status, detail string) {
@@ -44,8 +53,17 @@ func (r *runner) step(n int, title, status, detail string) {
 	if detail != "" {
 		line += " (" + detail + ")"
 	}
+	if r.fencedHere && n > 3 && status == "done" {
+		// Where the freeze goes, step by step.
+		line += fmt.Sprintf(" [%.2f s into the write freeze]", time.Since(r.fencedAt).Seconds())
+	}
 	fmt.Fprintln(r.out, line)
-	r.log.Info("cutover step", zap.Int("step", n), zap.String("title", title), zap.String("status", status), zap.String("detail", detail))
+	if status != "waiting" {
+		r.lines = append(r.lines, line)
+	}
+	// Debug: the line above is what a person reads; at info the log
+	// would print every step a second time on a terminal.
+	r.log.Debug("cutover step", zap.Int("step", n), zap.String("title", title), zap.String("status", status), zap.String("detail", detail))
 }
 
 func (r *runner) done(step string) bool { return r.recs[step].Status == statusDone }
@@ -74,7 +92,7 @@ func connectBoth(ctx context.Context, cfg *Config) (src, tgt *pgx.Conn, err erro
 
 // Run runs the cutover's steps, printing one line per step to out. It
 // returns ErrDifferences when the final verification finds differences.
-func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error {
+func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) (err error) {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -88,6 +106,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error 
 	defer src.Close(context.Background())
 	defer tgt.Close(context.Background())
 	r := &runner{cfg: cfg, out: out, log: log, src: src, tgt: tgt}
+	started := time.Now()
+	defer func() {
+		if rerr := r.writeReport(context.Background(), started, err); rerr != nil && err == nil {
+			err = fmt.Errorf("write the cutover report: %w", rerr)
+		}
+	}()
 	if cfg.DryRun {
 		fmt.Fprintln(out, "dry run: nothing is changed on the source or the target")
 	} else {
@@ -95,6 +119,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error 
 			return err
 		}
 	}
+	defer func() {
+		// Without the fence the logs of step 2 prove nothing later (the
+		// next run starts them again) and would cost the app every write.
+		if !r.fenced && !cfg.DryRun && cfg.Verify == VerifyFull {
+			r.untrack(context.Background(), "source", cfg.SourceURL)
+			r.untrack(context.Background(), "target", cfg.TargetURL)
+		}
+	}()
 	for i, f := range []func(context.Context) error{r.preconditions, r.prepareAndWaitLag, r.fence, r.drain, r.sequences, r.verify, r.reverseCapture} {
 		if err := f(ctx); err != nil {
 			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
@@ -110,7 +142,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error 
 	if err := r.freeze(ctx); err != nil {
 		return err
 	}
-	r.step(7, "switch the application", "done", "commands below")
+	if r.fenced && r.cfg.Verify == VerifyFull {
+		r.untrack(ctx, "source", r.cfg.SourceURL) // after the freeze: see untrack
+	}
+	if cfg.DryRun {
+		r.step(7, "switch the application", "dry run", "would switch with the commands below, once a cutover without --dry-run has run")
+	} else {
+		r.step(7, "switch the application", "done", "commands below")
+	}
 	writeSwitch(out, &r.cfg)
 	return nil
 }
@@ -138,7 +177,8 @@ func (r *runner) freeze(ctx context.Context) error {
 	if rec, ok := r.recs[stepFreeze]; ok && rec.Status == statusDone {
 		var f freezeRecord
 		if json.Unmarshal(rec.Detail, &f) == nil {
-			fmt.Fprintln(r.out, f.String()+" (recorded by an earlier run)")
+			r.freezeLine = f.String() + " (recorded by an earlier run)"
+			fmt.Fprintln(r.out, r.freezeLine)
 		}
 		return nil
 	}
@@ -152,6 +192,7 @@ func (r *runner) freeze(ctx context.Context) error {
 	if err := saveRecord(ctx, r.tgt, stepFreeze, statusDone, f); err != nil {
 		return err
 	}
+	r.freezeLine = f.String()
 	fmt.Fprintln(r.out, f.String())
 	r.log.Info("write freeze", zap.Float64("seconds", f.Seconds), zap.Time("fenced_at", f.FencedAt), zap.Time("target_ready_at", f.TargetReadyAt))
 	return nil
@@ -202,9 +243,13 @@ func (r *runner) preconditions(ctx context.Context) error {
 	return nil
 }
 
-// 2. wait for low lag
+// 2. wait for low lag, then verify while streaming (verifylive.go)
 func (r *runner) waitLag(ctx context.Context) error {
 	title := fmt.Sprintf("wait for apply lag below %s", r.cfg.MaxLag)
+	live := r.cfg.Verify == VerifyFull
+	if live {
+		title += ", verify while streaming"
+	}
 	if r.fenced {
 		r.step(2, title, "skipped", "the source is fenced: step 4 drains what is left")
 		return nil
@@ -214,18 +259,42 @@ func (r *runner) waitLag(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.step(2, title, "dry run", "current lag "+l.String())
+		text := "current lag " + l.String()
+		if live {
+			text += "; would compare every table while streaming, and inside the freeze only the rows written since"
+		}
+		r.step(2, title, "dry run", text)
 		return nil
 	}
-	detail, err := r.waitFor(ctx, 2, title, func() (bool, string, error) {
-		l, _, err := measureLag(ctx, r.src, r.tgt)
-		if err != nil {
-			return false, "", err
-		}
-		return l.Seconds < r.cfg.MaxLag.Seconds(), "lag " + l.String(), nil
-	}, "the stream is not keeping up: check `replicator status` and its log, then run cutover again (or raise --max-lag / --timeout)")
+	lagLow := func() (string, error) {
+		return r.waitFor(ctx, 2, title, func() (bool, string, error) {
+			l, _, err := measureLag(ctx, r.src, r.tgt)
+			if err != nil {
+				return false, "", err
+			}
+			return l.Seconds < r.cfg.MaxLag.Seconds(), "lag " + l.String(), nil
+		}, "the stream is not keeping up: check `replicator status` and its log, then run cutover again (or raise --max-lag / --timeout)")
+	}
+	detail, err := lagLow()
 	if err != nil {
 		return err
+	}
+	if live {
+		text, err := r.verifyLive(ctx, title)
+		if err != nil {
+			return err
+		}
+		if r.cfg.afterLiveVerify != nil {
+			if err := r.cfg.afterLiveVerify(ctx); err != nil {
+				return err
+			}
+		}
+		// The verification took a while: the fence must still find the
+		// stream caught up.
+		if detail, err = lagLow(); err != nil {
+			return err
+		}
+		detail += "; " + text
 	}
 	r.step(2, title, "done", detail)
 	return nil
@@ -297,9 +366,9 @@ func (r *runner) finishFence(ctx context.Context, fr *fenceRecord, note string) 
 	fr.SessionsEnded += ended
 	r.fenced = true
 	// The freeze is timed on this host's clock, from the fence's commit.
-	r.fencedAt = time.Now()
+	r.fencedAt, r.fencedHere = time.Now(), true
 	if note != "" {
-		r.fencedAt = fr.FencedAt // an earlier run fenced: count from then
+		r.fencedAt, r.fencedHere = fr.FencedAt, false // an earlier run fenced: count from then
 	}
 	// Transactions that wrote before the fence may still commit; the
 	// high-water mark must come after them. The trigger fence needs no
@@ -341,6 +410,7 @@ func (r *runner) drain(ctx context.Context) error {
 	if r.done(stepDrain) {
 		var hw highWater
 		json.Unmarshal(r.recs[stepDrain].Detail, &hw)
+		r.position = "source " + hw.String() + ", applied on the target"
 		r.step(4, title, "skipped", "already applied "+hw.String())
 		return nil
 	}
@@ -389,6 +459,7 @@ func (r *runner) drain(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.position = "source " + hw.String() + ", applied on the target"
 	if r.cfg.RedisSource != nil {
 		rd, err := r.redisCatchUp(ctx)
 		if err != nil {
@@ -471,6 +542,9 @@ func (r *runner) verify(ctx context.Context) error {
 	case r.done(stepVerify):
 		r.step(6, title, "skipped", "already verified identical")
 		return nil
+	case r.cfg.DryRun && r.cfg.Verify == VerifyFull:
+		r.step(6, title, "dry run", "would compare the rows written since step 2's verification, and every sequence")
+		return nil
 	case r.cfg.DryRun:
 		r.step(6, title, "dry run", "would compare every table and sequence of source and target")
 		return nil
@@ -482,19 +556,37 @@ func (r *runner) verify(ctx context.Context) error {
 		// difference now is not a row in flight, re-checking cannot clear it.
 		vcfg.Rechecks = -1
 	}
-	rep, err := verify.Run(ctx, vcfg, r.log)
-	if err != nil {
-		return err
+	var rep *verify.Report
+	touched := false
+	if r.cfg.Verify == VerifyFull && r.done(stepVerifyLive) {
+		var err error
+		if rep, touched, err = r.verifyTouched(ctx, vcfg); err != nil {
+			return err
+		}
+	}
+	if !touched {
+		var err error
+		if rep, err = verify.Run(ctx, vcfg, r.log); err != nil {
+			return err
+		}
 	}
 	if rep.Different() {
 		if err := rep.WriteText(r.out); err != nil {
 			return err
 		}
-		r.step(6, title, "FAILED", fmt.Sprintf("%d tables and %d sequences differ", rep.TablesDifferent, rep.SequencesBehind))
+		what := ""
+		if touched {
+			what = fmt.Sprintf(" (compared the %d rows written since step 2's verification)", rep.RowsCompared)
+		}
+		r.step(6, title, "FAILED", fmt.Sprintf("%d tables and %d sequences differ%s", rep.TablesDifferent, rep.SequencesBehind, what))
 		return ErrDifferences
 	}
 	text := fmt.Sprintf("%d tables, %d rows identical, %d sequences not behind",
 		rep.TablesChecked, rep.SourceRows, len(rep.Sequences))
+	if touched {
+		text = fmt.Sprintf("%d rows written since step 2's verification compared and identical (%d tables, %d of them compared whole), %d sequences not behind",
+			rep.RowsCompared, rep.TablesChecked, rep.TablesWhole, len(rep.Sequences))
+	}
 	if r.cfg.RedisSource != nil {
 		rd, err := r.redisVerify(ctx)
 		if err != nil {
@@ -503,8 +595,12 @@ func (r *runner) verify(ctx context.Context) error {
 		}
 		text += "; " + rd
 	}
+	if r.fenced && r.cfg.Verify == VerifyFull {
+		r.untrack(ctx, "target", r.cfg.TargetURL) // before the app writes there
+	}
 	text += ", in " + time.Since(started).Round(time.Millisecond).String()
-	return r.finish(ctx, 6, title, stepVerify, map[string]any{"tables": rep.TablesChecked, "rows": rep.SourceRows}, text)
+	return r.finish(ctx, 6, title, stepVerify, map[string]any{"tables": rep.TablesChecked, "rows": rep.SourceRows,
+		"touched_only": touched, "rows_compared": rep.RowsCompared}, text)
 }
 
 // Unfence gives the source back exactly the write access the fence took,
@@ -578,6 +674,11 @@ func Unfence(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) er
 			return err
 		}
 	}
+	// The touched-row logs of the verification before the fence held
+	// only for this fence.
+	r := &runner{cfg: cfg, out: out, log: log}
+	r.untrack(ctx, "source", cfg.SourceURL)
+	r.untrack(ctx, "target", cfg.TargetURL)
 	what := fmt.Sprintf("restored default_transaction_read_only of database %s; ended %d sessions that started read-only under the fence", fr.Database, ended)
 	switch fr.Method {
 	case FenceRevoke:

@@ -41,8 +41,12 @@ func TestCutoverWithLiveApp(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("dry run: exit %d\n%s\n%s", code, out, errOut)
 	}
+	if strings.Contains(out, ": done (commands below)") {
+		t.Errorf("a dry run says the switch is done:\n%s", out)
+	}
 	for _, want := range []string{"current lag", "would revoke", m.app + ": 6 privileges on 2 tables", "would move public.invoice_no",
-		"would move public.countdown", "/DATABASE_URL'", "replicator cutover --unfence"} {
+		"would move public.countdown", "/DATABASE_URL'", "replicator cutover --unfence",
+		"switch the application: dry run (would switch", "would compare every table while streaming"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dry run output lacks %q:\n%s", want, out)
 		}

@@ -8,6 +8,11 @@
 //     10 s (logical: unless it is caught up), else nothing is changed;
 //  2. wait until the apply lag is below Config.MaxLag (trigger capture:
 //     changes the applied tick's snapshot does not see count as lag);
+//     then, with Config.Verify full (the default), start the touched-row
+//     logs on both sides and verify every table and sequence while the
+//     stream applies, before anything is fenced (a difference stops here,
+//     with the app still writing), and wait for the lag again
+//     (verifylive.go);
 //  3. with Config.Fence, stop writes on the source. FenceAuto (default)
 //     picks FenceTrigger when the replicator's role may create triggers on
 //     every user table: a statement-level BEFORE trigger refusing writes on
@@ -23,9 +28,15 @@
 //     to carry a marker key over;
 //  5. move every target sequence to at least the source's value plus a
 //     margin, never backwards;
-//  6. a final verification of the whole database (pkg/verify), and of Redis
-//     (pkg/redisverify) when configured; then the write freeze, from the
-//     fence to here, is printed and recorded (step "freeze");
+//  6. a final verification inside the freeze: of the rows either side
+//     wrote since step 2's verification (pkg/verify's incremental mode:
+//     read by key, so its cost follows the writes of those minutes, not
+//     the size of the database) and every sequence; of every table with
+//     --verify full-in-freeze, or when step 2 could not start the logs;
+//     and of Redis (pkg/redisverify) when configured. Then the target's
+//     log is removed and the write freeze, from the fence to here (Redis
+//     included), is printed and recorded (step "freeze"); the source's log
+//     is removed after it;
 //  7. print the switch step: DATABASE_URL and REDIS_URL in SSM and a
 //     redeploy (or one plain CNAME), weighted Route 53 records for the
 //     app's own endpoint only (Config.AppRecord), and the rollback command.

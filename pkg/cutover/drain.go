@@ -234,10 +234,18 @@ func (r *runner) waitFor(ctx context.Context, n int, title string, cond func() (
 			r.step(n, title, "waiting", detail)
 			nextPrint = time.Now().Add(r.cfg.ProgressInterval)
 		}
+		poll := r.cfg.PollInterval
+		if r.fenced {
+			// Inside the write freeze every poll interval is downtime.
+			poll = min(poll, freezePoll)
+		}
 		select {
 		case <-ctx.Done():
 			return "", ctx.Err()
-		case <-time.After(r.cfg.PollInterval):
+		case <-time.After(poll):
 		}
 	}
 }
+
+// freezePoll bounds the poll interval of a step waiting inside the freeze.
+const freezePoll = 20 * time.Millisecond

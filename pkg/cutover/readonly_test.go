@@ -12,9 +12,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// The read-only fence, for apps that share the replicator's role; a final
-// verification that finds a difference exits 1 and is not recorded, so
-// the rerun verifies again; --unfence restores the database's own
+// The read-only fence, for apps that share the replicator's role; a
+// difference is found by the verification while streaming, before
+// anything is fenced; with --verify full-in-freeze, the final verification
+// finds it inside the freeze, exits 1 and is not recorded, so the rerun
+// verifies again; --unfence restores the database's own
 // settings exactly, including one that was there before.
 func TestReadOnlyFenceAndDifferences(t *testing.T) {
 	m := newMigration(t)
@@ -30,6 +32,17 @@ func TestReadOnlyFenceAndDifferences(t *testing.T) {
 
 	args := []string{"cutover", "--source", m.srcURL, "--target", m.dstURL, "--timeout", "45s", "--fence", "--fence-method", "read-only"}
 	code, out, errOut := run(t, args...)
+	if code != 1 || !strings.Contains(out, "DIFFERENCES FOUND") || !strings.Contains(lineOf(out, 2), "FAILED") || strings.Contains(out, "step 3/") {
+		t.Fatalf("cutover with a difference: exit %d, want 1 from the verification while streaming, before the fence\n%s\n%s", code, out, errOut)
+	}
+	if s := dbSettings(t, m.src); !slices.Equal(s, settingsBefore) {
+		t.Errorf("a difference found before the fence changed the source's settings: %v → %v", settingsBefore, s)
+	}
+	n := app.commits.Load()
+	app.waitCommits(t, n+10) // not fenced: the app still writes
+
+	args = append(args, "--verify", "full-in-freeze")
+	code, out, errOut = run(t, args...)
 	if code != 1 || !strings.Contains(out, "DIFFERENCES FOUND") || !strings.Contains(lineOf(out, 6), "FAILED") {
 		t.Fatalf("cutover with a difference: exit %d, want 1 with the report\n%s\n%s", code, out, errOut)
 	}

@@ -18,6 +18,10 @@ const (
 	stepSequences = "sequences"
 	stepVerify    = "verify"
 	stepFreeze    = "freeze"
+	// stepVerifyLive is the verification before the fence (verifylive.go);
+	// recorded before the fence, it holds only with the touched-row logs
+	// it started, and is forgotten with them.
+	stepVerifyLive = "verify-live"
 )
 
 // Step statuses. A step is "started" once its plan is recorded and before
@@ -95,7 +99,7 @@ func saveRecord(ctx context.Context, target *pgx.Conn, step, status string, deta
 // them again.
 func forgetAfterUnfence(ctx context.Context, target *pgx.Conn) error {
 	_, err := target.Exec(ctx, `DELETE FROM replicator.cutover WHERE step = ANY($1)`,
-		[]string{stepFence, stepDrain, stepSequences, stepVerify, stepFreeze, stepReverse})
+		[]string{stepFence, stepDrain, stepSequences, stepVerify, stepFreeze, stepReverse, stepVerifyLive})
 	if err != nil {
 		return fmt.Errorf("clear the cutover records on the target: %w", err)
 	}

@@ -23,6 +23,8 @@ type RowDiff struct {
 	// truncated for display, and Count how many copies differ.
 	Row   string `json:"row,omitempty"`
 	Count int64  `json:"count,omitempty"`
+
+	keyVals []string // the key's values as text; nil without a key
 }
 
 func (d RowDiff) identity() string {
@@ -47,7 +49,7 @@ func diffKeyed(key, cols []column, src, tgt []keyedRow) []RowDiff {
 	for _, t := range tgt {
 		i, ok := idx[strings.Join(t.key, "\x00")]
 		if !ok {
-			out = append(out, RowDiff{Kind: ExtraOnTarget, Key: showKey(key, t.key)})
+			out = append(out, RowDiff{Kind: ExtraOnTarget, Key: showKey(key, t.key), keyVals: t.key})
 			continue
 		}
 		seen[i] = true
@@ -58,12 +60,12 @@ func diffKeyed(key, cols []column, src, tgt []keyedRow) []RowDiff {
 			}
 		}
 		if len(diff) > 0 {
-			out = append(out, RowDiff{Kind: Different, Key: showKey(key, t.key), Columns: diff})
+			out = append(out, RowDiff{Kind: Different, Key: showKey(key, t.key), Columns: diff, keyVals: t.key})
 		}
 	}
 	for i, s := range src {
 		if !seen[i] {
-			out = append(out, RowDiff{Kind: MissingOnTarget, Key: showKey(key, s.key)})
+			out = append(out, RowDiff{Kind: MissingOnTarget, Key: showKey(key, s.key), keyVals: s.key})
 		}
 	}
 	return out

@@ -50,6 +50,23 @@ type Config struct {
 	// is running. Default 2; negative: never.
 	Rechecks int
 
+	// Touched compares, of each table, only the rows that the touched-row
+	// logs started by Track on both sides name: the rows written on either
+	// side since the logs started. It is only a proof when every row was
+	// proven identical after the logs started (a full run begun after
+	// Track); cutover does that before the fence, and this inside it.
+	// Tables without a primary key, truncated, or created since are
+	// compared whole. Without a log on both sides Run returns
+	// ErrNoTouchedLog.
+	Touched bool
+	// InFlightLogged, for a full run while a stream applies and the
+	// touched-row logs run: a difference that persists through the
+	// re-checks on a row either log names is a row still being written
+	// (a hot row), which an incremental run compares again once writes
+	// have stopped. Such rows are counted in Report.InFlight and listed
+	// there, not as differences.
+	InFlightLogged bool
+
 	// Metrics are the Prometheus counters the comparison adds to, built
 	// once per process with NewMetrics; nil for none.
 	Metrics *Metrics

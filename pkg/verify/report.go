@@ -27,6 +27,15 @@ type Report struct {
 	TargetRows      int64 `json:"target_rows"`
 	RowsDiffering   int64 `json:"rows_differing"`
 	SequencesBehind int   `json:"sequences_behind"`
+	// Touched is set for an incremental run (Config.Touched): only the
+	// rows the touched-row logs name were compared (RowsCompared of them),
+	// and the tables in TablesWhole whole.
+	Touched      bool  `json:"touched_only,omitempty"`
+	RowsCompared int64 `json:"rows_compared,omitempty"`
+	TablesWhole  int   `json:"tables_compared_whole,omitempty"`
+	// InFlight are the rows Config.InFlightLogged set aside (at most
+	// MaxRowsReported listed per table), by table.
+	InFlight map[string][]RowDiff `json:"in_flight,omitempty"`
 
 	// SequencesFinal is set once cutover has moved the target's
 	// sequences: from then on a sequence behind is a difference; before,
@@ -66,6 +75,11 @@ type TableResult struct {
 	Rows            []RowDiff        `json:"rows,omitempty"`
 	RowsNotListed   int64            `json:"rows_not_listed,omitempty"`
 	SecondsChecking float64          `json:"seconds"`
+	// RowsCompared is, in the incremental mode (Config.Touched), how many
+	// logged keys were compared; Whole says the table was compared whole
+	// instead (no key, truncated, or not tracked on both sides).
+	RowsCompared int64 `json:"rows_compared,omitempty"`
+	Whole        bool  `json:"compared_whole,omitempty"`
 }
 
 // SequenceResult is one sequence's position on both sides.
@@ -75,6 +89,15 @@ type SequenceResult struct {
 	Target   *int64 `json:"target"`
 	Behind   bool   `json:"behind"`
 	Problem  string `json:"problem,omitempty"`
+}
+
+// InFlightRows counts the rows set aside as in flight (Config.InFlightLogged).
+func (r *Report) InFlightRows() int {
+	n := 0
+	for _, d := range r.InFlight {
+		n += len(d)
+	}
+	return n
 }
 
 // Different reports whether anything differs.
@@ -215,6 +238,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "replicator verify: %s\n", r.verdict())
 	fmt.Fprintf(&b, "  tables:    %d checked, %d identical, %d different\n", r.TablesChecked, r.TablesIdentical, r.TablesDifferent)
 	fmt.Fprintf(&b, "  rows:      %s on source, %s on target, %s differing\n", num(r.SourceRows), num(r.TargetRows), num(r.RowsDiffering))
+	if r.Touched {
+		fmt.Fprintf(&b, "  only:      the %s rows written since the touched-row logs started (rows above are those read); %d tables compared whole\n",
+			num(r.RowsCompared), r.TablesWhole)
+	}
 	fmt.Fprintf(&b, "  sequences: %s\n", r.objectSummary())
 	fmt.Fprintf(&b, "  schema:    %s\n", r.schemaSummary())
 	ex := r.extrasSummary()
@@ -226,6 +253,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if r.Consistent != "" {
 		fmt.Fprintf(&b, "  stream:    %s\n", r.Consistent)
+	}
+	if n := r.InFlightRows(); n > 0 {
+		fmt.Fprintf(&b, "  in flight: %d rows still being written (named in the touched-row logs), compared again once writes stop\n", n)
 	}
 	if r.Different() {
 		b.WriteString("\nDifferences:\n")

@@ -158,15 +158,37 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Report, err error
 		t.res = TableResult{Table: displayName(p.src.schema, p.src.name), Problems: p.problems}
 		runs = append(runs, t)
 	}
+	var srcLog, tgtLog *touchedLog
+	if cfg.Touched {
+		if srcLog, err = readTouchedLog(ctx, c.src); err != nil {
+			return nil, err
+		}
+		if tgtLog, err = readTouchedLog(ctx, c.tgt); err != nil {
+			return nil, err
+		}
+		if !srcLog.present || !tgtLog.present {
+			return nil, ErrNoTouchedLog
+		}
+		rep.Touched = true
+	}
 	// Tables one at a time, each with all jobs: a big table's chunks keep
 	// every job busy, and a small one finishes quickly.
 	for _, t := range runs {
-		if err := c.compareTable(ctx, t); err != nil {
+		compare := c.compareTable
+		if cfg.Touched {
+			compare = func(ctx context.Context, t *tableRun) error { return c.compareTouched(ctx, t, srcLog, tgtLog) }
+		}
+		if err := compare(ctx, t); err != nil {
 			return nil, err
 		}
 	}
 	if live && cfg.Rechecks > 0 {
 		if err := c.recheck(ctx, runs); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.InFlightLogged {
+		if err := c.setAsideLogged(ctx, runs, rep); err != nil {
 			return nil, err
 		}
 	}
@@ -194,6 +216,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Report, err error
 		}
 		rep.SourceRows += t.SourceRows
 		rep.TargetRows += t.TargetRows
+		rep.RowsCompared += t.RowsCompared
+		if t.Whole {
+			rep.TablesWhole++
+		}
 		for _, n := range t.Differences {
 			rep.RowsDiffering += n
 		}
