@@ -352,6 +352,12 @@ func (f *ChunkFilter) filter(t *wal.Txn, c *wal.Change) (*wal.Change, bool, erro
 		return &n, true, nil
 	}
 	name := pgutil.QualifiedName(c.Rel.Namespace, c.Rel.Name)
+	if c.Partition != "" {
+		// Recorded under its partitioned root (trigger capture): the copy
+		// read the partition, so its chunks decide. A partition has the
+		// root's column names, so the key is found in c.Rel by name.
+		name = c.Partition
+	}
 	rs := f.tables[name]
 	if len(rs) == 0 {
 		return c, true, nil

@@ -61,7 +61,7 @@
 // values.
 //
 // CREATE TABLE in a captured schema: the table is captured first
-// (trigger capture: trigger.Install; logical: the publication, unless it
+// (trigger capture: trigger.InstallTables; logical: the publication, unless it
 // is FOR ALL TABLES), then made on the target with its columns,
 // constraints and indexes, its chunks planned in the chunk ledger in that
 // same target transaction (pkg/snapshot PlanTables), then copied chunk by
@@ -105,10 +105,12 @@
 //     sequences are not followed (verify compares constraints).
 //   - A new table, and a table whose new column has a volatile default,
 //     is copied while apply waits: the lag grows for the copy's time.
-//   - Under trigger capture, rows written to a table created, filled and
-//     attached as a partition between two polls were not captured before
-//     the attach and are not copied; trigger.Install is run again after a
-//     new table or column, and takes each table's lock in turn.
+//   - A new partition is copied through the chunk ledger like any new
+//     table, so the rows of a table filled before it was attached (which
+//     no capture saw) reach the target; under trigger capture its changes
+//     name the partition (wal.Change.Partition) and are judged by its own
+//     chunks. Capture is installed on a new table alone
+//     (trigger.InstallTables): capture follows columns by itself.
 //
 // Usage (pkg/apply does this for each stream session):
 //

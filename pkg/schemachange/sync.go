@@ -196,11 +196,15 @@ func (h *Handler) statements(ctx context.Context, c Change, t *Table, cat *Catal
 		if err != nil {
 			return nil, false, err
 		}
-		// Under trigger capture a partition's rows are captured under its
-		// root from its creation on (the root's row trigger is cloned onto
-		// it): copying it too would write them twice. A partitioned table
-		// holds no rows of its own.
-		recopy := t.Kind == "r" && !(t.Parent != 0 && h.cfg.Capture == state.CaptureTrigger)
+		// Every new table with rows of its own is copied through the chunk
+		// ledger, partitions included: under trigger capture a partition's
+		// changes are recorded under its root but name the partition
+		// (wal.Change.Partition), so the chunk filter judges them by the
+		// partition's own chunks and none is written twice; and a table
+		// filled before it was attached as a partition has rows no trigger
+		// saw, which only the copy carries. A partitioned table holds no
+		// rows of its own.
+		recopy := t.Kind == "r"
 		return stmts, recopy, nil
 	case AddColumn:
 		col := c.Column

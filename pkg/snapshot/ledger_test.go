@@ -23,13 +23,21 @@ CREATE TABLE docs (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, body text);
 ALTER TABLE docs ALTER body SET STORAGE EXTERNAL;
 CREATE TABLE coded (code int NOT NULL UNIQUE, label text);
 CREATE TABLE loose (a int, b text);
-CREATE TABLE tagged (tag text PRIMARY KEY, seq int NOT NULL UNIQUE);`
+CREATE TABLE tagged (tag text PRIMARY KEY, seq int NOT NULL UNIQUE);
+CREATE TABLE parts (id bigint PRIMARY KEY, v int NOT NULL DEFAULT 0) PARTITION BY RANGE (id);
+CREATE TABLE parts_lo PARTITION OF parts FOR VALUES FROM (MINVALUE) TO (1000);
+CREATE TABLE parts_hi PARTITION OF parts FOR VALUES FROM (1000) TO (MAXVALUE);
+CREATE TABLE events (id int NOT NULL, day int NOT NULL, v int NOT NULL DEFAULT 0, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+CREATE TABLE events_a PARTITION OF events FOR VALUES FROM (0) TO (5);
+CREATE TABLE events_b PARTITION OF events FOR VALUES FROM (5) TO (10);`
 
 const ledgerTestRows = `
 INSERT INTO docs SELECT g, 0, CASE WHEN g % 50 = 0 THEN repeat(md5(g::text), 200) ELSE 'd' || g END FROM generate_series(1, 3000) g;
 INSERT INTO coded SELECT g * 7, 'c' || g FROM generate_series(1, 500) g;
 INSERT INTO loose SELECT g % 10, 'l' || g FROM generate_series(1, 300) g;
-INSERT INTO tagged SELECT 't' || g, g FROM generate_series(1, 2000) g;`
+INSERT INTO tagged SELECT 't' || g, g FROM generate_series(1, 2000) g;
+INSERT INTO parts SELECT g, 0 FROM generate_series(1, 2000) g;
+INSERT INTO events SELECT g, g % 10, 0 FROM generate_series(1, 1000) g;`
 
 // ledgerPair makes a source with the test tables and a target with the
 // same tables, empty, and returns the config and the source's tables.

@@ -45,13 +45,18 @@ type Value struct {
 // that changed, every other column ValueUnchanged. Delete and Truncate
 // have no New; Truncate has no Key.
 type Change struct {
-	ID     int64  // changelog id: capture order
-	TxID   uint64 // source transaction (xid8)
-	Op     Op
-	Table  *Table
-	Key    []Value
-	New    []Value
-	TxnEnd bool // the last change of its source transaction in this batch
+	ID    int64  // changelog id: capture order
+	TxID  uint64 // source transaction (xid8)
+	Op    Op
+	Table *Table
+	// Partition is the qualified name of the partition of Table the row
+	// was written to ("" when Table is not partitioned, or the partition
+	// no longer exists): the chunked copy's filter judges a change by the
+	// partition's chunks, since the copy reads partitions one by one.
+	Partition string
+	Key       []Value
+	New       []Value
+	TxnEnd    bool // the last change of its source transaction in this batch
 }
 
 // KeyString describes the key for error messages, e.g. (id)=(42).
@@ -115,7 +120,7 @@ func (c *Change) KeyString() string {
 // TRUNCATE of the relation the changes are recorded under counts (the
 // root of a partitioned table, not one partition truncated alone).
 const batchSQL = `
-SELECT id, txid::text, rel, op, key::text, vals::text, id = max(id) OVER (PARTITION BY txid) AS txn_end,
+SELECT id, txid::text, rel, coalesce(part, 0), op, key::text, vals::text, id = max(id) OVER (PARTITION BY txid) AS txn_end,
 	max(id) OVER (PARTITION BY txid) AS last_id
 FROM replicator.changelog c
 WHERE txid >= pg_snapshot_xmin($1::pg_snapshot) AND txid < pg_snapshot_xmax($2::pg_snapshot)
@@ -153,6 +158,7 @@ type rawChange struct {
 	id     int64
 	txid   string
 	rel    uint32
+	part   uint32 // the partition written to, 0 when rel itself
 	op     byte
 	key    *string
 	vals   *string
@@ -224,7 +230,7 @@ func (r *Cursor) fetch(ctx context.Context) error {
 		var x rawChange
 		var op string
 		var lastID int64
-		if err := rows.Scan(&x.id, &x.txid, &x.rel, &op, &x.key, &x.vals, &x.txnEnd, &lastID); err != nil {
+		if err := rows.Scan(&x.id, &x.txid, &x.rel, &x.part, &op, &x.key, &x.vals, &x.txnEnd, &lastID); err != nil {
 			rows.Close()
 			return err
 		}
@@ -251,6 +257,11 @@ func (r *Cursor) decode(ctx context.Context, raw *rawChange) error {
 	}
 	ch := &r.cur
 	*ch = Change{ID: raw.id, TxID: txid, Op: Op(raw.op), Table: t, TxnEnd: raw.txnEnd}
+	if raw.part != 0 {
+		if ch.Partition, err = r.c.partitionName(ctx, r.tx, raw.part); err != nil {
+			return err
+		}
+	}
 	if ch.Op == Truncate {
 		return nil
 	}

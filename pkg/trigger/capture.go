@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"replicator/pkg/pgutil"
 )
 
 // ErrNoTick is returned (wrapped) when the tick a batch starts from is not
@@ -31,6 +33,7 @@ type Capture struct {
 
 	mu         sync.Mutex
 	tables     map[uint32]*Table
+	partitions map[uint32]string // partition oid → qualified name ("" when gone)
 	lastCount  time.Time
 	lastTicked time.Time
 }
@@ -45,7 +48,7 @@ func New(ctx context.Context, sourceURL string, cfg Config, log *zap.Logger, m *
 	if err != nil {
 		return nil, err
 	}
-	c := &Capture{pool: pool, where: where, cfg: cfg, log: log, m: m, tables: map[uint32]*Table{}}
+	c := &Capture{pool: pool, where: where, cfg: cfg, log: log, m: m, tables: map[uint32]*Table{}, partitions: map[uint32]string{}}
 	conn, err := c.acquire(ctx)
 	if err != nil {
 		pool.Close()
@@ -183,6 +186,30 @@ func (c *Capture) table(ctx context.Context, q queryer, id uint32) (*Table, erro
 	c.tables[id] = t
 	c.mu.Unlock()
 	return t, nil
+}
+
+// partitionName names partition id for the chunk filter, cached: a
+// partition's oid is never reused while its changes are in the changelog
+// (they name it). A partition dropped since is "": the stream stops at the
+// drop (pkg/schemachange) once what came before it is applied.
+func (c *Capture) partitionName(ctx context.Context, q queryer, id uint32) (string, error) {
+	c.mu.Lock()
+	name, ok := c.partitions[id]
+	c.mu.Unlock()
+	if ok {
+		return name, nil
+	}
+	var ns, rel *string
+	if err := q.QueryRow(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, id).Scan(&ns, &rel); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("name partition oid %d: %w", id, err)
+	}
+	if ns != nil && rel != nil {
+		name = pgutil.QualifiedName(*ns, *rel)
+	}
+	c.mu.Lock()
+	c.partitions[id] = name
+	c.mu.Unlock()
+	return name, nil
 }
 
 type queryer interface {

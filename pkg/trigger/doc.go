@@ -8,7 +8,8 @@
 // What lives on the source (install.go):
 //
 //   - replicator.changelog: id (capture order), txid (xid8 of the writing
-//     transaction), rel (table oid), op (I/U/D/T), key (UPDATE, DELETE:
+//     transaction), rel (table oid), part (the partition written to, when
+//     rel is its partitioned root; NULL otherwise), op (I/U/D/T), key (UPDATE, DELETE:
 //     the old key) and vals (INSERT: the row; UPDATE: the new values) as
 //     hstore objects of column name → text value. An UPDATE records only
 //     the columns whose value changed, so a large unchanged value is never
@@ -28,7 +29,9 @@
 //     the oid to record and the key columns as arguments, and
 //     replicator.capture_truncate for the AFTER TRUNCATE FOR EACH
 //     STATEMENT triggers. Changes of partitions are recorded under their
-//     partitioned root. The triggers fire ALWAYS, so writes of sessions
+//     partitioned root, naming the partition (Change.Partition): apply
+//     writes to the root, the chunked copy's filter judges by the
+//     partition's chunks, as the copy read it. The triggers fire ALWAYS, so writes of sessions
 //     under session_replication_role = replica are captured too; a session
 //     with ApplyingSetting on (this tool's apply) is not.
 //

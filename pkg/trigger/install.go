@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS replicator.changelog (
 	id   bigserial,
 	txid xid8 NOT NULL,
 	rel  oid NOT NULL,
+	part oid,
 	op   "char" NOT NULL,
 	key  %[1]s.hstore,
 	vals %[1]s.hstore
@@ -321,6 +322,18 @@ func prepare(ctx context.Context, conn *pgx.Conn) error {
 	if !strings.HasSuffix(typ, "hstore") {
 		return fmt.Errorf("replicator.changelog on the source has vals of type %s, an earlier layout: remove schema replicator (`replicator cleanup`) and install again", typ)
 	}
+	// part (the partition a change was written to) came after the first
+	// hstore layout; added only when missing, as ALTER TABLE would lock
+	// the changelog against the application's writes for its duration.
+	var hasPart bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'replicator.changelog'::regclass AND attname = 'part' AND NOT attisdropped)`).Scan(&hasPart); err != nil {
+		return fmt.Errorf("read the changelog's layout on the source: %w", err)
+	}
+	if !hasPart {
+		if _, err := conn.Exec(ctx, `ALTER TABLE replicator.changelog ADD COLUMN part oid`); err != nil {
+			return fmt.Errorf("add column part to replicator.changelog on the source: %w", err)
+		}
+	}
 	if _, err := conn.Exec(ctx, truncateFuncDDL+rowFunctionDDL(hs)); err != nil {
 		return fmt.Errorf("create the capture functions in schema replicator on the source: %w", err)
 	}
@@ -535,7 +548,7 @@ $SKIP	IF $DIFFERS THEN
 		PERFORM $SET;
 	END IF;
 	IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
-		INSERT INTO replicator.changelog (txid, rel, op, vals) VALUES (pg_catalog.pg_current_xact_id(), TG_ARGV[0]::pg_catalog.oid, 'I', $H.hstore(NEW));
+		INSERT INTO replicator.changelog (txid, rel, part, op, vals) VALUES (pg_catalog.pg_current_xact_id(), TG_ARGV[0]::pg_catalog.oid, NULLIF(TG_RELID, TG_ARGV[0]::pg_catalog.oid), 'I', $H.hstore(NEW));
 	ELSE
 		o := $H.hstore(OLD);
 		k := o;
@@ -548,10 +561,10 @@ $SKIP	IF $DIFFERS THEN
 				n := n OPERATOR($H.-) o;
 			END IF;
 			IF n OPERATOR($H.<>) ''::$H.hstore THEN
-				INSERT INTO replicator.changelog (txid, rel, op, key, vals) VALUES (pg_catalog.pg_current_xact_id(), TG_ARGV[0]::pg_catalog.oid, 'U', k, n);
+				INSERT INTO replicator.changelog (txid, rel, part, op, key, vals) VALUES (pg_catalog.pg_current_xact_id(), TG_ARGV[0]::pg_catalog.oid, NULLIF(TG_RELID, TG_ARGV[0]::pg_catalog.oid), 'U', k, n);
 			END IF;
 		ELSE
-			INSERT INTO replicator.changelog (txid, rel, op, key) VALUES (pg_catalog.pg_current_xact_id(), TG_ARGV[0]::pg_catalog.oid, 'D', k);
+			INSERT INTO replicator.changelog (txid, rel, part, op, key) VALUES (pg_catalog.pg_current_xact_id(), TG_ARGV[0]::pg_catalog.oid, NULLIF(TG_RELID, TG_ARGV[0]::pg_catalog.oid), 'D', k);
 		END IF;
 	END IF;
 	IF s IS NOT NULL THEN

@@ -369,7 +369,7 @@ func (s *Source) relation(t *Table) *wal.Relation {
 //   - Delete: Old is the key (or the whole row without a key).
 func (s *Source) convert(ch *Change) (wal.Change, error) {
 	rel := s.relation(ch.Table)
-	c := wal.Change{Rel: rel, Pos: position.ChangelogID(ch.ID), XID: ch.TxID}
+	c := wal.Change{Rel: rel, Pos: position.ChangelogID(ch.ID), XID: ch.TxID, Partition: ch.Partition}
 	switch ch.Op {
 	case Insert:
 		c.Kind, c.New = wal.Insert, values(ch.New)

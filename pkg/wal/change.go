@@ -96,6 +96,11 @@ type Change struct {
 	// knows it per change (trigger capture, whose Txn is a batch of many
 	// source transactions); 0 when the Txn's XID is the transaction's.
 	XID uint64
+	// Partition is the qualified name of the partition of Rel the row was
+	// written to, when the capture records changes under the partitioned
+	// root (trigger capture) and knows it; "" otherwise. Apply writes to
+	// Rel; the chunked copy's filter judges by the partition's chunks.
+	Partition string
 
 	// Truncate only: the tables, and TRUNCATE's options.
 	Truncated       []*Relation
