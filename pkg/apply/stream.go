@@ -185,7 +185,7 @@ func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger,
 	// first (the additive ones; a refused one waits for its position).
 	schema, err := schemachange.Open(ctx, schemachange.Config{SourceURL: cfg.SourceURL, TargetURL: cfg.TargetURL,
 		Mode: cfg.DDL, Capture: st.Capture, Publication: st.Publication, PollInterval: cfg.SchemaPollInterval,
-		Trigger: cfg.Trigger, Metrics: cfg.SchemaMetrics, Copier: cfg.TableCopier}, log)
+		Trigger: cfg.Trigger, Metrics: cfg.SchemaMetrics, Copier: cfg.TableCopier, FenceBypass: cfg.Apply.FenceBypass}, log)
 	if err != nil {
 		return &StageError{"connect", err}
 	}

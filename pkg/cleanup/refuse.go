@@ -137,6 +137,11 @@ const keepFenceRecordSQL = `DO $do$ DECLARE r record; BEGIN
 	-- The reverse capture's functions, with the triggers on the app's
 	-- tables that call them: left behind, they would refuse the app's
 	-- writes on the target once their changelog is gone.
+	-- Extensions the capture made in schema replicator (hstore) go whole:
+	-- their member functions cannot be dropped one by one.
+	FOR r IN SELECT e.extname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE n.nspname = 'replicator' LOOP
+		EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', r.extname);
+	END LOOP;
 	FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'replicator' LOOP
 		EXECUTE format('DROP FUNCTION IF EXISTS %s CASCADE', r.fn);
 	END LOOP; END $do$`

@@ -306,10 +306,10 @@ func TestRollbackKeepsTargetWrites(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if got := query(t, m.dst, `SELECT count(*) FROM replicator.changelog WHERE vals->>'note' = 'after'`); got[0] != "0" {
+	if got := query(t, m.dst, `SELECT count(*) FROM replicator.changelog WHERE replicator.hstore_to_json(vals)->>'note' = 'after'`); got[0] != "0" {
 		t.Errorf("the target's capture recorded %s of the forward stream's writes: they would be sent back", got[0])
 	}
-	if got := query(t, m.src, `SELECT count(*) FROM replicator.changelog WHERE vals->>'note' LIKE 'aws r%' OR vals->>'note' = 'updated on aws'`); got[0] != "0" {
+	if got := query(t, m.src, `SELECT count(*) FROM replicator.changelog WHERE replicator.hstore_to_json(vals)->>'note' LIKE 'aws r%' OR replicator.hstore_to_json(vals)->>'note' = 'updated on aws'`); got[0] != "0" {
 		t.Errorf("the source's capture recorded %s of the reverse stream's writes: they would be sent forward again", got[0])
 	}
 	code, out, errOut = run(t, "status", "--target", m.dstURL)

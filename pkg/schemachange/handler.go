@@ -8,8 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"replicator/pkg/pgutil"
@@ -53,6 +55,11 @@ type Config struct {
 	// (snapshot.TableCopier). nil: a new table, or one whose new column
 	// needs its rows copied again, stops the stream instead.
 	Copier Copier
+	// FenceBypass: the target is a fenced database (the fallback window's
+	// reverse stream into the Heroku source): the handler's session passes
+	// the fence (apply.Config.FenceBypass), and runs without the replica
+	// role when its role may not set it.
+	FenceBypass bool
 }
 
 // Copier plans and copies tables through the chunk ledger on the target
@@ -137,10 +144,21 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Handler, error) {
 	}
 	// The target's DDL runs as apply does: replica role, so emptying a
 	// table to copy it again is not held up by foreign keys' triggers.
-	if _, err := dst.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+	fail := func(err error) (*Handler, error) {
 		src.Close(context.Background())
 		dst.Close(context.Background())
-		return nil, fmt.Errorf("target: SET session_replication_role = replica: %w", err)
+		return nil, err
+	}
+	if cfg.FenceBypass {
+		if _, err := dst.Exec(ctx, "SET replicator.fence_bypass = on"); err != nil {
+			return fail(fmt.Errorf("target: SET replicator.fence_bypass = on: %w", err))
+		}
+	}
+	if _, err := dst.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		var pgErr *pgconn.PgError
+		if !cfg.FenceBypass || !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.InsufficientPrivilege {
+			return fail(fmt.Errorf("target: SET session_replication_role = replica: %w", err))
+		}
 	}
 	h := &Handler{cfg: cfg, log: log, src: src, dst: dst, building: map[string]bool{}}
 	h.bctx, h.cancel = context.WithCancel(context.Background())
