@@ -283,6 +283,12 @@ func compareSchemas(ctx context.Context, src, tgt *side, patterns []string) ([]S
 	if ts, err = loadSchema(ctx, tgt, patterns); err != nil {
 		return nil, 0, err
 	}
+	windowKeys := map[string]bool{}
+	for _, sd := range []*side{src, tgt} {
+		if err := fallbackWindowKeys(ctx, sd, windowKeys); err != nil {
+			return nil, 0, err
+		}
+	}
 	var out []SchemaDiff
 	n := 0
 	for q, s := range ss {
@@ -291,7 +297,12 @@ func compareSchemas(ctx context.Context, src, tgt *side, patterns []string) ([]S
 			continue // the data comparison reports the table itself
 		}
 		n++
-		out = append(out, diffTable(q, s, t)...)
+		for _, d := range diffTable(q, s, t) {
+			if windowKeys[strings.ReplaceAll(d.Table, `"`, "")+" "+d.Object] {
+				continue
+			}
+			out = append(out, d)
+		}
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].Table != out[j].Table {
@@ -631,4 +642,34 @@ func (r *Report) writeSchemaMarkdown(b *strings.Builder) {
 		fmt.Fprintf(b, "| `%s` | %s | %s | `%s` | `%s` | `%s` |\n", mdEscape(d.Table), mdEscape(d.Object), d.Kind,
 			mdEscape(d.Source), mdEscape(d.Target), mdEscape(d.Fix))
 	}
+}
+
+// fallbackWindowKeys adds to keys the foreign keys with actions that the
+// cutover dropped on the Heroku source for the fallback window (the
+// reverse stream carries their cascades' effects as rows; pkg/cutover
+// reverse.go), as "schema.table foreign key name": the tool's own recorded
+// change, put back by --rollback or --unfence, is not a difference, as the
+// fence's triggers are not. The record is on the side that was the target.
+func fallbackWindowKeys(ctx context.Context, sd *side, keys map[string]bool) error {
+	var exists bool
+	if err := sd.pool.QueryRow(ctx, `SELECT to_regclass('replicator.cutover') IS NOT NULL`).Scan(&exists); err != nil {
+		return fmt.Errorf("%s: look for the cutover record: %w", sd.name, err)
+	}
+	if !exists {
+		return nil
+	}
+	rows, err := sd.pool.Query(ctx, `SELECT k->>'table', k->>'name'
+		FROM replicator.cutover, jsonb_array_elements(coalesce(detail->'dropped_foreign_keys', '[]')) k WHERE step = 'reverse'`)
+	if err != nil {
+		return fmt.Errorf("%s: read the cutover record: %w", sd.name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var table, name string
+		if err := rows.Scan(&table, &name); err != nil {
+			return fmt.Errorf("%s: read the cutover record: %w", sd.name, err)
+		}
+		keys[strings.ReplaceAll(table, `"`, "")+" foreign key "+name] = true
+	}
+	return rows.Err()
 }
