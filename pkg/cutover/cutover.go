@@ -498,36 +498,14 @@ func (r *runner) sequences(ctx context.Context) error {
 		r.step(5, title, "skipped", "already moved")
 		return nil
 	}
-	moves, err := planSequences(ctx, r.src, r.tgt, r.cfg.SequenceMargin)
+	moved, text, err := forwardSequences(ctx, r.src, r.tgt, r.cfg.SequenceMargin, r.cfg.DryRun, r.out, "source")
 	if err != nil {
 		return err
 	}
-	var moved []seqMove
-	for _, m := range moves {
-		if m.moves() {
-			moved = append(moved, m)
-		}
-	}
-	verb := "moved"
-	if r.cfg.DryRun {
-		verb = "would move"
-	}
-	for _, m := range moved {
-		fmt.Fprintf(r.out, "  %s %s from %d to %d (%+d; source at %d)\n", verb, m.Display, m.From, m.To, m.To-m.From, m.Source)
-	}
-	text := fmt.Sprintf("%d of %d sequences %s, the others already far enough", len(moved), len(moves), verb)
 	if r.cfg.DryRun {
 		r.step(5, title, "dry run", text)
 		return nil
 	}
-	if err := moveSequences(ctx, r.tgt, moved); err != nil {
-		return err
-	}
-	views, err := refreshMatViews(ctx, r.tgt) // not streamed either (matviews.go)
-	if err != nil {
-		return err
-	}
-	text += fmt.Sprintf("; %d materialized views refreshed", len(views))
 	return r.finish(ctx, 5, title, stepSequences, moved, text)
 }
 

@@ -213,11 +213,23 @@ func reached(ctx context.Context, src, tgt *pgx.Conn, hw highWater) (bool, strin
 	return false, fmt.Sprintf("applied batch %d of %d", st.Applied.ID(), hw.Tick), nil
 }
 
-// waitFor polls cond every cfg.PollInterval, printing its progress every
-// cfg.ProgressInterval, until it holds or cfg.Timeout passes (then the
-// error says what to do).
+// waitFor polls cond every cfg.PollInterval (at most freezePoll once
+// fenced), printing its progress every cfg.ProgressInterval, until it
+// holds or cfg.Timeout passes (then the error says what to do).
 func (r *runner) waitFor(ctx context.Context, n int, title string, cond func() (bool, string, error), timeoutFix string) (string, error) {
-	deadline := time.Now().Add(r.cfg.Timeout)
+	poll := r.cfg.PollInterval
+	if r.fenced {
+		// Inside the write freeze every poll interval is downtime.
+		poll = min(poll, freezePoll)
+	}
+	return pollUntil(ctx, &r.cfg, "cutover", poll, r.step, n, title, cond, timeoutFix)
+}
+
+// pollUntil is waitFor of both directions: what ("cutover", "rollback")
+// starts the timeout's error, step prints the progress.
+func pollUntil(ctx context.Context, cfg *Config, what string, poll time.Duration, step func(n int, title, status, detail string),
+	n int, title string, cond func() (bool, string, error), timeoutFix string) (string, error) {
+	deadline := time.Now().Add(cfg.Timeout)
 	nextPrint := time.Now()
 	for {
 		ok, detail, err := cond()
@@ -228,16 +240,11 @@ func (r *runner) waitFor(ctx context.Context, n int, title string, cond func() (
 			return detail, nil
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("cutover step %d (%s): gave up after %s (%s): %s", n, title, r.cfg.Timeout, detail, timeoutFix)
+			return "", fmt.Errorf("%s step %d (%s): gave up after %s (%s): %s", what, n, title, cfg.Timeout, detail, timeoutFix)
 		}
 		if !time.Now().Before(nextPrint) {
-			r.step(n, title, "waiting", detail)
-			nextPrint = time.Now().Add(r.cfg.ProgressInterval)
-		}
-		poll := r.cfg.PollInterval
-		if r.fenced {
-			// Inside the write freeze every poll interval is downtime.
-			poll = min(poll, freezePoll)
+			step(n, title, "waiting", detail)
+			nextPrint = time.Now().Add(cfg.ProgressInterval)
 		}
 		select {
 		case <-ctx.Done():

@@ -279,36 +279,14 @@ func (b *rollback) sequences(ctx context.Context) error {
 		b.step(4, title, "skipped", "already moved")
 		return nil
 	}
-	moves, err := planSequences(ctx, b.tgt, b.src, b.cfg.SequenceMargin)
+	moved, text, err := forwardSequences(ctx, b.tgt, b.src, b.cfg.SequenceMargin, b.cfg.DryRun, b.out, "target")
 	if err != nil {
-		return err
+		return fmt.Errorf("source: %w", err)
 	}
-	var moved []seqMove
-	for _, m := range moves {
-		if m.moves() {
-			moved = append(moved, m)
-		}
-	}
-	verb := "moved"
-	if b.cfg.DryRun {
-		verb = "would move"
-	}
-	for _, m := range moved {
-		fmt.Fprintf(b.out, "  %s %s from %d to %d (%+d; target at %d)\n", verb, m.Display, m.From, m.To, m.To-m.From, m.Source)
-	}
-	text := fmt.Sprintf("%d of %d sequences %s, the others already far enough", len(moved), len(moves), verb)
 	if b.cfg.DryRun {
 		b.step(4, title, "dry run", text)
 		return nil
 	}
-	if err := moveSequences(ctx, b.src, moved); err != nil {
-		return fmt.Errorf("source: %w", err)
-	}
-	views, err := refreshMatViews(ctx, b.src)
-	if err != nil {
-		return fmt.Errorf("source: %w", err)
-	}
-	text += fmt.Sprintf("; %d materialized views refreshed", len(views))
 	if err := saveRecord(ctx, b.src, stepSequences, statusDone, moved); err != nil {
 		return err
 	}
@@ -416,31 +394,10 @@ func what(fr fenceRecord) string {
 	return "method " + fr.Method
 }
 
-// waitFor is runner.waitFor for the rollback's steps.
+// waitFor is runner.waitFor for the rollback's steps, all of which wait
+// inside its freeze (the target is fenced from step 2 on).
 func (b *rollback) waitFor(ctx context.Context, n int, title string, cond func() (bool, string, error), timeoutFix string) (string, error) {
-	deadline := time.Now().Add(b.cfg.Timeout)
-	nextPrint := time.Now()
-	for {
-		ok, detail, err := cond()
-		if err != nil {
-			return "", err
-		}
-		if ok {
-			return detail, nil
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("rollback step %d (%s): gave up after %s (%s): %s", n, title, b.cfg.Timeout, detail, timeoutFix)
-		}
-		if !time.Now().Before(nextPrint) {
-			b.step(n, title, "waiting", detail)
-			nextPrint = time.Now().Add(b.cfg.ProgressInterval)
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(b.cfg.PollInterval):
-		}
-	}
+	return pollUntil(ctx, &b.cfg, "rollback", min(b.cfg.PollInterval, freezePoll), b.step, n, title, cond, timeoutFix)
 }
 
 // liftTargetFence lifts a fence an earlier rollback put on the target

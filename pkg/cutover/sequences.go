@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 
 	"github.com/jackc/pgx/v5"
@@ -109,4 +110,40 @@ func displayName(schema, name string) string {
 		return pgutil.QuoteIdent(s)
 	}
 	return q(schema) + "." + q(name)
+}
+
+// forwardSequences is the sequence step of both directions: it plans
+// moving to's sequences past from's by margin, prints each move ("would"
+// in a dry run), makes them unless dryRun, and refreshes to's
+// materialized views (not streamed either, matviews.go). text sums it up
+// for the step line; fromName names from's side in the printed moves.
+func forwardSequences(ctx context.Context, from, to *pgx.Conn, margin int64, dryRun bool, out io.Writer, fromName string) (moved []seqMove, text string, err error) {
+	moves, err := planSequences(ctx, from, to, margin)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, m := range moves {
+		if m.moves() {
+			moved = append(moved, m)
+		}
+	}
+	verb := "moved"
+	if dryRun {
+		verb = "would move"
+	}
+	for _, m := range moved {
+		fmt.Fprintf(out, "  %s %s from %d to %d (%+d; %s at %d)\n", verb, m.Display, m.From, m.To, m.To-m.From, fromName, m.Source)
+	}
+	text = fmt.Sprintf("%d of %d sequences %s, the others already far enough", len(moved), len(moves), verb)
+	if dryRun {
+		return moved, text, nil
+	}
+	if err := moveSequences(ctx, to, moved); err != nil {
+		return nil, "", err
+	}
+	views, err := refreshMatViews(ctx, to)
+	if err != nil {
+		return nil, "", err
+	}
+	return moved, text + fmt.Sprintf("; %d materialized views refreshed", len(views)), nil
 }
