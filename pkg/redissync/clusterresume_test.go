@@ -97,11 +97,29 @@ func TestFollowIntoClusterResumesAfterKill9(t *testing.T) {
 			t.Logf("follower log:\n%s", log)
 		}
 	}()
-	redistest.WaitFor(t, time.Minute, "the follower following", func() bool {
+	// Following, and with a durable position on every master: the
+	// counter alone can pass 200 in the snapshot the follower imports
+	// (on a loaded machine), before any floor is written, and a follower
+	// killed then rightly starts over with a full resynchronisation.
+	redistest.WaitFor(t, time.Minute, "the follower following, with a floor on every master", func() bool {
 		c := rc.Client()
 		defer c.Close()
-		n, _ := c.Get(ctx, "cr:counter").Int()
-		return n > 200
+		if n, _ := c.Get(ctx, "cr:counter").Int(); n <= 200 {
+			return false
+		}
+		masters, err := rc.Masters()
+		if err != nil {
+			return false
+		}
+		for _, m := range masters {
+			mc := m.Client(0)
+			floors, err := mc.Keys(ctx, redissync.PositionKey+":floor:*").Result()
+			mc.Close()
+			if err != nil || len(floors) == 0 {
+				return false
+			}
+		}
+		return true
 	})
 	full0, partial0 := syncStats(t, src)
 	f.kill()
