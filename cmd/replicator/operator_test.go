@@ -103,7 +103,9 @@ func TestSecondStreamRefused(t *testing.T) {
 		t.Fatalf("snapshot: exit %d\n%s", r.code, r.all())
 	}
 	first := startCLI(t, "stream", "--source", srcURL, "--target", dstURL, "--metrics-addr", "", "--log-format", "json")
-	waitRow(t, pg, dst, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, first)
+	waitRow(t, pg, dst, `SELECT least(count(*), 1) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, first)
+	// The lock is taken, then its holder recorded: wait for the record.
+	waitRow(t, pg, dst, fmt.Sprintf(`SELECT count(*) FROM replicator.stream_owner WHERE pid = %d`, first.cmd.Process.Pid), first)
 
 	r := runCLI(t, 60*time.Second, "stream", "--source", srcURL, "--target", dstURL, "--metrics-addr", "", "--log-format", "json")
 	host, _ := os.Hostname()

@@ -45,6 +45,13 @@ func (e *StreamLockedError) Error() string {
 // stream.
 func lockStream(ctx context.Context, conn *pgx.Conn) error {
 	host, _ := os.Hostname()
+	// The table first, so that a second stream finds it whenever it finds
+	// the lock taken (it then names the holder, or says it recorded none
+	// yet, never fails on a missing table).
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS replicator.stream_owner (
+			id int PRIMARY KEY DEFAULT 1 CHECK (id = 1), pid int NOT NULL, host text NOT NULL, since timestamptz NOT NULL)`); err != nil {
+		return fmt.Errorf("create replicator.stream_owner on the target: %w", err)
+	}
 	var got bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, streamLockKey).Scan(&got); err != nil {
 		return fmt.Errorf("take the stream lock on the target: %w", err)
@@ -58,9 +65,7 @@ func lockStream(ctx context.Context, conn *pgx.Conn) error {
 		le.Own = le.Pid == os.Getpid() && le.Host == host
 		return le
 	}
-	_, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS replicator.stream_owner (
-			id int PRIMARY KEY DEFAULT 1 CHECK (id = 1), pid int NOT NULL, host text NOT NULL, since timestamptz NOT NULL);
-		INSERT INTO replicator.stream_owner (id, pid, host, since) VALUES (1, `+fmt.Sprint(os.Getpid())+`, `+pgutil.QuoteLiteral(host)+`, now())
+	_, err := conn.Exec(ctx, `INSERT INTO replicator.stream_owner (id, pid, host, since) VALUES (1, `+fmt.Sprint(os.Getpid())+`, `+pgutil.QuoteLiteral(host)+`, now())
 		ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid, host = EXCLUDED.host, since = EXCLUDED.since`)
 	if err != nil {
 		return fmt.Errorf("record the stream lock's holder in replicator.stream_owner on the target: %w", err)
