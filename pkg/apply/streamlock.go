@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,9 +26,10 @@ type StreamLockedError struct {
 	Pid   int
 	Host  string
 	Since time.Time
-	// Own is set when the holder is this very process: a session of an
-	// earlier attempt the server has not yet noticed is gone (a cut
-	// connection). It is retried, since the lock goes with that session.
+	// Own is set when the holder is this very process, or a process of
+	// this host that no longer runs (killed with -9): a session the server
+	// has not yet noticed is gone (a cut connection). It is retried, since
+	// the lock goes with that session.
 	Own bool
 }
 
@@ -62,7 +64,7 @@ func lockStream(ctx context.Context, conn *pgx.Conn) error {
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("another stream holds the target's stream lock; reading who: %w", err)
 		}
-		le.Own = le.Pid == os.Getpid() && le.Host == host
+		le.Own = le.Host == host && (le.Pid == os.Getpid() || !processAlive(le.Pid))
 		return le
 	}
 	_, err := conn.Exec(ctx, `INSERT INTO replicator.stream_owner (id, pid, host, since) VALUES (1, `+fmt.Sprint(os.Getpid())+`, `+pgutil.QuoteLiteral(host)+`, now())
@@ -80,3 +82,16 @@ func lockStream(ctx context.Context, conn *pgx.Conn) error {
 // state.StreamLockKey, or close conn) before calling Stream, which takes
 // it on its own session.
 func LockStream(ctx context.Context, conn *pgx.Conn) error { return lockStream(ctx, conn) }
+
+// processAlive reports whether process pid runs on this host. A stream
+// killed with -9 leaves its session, and the lock with it, until the
+// server notices the closed connection: a restarted stream waits for that
+// rather than refusing.
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || errors.Is(err, syscall.EPERM) // EPERM: alive, another user's
+}
