@@ -51,7 +51,14 @@ func keyFromServer(t testing.TB, c *redis.Client, k string, now int64) *KeyModel
 	ctx := context.Background()
 	typ := c.Type(ctx, k).Val()
 	m := &KeyModel{typ: typ}
-	if pttl := c.PTTL(ctx, k).Val(); pttl > 0 {
+	// PEXPIRETIME (Redis 7) is the absolute expiry: a PTTL added to one
+	// "now" for a whole scan drifts by as long as the scan takes, seconds
+	// on a loaded machine. now is the fallback for older servers.
+	if at, err := c.Do(ctx, "PEXPIRETIME", k).Int64(); err == nil {
+		if at > 0 {
+			m.expireAt = at
+		}
+	} else if pttl := c.PTTL(ctx, k).Val(); pttl > 0 {
 		m.expireAt = now + pttl.Milliseconds()
 	}
 	switch typ {
