@@ -145,11 +145,8 @@ func (f *follower) applyCluster(ctx context.Context, batch []replCmd) error {
 			continue
 		}
 		name := string(bytes.ToUpper(c.args[0]))
-		args := make([]any, len(c.args))
-		for i, a := range c.args {
-			args[i] = a
-			bytesOut += int64(len(a))
-		}
+		args, n := c.anyArgs()
+		bytesOut += n
 		switch {
 		case name == "PING" || name == "REPLCONF":
 			continue

@@ -407,11 +407,8 @@ func (f *follower) applyClusterDurableOnce(ctx context.Context, batch []replCmd)
 			continue
 		}
 		name := string(bytes.ToUpper(c.args[0]))
-		args := make([]any, len(c.args))
-		for i, a := range c.args {
-			args[i] = a
-			bytesOut += int64(len(a))
-		}
+		args, n := c.anyArgs()
+		bytesOut += n
 		switch {
 		case name == "PING" || name == "REPLCONF":
 		case name == "SELECT":

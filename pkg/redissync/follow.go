@@ -30,6 +30,18 @@ type replCmd struct {
 	size int64 // bytes held in the relay
 }
 
+// anyArgs returns the command's arguments as go-redis takes them, and
+// their size in bytes (what the target is sent).
+func (c replCmd) anyArgs() ([]any, int64) {
+	args := make([]any, len(c.args))
+	var n int64
+	for i, a := range c.args {
+		args[i] = a
+		n += int64(len(a))
+	}
+	return args, n
+}
+
 // The relay between reading and applying holds at most this many
 // commands and bytes; when full, reading waits (and the source buffers).
 const (

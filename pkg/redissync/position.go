@@ -185,11 +185,8 @@ func (f *follower) applyDurable(ctx context.Context, batch []replCmd) error {
 		if name == "PING" || name == "REPLCONF" {
 			continue // replication keepalives, not data
 		}
-		args := make([]any, len(c.args))
-		for i, a := range c.args {
-			args[i] = a
-			bytesOut += int64(len(a))
-		}
+		args, n := c.anyArgs()
+		bytesOut += n
 		switch {
 		case !inMulti && name == "MULTI":
 			if ours {
