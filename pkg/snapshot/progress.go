@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"sync"
 	"sync/atomic"
 )
 
@@ -17,6 +18,9 @@ type reporter struct {
 	phaseName                           atomic.Value // string
 	tablesTotal, tablesDone, chunkTotal atomic.Int64
 	estBytes                            atomic.Int64
+	// doneTables: two workers committing a table's last chunks at once
+	// may both find it complete; it is counted once.
+	doneTables sync.Map
 }
 
 func (r *reporter) phase(name string) {
@@ -64,6 +68,9 @@ func (r *reporter) chunkKept(table string) {
 }
 
 func (r *reporter) tableDone(table string) {
+	if _, dup := r.doneTables.LoadOrStore(table, true); dup {
+		return
+	}
 	r.tablesDone.Add(1)
 	if r.p != nil {
 		r.p.TableDone(table)

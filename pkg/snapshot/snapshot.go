@@ -155,14 +155,26 @@ func (r *run) connect(ctx context.Context) (err error) {
 // the first's unfinished state for an interrupted run and drop its tables.
 // The lock dies with this session, so a killed run does not hold it.
 func (r *run) lockTarget(ctx context.Context) error {
-	var locked bool
-	if err := r.dst.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, int64(lockKey)).Scan(&locked); err != nil {
-		return fmt.Errorf("take the snapshot lock on the target: %w", err)
+	// A run interrupted a moment ago may still hold it: its session ends
+	// once the server notices the closed connection. A few seconds' grace
+	// tells that from a run still going.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var locked bool
+		if err := r.dst.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, int64(lockKey)).Scan(&locked); err != nil {
+			return fmt.Errorf("take the snapshot lock on the target: %w", err)
+		}
+		if locked {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: wait for it to finish, or stop it", ErrBusy)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	if !locked {
-		return fmt.Errorf("%w: wait for it to finish, or stop it", ErrBusy)
-	}
-	return nil
 }
 
 // loadPrevious reads what an earlier run left in the target's state row.
