@@ -87,6 +87,38 @@ func counters(t *testing.T, src *testenv.RedisCluster, n int) {
 	}
 }
 
+// followedCluster is a cluster source (3 masters, with replicas
+// replicas each) copied into a single-node target and followed.
+type followedCluster struct {
+	src  *testenv.RedisCluster
+	dst  *testenv.Redis
+	done chan error
+	logs *observer.ObservedLogs
+	m    *testenv.Redis   // the master serving {rs}
+	full map[string]int64 // sync_full of each node once the copy is in
+}
+
+func startFollowedCluster(t *testing.T, replicas int, args ...string) *followedCluster {
+	t.Helper()
+	src, err := testenv.StartRedisClusterWithReplicas(3, replicas, testenv.RedisOptions{Password: "src-pass",
+		Args: append([]string{"--repl-diskless-sync-delay", "0"}, args...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	fc := &followedCluster{src: src, dst: startExtra(t), full: map[string]int64{}}
+	counters(t, src, 200)
+	fc.done, fc.logs = clusterFollow(t, src, fc.dst)
+	waitClusterCopy(t, src, fc.dst, fc.done, "after the copy")
+	if fc.m, err = src.NodeOf(context.Background(), "{rs}"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range src.Nodes {
+		fc.full[n.Addr()], _ = syncStats(t, n)
+	}
+	return fc
+}
+
 // One shard of a cluster source that cannot continue the stream (its
 // replication ID changed: DEBUG CHANGE-REPL-ID, as after a restart
 // without its RDB) is reloaded alone: the target's keys of that shard's
@@ -95,31 +127,15 @@ func counters(t *testing.T, src *testenv.RedisCluster, n int) {
 // following without a full resynchronisation, and every INCR is applied
 // once.
 func TestFollowClusterSourceResyncsOneShard(t *testing.T) {
-	src, err := testenv.StartRedisCluster(3, testenv.RedisOptions{Password: "src-pass", Args: []string{"--repl-diskless-sync-delay", "0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst := startExtra(t)
-	counters(t, src, 200)
-	done, logs := clusterFollow(t, src, dst)
-	waitClusterCopy(t, src, dst, done, "after the copy")
-
+	fc := startFollowedCluster(t, 0)
+	src, dst, done, logs, m, full := fc.src, fc.dst, fc.done, fc.logs, fc.m, fc.full
 	ctx := context.Background()
-	m, err := src.NodeOf(ctx, "{rs}")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A key of that shard's slots the source no longer has (deleted while
 	// the follower could not see it) must not survive the reload.
 	c := dst.Client(0)
 	defer c.Close()
 	if err := c.Set(ctx, "{rs}:deleted-on-the-source", "stale", 0).Err(); err != nil {
 		t.Fatal(err)
-	}
-	full := map[string]int64{}
-	for _, n := range src.Nodes {
-		full[n.Addr()], _ = syncStats(t, n)
 	}
 	mc := m.Client(0)
 	defer mc.Close()
@@ -157,26 +173,9 @@ func TestFollowClusterSourceResyncsOneShard(t *testing.T) {
 // by reloading that shard alone; the target ends identical to the
 // cluster, and the other shards never resynchronise.
 func TestFollowClusterSourceMasterKilled(t *testing.T) {
-	src, err := testenv.StartRedisClusterWithReplicas(3, 1, testenv.RedisOptions{Password: "src-pass",
-		Args: []string{"--repl-diskless-sync-delay", "0", "--repl-backlog-size", "16mb"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst := startExtra(t)
-	counters(t, src, 200)
-	done, logs := clusterFollow(t, src, dst)
-	waitClusterCopy(t, src, dst, done, "after the copy")
-
+	fc := startFollowedCluster(t, 1, "--repl-backlog-size", "16mb")
+	src, dst, done, logs, m, full := fc.src, fc.dst, fc.done, fc.logs, fc.m, fc.full
 	ctx := context.Background()
-	m, err := src.NodeOf(ctx, "{rs}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := map[string]int64{}
-	for _, n := range src.Nodes {
-		full[n.Addr()], _ = syncStats(t, n)
-	}
 	var replica *testenv.Redis
 	for _, n := range src.Nodes {
 		c := n.Client(0)
