@@ -323,3 +323,76 @@ func TestFollowClusterSourceStopsOnReshard(t *testing.T) {
 		}
 	}
 }
+
+// The same reload of one shard into a cluster target with a durable
+// position: the shard's slot positions are replaced, its slots emptied
+// and reloaded on the target's masters, and the follow goes on.
+func TestFollowClusterSourceResyncsOneShardIntoCluster(t *testing.T) {
+	src, err := testenv.StartRedisCluster(3, testenv.RedisOptions{Password: "src-pass", Args: []string{"--repl-diskless-sync-delay", "0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tgt := startCluster(t)
+	counters(t, src, 100)
+	obs, logs := observer.New(zap.InfoLevel)
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), obs))
+	ctx := context.Background()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	target := sourceOptionsOf(tgt.Nodes[0])
+	go func() {
+		_, err := redissync.Sync(runCtx, redissync.SyncConfig{Source: sourceOptionsOf(src.Nodes[0]), Mode: "psync", Follow: true, DurablePosition: true,
+			Writer: redissync.WriterConfig{Target: target}}, log)
+		done <- err
+	}()
+	same := func(what string) {
+		t.Helper()
+		why := ""
+		redistest.WaitFor(t, time.Minute, what, func() bool {
+			select {
+			case err := <-done:
+				t.Fatalf("%s: the follow ended: %v", what, err)
+			default:
+			}
+			var ok bool
+			ok, why = sameModels(redistest.ClusterModel(t, src), redistest.ClusterModel(t, tgt))
+			return ok
+		})
+		if t.Failed() {
+			t.Logf("%s: %s", what, why)
+		}
+	}
+	same("after the copy")
+	m, err := src.NodeOf(ctx, "{rs}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := tgt.Client()
+	defer tc.Close()
+	if err := tc.Set(ctx, "{rs}:deleted-on-the-source", "stale", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	mc := m.Client(0)
+	defer mc.Close()
+	if err := mc.Do(ctx, "DEBUG", "CHANGE-REPL-ID").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
+		t.Fatal(err)
+	}
+	counters(t, src, 100)
+	same("after the shard's resynchronisation")
+	counters(t, src, 100)
+	same("following again")
+	if !logged(logs, "full resynchronisation of one source shard") {
+		t.Errorf("no log line saying one shard was resynchronised")
+	}
+	if v, err := tc.Get(ctx, "c0").Int(); err != nil || v != 9 {
+		t.Errorf("c0 on the target = %d (%v), want 9: each INCR once", v, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("follow ended with %v", err)
+	}
+}
