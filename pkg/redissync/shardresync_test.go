@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -17,9 +18,9 @@ import (
 	"replicator/pkg/redissync"
 )
 
-// clusterFollow runs a durable PSYNC follow of the cluster source src into
-// dst until the test ends; its logs are observed.
-func clusterFollow(t *testing.T, src *testenv.RedisCluster, dst *testenv.Redis) (done chan error, logs *observer.ObservedLogs) {
+// startFollow runs a durable PSYNC follow of the cluster source src into
+// target; its logs are observed. done receives what Sync returned.
+func startFollow(t *testing.T, src *testenv.RedisCluster, target *redis.Options) (done chan error, logs *observer.ObservedLogs, cancel context.CancelFunc) {
 	t.Helper()
 	obs, logs := observer.New(zap.InfoLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), obs))
@@ -27,9 +28,17 @@ func clusterFollow(t *testing.T, src *testenv.RedisCluster, dst *testenv.Redis) 
 	done = make(chan error, 1)
 	go func() {
 		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptionsOf(src.Nodes[0]), Mode: "psync", Follow: true, DurablePosition: true,
-			Writer: redissync.WriterConfig{Target: sourceOptionsOf(dst)}}, log)
+			Writer: redissync.WriterConfig{Target: target}}, log)
 		done <- err
 	}()
+	return done, logs, cancel
+}
+
+// clusterFollow is startFollow into dst, stopped when the test ends,
+// which fails if the follow ended with an error.
+func clusterFollow(t *testing.T, src *testenv.RedisCluster, dst *testenv.Redis) (done chan error, logs *observer.ObservedLogs) {
+	t.Helper()
+	done, logs, cancel := startFollow(t, src, sourceOptionsOf(dst))
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -37,6 +46,35 @@ func clusterFollow(t *testing.T, src *testenv.RedisCluster, dst *testenv.Redis) 
 		}
 	})
 	return done, logs
+}
+
+// startSourceCluster starts a cluster source of 3 masters with replicas
+// replicas each, stopped when the test ends.
+func startSourceCluster(t *testing.T, replicas int, args ...string) *testenv.RedisCluster {
+	t.Helper()
+	src, err := testenv.StartRedisClusterWithReplicas(3, replicas, testenv.RedisOptions{Password: "src-pass",
+		Args: append([]string{"--repl-diskless-sync-delay", "0"}, args...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	return src
+}
+
+// loseStream makes master m unable to continue its replicas' streams: a
+// new replication ID (as after a restart without its RDB), and the links
+// dropped.
+func loseStream(t *testing.T, m *testenv.Redis) {
+	t.Helper()
+	ctx := context.Background()
+	mc := m.Client(0)
+	defer mc.Close()
+	if err := mc.Do(ctx, "DEBUG", "CHANGE-REPL-ID").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // waitClusterCopy waits until dst serves what the masters of src serve,
@@ -100,16 +138,12 @@ type followedCluster struct {
 
 func startFollowedCluster(t *testing.T, replicas int, args ...string) *followedCluster {
 	t.Helper()
-	src, err := testenv.StartRedisClusterWithReplicas(3, replicas, testenv.RedisOptions{Password: "src-pass",
-		Args: append([]string{"--repl-diskless-sync-delay", "0"}, args...)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.Close)
+	src := startSourceCluster(t, replicas, args...)
 	fc := &followedCluster{src: src, dst: startExtra(t), full: map[string]int64{}}
 	counters(t, src, 200)
 	fc.done, fc.logs = clusterFollow(t, src, fc.dst)
 	waitClusterCopy(t, src, fc.dst, fc.done, "after the copy")
+	var err error
 	if fc.m, err = src.NodeOf(context.Background(), "{rs}"); err != nil {
 		t.Fatal(err)
 	}
@@ -137,14 +171,7 @@ func TestFollowClusterSourceResyncsOneShard(t *testing.T) {
 	if err := c.Set(ctx, "{rs}:deleted-on-the-source", "stale", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	mc := m.Client(0)
-	defer mc.Close()
-	if err := mc.Do(ctx, "DEBUG", "CHANGE-REPL-ID").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := mc.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
-		t.Fatal(err)
-	}
+	loseStream(t, m)
 	counters(t, src, 200)
 	waitClusterCopy(t, src, dst, done, "after the shard's resynchronisation")
 	counters(t, src, 100)
@@ -252,11 +279,7 @@ func TestFollowClusterSourceMasterKilled(t *testing.T) {
 // names the slot and the fix, instead of applying the two shards' halves
 // of the move (a DEL here, a RESTORE-ASKING there) in no fixed order.
 func TestFollowClusterSourceStopsOnReshard(t *testing.T) {
-	src, err := testenv.StartRedisCluster(3, testenv.RedisOptions{Password: "src-pass", Args: []string{"--repl-diskless-sync-delay", "0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	src := startSourceCluster(t, 0)
 	dst := startExtra(t)
 	ctx := context.Background()
 	cc := src.Client()
@@ -267,14 +290,8 @@ func TestFollowClusterSourceStopsOnReshard(t *testing.T) {
 		}
 	}
 	counters(t, src, 100)
-	runCtx, cancel := context.WithCancel(ctx)
+	done, _, cancel := startFollow(t, src, sourceOptionsOf(dst))
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := redissync.Sync(runCtx, redissync.SyncConfig{Source: sourceOptionsOf(src.Nodes[0]), Mode: "psync", Follow: true, DurablePosition: true,
-			Writer: redissync.WriterConfig{Target: sourceOptionsOf(dst)}}, zaptest.NewLogger(t))
-		done <- err
-	}()
 	waitClusterCopy(t, src, dst, done, "after the copy")
 
 	from, err := src.NodeOf(ctx, "{mv}")
@@ -328,24 +345,12 @@ func TestFollowClusterSourceStopsOnReshard(t *testing.T) {
 // position: the shard's slot positions are replaced, its slots emptied
 // and reloaded on the target's masters, and the follow goes on.
 func TestFollowClusterSourceResyncsOneShardIntoCluster(t *testing.T) {
-	src, err := testenv.StartRedisCluster(3, testenv.RedisOptions{Password: "src-pass", Args: []string{"--repl-diskless-sync-delay", "0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	src := startSourceCluster(t, 0)
 	tgt := startCluster(t)
 	counters(t, src, 100)
-	obs, logs := observer.New(zap.InfoLevel)
-	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), obs))
+	done, logs, cancel := startFollow(t, src, sourceOptionsOf(tgt.Nodes[0]))
+	defer cancel()
 	ctx := context.Background()
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	target := sourceOptionsOf(tgt.Nodes[0])
-	go func() {
-		_, err := redissync.Sync(runCtx, redissync.SyncConfig{Source: sourceOptionsOf(src.Nodes[0]), Mode: "psync", Follow: true, DurablePosition: true,
-			Writer: redissync.WriterConfig{Target: target}}, log)
-		done <- err
-	}()
 	same := func(what string) {
 		t.Helper()
 		why := ""
@@ -373,14 +378,7 @@ func TestFollowClusterSourceResyncsOneShardIntoCluster(t *testing.T) {
 	if err := tc.Set(ctx, "{rs}:deleted-on-the-source", "stale", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	mc := m.Client(0)
-	defer mc.Close()
-	if err := mc.Do(ctx, "DEBUG", "CHANGE-REPL-ID").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := mc.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
-		t.Fatal(err)
-	}
+	loseStream(t, m)
 	counters(t, src, 100)
 	same("after the shard's resynchronisation")
 	counters(t, src, 100)
