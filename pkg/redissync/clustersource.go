@@ -27,11 +27,14 @@ import (
 // serves the shard's first slot and continues there with PSYNC <replid>
 // <offset+1>; a promoted replica keeps its old master's replication ID as
 // its second ID, so it continues the stream (+CONTINUE) without a full
-// resync. Limits: a reshard of the source is not followed (the list of
-// masters and their slots is read once; stop and run again). A shard
-// that cannot continue its stream (FULLRESYNC) is not reloaded, because
-// flushing the target would drop the other shards' keys: the follow
-// stops and says to rerun with --flush-target. After a failover the
+// resync. A shard that cannot continue its stream (FULLRESYNC: a kill -9
+// of its master lost what its replica had not yet received, or the
+// backlog moved past us) is reloaded alone: the target's keys of that
+// shard's slots are deleted and its RDB loaded again while the other
+// shards keep following (shardresync.go). Limits: a reshard of the
+// source is not followed: the follow stops, naming the slots and to rerun
+// with --flush-target once the reshard is done (reshard.go). After a
+// failover the
 // shard's durable position keeps the old master's node ID in its key; a
 // restarted follower finds no position for the new master and copies
 // again.

@@ -17,6 +17,10 @@
 //     connections in parallel. A cluster source (clustersource.go) is
 //     copied and followed shard by shard, in parallel, each master over
 //     its own PSYNC link (or SCAN and subscription) with its own position.
+//     A shard that cannot continue its stream is reloaded alone: the
+//     target's keys of its slots are deleted and its RDB loaded again
+//     while the others follow on (shardresync.go). A reshard of the
+//     source stops the follow with the slots named (reshard.go).
 //   - Cluster targets (cluster.go): detected from INFO cluster; keys routed
 //     by slot, pipelines per shard, MOVED/ASK followed, slot map reloaded
 //     on failover; keys outside database 0 stop the sync; cross-slot

@@ -70,6 +70,9 @@ type follower struct {
 	// their commands up to there are not applied again.
 	held    map[uint16]int64
 	release func(replCmd) // returns a command's bytes to the relay budget
+	// slots: a shard of a cluster source, the slots its master served
+	// when the follow started (reshard.go).
+	slots slotRanges
 }
 
 func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, log *zap.Logger) error {
@@ -106,6 +109,11 @@ func (f *follower) run(ctx context.Context, rc *replConn) error {
 	log := f.log
 	defer f.closeTarget()
 	log.Info("following the source's replication stream", zap.String("replid", rc.replid), zap.Int64("offset", f.safe), zap.Bool("durable_position", f.cfg.DurablePosition))
+	if f.cfg.shardID != "" {
+		if err := f.checkSlots(ctx); err != nil {
+			return err.(*targetError).err
+		}
+	}
 	delays := newReconnectBackOff()
 	for {
 		err := f.stream(ctx, rc)
@@ -191,7 +199,8 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // reconnect resumes with PSYNC <replid> <offset+1>; when the source no
 // longer has that part of its backlog it answers FULLRESYNC, and the target
-// is flushed and loaded again (keys deleted meanwhile would otherwise stay).
+// is flushed and loaded again (keys deleted meanwhile would otherwise stay);
+// for a shard of a cluster source only that shard's slots are.
 func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 	if f.cfg.shardID != "" {
 		// A shard of a cluster source: its master may have failed over.
@@ -230,18 +239,7 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 	if rc.replid != f.replid {
 		reason = "the source's replication ID changed (it restarted or failed over)"
 	}
-	if f.cfg.shardID != "" {
-		// Flushing the target would drop the other shards' keys too.
-		rc.Close()
-		return nil, &targetError{fmt.Errorf("source shard %s cannot continue its replication stream (%s), and reloading it alone would need a flush of the whole target: rerun with --flush-target", f.cfg.Source.Addr, reason)}
-	}
-	f.log.Warn("full resynchronisation: the source cannot continue from our position; flushing the target and loading the snapshot again",
-		zap.String("reason", reason), zap.String("replid", f.replid), zap.Int64("offset", f.safe), zap.String("new_replid", rc.replid))
-	if err := f.w.Do(ctx, 0, "FLUSHALL"); err != nil {
-		rc.Close()
-		return nil, &targetError{fmt.Errorf("target: FLUSHALL before the full resynchronisation: %w", err)}
-	}
-	if err := f.w.FlushFunctions(ctx); err != nil {
+	if err := f.clearForResync(ctx, reason, rc.replid); err != nil {
 		rc.Close()
 		return nil, &targetError{err}
 	}
@@ -250,7 +248,8 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 		rc.Close()
 		return nil, err
 	}
-	if _, err := Load(ctx, redisrdb.NewDecoder(r, f.cfg.Decoder), f.w, f.cfg.BigKeyBytes, f.log); err != nil {
+	st, err := Load(ctx, redisrdb.NewDecoder(r, f.cfg.Decoder), f.w, f.cfg.BigKeyBytes, f.log)
+	if err != nil {
 		rc.Close()
 		return nil, err
 	}
@@ -263,15 +262,41 @@ func (f *follower) reconnect(ctx context.Context) (*replConn, error) {
 		return nil, &targetError{err}
 	}
 	if f.cfg.DurablePosition {
+		// A shard's old slot positions (cluster target) describe the
+		// stream it left; they go only now, with the reload flushed.
+		if f.cfg.shardID != "" && f.w.cluster {
+			if err := clearPosition(ctx, f.w, f.cfg.posKey()); err != nil {
+				rc.Close()
+				return nil, &targetError{err}
+			}
+		}
 		if err := writePosition(ctx, f.w, f.cfg.posKey(), rc.replid, rc.offset); err != nil {
 			rc.Close()
 			return nil, &targetError{err}
 		}
 	}
+	logStats(f.log, "full resynchronisation loaded; following again", st)
+	f.held = nil
 	f.replid, f.applied, f.safe = rc.replid, rc.offset, rc.offset
 	f.received.Store(rc.offset)
 	f.m.appliedOffset(rc.offset)
 	return rc, nil
+}
+
+// clearForResync empties what the source's RDB will fill again: the
+// whole target for a single source; for a shard of a cluster source only
+// that shard's slots, since flushing would drop the other shards' keys
+// (shardresync.go).
+func (f *follower) clearForResync(ctx context.Context, reason, newReplid string) error {
+	if f.cfg.shardID != "" {
+		return f.clearShard(ctx, reason, newReplid)
+	}
+	f.log.Warn("full resynchronisation: the source cannot continue from our position; flushing the target and loading the snapshot again",
+		zap.String("reason", reason), zap.String("replid", f.replid), zap.Int64("offset", f.safe), zap.String("new_replid", newReplid))
+	if err := f.w.Do(ctx, 0, "FLUSHALL"); err != nil {
+		return fmt.Errorf("target: FLUSHALL before the full resynchronisation: %w", err)
+	}
+	return f.w.FlushFunctions(ctx)
 }
 
 type targetError struct{ err error }
@@ -352,6 +377,11 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 			if err := rc.send("REPLCONF", "ACK", strconv.FormatInt(f.safe, 10)); err != nil {
 				return fmt.Errorf("source %s: REPLCONF ACK: %w", rc.addr, err)
 			}
+			if f.cfg.shardID != "" {
+				if err := f.checkSlots(ctx); err != nil {
+					return err
+				}
+			}
 			lag := f.received.Load() - f.applied
 			f.m.followLag(lag)
 			if ticks++; ticks%30 == 0 {
@@ -382,6 +412,11 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 }
 
 func (f *follower) apply(ctx context.Context, batch []replCmd) error {
+	if f.cfg.shardID != "" {
+		if err := f.restoreAsking(batch); err != nil {
+			return err
+		}
+	}
 	if f.w.cluster && f.cfg.DurablePosition {
 		return f.applyClusterDurable(ctx, batch)
 	}

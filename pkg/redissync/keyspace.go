@@ -47,6 +47,12 @@ import (
 //     keys deleted meanwhile are not removed (the re-SCAN copies what
 //     exists; deciding what to delete needs the whole keyspace): the log
 //     says so; run `redis verify`.
+//   - A reshard of a cluster source is not detected in this mode (the
+//     PSYNC follow stops on one, reshard.go): a migrated key's "del" event
+//     on the master it left and its "restore" event on the master it joined
+//     are handled by two shard followers in no fixed order, so the target
+//     can lose it. Do not reshard the source while following by SCAN, or
+//     run `redis verify` after.
 
 // keyspacePendingKeys bounds the distinct keys waiting to be copied; past
 // it, the set is dropped and the whole source is scanned again (bounded

@@ -95,11 +95,11 @@ func Load(ctx context.Context, d Events, w *Writer, bigKeyBytes int64, log *zap.
 	l.nb.now = l.now
 	defer func() { st.ExpiredFields = l.nb.expiredFields }()
 	last := time.Now()
-	for d.Next() {
+	for n := 0; d.Next(); n++ {
 		if err := l.event(ctx, d, d.Event()); err != nil {
 			return l.stats, err
 		}
-		if time.Since(last) > 10*time.Second {
+		if n%4096 == 0 && time.Since(last) > 10*time.Second {
 			last = time.Now()
 			log.Info("snapshot progress", zap.Int64("keys", l.stats.Keys), zap.Int64("rdb_bytes", d.Offset()))
 		}

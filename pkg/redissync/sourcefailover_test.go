@@ -51,24 +51,7 @@ func TestFollowClusterSourceAcrossFailover(t *testing.T) {
 	}()
 	same := func(what string) {
 		t.Helper()
-		redistest.WaitFor(t, time.Minute, what, func() bool {
-			select {
-			case err := <-done:
-				t.Fatalf("%s: the follow ended: %v", what, err)
-			default:
-			}
-			masters, err := src.Masters()
-			if err != nil {
-				return false
-			}
-			a, _ := keyCount(t, masters...)
-			b, p := keyCount(t, dst)
-			if a != b-p {
-				return false
-			}
-			ok, _ := sameModels(redistest.ClusterModel(t, src), redistest.ServerModel(t, dst))
-			return ok
-		})
+		waitClusterCopy(t, src, dst, done, what)
 	}
 	incr := func(n int) {
 		t.Helper()

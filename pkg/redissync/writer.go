@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,7 +151,10 @@ func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metric
 	w.fieldTTL = hasCommand(ctx, c, "hpexpireat", RDBVersionOf(info) >= 12)
 	w.ctx, w.cancel = context.WithCancel(ctx)
 	for i := 0; i < cfg.Connections; i++ {
-		ch := make(chan *job, 64)
+		// Room for a whole pipeline: a worker takes what is queued when
+		// its previous round trip ends, so a smaller queue would cap
+		// every pipeline at the queue's length.
+		ch := make(chan *job, cfg.PipelineCommands)
 		w.chans = append(w.chans, ch)
 		w.done.Add(1)
 		go w.worker(ch)
@@ -289,10 +291,8 @@ func (w *Writer) submit(ctx context.Context, j *job) error {
 		return err
 	}
 	j.bytes = weight
-	h := fnv.New32a()
-	h.Write(j.key)
 	select {
-	case w.chans[int(h.Sum32())%len(w.chans)] <- j:
+	case w.chans[fnv32a(j.key)%uint32(len(w.chans))] <- j:
 		return nil
 	case <-w.ctx.Done():
 		w.sem.Release(weight)
@@ -301,6 +301,16 @@ func (w *Writer) submit(ctx context.Context, j *job) error {
 		}
 		return w.ctx.Err()
 	}
+}
+
+// fnv32a is FNV-1a of b (as hash/fnv's, without its allocation per key).
+func fnv32a(b []byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range b {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	return h
 }
 
 // Flush waits until every job submitted before the call has run and

@@ -1,0 +1,137 @@
+package redissync
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// A full resynchronisation of one shard of a cluster source. When a
+// shard's master cannot continue our stream (its replication ID changed,
+// or our offset left its backlog) it sends its whole RDB again; that RDB
+// holds exactly the keys of the slots it serves. So only those slots are
+// emptied on the target (every key whose hash slot is one of them, found
+// by SCAN, except the follow positions) and loaded again from that RDB,
+// while the other shards' followers go on. A key deleted on the source
+// while the link was down is gone from the target afterwards too.
+//
+// A crash in the middle leaves the shard's old position in place (it is
+// rewritten only once the reload is flushed): the restarted follower asks
+// for that position, gets FULLRESYNC again and redoes the reload.
+
+// slotRanges is a set of hash slots as the ranges CLUSTER SLOTS lists.
+type slotRanges []redis.ClusterSlot
+
+func (r slotRanges) has(s uint16) bool {
+	for _, x := range r {
+		if int(s) >= x.Start && int(s) <= x.End {
+			return true
+		}
+	}
+	return false
+}
+
+func (r slotRanges) String() string {
+	var b strings.Builder
+	for i, x := range r {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		if x.Start == x.End {
+			fmt.Fprint(&b, x.Start)
+		} else {
+			fmt.Fprintf(&b, "%d-%d", x.Start, x.End)
+		}
+	}
+	return b.String()
+}
+
+// ownSlots asks a cluster node which slots it serves itself.
+func ownSlots(ctx context.Context, o *redis.Options) (slotRanges, error) {
+	so := *o
+	so.PoolSize, so.MaxRetries = 1, -1
+	c := redis.NewClient(&so)
+	defer c.Close()
+	id, err := c.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		return nil, fmt.Errorf("source shard %s: CLUSTER MYID: %w", o.Addr, err)
+	}
+	slots, err := c.ClusterSlots(ctx).Result()
+	if err != nil {
+		return nil, fmt.Errorf("source shard %s: CLUSTER SLOTS: %w", o.Addr, err)
+	}
+	var out slotRanges
+	for _, s := range slots {
+		if len(s.Nodes) > 0 && s.Nodes[0].ID == id {
+			out = append(out, redis.ClusterSlot{Start: s.Start, End: s.End})
+		}
+	}
+	return out, nil
+}
+
+// deleteSlots removes from the target (database 0) every key whose hash
+// slot is in slots, except the follow positions, and returns how many.
+func (w *Writer) deleteSlots(ctx context.Context, slots slotRanges) (int64, error) {
+	one := func(ctx context.Context, c redis.Cmdable) (int64, error) {
+		var n int64
+		var cursor uint64
+		for {
+			keys, next, err := c.Scan(ctx, cursor, "", 1000).Result()
+			if err != nil {
+				return n, err
+			}
+			pipe := c.Pipeline()
+			for _, k := range keys {
+				if slots.has(keySlot(k)) && !IsPositionKey(k) {
+					pipe.Unlink(ctx, k) // one key a command: keys of several slots
+				}
+			}
+			if pipe.Len() > 0 {
+				cmds, err := pipe.Exec(ctx)
+				if err != nil {
+					return n, err
+				}
+				n += int64(len(cmds))
+			}
+			if cursor = next; cursor == 0 {
+				return n, nil
+			}
+		}
+	}
+	if !w.cluster {
+		c := w.client(0, 1)
+		defer c.Close()
+		return one(ctx, c)
+	}
+	cc := w.clusterClient(1)
+	defer cc.Close()
+	var total atomic.Int64
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		k, err := one(ctx, n)
+		total.Add(k)
+		return err
+	})
+	return total.Load(), err
+}
+
+// clearShard empties the target's slots of the shard a follower follows,
+// before the shard's RDB is loaded again.
+func (f *follower) clearShard(ctx context.Context, reason string, newReplid string) error {
+	slots, err := ownSlots(ctx, f.cfg.Source)
+	if err != nil {
+		return err
+	}
+	f.log.Warn("full resynchronisation of one source shard: it cannot continue from our position; deleting the target's keys of its slots and loading its snapshot again (the other shards keep following)",
+		zap.String("reason", reason), zap.String("slots", slots.String()),
+		zap.String("replid", f.replid), zap.Int64("offset", f.safe), zap.String("new_replid", newReplid))
+	n, err := f.w.deleteSlots(ctx, slots)
+	if err != nil {
+		return fmt.Errorf("target: deleting the keys of source shard %s's slots %s before reloading it: %w", f.cfg.Source.Addr, slots, err)
+	}
+	f.log.Info("target keys of the shard's slots deleted", zap.Int64("keys", n))
+	return nil
+}
