@@ -2,10 +2,12 @@ package redissync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -47,12 +49,14 @@ import (
 //     keys deleted meanwhile are not removed (the re-SCAN copies what
 //     exists; deciding what to delete needs the whole keyspace): the log
 //     says so; run `redis verify`.
-//   - A reshard of a cluster source is not detected in this mode (the
-//     PSYNC follow stops on one, reshard.go): a migrated key's "del" event
-//     on the master it left and its "restore" event on the master it joined
-//     are handled by two shard followers in no fixed order, so the target
-//     can lose it. Do not reshard the source while following by SCAN, or
-//     run `redis verify` after.
+//   - A reshard of a cluster source is not followed: a migrated key's
+//     "del" event on the master it left and its "restore" event on the
+//     master it joined are handled by two shard followers in no fixed
+//     order, so the target could lose it. Each shard's follower checks its
+//     master's slots once a second, as the PSYNC follow does, and stops
+//     naming the slots and --flush-target (reshard.go); a key moved within
+//     that second may already be deleted on the target, which the rerun
+//     with --flush-target repairs.
 
 // keyspacePendingKeys bounds the distinct keys waiting to be copied; past
 // it, the set is dropped and the whole source is scanned again (bounded
@@ -172,7 +176,21 @@ func (f *keyspaceFollower) follow(ctx context.Context) error {
 		}
 	}()
 	var copied, deleted, rescans int64
+	// A shard of a cluster source stops on a reshard (reshard.go).
+	var watch *slotWatch
+	var checked time.Time
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	if f.cfg.shardID != "" {
+		watch = &slotWatch{src: f.cfg.Source}
+	}
 	for {
+		if watch != nil && time.Since(checked) >= time.Second {
+			if err := watch.check(ctx); err != nil {
+				return errors.Unwrap(err)
+			}
+			checked = time.Now()
+		}
 		keys, why, gaps := f.take()
 		if why != "" {
 			rescans++
@@ -188,6 +206,7 @@ func (f *keyspaceFollower) follow(ctx context.Context) error {
 				f.log.Info("keyspace follow stopped", zap.Int64("keys_copied", copied), zap.Int64("keys_deleted", deleted), zap.Int64("rescans", rescans))
 				return nil
 			case <-f.wake:
+			case <-tick.C:
 			}
 			continue
 		}

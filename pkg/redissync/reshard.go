@@ -21,7 +21,10 @@ import (
 //     before that command is applied;
 //   - its master marks a slot MIGRATING or IMPORTING (CLUSTER NODES), or
 //     serves other slots than when the follow started (CLUSTER SLOTS),
-//     checked once a second.
+//     checked once a second (slotWatch, in the SCAN-mode follow too,
+//     where a migrated key's "del" event on the master it leaves and its
+//     "restore" event on the master it joins are handled by two shard
+//     followers in no fixed order).
 //
 // A slot migrated into a master added after the start is caught on the
 // master it leaves. The check cannot stop a key that a reshard shorter
@@ -32,7 +35,23 @@ import (
 // errReshard is the error that stops the follow of shard on a source
 // reshard (the caller names the shard).
 func errReshard(shard, what string) error {
-	return &targetError{fmt.Errorf("the source is being resharded (%s; seen on %s), which a follow does not carry: let the reshard finish, then rerun `replicator redis sync` with --flush-target to copy the source again", what, shard)}
+	// The caller's error adds how many keys are on the target and
+	// --flush-target (startOver).
+	return &targetError{fmt.Errorf("the source is being resharded (%s; seen on %s), which a follow does not carry: let the reshard finish, then copy the source again", what, shard)}
+}
+
+// movedReshard is errReshard for a key read from a shard of a cluster
+// source that answers MOVED or ASK: its slot has left that master, or is
+// leaving it. nil when err is neither.
+func movedReshard(shard string, err error) error {
+	msg := err.Error()
+	for _, p := range []string{"MOVED ", "ASK "} {
+		if strings.HasPrefix(msg, p) {
+			slot, _, _ := strings.Cut(strings.TrimPrefix(msg, p), " ")
+			return errReshard(shard, fmt.Sprintf("slot %s answered %s", slot, strings.TrimSpace(p)))
+		}
+	}
+	return nil
 }
 
 // restoreAsking finds a key migrated into the shard in a batch.
@@ -46,17 +65,25 @@ func (f *follower) restoreAsking(batch []replCmd) error {
 	return nil
 }
 
-// checkSlots compares the slots the shard's master serves with those it
-// served when the follow started (recorded on the first call), and looks
-// for slots it is migrating or importing.
-func (f *follower) checkSlots(ctx context.Context) error {
-	now, err := ownSlots(ctx, f.cfg.Source)
+// slotWatch notices a reshard of one shard of a cluster source, for both
+// follow modes: the slots its master served when the follow started,
+// compared once a second with those it serves now.
+type slotWatch struct {
+	src   *redis.Options // the shard's master
+	slots slotRanges     // recorded on the first check
+}
+
+// check compares the slots the shard's master serves with those it
+// served at the first check, and looks for slots it is migrating or
+// importing.
+func (w *slotWatch) check(ctx context.Context) error {
+	now, err := ownSlots(ctx, w.src)
 	if err != nil {
 		return nil // the link's own errors say more; checked again next second
 	}
-	if f.slots == nil {
-		f.slots = now
-	} else if gone, came := f.slots.minus(now), now.minus(f.slots); len(gone)+len(came) > 0 {
+	if w.slots == nil {
+		w.slots = now
+	} else if gone, came := w.slots.minus(now), now.minus(w.slots); len(gone)+len(came) > 0 {
 		what := ""
 		if len(gone) > 0 {
 			what = "slots " + gone.String() + " moved to another master"
@@ -64,9 +91,9 @@ func (f *follower) checkSlots(ctx context.Context) error {
 		if len(came) > 0 {
 			what = strings.TrimPrefix(what+"; ", "; ") + "slots " + came.String() + " moved in from another master"
 		}
-		return errReshard(f.cfg.Source.Addr, what)
+		return errReshard(w.src.Addr, what)
 	}
-	so := *f.cfg.Source
+	so := *w.src
 	so.PoolSize, so.MaxRetries = 1, -1
 	c := redis.NewClient(&so)
 	defer c.Close()

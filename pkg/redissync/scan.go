@@ -188,6 +188,9 @@ func copyKeys(ctx context.Context, c *redis.Client, w *Writer, db int, keys []st
 		ttls[i] = pipe.PTTL(ctx, k)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		if re := movedReshard(c.Options().Addr, err); re != nil {
+			return re
+		}
 		return fmt.Errorf("source db %d: DUMP/PTTL: %w", db, err)
 	}
 	now := time.Now().UnixMilli()

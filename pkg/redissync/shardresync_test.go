@@ -22,12 +22,18 @@ import (
 // target; its logs are observed. done receives what Sync returned.
 func startFollow(t *testing.T, src *testenv.RedisCluster, target *redis.Options) (done chan error, logs *observer.ObservedLogs, cancel context.CancelFunc) {
 	t.Helper()
+	return startFollowMode(t, src, target, "psync")
+}
+
+// startFollowMode is startFollow with the given --mode.
+func startFollowMode(t *testing.T, src *testenv.RedisCluster, target *redis.Options, mode string) (done chan error, logs *observer.ObservedLogs, cancel context.CancelFunc) {
+	t.Helper()
 	obs, logs := observer.New(zap.InfoLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), obs))
 	ctx, cancel := context.WithCancel(context.Background())
 	done = make(chan error, 1)
 	go func() {
-		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptionsOf(src.Nodes[0]), Mode: "psync", Follow: true, DurablePosition: true,
+		_, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptionsOf(src.Nodes[0]), Mode: mode, Follow: true, DurablePosition: true,
 			Writer: redissync.WriterConfig{Target: target}}, log)
 		done <- err
 	}()
@@ -279,6 +285,12 @@ func TestFollowClusterSourceMasterKilled(t *testing.T) {
 // names the slot and the fix, instead of applying the two shards' halves
 // of the move (a DEL here, a RESTORE-ASKING there) in no fixed order.
 func TestFollowClusterSourceStopsOnReshard(t *testing.T) {
+	for _, mode := range []string{"psync", "scan"} {
+		t.Run(mode, func(t *testing.T) { followStopsOnReshard(t, mode) })
+	}
+}
+
+func followStopsOnReshard(t *testing.T, mode string) {
 	src := startSourceCluster(t, 0)
 	dst := startExtra(t)
 	ctx := context.Background()
@@ -290,7 +302,7 @@ func TestFollowClusterSourceStopsOnReshard(t *testing.T) {
 		}
 	}
 	counters(t, src, 100)
-	done, _, cancel := startFollow(t, src, sourceOptionsOf(dst))
+	done, _, cancel := startFollowMode(t, src, sourceOptionsOf(dst), mode)
 	defer cancel()
 	waitClusterCopy(t, src, dst, done, "after the copy")
 
