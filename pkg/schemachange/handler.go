@@ -240,13 +240,23 @@ func (h *Handler) Before(ctx context.Context, t *wal.Txn) (bool, error) {
 		// tick: the catalog must have been read after that tick.
 		need = true
 	}
+	reshaped := false
 	for _, r := range t.Described {
 		if h.differs(r) {
-			need = true
+			need, reshaped = true, true
 		}
 	}
 	if !need {
 		return false, nil
+	}
+	if reshaped && t.XID != 0 {
+		// The walsender sends a commit once its WAL record is flushed,
+		// which is before the transaction is visible to new snapshots: a
+		// poll made at once could miss the DDL that t's new description
+		// comes from, and let t through to fail on the target.
+		if err := h.waitVisible(ctx, t.XID); err != nil {
+			return false, err
+		}
 	}
 	if err := h.poll(ctx); err != nil {
 		return false, err
@@ -255,6 +265,35 @@ func (h *Handler) Before(ctx context.Context, t *wal.Txn) (bool, error) {
 		return false, err
 	}
 	return len(h.pending) > 0, nil
+}
+
+// waitVisible returns once source transaction xid, whose commit was
+// decoded, is visible to a snapshot taken after it returns. A committing
+// transaction leaves the proc array before it releases its locks, its own
+// transaction-id lock included (PostgreSQL's CommitTransaction), so once
+// that lock is gone every later snapshot sees the transaction committed,
+// and with it every DDL whose lock it waited for on the tables it wrote.
+func (h *Handler) waitVisible(ctx context.Context, xid uint32) error {
+	wait := time.Millisecond
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var running bool
+		if err := h.src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND transactionid = $1::text::xid)`,
+			fmt.Sprint(xid)).Scan(&running); err != nil {
+			return fmt.Errorf("source: wait for transaction %d to end: %w", xid, err)
+		}
+		if !running {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("source: transaction %d was decoded as committed but still holds its lock after 30 s", xid)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
 }
 
 // differs reports whether a relation the source described has another
