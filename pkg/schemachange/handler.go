@@ -188,6 +188,27 @@ func (h *Handler) open(ctx context.Context) error {
 			return err
 		}
 		h.log.Info("schema baseline taken from the target's copy", zap.Int("tables", len(known.Tables)))
+	} else if known.Version < objectsVersion {
+		// Stored before types, sequences, functions, views and
+		// constraints were followed: the target's are their baseline.
+		srcCat, err := readCatalogTx(ctx, h.src)
+		if err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+		tgtCat, err := readCatalogTx(ctx, h.dst)
+		if err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+		aligned := Align(tgtCat, srcCat)
+		known.Objects, known.Version = aligned.Objects, objectsVersion
+		for oid, t := range known.Tables {
+			if at := aligned.Tables[oid]; at != nil {
+				t.Constraints = at.Constraints
+			}
+		}
+		if err := pgx.BeginFunc(ctx, h.dst, func(tx pgx.Tx) error { return saveStored(ctx, tx, known) }); err != nil {
+			return err
+		}
 	}
 	h.known = known
 	if h.cfg.Copier != nil {
@@ -441,6 +462,8 @@ func (h *Handler) poll(ctx context.Context) error {
 				continue
 			}
 			if h.refusal == nil || h.refusal.Change.Object != c.Object || h.refusal.Change.Kind != c.Kind {
+				// A refused change of an object (Table 0) takes effect at the
+				// position alone: no relation description names it.
 				h.refusal = &RefusedError{Change: c, Mode: h.cfg.Mode}
 				h.stopCounted = false
 				h.refusedRel = ""
@@ -469,7 +492,7 @@ func (h *Handler) poll(ctx context.Context) error {
 		// refusal waits: the refused table stays as the target has it.
 		var keep []Change
 		for _, c := range pending {
-			if c.Table != h.refusal.Change.Table || c.matched {
+			if c.subject() != h.refusal.Change.subject() || c.matched {
 				keep = append(keep, c)
 			}
 		}
@@ -489,15 +512,24 @@ func (h *Handler) poll(ctx context.Context) error {
 // writes new rows into them (an in-place update, such as VACUUM's
 // relpages, does not; freezing does and costs one full read). It is a
 // few sequential scans without any deparsing, much cheaper than the full
-// read on a large schema (bench/schemapoll).
+// read on a large schema (bench/schemapoll). Only rows of objects made
+// after initdb (oid 16384 and up, FirstNormalObjectId) are summed, where
+// the row says whose it is: every object ReadCatalog reads is one, and the
+// thousands of built-in functions, types and catalog columns are skipped.
+// Namespaces are summed whole (public has a built-in oid).
 const fingerprintSQL = `SELECT concat_ws(':',
-	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_class),
-	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_attribute),
-	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_attrdef),
-	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_index),
-	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_inherits),
-	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_constraint),
-	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_namespace))`
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_class WHERE oid >= 16384),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_attribute WHERE attrelid >= 16384),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_attrdef WHERE adrelid >= 16384),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_index WHERE indrelid >= 16384),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_inherits WHERE inhrelid >= 16384),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_constraint WHERE oid >= 16384),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_namespace),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_type WHERE oid >= 16384),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_enum WHERE enumtypid >= 16384),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_proc WHERE oid >= 16384),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_rewrite WHERE ev_class >= 16384),
+	(SELECT count(*) || '/' || coalesce(sum(xmin::text::bigint), 0) FROM pg_sequence WHERE seqrelid >= 16384))`
 
 // Fingerprint is a digest of the catalog rows ReadCatalog depends on:
 // unchanged, so is what ReadCatalog would read (up to a freeze, which
@@ -524,7 +556,7 @@ func matchedOnTarget(c Change, tgt, src *Catalog) bool {
 		if d.Kind == CreateIndex || d.Kind == DropIndex {
 			continue
 		}
-		if d.Table == c.Table || d.Object == c.Object {
+		if c.Table != 0 && d.Table == c.Table || d.Object == c.Object {
 			return false
 		}
 		if c.Kind == DropTable || c.Kind == RenameTable {
