@@ -33,7 +33,8 @@
 //     waits for the transaction's xid lock, released after that, or the
 //     poll could miss the DDL and the row would reach apply ahead of it).
 //     Under trigger capture each batch newer than
-//     the last poll's tick makes it poll first (see the ordering below),
+//     the last check's tick makes it check the catalog first (see the
+//     ordering below),
 //     and an insert recorded before a column existed names only the
 //     columns it carries.
 //
@@ -52,9 +53,29 @@
 // target does not have (a new table, a new partition) is the same
 // signal. Under trigger capture, batch N holds the transactions that
 // committed before tick N's snapshot; a poll whose snapshot sees tick N
-// committed sees every DDL those transactions needed, so polling whenever
-// a batch is newer than the last poll's tick orders every change before
-// the batch that needs it. Applying an additive change early is harmless:
+// committed sees every DDL those transactions needed, so checking
+// whenever a batch is newer than the last check's tick orders every
+// change before the batch that needs it.
+//
+// That check reads only the rows part of the fingerprint (Fingerprint
+// with rowsOnly: tables, columns, partitions, schemas, constraints,
+// unique indexes, enum labels), and the whole catalog only when it moved;
+// defaults, types, functions, views and sequences are left to the
+// interval poll (--schema-poll). None of those decides whether or how
+// the target takes a row change that was captured before the interval
+// poll sees it: trigger capture records every value of an insert and the
+// changed ones of an update, so a default is never the target's to
+// apply (the one an ADD COLUMN gave existing rows comes with the column,
+// which the check covers); a function, a view or a sequence holds no
+// captured row; a domain or composite type tightened on the source
+// admits only rows the target admits too, and one loosened, like an enum
+// label the check missed, makes the target refuse the row, which makes
+// the stream poll at once and apply it or stop on it (see enums below).
+// A refused change to one of them stops the stream at the tick after the
+// interval poll that saw it, not at the DDL's own: what was applied in
+// between does not depend on it. The check's cost no longer grows with
+// the functions, views and types of the schema (bench/schemapoll).
+// Applying an additive change early is harmless:
 // rows applied before it was made on the source do not name the new
 // column, and take on the target the value existing source rows took.
 //
