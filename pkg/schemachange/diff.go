@@ -309,6 +309,10 @@ func (e *RefusedError) Error() string {
 	s := fmt.Sprintf("schema change: %s %s: %s and restart the stream", c.Object, c.Detail, fix)
 	if e.Mode == ModeStop && c.Kind.Additive() {
 		s += ", or restart it with --ddl apply to have it applied"
+	} else if !c.Kind.Additive() && c.Key != "" {
+		// A type, function, view or sequence holds no row: the stream
+		// stops once the poll that saw it is passed, not at the DDL.
+		s += " (--ddl apply never applies this " + string(c.Kind) + ")"
 	} else if !c.Kind.Additive() {
 		s += " (nothing after this change was applied; --ddl apply never applies a " + string(c.Kind) + ")"
 	}
