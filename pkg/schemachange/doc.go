@@ -161,7 +161,8 @@
 //     aggregates, operators, a matview's indexes and its REFRESH, a
 //     sequence's OWNED BY and a constraint validated later on the source
 //     (VALIDATE CONSTRAINT) are not followed (verify compares
-//     constraints).
+//     constraints). Schema replicator_fence, where cutover puts its
+//     fence function, is the tool's own and never carried over.
 //   - A new table, and a table whose new column has a volatile default,
 //     is copied while apply waits: the lag grows for the copy's time.
 //   - A new partition is copied through the chunk ledger like any new

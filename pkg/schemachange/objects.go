@@ -53,6 +53,11 @@ type Constraint struct {
 	Valid bool   `json:"valid,omitempty"`
 }
 
+// toolSchema holds the cutover's fence function (pkg/cutover), which
+// the tool makes on a fenced database itself: never the application's,
+// never carried to the other side.
+const toolSchema = "replicator_fence"
+
 // objectsVersion is Catalog.Version once objects and constraints are
 // followed; a catalog stored by an earlier version has 0, and its
 // objects are taken from the target (open).
@@ -136,7 +141,7 @@ func readObjects(ctx context.Context, q querier, c *Catalog) error {
 				(SELECT format_type(r.rngsubtype, NULL) FROM pg_range r WHERE r.rngtypid = t.oid))
 			ELSE '' END
 		FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-		WHERE t.typtype IN ('e', 'd', 'c', 'r') AND `+pgcatalog.UserSchema+` AND `+pgcatalog.NotExtensionMember("pg_type", "t.oid")+`
+		WHERE t.typtype IN ('e', 'd', 'c', 'r') AND `+pgcatalog.UserSchema+` AND n.nspname <> '`+toolSchema+`' AND `+pgcatalog.NotExtensionMember("pg_type", "t.oid")+`
 			AND (t.typtype <> 'c' OR EXISTS (SELECT 1 FROM pg_class r WHERE r.oid = t.typrelid AND r.relkind = 'c'))`,
 		func(scan func(...any) error) error {
 			var oid uint32
@@ -168,7 +173,7 @@ func readObjects(ctx context.Context, q querier, c *Catalog) error {
 				s.seqincrement, s.seqmin, s.seqmax, s.seqstart, s.seqcache, CASE WHEN s.seqcycle THEN 'CYCLE' ELSE 'NO CYCLE' END)
 				FROM pg_sequence s WHERE s.seqrelid = c.oid) END
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('v', 'm', 'S') AND `+pgcatalog.UserRelation+`
+		WHERE c.relkind IN ('v', 'm', 'S') AND `+pgcatalog.UserRelation+` AND n.nspname <> '`+toolSchema+`'
 			AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'i')`,
 		func(scan func(...any) error) error {
 			var oid uint32
@@ -187,7 +192,7 @@ func readObjects(ctx context.Context, q querier, c *Catalog) error {
 	err = read("functions", `SELECT p.oid, n.nspname, format('%I(%s)', p.proname, pg_get_function_identity_arguments(p.oid)), p.prokind::text,
 			pg_get_functiondef(p.oid)
 		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-		WHERE p.prokind IN ('f', 'p') AND `+pgcatalog.UserSchema+` AND `+pgcatalog.NotExtensionMember("pg_proc", "p.oid"),
+		WHERE p.prokind IN ('f', 'p') AND `+pgcatalog.UserSchema+` AND n.nspname <> '`+toolSchema+`' AND `+pgcatalog.NotExtensionMember("pg_proc", "p.oid"),
 		func(scan func(...any) error) error {
 			var oid uint32
 			var kind string
