@@ -103,8 +103,11 @@ type Applier struct {
 	position    prometheus.Gauge
 	lastApplied atomic.Pointer[position.Position]
 
-	// net changes (net.go)
-	nets     map[*targetTable]*netTable
+	// net changes (net.go), by target table name: each new description
+	// of a relation loads its target table anew (catalog.plan), and a
+	// change applied in order must first flush what was gathered under
+	// the earlier description, or an older update would overwrite it.
+	nets     map[string]*netTable
 	netOrder []*netTable
 	netRows  int
 	// precise applies every change on its own, in order: used to replay a
@@ -197,7 +200,7 @@ func NewApplier(ctx context.Context, conn *pgx.Conn, cfg Config, applied positio
 		return nil, fmt.Errorf("target: set planner options: %w", err)
 	}
 	a := &Applier{cfg: cfg, conn: conn, log: log, m: m, cat: newCatalog(), applied: applied, lastCommit: appliedCommit,
-		nets: map[*targetTable]*netTable{}, position: gauge}
+		nets: map[string]*netTable{}, position: gauge}
 	a.lastApplied.Store(&applied)
 	var err error
 	if a.chunks, err = LoadChunkFilter(ctx, conn); err != nil {

@@ -68,6 +68,10 @@ func IsRetryable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.As(err, &pe) {
 		return false
 	}
+	var sc *SchemaCaughtUpError
+	if errors.As(err, &sc) {
+		return true
+	}
 	var le *StreamLockedError
 	if errors.As(err, &le) {
 		return le.Own // our own earlier session, not yet gone: it will be

@@ -68,7 +68,7 @@ func (a *Applier) netChange(t *wal.Txn, p *plan, c *wal.Change) bool {
 	if key == nil {
 		return false
 	}
-	nt := a.nets[p.table]
+	nt := a.nets[p.table.name]
 	if nt != nil && nt.p != p {
 		return false // the relation was described anew: flush, then start over
 	}
@@ -90,7 +90,7 @@ func (a *Applier) netChange(t *wal.Txn, p *plan, c *wal.Change) bool {
 		}
 		if nt == nil {
 			nt = &netTable{p: p, rows: map[string]*netRow{}}
-			a.nets[p.table] = nt
+			a.nets[p.table.name] = nt
 			a.netOrder = append(a.netOrder, nt)
 		}
 		nt.rows[ks] = r
@@ -173,7 +173,7 @@ func (a *Applier) flushNet() {
 
 // flushNetTable queues the net changes of one table only.
 func (a *Applier) flushNetTable(t *targetTable) {
-	nt := a.nets[t]
+	nt := a.nets[t.name]
 	if nt == nil {
 		return
 	}
@@ -181,7 +181,7 @@ func (a *Applier) flushNetTable(t *targetTable) {
 	a.queueNetUpdates(nt)
 	a.queueNetInserts(nt)
 	a.netRows -= len(nt.order)
-	delete(a.nets, t)
+	delete(a.nets, t.name)
 	a.netOrder = slices.DeleteFunc(a.netOrder, func(x *netTable) bool { return x == nt })
 }
 

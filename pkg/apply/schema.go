@@ -2,8 +2,14 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"replicator/pkg/schemachange"
 	"replicator/pkg/wal"
 )
 
@@ -23,6 +29,47 @@ type SchemaGate interface {
 	// returns true when it copied tables through the chunk ledger: the
 	// applier then reloads its chunk filter.
 	Sync(ctx context.Context) (bool, error)
+}
+
+// SchemaCaughtUpError: the target refused a row (a data exception or a
+// constraint, such as an enum label it lacks), and the source's schema
+// had changed in a way the target now has: the session is retried from
+// the position recorded on the target, whose transaction the refusal
+// rolled back, so the row is applied again after its schema change.
+type SchemaCaughtUpError struct{ Err error }
+
+func (e *SchemaCaughtUpError) Error() string {
+	return "the target refused a row before a schema change it needed was applied; applied it, retrying: " + e.Err.Error()
+}
+func (e *SchemaCaughtUpError) Unwrap() error { return e.Err }
+
+// explainRefusedRow is how a schema change that no relation description
+// names (an enum label added, a constraint dropped, a column made
+// nullable or wider) is ordered under logical capture when the row that
+// needs it arrives before the interval poll saw it: the row's refusal
+// makes the handler poll at once. A change found is applied and the
+// session retried; a change that stops the stream replaces the row's
+// error with its own message; nothing found leaves the row's error.
+func explainRefusedRow(ctx context.Context, schema *schemachange.Handler, err error, log *zap.Logger) error {
+	var ae *ApplyError
+	var pgErr *pgconn.PgError
+	if err == nil || ctx.Err() != nil || !errors.As(err, &ae) || !errors.As(err, &pgErr) ||
+		!strings.HasPrefix(pgErr.Code, "22") && !strings.HasPrefix(pgErr.Code, "23") {
+		return err
+	}
+	changed, serr := schema.Refresh(ctx)
+	var re *schemachange.RefusedError
+	if errors.As(serr, &re) {
+		return &StageError{"apply", serr}
+	}
+	if serr != nil {
+		log.Warn("could not poll the source's schema after the target refused a row", zap.Error(serr))
+		return err
+	}
+	if !changed {
+		return err
+	}
+	return &StageError{"apply", &SchemaCaughtUpError{err}}
 }
 
 // gate runs the schema gate before t; see SchemaGate. On error t is closed.

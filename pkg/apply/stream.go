@@ -220,7 +220,8 @@ func attempt(ctx context.Context, cfg StreamConfig, m *Metrics, log *zap.Logger,
 	}
 	ap.SetSchemaGate(schema)
 	*started = true
-	return applyAndWatch(ctx, ap, src, m, log, withSequences(cfg, log, func(ctx context.Context) { watchLag(ctx, cfg, src, ap, m, log) }))
+	err = applyAndWatch(ctx, ap, src, m, log, withSequences(cfg, log, func(ctx context.Context) { watchLag(ctx, cfg, src, ap, m, log) }))
+	return explainRefusedRow(ctx, schema, err, log)
 }
 
 // watchLag keeps the lag gauges current. The source's WAL end is read on

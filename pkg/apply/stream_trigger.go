@@ -56,7 +56,8 @@ func attemptTrigger(ctx context.Context, cfg StreamConfig, target *pgx.Conn, st 
 	*started = true
 	log.Info("streaming trigger capture batches", zap.Int64("after_batch", st.Applied.ID()))
 
-	return applyAndWatch(ctx, ap, src, m, log, withSequences(cfg, log, func(ctx context.Context) { watchTriggerLag(ctx, src, ap, m, log) }))
+	err = applyAndWatch(ctx, ap, src, m, log, withSequences(cfg, log, func(ctx context.Context) { watchTriggerLag(ctx, src, ap, m, log) }))
+	return explainRefusedRow(ctx, schema, err, log)
 }
 
 // watchTriggerLag keeps replicator_apply_lag_seconds current: now minus

@@ -17,6 +17,11 @@ import (
 // carry their source attnum, so a rename is told from a drop and an add.
 type Catalog struct {
 	Tables map[uint32]*Table `json:"tables"`
+	// Objects are the types, sequences, functions and views (objects.go).
+	Objects map[string]*Object `json:"objects,omitempty"`
+	// Version is objectsVersion when Objects and the tables' Constraints
+	// were read; 0 in a catalog stored before they were followed.
+	Version int `json:"version,omitempty"`
 }
 
 // Table is one ordinary or partitioned table.
@@ -33,6 +38,8 @@ type Table struct {
 	// constraint they back, if any. Indexes a partition inherits from its
 	// parent's are left out: the parent's index makes them.
 	Indexes map[string]Index `json:"indexes"`
+	// Constraints are its CHECK and FOREIGN KEY constraints by name.
+	Constraints map[string]Constraint `json:"constraints,omitempty"`
 }
 
 // Column is one column of a table.
@@ -212,6 +219,9 @@ func ReadCatalog(ctx context.Context, q querier) (*Catalog, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read the indexes of the catalog: %w", err)
 	}
+	if err := readObjects(ctx, q, c); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -256,5 +266,6 @@ func Align(tgt, src *Catalog) *Catalog {
 			t.Parent = oldToNew[t.Parent]
 		}
 	}
+	alignObjects(tgt, src, out)
 	return out
 }

@@ -39,7 +39,8 @@ const (
 // without losing or mixing up data.
 func (k Kind) Additive() bool {
 	switch k {
-	case CreateTable, AddColumn, SetDefault, SetNotNull, DropNotNull, CreateIndex, DropIndex, AttachPartition:
+	case CreateTable, AddColumn, SetDefault, SetNotNull, DropNotNull, CreateIndex, DropIndex, AttachPartition,
+		CreateObject, AddEnumValue, ReplaceObject, AlterSequence, AddConstraint, DropConstraint:
 		return true
 	}
 	return false
@@ -58,10 +59,24 @@ type Change struct {
 	Index  string  // CreateIndex, DropIndex: the index's name
 	Def    string  // CreateIndex: its definition
 
+	// Key is the object's (Catalog.Objects) for a change of a type,
+	// sequence, function or view; Stmts the target's DDL of an object's
+	// or a constraint's change.
+	Key   string
+	Stmts []string
+
 	matched bool // the target already shows it (made there by hand)
 }
 
 func (c Change) String() string { return c.Object + " " + c.Detail }
+
+// subject is what the change is about: its object, else its table.
+func (c Change) subject() string {
+	if c.Key != "" {
+		return c.Key
+	}
+	return fmt.Sprint("table:", c.Table)
+}
 
 // reserved are the key words an identifier may not be written bare as
 // (the common ones: messages only; DDL always quotes).
@@ -104,6 +119,8 @@ func colName(t *Table, name string) string {
 func Diff(old, new *Catalog) []Change {
 	var out []Change
 	add := func(c Change) { out = append(out, c) }
+	// Types and sequences first: new columns and tables use them.
+	diffObjects(old, new, true, add)
 	for _, n := range new.sorted() {
 		o := old.Tables[n.OID]
 		if o == nil {
@@ -146,7 +163,15 @@ func Diff(old, new *Catalog) []Change {
 				Fix: fmt.Sprintf("drop it on the target (DROP TABLE %s) once you no longer need its rows", o.display())})
 		}
 	}
-	// Indexes last: a new index may be on a column added above.
+	// Functions and views on the tables as they now are, then the
+	// constraints (a CHECK may call a function), then indexes: a new
+	// index may be on a column added above.
+	diffObjects(old, new, false, add)
+	for _, n := range new.sorted() {
+		if o := old.Tables[n.OID]; o != nil && o.Schema == n.Schema && o.Name == n.Name {
+			diffConstraints(o, n, add)
+		}
+	}
 	for _, n := range new.sorted() {
 		o := old.Tables[n.OID]
 		if o == nil || o.Schema != n.Schema || o.Name != n.Name {
@@ -278,12 +303,16 @@ type RefusedError struct {
 func (e *RefusedError) Error() string {
 	c := e.Change
 	fix := c.Fix
-	if c.Kind.Additive() {
+	if c.Kind.Additive() && fix == "" {
 		fix = "make the same change on the target"
 	}
 	s := fmt.Sprintf("schema change: %s %s: %s and restart the stream", c.Object, c.Detail, fix)
 	if e.Mode == ModeStop && c.Kind.Additive() {
 		s += ", or restart it with --ddl apply to have it applied"
+	} else if !c.Kind.Additive() && c.Key != "" {
+		// A type, function, view or sequence holds no row: the stream
+		// stops once the poll that saw it is passed, not at the DDL.
+		s += " (--ddl apply never applies this " + string(c.Kind) + ")"
 	} else if !c.Kind.Additive() {
 		s += " (nothing after this change was applied; --ddl apply never applies a " + string(c.Kind) + ")"
 	}

@@ -137,3 +137,34 @@ func TestAlignTakesTheSourcesKeys(t *testing.T) {
 		t.Errorf("a column missing on the target: %v, want one add column", got)
 	}
 }
+
+// An enum's labels added anywhere are made in the source's order with
+// BEFORE/AFTER; a label renamed cannot be taken in order and is refused
+// with the fix.
+func TestDiffEnumLabels(t *testing.T) {
+	enum := func(labels ...string) *Catalog {
+		c := cat(users())
+		c.Objects = map[string]*Object{"type:50": {Kind: ObjEnum, Schema: "public", Name: "mood", Labels: labels, Def: strings.Join(quoteAll(labels), ", ")}}
+		return c
+	}
+	cs := Diff(enum("ok", "sad"), enum("meh", "ok", "happy", "sad", "angry"))
+	if len(cs) != 1 || cs[0].Kind != AddEnumValue || !cs[0].Kind.Additive() {
+		t.Fatalf("changes %+v, want one additive enum change", cs)
+	}
+	want := []string{
+		`ALTER TYPE "public"."mood" ADD VALUE IF NOT EXISTS 'meh' BEFORE 'ok'`,
+		`ALTER TYPE "public"."mood" ADD VALUE IF NOT EXISTS 'happy' AFTER 'ok'`,
+		`ALTER TYPE "public"."mood" ADD VALUE IF NOT EXISTS 'angry' AFTER 'sad'`,
+	}
+	if strings.Join(cs[0].Stmts, "\n") != strings.Join(want, "\n") {
+		t.Errorf("statements:\n%s\nwant:\n%s", strings.Join(cs[0].Stmts, "\n"), strings.Join(want, "\n"))
+	}
+	cs = Diff(enum("ok", "sad"), enum("ok", "unhappy"))
+	if len(cs) != 1 || cs[0].Kind.Additive() {
+		t.Fatalf("changes %+v, want one refused enum change", cs)
+	}
+	msg := (&RefusedError{Change: cs[0], Mode: ModeApply}).Error()
+	if !strings.Contains(msg, "type public.mood had labels renamed or reordered on the source") || !strings.Contains(msg, "RENAME VALUE") {
+		t.Errorf("message %q does not name the enum and the fix", msg)
+	}
+}

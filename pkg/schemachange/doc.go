@@ -12,9 +12,12 @@
 // capture modes:
 //
 //   - Catalog polls (ReadCatalog): tables, columns (type, default, NOT
-//     NULL, generated, identity), indexes, partitions and their bounds of
-//     every user schema, read in one REPEATABLE READ snapshot, keyed by
-//     the source's oid and attnum so a rename is told from a drop and an
+//     NULL, generated, identity), indexes, CHECK and FOREIGN KEY
+//     constraints, partitions and their bounds of every user schema, and
+//     its enums (labels in order), domains, composite and range types,
+//     sequences, functions, procedures, views and materialized views
+//     (objects.go), read in one REPEATABLE READ snapshot, keyed by the
+//     source's oid and attnum so a rename is told from a drop and an
 //     add. Diff compares it with the catalog the target reflects, which is
 //     kept on the target (replicator.schema_catalog, written in the same
 //     target transaction as the DDL it records): a restart neither loses
@@ -24,8 +27,14 @@
 //   - The change stream: a pgoutput RELATION message (wal.Txn.Described)
 //     that describes a table unlike the catalog the target reflects, or a
 //     table it does not know, makes the handler poll before that
-//     transaction is applied. Under trigger capture each batch newer than
-//     the last poll's tick makes it poll first (see the ordering below),
+//     transaction is applied (once that transaction is visible to a new
+//     snapshot: the walsender sends a commit as soon as its WAL is flushed,
+//     before the committing backend leaves the proc array, so Before first
+//     waits for the transaction's xid lock, released after that, or the
+//     poll could miss the DDL and the row would reach apply ahead of it).
+//     Under trigger capture each batch newer than
+//     the last check's tick makes it check the catalog first (see the
+//     ordering below),
 //     and an insert recorded before a column existed names only the
 //     columns it carries.
 //
@@ -44,9 +53,29 @@
 // target does not have (a new table, a new partition) is the same
 // signal. Under trigger capture, batch N holds the transactions that
 // committed before tick N's snapshot; a poll whose snapshot sees tick N
-// committed sees every DDL those transactions needed, so polling whenever
-// a batch is newer than the last poll's tick orders every change before
-// the batch that needs it. Applying an additive change early is harmless:
+// committed sees every DDL those transactions needed, so checking
+// whenever a batch is newer than the last check's tick orders every
+// change before the batch that needs it.
+//
+// That check reads only the rows part of the fingerprint (Fingerprint
+// with rowsOnly: tables, columns, partitions, schemas, constraints,
+// unique indexes, enum labels), and the whole catalog only when it moved;
+// defaults, types, functions, views and sequences are left to the
+// interval poll (--schema-poll). None of those decides whether or how
+// the target takes a row change that was captured before the interval
+// poll sees it: trigger capture records every value of an insert and the
+// changed ones of an update, so a default is never the target's to
+// apply (the one an ADD COLUMN gave existing rows comes with the column,
+// which the check covers); a function, a view or a sequence holds no
+// captured row; a domain or composite type tightened on the source
+// admits only rows the target admits too, and one loosened, like an enum
+// label the check missed, makes the target refuse the row, which makes
+// the stream poll at once and apply it or stop on it (see enums below).
+// A refused change to one of them stops the stream at the tick after the
+// interval poll that saw it, not at the DDL's own: what was applied in
+// between does not depend on it. The check's cost no longer grows with
+// the functions, views and types of the schema (bench/schemapoll).
+// Applying an additive change early is harmless:
 // rows applied before it was made on the source do not name the new
 // column, and take on the target the value existing source rows took.
 //
@@ -77,6 +106,34 @@
 // row trigger is cloned onto it at creation and every row it holds is in
 // the changelog under the parent.
 //
+// Types, sequences, functions and views are made on the target from the
+// source's own definitions (format_type, pg_get_functiondef,
+// pg_get_viewdef), in an order that lets each use the ones before:
+// types and sequences before tables and columns (a new column of a new
+// enum, a serial column's sequence), functions and views after them, then
+// constraints (a CHECK may call a function), then indexes. An enum label
+// added (ALTER TYPE … ADD VALUE, BEFORE or AFTER as on the source) is
+// made before any row that carries it: under trigger capture the batch
+// that holds such a row is newer than the poll that saw the label; under
+// logical capture no relation description names it, so a row that
+// arrives before the interval poll saw it is refused by the target (an
+// invalid enum value), and that refusal makes the stream poll at once
+// (pkg/apply explainRefusedRow): the change is applied and the session
+// is retried from the position recorded on the target, whose transaction
+// the refusal rolled back. The same covers a CHECK constraint dropped, a
+// column made nullable or wider: a row the target refuses (SQLSTATE
+// classes 22 and 23) first looks for the schema change that explains it.
+// A CHECK or FOREIGN KEY constraint added is made NOT VALID, then
+// validated when the source's is valid: up to that point in the stream
+// the target's rows are the source's, which passed it; rows that break it
+// stop the stream naming the constraint. A function or view replaced
+// (CREATE OR REPLACE) is replaced on the target; a sequence's options
+// altered are altered there; a new sequence is one that cutover (and the
+// stream's sequence step) moves forward, since they move every target
+// sequence by name. A type, sequence, function or view dropped or renamed,
+// a domain or composite type altered, an enum label renamed, and a
+// materialized view redefined stop the stream with the fix.
+//
 // CREATE INDEX is built on a connection of its own in the background,
 // with CONCURRENTLY, so apply goes on meanwhile (PostgreSQL cannot build a
 // partitioned table's index, or a constraint, concurrently: those are
@@ -100,9 +157,12 @@
 //
 // # Limits
 //
-//   - CHECK and foreign-key constraints added to an existing table,
-//     column collations, comments, grants, views, functions, types and
-//     sequences are not followed (verify compares constraints).
+//   - Column collations, comments, grants, triggers, rules, policies,
+//     aggregates, operators, a matview's indexes and its REFRESH, a
+//     sequence's OWNED BY and a constraint validated later on the source
+//     (VALIDATE CONSTRAINT) are not followed (verify compares
+//     constraints). Schema replicator_fence, where cutover puts its
+//     fence function, is the tool's own and never carried over.
 //   - A new table, and a table whose new column has a volatile default,
 //     is copied while apply waits: the lag grows for the copy's time.
 //   - A new partition is copied through the chunk ledger like any new

@@ -3,10 +3,13 @@ package schemachange
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"replicator/pkg/pgutil"
@@ -58,9 +61,16 @@ func (h *Handler) Sync(ctx context.Context) (copied bool, err error) {
 	err = pgx.BeginFunc(ctx, h.dst, func(tx pgx.Tx) error {
 		for _, c := range changes {
 			action := ActionApplied
-			if c.matched {
+			switch {
+			case c.matched:
 				action = ActionMatched
-			} else {
+			case c.Stmts != nil:
+				// Objects and constraints: their statements, in the
+				// transaction of the rest.
+				if err := h.execChange(ctx, tx, c); err != nil {
+					return err
+				}
+			default:
 				t := cat.Tables[c.Table]
 				if t == nil {
 					return fmt.Errorf("%s: %w", c.Object, errNoTable)
@@ -100,12 +110,12 @@ func (h *Handler) Sync(ctx context.Context) (copied bool, err error) {
 				return err
 			}
 		}
-		keep := map[uint32]bool{}
+		var refused *Change
 		if h.refusal != nil {
-			keep[h.refusal.Change.Table] = true
+			refused = &h.refusal.Change
 		}
 		h.mu.Lock()
-		next := merge(h.known, cat, changes, keep)
+		next := merge(h.known, cat, changes, refused)
 		h.mu.Unlock()
 		if err := saveStored(ctx, tx, next); err != nil {
 			return err
@@ -134,6 +144,27 @@ func (h *Handler) Sync(ctx context.Context) (copied bool, err error) {
 		h.build(c, builds[i], cat.Tables[c.Table])
 	}
 	return len(copyNames) > 0, nil
+}
+
+// execChange runs the statements of an object's or a constraint's
+// change. A constraint that the target's rows break stops the stream,
+// naming it: up to this point in the stream the target's rows are the
+// source's, which passed it, so the target has drifted.
+func (h *Handler) execChange(ctx context.Context, tx pgx.Tx, c Change) error {
+	for _, s := range c.Stmts {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			var pgErr *pgconn.PgError
+			if c.Kind == AddConstraint && errors.As(err, &pgErr) &&
+				(pgErr.Code == pgerrcode.CheckViolation || pgErr.Code == pgerrcode.ForeignKeyViolation) {
+				r := c
+				r.Detail += ", and rows on the target break it (" + pgErr.Message + ")"
+				r.Fix = "make those rows as on the source (replicator verify names them), then " + strings.TrimSuffix(c.Stmts[0], " NOT VALID")
+				return &RefusedError{Change: r, Mode: h.cfg.Mode}
+			}
+			return fmt.Errorf("target: apply the schema change (%s): %s: %w", c, s, err)
+		}
+	}
+	return nil
 }
 
 // capture makes sure the source captures a new table before its rows are
@@ -389,7 +420,26 @@ func (h *Handler) runBuild(ctx context.Context, c Change, def string, t *Table) 
 		if err != nil {
 			return err
 		}
-		stmt = fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", t.Qualified(), pgutil.QuoteIdent(t.Indexes[c.Index].Constraint), cdef)
+		name := pgutil.QuoteIdent(t.Indexes[c.Index].Constraint)
+		stmt = fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", t.Qualified(), name, cdef)
+		// A UNIQUE or PRIMARY KEY constraint of a plain table: its index
+		// is built CONCURRENTLY, then becomes the constraint (USING INDEX
+		// holds the table's lock only for the catalog update), so apply's
+		// writes are not held up for the build.
+		word := ""
+		for _, w := range []string{"UNIQUE", "PRIMARY KEY"} {
+			if strings.HasPrefix(cdef, w+" (") && !strings.Contains(cdef, "DEFERRABLE") && !strings.Contains(cdef, " INCLUDE ") {
+				word = w
+			}
+		}
+		if word != "" && t.Kind == "r" && c.Index == t.Indexes[c.Index].Constraint {
+			build := strings.Replace(def, " INDEX ", " INDEX CONCURRENTLY IF NOT EXISTS ", 1)
+			h.log.Info("building an index on the target", zap.String("index", qname), zap.String("statement", build))
+			if _, err := conn.Exec(ctx, build); err != nil {
+				return err
+			}
+			stmt = fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s USING INDEX %s", t.Qualified(), name, word, pgutil.QuoteIdent(c.Index))
+		}
 	case t.Kind == "r":
 		stmt = strings.Replace(def, " INDEX ", " INDEX CONCURRENTLY IF NOT EXISTS ", 1)
 	default:
@@ -438,11 +488,21 @@ func (h *Handler) constraintDef(ctx context.Context, t *Table, c Change, out *st
 // the source's, except that a table's indexes are the ones built (an
 // index still building is added when its build ends) and a table with a
 // change still refused keeps the shape the target has.
-func merge(known, src *Catalog, applied []Change, keep map[uint32]bool) *Catalog {
-	out := &Catalog{Tables: map[uint32]*Table{}}
-	for oid := range keep {
-		if old := known.Tables[oid]; old != nil {
-			out.Tables[oid] = old
+func merge(known, src *Catalog, applied []Change, refused *Change) *Catalog {
+	out := &Catalog{Tables: map[uint32]*Table{}, Objects: map[string]*Object{}, Version: src.Version}
+	keep := map[uint32]bool{}
+	for k, o := range src.Objects {
+		out.Objects[k] = o
+	}
+	if refused != nil && refused.Key != "" {
+		delete(out.Objects, refused.Key)
+		if old := known.Objects[refused.Key]; old != nil {
+			out.Objects[refused.Key] = old
+		}
+	} else if refused != nil {
+		keep[refused.Table] = true
+		if old := known.Tables[refused.Table]; old != nil {
+			out.Tables[refused.Table] = old
 		}
 	}
 	dropped := map[string]bool{}

@@ -1,0 +1,113 @@
+package schemachange_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"replicator/pkg/apply"
+	"replicator/pkg/schemachange"
+	"replicator/pkg/snapshot"
+)
+
+// objectSums describes, in the database and independently of the code
+// under test, the schema objects a deploy makes besides tables: enum
+// labels in order, domains, views, functions, sequences, and the CHECK
+// and UNIQUE constraints of tables with whether they are validated.
+func objectSums(t *testing.T, db string) string {
+	t.Helper()
+	var s string
+	err := pg.Connect(t, db).QueryRow(context.Background(), `SELECT concat_ws(E'\n',
+		(SELECT string_agg(t.typname || ': ' || (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid), '; ' ORDER BY t.typname)
+			FROM pg_type t WHERE t.typnamespace = 'public'::regnamespace AND t.typtype = 'e'),
+		(SELECT string_agg(t.typname || ': ' || format_type(t.typbasetype, t.typtypmod) || ' ' || (SELECT string_agg(pg_get_constraintdef(k.oid), ',') FROM pg_constraint k WHERE k.contypid = t.oid), '; ' ORDER BY t.typname)
+			FROM pg_type t WHERE t.typnamespace = 'public'::regnamespace AND t.typtype = 'd'),
+		(SELECT string_agg(viewname || ': ' || definition, '; ' ORDER BY viewname) FROM pg_views WHERE schemaname = 'public'),
+		(SELECT string_agg(p.proname || '(' || pg_get_function_identity_arguments(p.oid) || '): ' || md5(p.prosrc), '; ' ORDER BY p.proname) FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace),
+		(SELECT string_agg(sequencename || ': ' || increment_by || ' from ' || start_value, '; ' ORDER BY sequencename) FROM pg_sequences WHERE schemaname = 'public'),
+		(SELECT string_agg(conname || ': ' || pg_get_constraintdef(oid) || ' valid ' || convalidated, '; ' ORDER BY conname)
+			FROM pg_constraint WHERE connamespace = 'public'::regnamespace AND contype IN ('c', 'u') AND conrelid <> 0))`).Scan(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestObjectsWhileStreaming is the rest of a deploy's migrations, in each
+// capture mode, under a writer: an enum and a column of it, a label added
+// to the enum and then rows that carry it at once (the target would refuse
+// them without the label), a domain and a column of it, a sequence, a
+// function, a view, a CHECK and a UNIQUE constraint added to an existing
+// table. The target must end with the same rows and the same objects,
+// and the new sequence must be one the stream moves forward.
+func TestObjectsWhileStreaming(t *testing.T) {
+	for _, capture := range []string{snapshot.CaptureLogical, snapshot.CaptureTrigger} {
+		t.Run(capture, func(t *testing.T) {
+			m := startMigration(t, capture, schemachange.ModeApply)
+			w := startWriter(t, m.srcURL)
+			w.waitWrites(t, 10)
+			deploy(t, m.src, `CREATE TYPE mood AS ENUM ('ok', 'sad'); ALTER TABLE users ADD COLUMN mood mood; UPDATE users SET mood = 'ok' WHERE id <= 5`)
+			deploy(t, m.src, `ALTER TYPE mood ADD VALUE 'happy' BEFORE 'sad'`)
+			deploy(t, m.src, `UPDATE users SET mood = 'happy' WHERE id <= 3`)
+			w.waitWrites(t, 10)
+			deploy(t, m.src, `CREATE DOMAIN posint AS int CHECK (VALUE > 0); ALTER TABLE users ADD COLUMN age posint;
+				CREATE SEQUENCE invoice_no START 1000; SELECT nextval('invoice_no');
+				CREATE FUNCTION shout(s text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT upper(s) || '!' $$;
+				CREATE VIEW busy_users AS SELECT id, shout(name) AS name FROM users WHERE n > 0`)
+			deploy(t, m.src, `UPDATE users SET age = 30 WHERE id = 1`)
+			deploy(t, m.src, `ALTER TABLE users ADD CONSTRAINT n_not_negative CHECK (n >= 0)`)
+			deploy(t, m.src, `ALTER TABLE users ADD CONSTRAINT users_name_key UNIQUE (name)`)
+			w.waitWrites(t, 10)
+			w.finish(t)
+
+			m.waitIdentical(t)
+			want := objectSums(t, m.src)
+			waitFor(t, "the target's objects to be the source's", func() bool { return objectSums(t, m.dst) == want })
+			// Cutover (and the stream, every few seconds) moves the
+			// target's sequences that are behind: the new one is there.
+			src, dst := pg.Connect(t, m.src), pg.Connect(t, m.dst)
+			if _, err := apply.SyncSequences(context.Background(), src, dst); err != nil {
+				t.Fatal(err)
+			}
+			if !queryBool(t, m.dst, `SELECT last_value = 1000 FROM invoice_no`) {
+				t.Error("the new sequence was not moved forward on the target")
+			}
+			if n := testutil.ToFloat64(m.metrics.Changes.WithLabelValues(schemachange.ActionStopped)); n != 0 {
+				t.Errorf("replicator_schema_changes_total{action=stopped} = %v, want 0", n)
+			}
+			// A poll that sees the enum made with its new label counts one change for both.
+			if n := testutil.ToFloat64(m.metrics.Changes.WithLabelValues(schemachange.ActionApplied)); n < 9 {
+				t.Errorf("replicator_schema_changes_total{action=applied} = %v, want at least 9 (enum, column, domain, column, sequence, function, view, two constraints)", n)
+			}
+		})
+	}
+}
+
+// TestDDLStopStopsOnAView: with --ddl stop a new view, which no row
+// change names, stops the stream too, with the one message.
+func TestDDLStopStopsOnAView(t *testing.T) {
+	m := startMigration(t, snapshot.CaptureTrigger, schemachange.ModeStop)
+	waitFor(t, "the stream to take its schema baseline", func() bool {
+		return queryBool(t, m.dst, `SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'replicator' AND tablename = 'schema_catalog')`)
+	})
+	pg.Exec(t, m.src, `CREATE VIEW named AS SELECT name FROM users`)
+	pg.Exec(t, m.src, `UPDATE users SET n = 5 WHERE id = 1`)
+	var err error
+	select {
+	case err = <-m.streamDone:
+		m.streamDone <- err
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream did not stop on the CREATE VIEW")
+	}
+	var re *schemachange.RefusedError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "view public.named was created on the source") || !strings.Contains(err.Error(), "--ddl apply") {
+		t.Fatalf("the stream stopped with %v, want the view named and --ddl apply suggested", err)
+	}
+	if queryBool(t, m.dst, `SELECT to_regclass('public.named') IS NOT NULL`) {
+		t.Error("--ddl stop created the view on the target")
+	}
+}
