@@ -16,6 +16,11 @@
 // apply is measured elsewhere); both: the two series, one after the
 // other. Every run starts after a CHECKPOINT, so both databases pay the
 // same full-page writes.
+//
+// -instructions instead counts, with callgrind in single-user backends,
+// the instructions capture adds per row written (instructions.go): a
+// figure independent of the machine's load, to compare variants of the
+// capture function.
 package main
 
 import (
@@ -55,7 +60,15 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 20*time.Second, "length of each pgbench run (-T)")
 	flag.IntVar(&o.pairs, "pairs", 4, "pairs of runs (plain, captured) per series, in A B B A order")
 	flag.StringVar(&o.stream, "stream", "both", "off, on or both: whether the ticker and a consumer run during the captured runs")
+	instr := flag.Bool("instructions", false, "instead: count with callgrind the instructions capture adds per row (single-user backends, pgbench scale 1)")
 	flag.Parse()
+	if *instr {
+		if err := instructions(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if o.stream != "off" && o.stream != "on" && o.stream != "both" {
 		fmt.Fprintln(os.Stderr, "bench: -stream must be off, on or both")
 		os.Exit(2)
@@ -88,14 +101,8 @@ func run(o options) error {
 	}
 	defer src.Close()
 	pgbench := filepath.Join(src.BinDir, "pgbench")
-	for _, db := range []string{"plain", "captured"} {
-		if err := benchkit.Exec(ctx, src.URL("postgres"), "CREATE DATABASE "+db); err != nil {
-			return err
-		}
-		fmt.Printf("pgbench -i -s %d %s\n", o.scale, db)
-		if _, _, err := benchkit.Run(ctx, os.Stdout, nil, pgbench, "-i", "-q", "-s", strconv.Itoa(o.scale), src.URL(db)); err != nil {
-			return err
-		}
+	if err := pgbenchDatabases(ctx, src, o.scale); err != nil {
+		return err
 	}
 	captured := src.URL("captured")
 	capt, err := install(ctx, captured)
@@ -163,6 +170,21 @@ func run(o options) error {
 		fmt.Printf("\npair ratios captured ÷ plain: %s; median **%.2f** (target ≥ 0.80)\n\n", strings.Join(rs, ", "), median(ratios))
 	}
 	fmt.Println("load at the end:", benchkit.LoadAvg())
+	return nil
+}
+
+// pgbenchDatabases creates databases plain and captured on src, each
+// initialised by pgbench at scale.
+func pgbenchDatabases(ctx context.Context, src *testenv.Postgres, scale int) error {
+	for _, db := range []string{"plain", "captured"} {
+		if err := benchkit.Exec(ctx, src.URL("postgres"), "CREATE DATABASE "+db); err != nil {
+			return err
+		}
+		fmt.Printf("pgbench -i -s %d %s\n", scale, db)
+		if _, _, err := benchkit.Run(ctx, os.Stdout, nil, filepath.Join(src.BinDir, "pgbench"), "-i", "-q", "-s", strconv.Itoa(scale), src.URL(db)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
