@@ -20,10 +20,12 @@ package snapshot
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,7 +38,10 @@ import (
 
 // ledgerDDL creates the ledger. lo and hi bound key_column's values
 // (lo <= k < hi; NULL is no bound); key_column NULL is a whole-table unit.
-// snapshot is NULL until the chunk is done.
+// snapshot is NULL until the chunk is done. Workers claim chunks in ord
+// order, the table's rank by size (0 the largest): the largest table's
+// data is complete first, so that its index build, the longest, runs
+// while the other tables copy rather than alone at the end.
 const ledgerDDL = `CREATE SCHEMA IF NOT EXISTS replicator;
 CREATE TABLE IF NOT EXISTS replicator.chunks (
 	table_name text NOT NULL,
@@ -48,8 +53,10 @@ CREATE TABLE IF NOT EXISTS replicator.chunks (
 	rows bigint,
 	bytes bigint,
 	done_at timestamptz,
+	ord int NOT NULL DEFAULT 0,
 	PRIMARY KEY (table_name, chunk)
-)`
+);
+ALTER TABLE replicator.chunks ADD COLUMN IF NOT EXISTS ord int NOT NULL DEFAULT 0`
 
 // ledgerLockKey is the advisory lock (on the target) held while the
 // ledger is planned.
@@ -145,37 +152,43 @@ func planLedger(ctx context.Context, src querier, dst *pgx.Conn, tables []*table
 	if total > 0 {
 		return total, done, nil
 	}
-	for _, t := range tables {
-		key, err := chunkKey(ctx, src, t)
+	bySize := slices.Clone(tables)
+	slices.SortStableFunc(bySize, func(a, b *table) int { return cmp.Compare(b.Bytes, a.Bytes) })
+	for ord, t := range bySize {
+		n, err := planTable(ctx, src, tx, t, ord, chunkBytes)
 		if err != nil {
 			return 0, 0, err
 		}
-		var ranges [][2]*int64
-		if key != "" {
-			ranges, err = keyRanges(ctx, src, t, key, chunkBytes)
-			if err != nil {
-				return 0, 0, err
-			}
-		}
-		if len(ranges) == 0 {
-			ranges = [][2]*int64{{nil, nil}}
-		}
-		for i, r := range ranges {
-			var keyCol *string
-			if key != "" {
-				keyCol = &key
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO replicator.chunks (table_name, chunk, key_column, lo, hi) VALUES ($1, $2, $3, $4, $5)`,
-				t.qualified(), i, keyCol, r[0], r[1]); err != nil {
-				return 0, 0, fmt.Errorf("record the chunks of %s on the target: %w", t.qualified(), err)
-			}
-			total++
-		}
+		total += n
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, 0, fmt.Errorf("record the copy plan on the target: %w", err)
 	}
 	return total, 0, nil
+}
+
+// planTable records t's chunks in the ledger within tx, claimed in ord
+// order, and returns how many.
+func planTable(ctx context.Context, src querier, tx pgx.Tx, t *table, ord int, chunkBytes int64) (int, error) {
+	key, err := chunkKey(ctx, src, t)
+	if err != nil {
+		return 0, err
+	}
+	ranges := [][2]*int64{{nil, nil}}
+	var keyCol *string
+	if key != "" {
+		keyCol = &key
+		if ranges, err = keyRanges(ctx, src, t, key, chunkBytes); err != nil {
+			return 0, err
+		}
+	}
+	for i, r := range ranges {
+		if _, err := tx.Exec(ctx, `INSERT INTO replicator.chunks (table_name, chunk, key_column, lo, hi, ord) VALUES ($1, $2, $3, $4, $5, $6)`,
+			t.qualified(), i, keyCol, r[0], r[1], ord); err != nil {
+			return 0, fmt.Errorf("record the chunks of %s on the target: %w", t.qualified(), err)
+		}
+	}
+	return len(ranges), nil
 }
 
 // keyRanges splits t's key span into ranges holding about chunkBytes each,
@@ -248,7 +261,7 @@ func (w *ledgerWorker) next(ctx context.Context, rep *reporter) (bool, error) {
 	c := &ledgerChunk{}
 	var key *string
 	err = tx.QueryRow(ctx, `SELECT table_name, chunk, key_column, lo, hi FROM replicator.chunks
-		WHERE snapshot IS NULL ORDER BY chunk, table_name LIMIT 1 FOR UPDATE SKIP LOCKED`).Scan(&c.table, &c.n, &key, &c.lo, &c.hi)
+		WHERE snapshot IS NULL ORDER BY ord, table_name, chunk LIMIT 1 FOR UPDATE SKIP LOCKED`).Scan(&c.table, &c.n, &key, &c.lo, &c.hi)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
