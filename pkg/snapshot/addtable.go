@@ -149,7 +149,7 @@ func CopyPending(ctx context.Context, sourceURL, targetURL string, jobs int, log
 	}
 	log.Info("copying new tables' chunks", zap.Int("chunks", left))
 	cfg := &Config{SourceURL: sourceURL, TargetURL: targetURL, Jobs: jobs}
-	if err := claimAll(ctx, cfg, byName, false, &reporter{}, nil); err != nil { // the new tables were made whole, indexes included
+	if err := claimAll(ctx, cfg, byName, false, &reporter{}, nil, log); err != nil { // the new tables were made whole, indexes included
 		return 0, err
 	}
 	return left, nil

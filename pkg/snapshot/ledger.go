@@ -29,7 +29,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -225,7 +227,8 @@ type ledgerWorker struct {
 	// pd builds a table's indexes once its last chunk is committed; nil
 	// in a joining process, which leaves them to the run that drives the
 	// copy.
-	pd *postData
+	pd  *postData
+	log *zap.Logger
 }
 
 func openLedgerWorker(ctx context.Context, cfg *Config, tables map[string]*table, lz4 bool) (*ledgerWorker, error) {
@@ -307,8 +310,12 @@ func (w *ledgerWorker) buildTable(ctx context.Context, table string) error {
 		return nil
 	}
 	built, err := w.pd.build(ctx, table, false)
-	if err != nil || !built {
+	if err != nil {
+		_, err = recopyWhole(ctx, w.dst, table, err, w.log)
 		return err
+	}
+	if !built {
+		return nil
 	}
 	if _, err := w.dst.Exec(ctx, "ANALYZE "+table); err != nil {
 		return fmt.Errorf("analyze %s on the target: %w", table, err)
@@ -461,7 +468,7 @@ func copyLedgerWait(ctx context.Context, cfg *Config, tables []*table, lz4 bool,
 		log.Info("copying data in chunks", zap.Int("chunks", total), zap.Int("jobs", cfg.Jobs))
 	}
 	for {
-		if err := claimAll(ctx, cfg, byName, lz4, rep, pd); err != nil {
+		if err := claimAll(ctx, cfg, byName, lz4, rep, pd, log); err != nil {
 			return err
 		}
 		// Chunks claimed by other processes may still be running: the copy
@@ -487,7 +494,7 @@ func copyLedgerWait(ctx context.Context, cfg *Config, tables []*table, lz4 bool,
 }
 
 // claimAll runs cfg.Jobs workers until none can claim a chunk.
-func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bool, rep *reporter, pd *postData) error {
+func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bool, rep *reporter, pd *postData, log *zap.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for range cfg.Jobs {
 		g.Go(func() error {
@@ -496,7 +503,7 @@ func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bo
 				return err
 			}
 			defer w.close()
-			w.pd = pd
+			w.pd, w.log = pd, log
 			for {
 				more, err := w.next(gctx, rep)
 				if err != nil || !more {
@@ -506,6 +513,56 @@ func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bo
 		})
 	}
 	return g.Wait()
+}
+
+// recopyWhole handles a failed build of table's indexes. When it failed
+// on a duplicate value in a unique index and the table was copied in
+// several chunks, the duplicate can be the chunks' doing, not the
+// source's: a value that moved from a row of one chunk to a row of
+// another between their two snapshots is on the target twice until the
+// stream has caught up. Then the table's rows are removed from the
+// target and its chunks replaced by one whole-table unit, claimed next
+// and read under one snapshot (which the source's unique index holds
+// to), and the build follows it as for any table: recopied is true.
+// Otherwise buildErr is returned as it is.
+func recopyWhole(ctx context.Context, dst *pgx.Conn, table string, buildErr error, log *zap.Logger) (recopied bool, err error) {
+	var pgErr *pgconn.PgError
+	if !errors.As(buildErr, &pgErr) || pgErr.Code != pgerrcode.UniqueViolation {
+		return false, buildErr
+	}
+	tx, err := dst.Begin(ctx)
+	if err != nil {
+		return false, buildErr
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(ledgerLockKey)); err != nil {
+		return false, fmt.Errorf("%w (and locking the chunk ledger to copy it again as one unit failed: %v)", buildErr, err)
+	}
+	var chunks int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM replicator.chunks WHERE table_name = $1`, table).Scan(&chunks); err != nil || chunks < 2 {
+		return false, buildErr
+	}
+	for _, q := range []string{
+		`TRUNCATE ONLY ` + table,
+		`DELETE FROM replicator.chunks WHERE table_name = $1`,
+		`INSERT INTO replicator.chunks (table_name, chunk, ord) VALUES ($1, 0, -1)`,
+	} {
+		args := []any{table}
+		if !strings.Contains(q, "$1") {
+			args = nil
+		}
+		if _, err := tx.Exec(ctx, q, args...); err != nil {
+			return false, fmt.Errorf("%w (and replanning %s as one unit failed: %v)", buildErr, table, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, fmt.Errorf("%w (and replanning %s as one unit failed: %v)", buildErr, table, err)
+	}
+	if log != nil {
+		log.Warn("a unique index saw a value twice across chunks read at different times: copying the table again as one unit, under one snapshot (one source transaction for the whole table)",
+			zap.String("table", table), zap.String("index_error", pgErr.Message), zap.Int("chunks_dropped", chunks))
+	}
+	return true, nil
 }
 
 // groupDigits writes n with thousands separators: 1,024.

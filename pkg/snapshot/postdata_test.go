@@ -34,7 +34,7 @@ func TestCLIKill9DuringIndexBuildThenResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer px.Close()
-	args := []string{"--source", via(t, px, pg.URL(src)), "--target", pg.URL(dst), "--jobs", "2", "--chunk-mb", "1", "--chunked"}
+	args := []string{"--source", via(t, px, pg.URL(src)), "--target", pg.URL(dst), "--jobs", "2", "--chunk-mb", "1"}
 
 	var stderr bytes.Buffer
 	first := snapshotCmd(t, args...)
