@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -89,6 +90,9 @@ func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
 	var rep bytes.Buffer
 	if c.Out != "" {
 		cfg.Report = &rep
+	}
+	if err := requireForeignKeysValid(ctx, c.Target, log); err != nil {
+		return fmt.Errorf("cutover refused, nothing changed: %w", err)
 	}
 	err = cutover.Run(ctx, cfg, out, log)
 	if c.Out != "" && rep.Len() > 0 {

@@ -164,8 +164,12 @@ func (r *run) buildPostData(ctx context.Context) error {
 		return err
 	}
 	if len(r.pd.notValid) > 0 {
-		r.log.Warn("foreign keys created NOT VALID: each chunk was read under its own snapshot, so their rows are checked only once the stream has caught up; they are enforced for every new write. Once `replicator status` shows no lag, run ALTER TABLE … VALIDATE CONSTRAINT for each (or copy with --one-snapshot, which validates them at once)",
-			zap.Strings("foreign_keys", r.pd.notValid))
+		names := make([]string, len(r.pd.notValid))
+		for i, k := range r.pd.notValid {
+			names[i] = k.String()
+		}
+		r.log.Warn("foreign keys created NOT VALID: each chunk was read under its own snapshot, so their rows are checked once the stream has caught up (the stream validates them, and status, verify and cutover name them until then); they are enforced for every new write",
+			zap.Strings("foreign_keys", names))
 	}
 	r.log.Info("foreign keys, triggers and the rest of the schema built", zap.Duration("took", time.Since(start).Round(time.Millisecond)))
 	if n, err := refreshMatviews(ctx, r.matviews, r.dst); err != nil {
