@@ -24,7 +24,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"time"
@@ -380,7 +379,8 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 	if _, err := w.src.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		return "", 0, 0, fmt.Errorf("begin chunk %s on the source: %w", c, err)
 	}
-	// Ended whatever happens: no source transaction outlives its chunk.
+	// Ended whatever happens (once the chunk is read, below, or at the
+	// latest here): no source transaction outlives its chunk.
 	defer w.src.Exec(context.Background(), "ROLLBACK")
 	// A key range is read with a bitmap heap scan rather than an index
 	// scan: each heap page is visited once, in physical order, as a ctid
@@ -394,8 +394,12 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 	if err := w.src.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
 		return "", 0, 0, fmt.Errorf("take chunk %s's snapshot on the source: %w", c, err)
 	}
-	pr, pw := io.Pipe()
-	counted := &countingWriter{w: pw, table: c.table, rep: rep, rows: &rows, bytes: &bytes}
+	sp, err := newSpool()
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("chunk %s: create its spool file: %w", c, err)
+	}
+	defer sp.Close()
+	counted := &countingWriter{w: sp, table: c.table, rep: rep, rows: &rows, bytes: &bytes}
 	buf := bufio.NewWriterSize(counted, pipeBuffer)
 	srcDone := make(chan error, 1)
 	go func() {
@@ -403,19 +407,22 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 		if err == nil {
 			err = buf.Flush()
 		}
+		// The chunk is read: its source transaction ends now, not when
+		// the target has written it.
+		w.src.Exec(context.Background(), "ROLLBACK")
 		if err != nil {
 			err = fmt.Errorf("read chunk %s from the source: %w", c, err)
 		}
-		pw.CloseWithError(err)
+		sp.CloseWrite(err)
 		srcDone <- err
 	}()
 	target := "COPY " + c.table + " FROM STDIN"
 	if len(t.Columns) > 0 {
 		target = fmt.Sprintf("COPY %s (%s) FROM STDIN", c.table, t.columnList())
 	}
-	_, dstErr := w.dst.PgConn().CopyFrom(ctx, pr, target)
+	_, dstErr := w.dst.PgConn().CopyFrom(ctx, sp.reader(), target)
 	if dstErr != nil {
-		pr.CloseWithError(dstErr)
+		sp.Abort(dstErr)
 	}
 	if srcErr := <-srcDone; srcErr != nil {
 		return "", 0, 0, srcErr
