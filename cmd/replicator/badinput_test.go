@@ -196,7 +196,7 @@ func TestBadInput(t *testing.T) {
 		{"no source", []string{"snapshot", "--target", dstURL, "--metrics-addr", ""},
 			[]string{"source", "--source"}},
 		{"join with no chunked copy", []string{"snapshot", "--join", "--source", srcURL, "--target", dstURL, "--metrics-addr", ""},
-			[]string{"no chunked copy to join", "--chunked"}},
+			[]string{"no chunked copy to join", "replicator snapshot"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -90,9 +89,6 @@ func (c *cutoverCmd) Run(ctx context.Context, g *Globals) error {
 	var rep bytes.Buffer
 	if c.Out != "" {
 		cfg.Report = &rep
-	}
-	if err := requireForeignKeysValid(ctx, c.Target, log); err != nil {
-		return fmt.Errorf("cutover refused, nothing changed: %w", err)
 	}
 	err = cutover.Run(ctx, cfg, out, log)
 	if c.Out != "" && rep.Len() > 0 {

@@ -51,26 +51,3 @@ func validateForeignKeysWhileStreaming(ctx context.Context, targetURL string, lo
 		}
 	}
 }
-
-// requireForeignKeysValid validates the copy's pending foreign keys
-// before a cutover, and refuses it (exit 2, nothing changed) naming those
-// that still fail: the app must not move to a target whose keys are not
-// known to hold.
-func requireForeignKeysValid(ctx context.Context, targetURL string, log *zap.Logger) error {
-	conn, err := pgutil.Connect(ctx, targetURL, "target")
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	validated, left, err := snapshot.ValidateForeignKeys(ctx, conn)
-	for _, k := range validated {
-		log.Info("foreign key validated on the target", zap.String("foreign_key", k.String()))
-	}
-	if err != nil {
-		return err
-	}
-	if len(left) > 0 {
-		return snapshot.PendingForeignKeysError(left)
-	}
-	return nil
-}
