@@ -27,9 +27,6 @@ func chunkedPairs(ctx context.Context, bin, work, srcURL string, newTarget func(
 		defer benchkit.Exec(ctx, srcURL, "SELECT pg_drop_replication_slot('replicator'); DROP PUBLICATION IF EXISTS replicator")
 		args := append([]string{"snapshot", "--source", srcURL, "--target", target, "--jobs", fmt.Sprint(jobs),
 			"--replica-identity-full", "--metrics-addr", "", "--log-format", "json"}, extra...)
-		if len(extra) == 0 {
-			args = append(args, "--chunked")
-		}
 		return benchkit.Run(ctx, benchkit.LogFile(work, "replicator"+strings.Join(extra, "")), nil, bin, args...)
 	}
 	pgcopydb := func(target string) (time.Duration, int64, error) {
@@ -89,7 +86,7 @@ func chunkedPairs(ctx context.Context, bin, work, srcURL string, newTarget func(
 	warm(ctx, srcURL)
 	stop := sampleXactAge(ctx, srcURL, &maxXactAge)
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, bin, "snapshot", "--chunked", "--source", srcURL, "--target", target, "--jobs", fmt.Sprint(jobs),
+	cmd := exec.CommandContext(ctx, bin, "snapshot", "--source", srcURL, "--target", target, "--jobs", fmt.Sprint(jobs),
 		"--replica-identity-full", "--metrics-addr", "", "--log-format", "json")
 	log := benchkit.LogFile(work, "replicator-killed")
 	cmd.Stdout, cmd.Stderr = log, log
@@ -110,7 +107,7 @@ func chunkedPairs(ctx context.Context, bin, work, srcURL string, newTarget func(
 	if !half {
 		return fmt.Errorf("the chunked run never reached half of its chunks")
 	}
-	resumed, rss, err := benchkit.Run(ctx, benchkit.LogFile(work, "replicator-resumed"), nil, bin, "snapshot", "--chunked",
+	resumed, rss, err := benchkit.Run(ctx, benchkit.LogFile(work, "replicator-resumed"), nil, bin, "snapshot",
 		"--source", srcURL, "--target", target, "--jobs", fmt.Sprint(jobs), "--replica-identity-full", "--metrics-addr", "", "--log-format", "json")
 	stop()
 	benchkit.Exec(ctx, srcURL, "SELECT pg_drop_replication_slot('replicator'); DROP PUBLICATION IF EXISTS replicator")

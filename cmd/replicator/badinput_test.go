@@ -196,7 +196,9 @@ func TestBadInput(t *testing.T) {
 		{"no source", []string{"snapshot", "--target", dstURL, "--metrics-addr", ""},
 			[]string{"source", "--source"}},
 		{"join with no chunked copy", []string{"snapshot", "--join", "--source", srcURL, "--target", dstURL, "--metrics-addr", ""},
-			[]string{"no chunked copy to join", "--chunked"}},
+			[]string{"no chunked copy to join", "replicator snapshot"}},
+		{"one snapshot and chunked", []string{"snapshot", "--one-snapshot", "--chunked", "--source", srcURL, "--target", dstURL, "--metrics-addr", ""},
+			[]string{"--one-snapshot and --chunked contradict", "leave out --chunked"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -16,8 +16,9 @@ import (
 
 // runCmd is the sidecar daemon: snapshot when the target has none finished,
 // then stream until SIGINT/SIGTERM. Rerunning it (after a crash, a reboot,
-// a kill -9) continues where it stopped: an unfinished snapshot starts over,
-// a finished one goes straight to streaming from the applied position.
+// a kill -9) continues where it stopped: an unfinished snapshot resumes
+// with the chunks not yet copied (with --one-snapshot: starts over), a
+// finished one goes straight to streaming from the applied position.
 type runCmd struct {
 	snapshotCmd
 	streamFlags
@@ -54,7 +55,11 @@ func (c *runCmd) Run(ctx context.Context, g *Globals) error {
 		unlock()
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
-				return fmt.Errorf("stopped during the snapshot: the next `replicator run` starts the copy over")
+				next := "resumes the copy with the chunks not yet copied"
+				if c.OneSnapshot {
+					next = "starts the copy over"
+				}
+				return fmt.Errorf("stopped during the snapshot: the next `replicator run` %s", next)
 			}
 			return err
 		}
@@ -64,6 +69,9 @@ func (c *runCmd) Run(ctx context.Context, g *Globals) error {
 	if err := streamMetrics(&cfg, reg); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go validateForeignKeysWhileStreaming(ctx, c.Target, log)
 	return apply.Stream(ctx, cfg, log)
 }
 

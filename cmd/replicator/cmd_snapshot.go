@@ -22,18 +22,26 @@ type snapshotCmd struct {
 	Capture             string `help:"Change capture the stream will use: auto (logical when the source can create a slot and runs wal_level=logical, else trigger; the log says why), logical (a replication slot) or trigger (row triggers and a changelog in schema replicator on the source; needs only table ownership)." enum:"auto,logical,trigger" default:"auto"`
 	ReplicaIdentityFull bool   `help:"Set REPLICA IDENTITY FULL on source tables that have no primary key (otherwise the snapshot refuses to start, because their UPDATE/DELETE would fail under the publication)."`
 	ChunkMB             int    `help:"Split tables into chunks of this many MiB of heap, copied in parallel." default:"32" hidden:""`
-	Chunked             bool   `help:"Copy each chunk under a short source snapshot of its own, recorded in a chunk ledger on the target: no source transaction stays open for hours, an interrupted run resumes with the chunks not done, each table's indexes are built as soon as its data is complete, and other hosts may add workers with --join. Foreign keys are created NOT VALID (validate them once the stream has caught up)."`
-	OneSnapshot         bool   `help:"Copy every table under one source snapshot held for the whole copy, and start an interrupted run over (the default)." hidden:""`
-	Join                bool   `help:"Add --jobs workers to the chunked copy another 'replicator snapshot --chunked' runs against this target, then exit once no chunk is left to claim."`
+	OneSnapshot         bool   `help:"Copy every table under one source snapshot held for the whole copy (the source's vacuum waits for it), and start an interrupted run over. By default each chunk of a table is read under a short snapshot of its own, recorded in a chunk ledger on the target: an interrupted run resumes with the chunks not done, and other hosts may add workers with --join."`
+	Chunked             bool   `help:"The default copy; accepted so that existing scripts keep working." hidden:""`
+	Join                bool   `help:"Add --jobs workers to the chunked copy another 'replicator snapshot' (or 'run') drives against this target, then exit once no chunk is left to claim."`
 }
 
 // config is the package config for these flags.
 func (c *snapshotCmd) config() snapshot.Config {
 	return snapshot.Config{SourceURL: c.Source, TargetURL: c.Target, Jobs: c.Jobs, Capture: c.Capture,
-		ReplicaIdentityFull: c.ReplicaIdentityFull, ChunkBytes: int64(c.ChunkMB) << 20,
-		// The command still copies under one snapshot unless asked: see the
-		// package documentation for what the chunked copy does not carry yet.
-		OneSnapshot: c.OneSnapshot || !c.Chunked}
+		ReplicaIdentityFull: c.ReplicaIdentityFull, ChunkBytes: int64(c.ChunkMB) << 20, OneSnapshot: c.OneSnapshot}
+}
+
+// Validate refuses flags that contradict each other (exit 2).
+func (c *snapshotCmd) Validate() error {
+	if c.OneSnapshot && c.Chunked {
+		return fmt.Errorf("--one-snapshot and --chunked contradict each other: leave out --chunked (the chunked copy is the default)")
+	}
+	if c.OneSnapshot && c.Join {
+		return fmt.Errorf("--join adds workers to a chunked copy, which --one-snapshot turns off: leave out --one-snapshot")
+	}
+	return nil
 }
 
 func (c *snapshotCmd) Run(ctx context.Context, g *Globals) error {

@@ -56,6 +56,9 @@ func (c *streamCmd) Run(ctx context.Context, g *Globals) error {
 	if err := streamMetrics(&cfg, reg); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go validateForeignKeysWhileStreaming(ctx, c.Target, log)
 	return apply.Stream(ctx, cfg, log)
 }
 

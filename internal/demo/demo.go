@@ -138,8 +138,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	say("\n[4/8] snapshot: schema, parallel copy under one exported snapshot, indexes, sequences")
-	res, err := snapshot.Run(ctx, snapshot.Config{SourceURL: source, TargetURL: target, Jobs: 4, OneSnapshot: true,
+	say("\n[4/8] snapshot: schema, parallel copy in chunks (each under a short snapshot of its own), indexes, sequences")
+	res, err := snapshot.Run(ctx, snapshot.Config{SourceURL: source, TargetURL: target, Jobs: 4,
 		ReplicaIdentityFull: true, Progress: o.Progress, Metrics: snapMetrics}, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)

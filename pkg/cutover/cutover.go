@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"replicator/pkg/pgutil"
+	"replicator/pkg/snapshot"
 	"replicator/pkg/state"
 	"replicator/pkg/verify"
 )
@@ -278,6 +279,19 @@ func (r *runner) waitLag(ctx context.Context) error {
 	detail, err := lagLow()
 	if err != nil {
 		return err
+	}
+	// Caught up, the target's rows are the source's as of the applied
+	// position: the foreign keys a chunked copy left NOT VALID must hold
+	// now. One that does not stops the cutover before the fence.
+	validated, left, err := snapshot.ValidateForeignKeys(ctx, r.tgt)
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("cutover refused, nothing fenced: %w", snapshot.PendingForeignKeysError(left))
+	}
+	if len(validated) > 0 {
+		detail += fmt.Sprintf("; %d foreign keys the copy created NOT VALID validated", len(validated))
 	}
 	if live {
 		text, err := r.verifyLive(ctx, title)

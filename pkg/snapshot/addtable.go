@@ -62,25 +62,8 @@ func PlanTables(ctx context.Context, src *pgx.Conn, tx pgx.Tx, names []string, c
 		if _, err := tx.Exec(ctx, `DELETE FROM replicator.chunks WHERE table_name = $1`, name); err != nil {
 			return fmt.Errorf("replace the chunks of %s on the target: %w", name, err)
 		}
-		key, err := chunkKey(ctx, src, t)
-		if err != nil {
+		if _, err := planTable(ctx, src, tx, t, 0, chunkBytes); err != nil {
 			return err
-		}
-		ranges := [][2]*int64{{nil, nil}}
-		if key != "" {
-			if ranges, err = keyRanges(ctx, src, t, key, chunkBytes); err != nil {
-				return err
-			}
-		}
-		for i, r := range ranges {
-			var keyCol *string
-			if key != "" {
-				keyCol = &key
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO replicator.chunks (table_name, chunk, key_column, lo, hi) VALUES ($1, $2, $3, $4, $5)`,
-				name, i, keyCol, r[0], r[1]); err != nil {
-				return fmt.Errorf("record the chunks of %s on the target: %w", name, err)
-			}
 		}
 	}
 	return nil
@@ -166,7 +149,7 @@ func CopyPending(ctx context.Context, sourceURL, targetURL string, jobs int, log
 	}
 	log.Info("copying new tables' chunks", zap.Int("chunks", left))
 	cfg := &Config{SourceURL: sourceURL, TargetURL: targetURL, Jobs: jobs}
-	if err := claimAll(ctx, cfg, byName, false, &reporter{}, nil); err != nil { // the new tables were made whole, indexes included
+	if err := claimAll(ctx, cfg, byName, false, &reporter{}, nil, log); err != nil { // the new tables were made whole, indexes included
 		return 0, err
 	}
 	return left, nil

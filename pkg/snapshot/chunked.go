@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -145,7 +146,48 @@ func (r *run) buildPostData(ctx context.Context) error {
 	r.log.Info("data copied", zap.Int64("rows", r.rep.rows.Load()), zap.Int64("bytes", r.rep.bytes.Load()),
 		zap.Duration("took", time.Since(r.copyStart).Round(time.Millisecond)))
 	start := time.Now()
+	for {
+		recopied, err := r.buildTables(ctx)
+		if err != nil {
+			return err
+		}
+		if !recopied {
+			break
+		}
+		// A table replanned as one unit (recopyWhole) is copied again,
+		// and built by the worker that commits it.
+		if err := copyLedgerWait(ctx, r.cfg, r.tables, r.pf.targetLZ4, r.rep, r.log, true, r.pd); err != nil {
+			return err
+		}
+	}
+	if _, err := r.pd.build(ctx, "", true); err != nil {
+		return err
+	}
+	if len(r.pd.notValid) > 0 {
+		names := make([]string, len(r.pd.notValid))
+		for i, k := range r.pd.notValid {
+			names[i] = k.String()
+		}
+		r.log.Warn("foreign keys created NOT VALID: each chunk was read under its own snapshot, so their rows are checked once the stream has caught up (the stream validates them, and status, verify and cutover name them until then); they are enforced for every new write",
+			zap.Strings("foreign_keys", names))
+	}
+	r.log.Info("foreign keys, triggers and the rest of the schema built", zap.Duration("took", time.Since(start).Round(time.Millisecond)))
+	if n, err := refreshMatviews(ctx, r.matviews, r.dst); err != nil {
+		return err
+	} else if n > 0 {
+		r.log.Info("materialized views filled on the target", zap.Int("count", n))
+	}
+	return nil
+}
+
+// buildTables builds the indexes of every table not built yet, with Jobs
+// builders; recopied says a table was replanned as one unit instead
+// (recopyWhole), to be copied again.
+func (r *run) buildTables(ctx context.Context) (recopied bool, err error) {
 	next := make(chan string)
+	var mu sync.Mutex
+	var failed []error
+	var failedTables []string
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(next)
@@ -162,29 +204,25 @@ func (r *run) buildPostData(ctx context.Context) error {
 		g.Go(func() error {
 			for t := range next {
 				if _, err := r.pd.build(gctx, t, true); err != nil {
-					return err
+					mu.Lock()
+					failed, failedTables = append(failed, err), append(failedTables, t)
+					mu.Unlock()
 				}
 			}
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		return false, err
 	}
-	if _, err := r.pd.build(ctx, "", true); err != nil {
-		return err
+	for i, err := range failed {
+		again, err := recopyWhole(ctx, r.dst, failedTables[i], err, r.log)
+		if err != nil {
+			return false, err
+		}
+		recopied = recopied || again
 	}
-	if len(r.pd.notValid) > 0 {
-		r.log.Warn("foreign keys created NOT VALID: each chunk was read under its own snapshot, so their rows are checked only once the stream has caught up; they are enforced for every new write. Once `replicator status` shows no lag, run ALTER TABLE … VALIDATE CONSTRAINT for each (or copy with --one-snapshot, which validates them at once)",
-			zap.Strings("foreign_keys", r.pd.notValid))
-	}
-	r.log.Info("foreign keys, triggers and the rest of the schema built", zap.Duration("took", time.Since(start).Round(time.Millisecond)))
-	if n, err := refreshMatviews(ctx, r.matviews, r.dst); err != nil {
-		return err
-	} else if n > 0 {
-		r.log.Info("materialized views filled on the target", zap.Int("count", n))
-	}
-	return nil
+	return recopied, nil
 }
 
 // analyzeRest gathers planner statistics for the tables no worker
@@ -243,7 +281,7 @@ func Join(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	if planned == 0 {
-		return fmt.Errorf("%w: start it with `replicator snapshot --chunked`, then join once it copies", ErrNothingToJoin)
+		return fmt.Errorf("%w: start the copy with `replicator snapshot` (or `replicator run`) against this target, then join once it copies", ErrNothingToJoin)
 	}
 	src, err := connect(ctx, cfg.SourceURL, "source", nil)
 	if err != nil {

@@ -60,9 +60,6 @@ type Config struct {
 	// resumes with the chunks not done, and each table's indexes are built
 	// as soon as its data is complete.
 	OneSnapshot bool
-	// Chunked is the default and ignored; kept so that callers that ask
-	// for it still build. Deprecated: leave it out.
-	Chunked bool
 	// Progress receives progress events; nil for none.
 	Progress Progress
 	// Metrics are the Prometheus counters the copy adds to, built once per

@@ -3,8 +3,8 @@
 // must start so that the stream continues exactly where the copy ends: no
 // gap, no duplicate.
 //
-// By default (Config's zero value; the command needs --chunked) the copy
-// is chunked (ledger.go, "The chunked copy" below):
+// By default (Config's zero value, and so the command's and the demo's)
+// the copy is chunked (ledger.go, "The chunked copy" below):
 // each chunk under a short source snapshot of its own, recorded in a
 // ledger on the target, so that an interrupted run resumes and no source
 // transaction stays open for hours. With Config.OneSnapshot
@@ -59,6 +59,7 @@
 //     the very end state.SetSnapshotStatus(done), a synchronous commit after
 //     every chunk's (asynchronous) one.
 //   - target, for the chunked copy: replicator.chunks (the ledger),
+//     replicator.pending_fks (the foreign keys not validated yet),
 //     replicator.postdata (the post-data units built) and
 //     replicator.snapshot_progress (what `replicator status` shows).
 //   - target: a session advisory lock (key 0x7265706c69636174) for the run.
@@ -75,7 +76,7 @@
 // to snapshot first. Memory stays bounded by jobs ×
 // 256 KiB of COPY text whatever the table sizes.
 //
-// # The chunked copy (ledger.go): Config's default, the command's --chunked
+// # The chunked copy (ledger.go): the default
 //
 // Without Config.OneSnapshot the copy survives interruption and holds no
 // snapshot for hours: steps 3 and 5 above become the ledger below, the
@@ -103,20 +104,24 @@
 //
 // Foreign keys are created NOT VALID after a chunked copy (a row may
 // reference one that another chunk's snapshot did not hold until the
-// stream has caught up); they are enforced for new writes, and ALTER
-// TABLE … VALIDATE CONSTRAINT checks the copied rows once the stream has
-// caught up. A run logs them.
+// stream has caught up); they are enforced for new writes, and recorded
+// in replicator.pending_fks in the transaction that creates them
+// (foreignkeys.go). ValidateForeignKeys runs ALTER TABLE … VALIDATE
+// CONSTRAINT for each and drops its record when it holds; `run` and
+// `stream` call it beside the stream with backoff, `cutover` before the
+// fence (refusing while one fails), and `status` names those left.
 //
-// Not carried yet, and why `replicator snapshot` still copies under one
-// snapshot unless given --chunked (Config's zero value is the chunked
-// copy): a unique index on columns other than the chunking key can see a
-// value twice when it moved between rows of two chunks read at different
-// times, and its build then fails (the error names the index; copy with
-// --one-snapshot); and `make demo` (trigger capture, a partitioned table
-// keyed by two columns, live writes) stopped its stream after a chunked
-// copy on a duplicate key in a partition, so partitioned tables under the
-// chunk filter need work first. Tables created on the source after the
-// copy began are neither copied nor detected by this package.
+// A unique index on columns other than the chunking key can see a value
+// twice when the value moved between rows of two chunks read at
+// different times, and the table's build then fails (SQLSTATE 23505).
+// The table's rows are then removed from the target and its chunks
+// replaced by one whole-table unit, claimed next and read under one
+// snapshot, which the source's own index holds to; the build follows it
+// (recopyWhole, with a warning naming the table). Chunks are claimed
+// largest table first (the ledger's ord), so that the longest index
+// build runs while the other tables copy. Tables created on the source
+// after the copy began are copied by the stream's schema handling
+// (addtable.go), not by Run.
 //
 // The capture point (slot, or trigger capture's tick 0) is created once,
 // before the first chunk. replicator.chunks on the target then lists every

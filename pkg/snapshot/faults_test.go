@@ -56,8 +56,8 @@ func connectionCutMidCopy(t *testing.T, side string, oneSnapshot bool) {
 		srcURL = via(t, px, srcURL)
 	}
 	args := []string{"--source", srcURL, "--target", dstURL, "--jobs", "2", "--chunk-mb", "1", "--replica-identity-full"}
-	if !oneSnapshot {
-		args = append(args, "--chunked")
+	if oneSnapshot {
+		args = append(args, "--one-snapshot")
 	}
 
 	var stderr bytes.Buffer

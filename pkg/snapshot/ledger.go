@@ -20,14 +20,17 @@ package snapshot
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -36,7 +39,10 @@ import (
 
 // ledgerDDL creates the ledger. lo and hi bound key_column's values
 // (lo <= k < hi; NULL is no bound); key_column NULL is a whole-table unit.
-// snapshot is NULL until the chunk is done.
+// snapshot is NULL until the chunk is done. Workers claim chunks in ord
+// order, the table's rank by size (0 the largest): the largest table's
+// data is complete first, so that its index build, the longest, runs
+// while the other tables copy rather than alone at the end.
 const ledgerDDL = `CREATE SCHEMA IF NOT EXISTS replicator;
 CREATE TABLE IF NOT EXISTS replicator.chunks (
 	table_name text NOT NULL,
@@ -48,8 +54,10 @@ CREATE TABLE IF NOT EXISTS replicator.chunks (
 	rows bigint,
 	bytes bigint,
 	done_at timestamptz,
+	ord int NOT NULL DEFAULT 0,
 	PRIMARY KEY (table_name, chunk)
-)`
+);
+ALTER TABLE replicator.chunks ADD COLUMN IF NOT EXISTS ord int NOT NULL DEFAULT 0`
 
 // ledgerLockKey is the advisory lock (on the target) held while the
 // ledger is planned.
@@ -145,37 +153,43 @@ func planLedger(ctx context.Context, src querier, dst *pgx.Conn, tables []*table
 	if total > 0 {
 		return total, done, nil
 	}
-	for _, t := range tables {
-		key, err := chunkKey(ctx, src, t)
+	bySize := slices.Clone(tables)
+	slices.SortStableFunc(bySize, func(a, b *table) int { return cmp.Compare(b.Bytes, a.Bytes) })
+	for ord, t := range bySize {
+		n, err := planTable(ctx, src, tx, t, ord, chunkBytes)
 		if err != nil {
 			return 0, 0, err
 		}
-		var ranges [][2]*int64
-		if key != "" {
-			ranges, err = keyRanges(ctx, src, t, key, chunkBytes)
-			if err != nil {
-				return 0, 0, err
-			}
-		}
-		if len(ranges) == 0 {
-			ranges = [][2]*int64{{nil, nil}}
-		}
-		for i, r := range ranges {
-			var keyCol *string
-			if key != "" {
-				keyCol = &key
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO replicator.chunks (table_name, chunk, key_column, lo, hi) VALUES ($1, $2, $3, $4, $5)`,
-				t.qualified(), i, keyCol, r[0], r[1]); err != nil {
-				return 0, 0, fmt.Errorf("record the chunks of %s on the target: %w", t.qualified(), err)
-			}
-			total++
-		}
+		total += n
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, 0, fmt.Errorf("record the copy plan on the target: %w", err)
 	}
 	return total, 0, nil
+}
+
+// planTable records t's chunks in the ledger within tx, claimed in ord
+// order, and returns how many.
+func planTable(ctx context.Context, src querier, tx pgx.Tx, t *table, ord int, chunkBytes int64) (int, error) {
+	key, err := chunkKey(ctx, src, t)
+	if err != nil {
+		return 0, err
+	}
+	ranges := [][2]*int64{{nil, nil}}
+	var keyCol *string
+	if key != "" {
+		keyCol = &key
+		if ranges, err = keyRanges(ctx, src, t, key, chunkBytes); err != nil {
+			return 0, err
+		}
+	}
+	for i, r := range ranges {
+		if _, err := tx.Exec(ctx, `INSERT INTO replicator.chunks (table_name, chunk, key_column, lo, hi, ord) VALUES ($1, $2, $3, $4, $5, $6)`,
+			t.qualified(), i, keyCol, r[0], r[1], ord); err != nil {
+			return 0, fmt.Errorf("record the chunks of %s on the target: %w", t.qualified(), err)
+		}
+	}
+	return len(ranges), nil
 }
 
 // keyRanges splits t's key span into ranges holding about chunkBytes each,
@@ -212,7 +226,8 @@ type ledgerWorker struct {
 	// pd builds a table's indexes once its last chunk is committed; nil
 	// in a joining process, which leaves them to the run that drives the
 	// copy.
-	pd *postData
+	pd  *postData
+	log *zap.Logger
 }
 
 func openLedgerWorker(ctx context.Context, cfg *Config, tables map[string]*table, lz4 bool) (*ledgerWorker, error) {
@@ -248,7 +263,7 @@ func (w *ledgerWorker) next(ctx context.Context, rep *reporter) (bool, error) {
 	c := &ledgerChunk{}
 	var key *string
 	err = tx.QueryRow(ctx, `SELECT table_name, chunk, key_column, lo, hi FROM replicator.chunks
-		WHERE snapshot IS NULL ORDER BY chunk, table_name LIMIT 1 FOR UPDATE SKIP LOCKED`).Scan(&c.table, &c.n, &key, &c.lo, &c.hi)
+		WHERE snapshot IS NULL ORDER BY ord, table_name, chunk LIMIT 1 FOR UPDATE SKIP LOCKED`).Scan(&c.table, &c.n, &key, &c.lo, &c.hi)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -294,8 +309,12 @@ func (w *ledgerWorker) buildTable(ctx context.Context, table string) error {
 		return nil
 	}
 	built, err := w.pd.build(ctx, table, false)
-	if err != nil || !built {
+	if err != nil {
+		_, err = recopyWhole(ctx, w.dst, table, err, w.log)
 		return err
+	}
+	if !built {
+		return nil
 	}
 	if _, err := w.dst.Exec(ctx, "ANALYZE "+table); err != nil {
 		return fmt.Errorf("analyze %s on the target: %w", table, err)
@@ -360,7 +379,8 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 	if _, err := w.src.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		return "", 0, 0, fmt.Errorf("begin chunk %s on the source: %w", c, err)
 	}
-	// Ended whatever happens: no source transaction outlives its chunk.
+	// Ended whatever happens (once the chunk is read, below, or at the
+	// latest here): no source transaction outlives its chunk.
 	defer w.src.Exec(context.Background(), "ROLLBACK")
 	// A key range is read with a bitmap heap scan rather than an index
 	// scan: each heap page is visited once, in physical order, as a ctid
@@ -374,8 +394,12 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 	if err := w.src.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
 		return "", 0, 0, fmt.Errorf("take chunk %s's snapshot on the source: %w", c, err)
 	}
-	pr, pw := io.Pipe()
-	counted := &countingWriter{w: pw, table: c.table, rep: rep, rows: &rows, bytes: &bytes}
+	sp, err := newSpool()
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("chunk %s: create its spool file: %w", c, err)
+	}
+	defer sp.Close()
+	counted := &countingWriter{w: sp, table: c.table, rep: rep, rows: &rows, bytes: &bytes}
 	buf := bufio.NewWriterSize(counted, pipeBuffer)
 	srcDone := make(chan error, 1)
 	go func() {
@@ -383,19 +407,22 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 		if err == nil {
 			err = buf.Flush()
 		}
+		// The chunk is read: its source transaction ends now, not when
+		// the target has written it.
+		w.src.Exec(context.Background(), "ROLLBACK")
 		if err != nil {
 			err = fmt.Errorf("read chunk %s from the source: %w", c, err)
 		}
-		pw.CloseWithError(err)
+		sp.CloseWrite(err)
 		srcDone <- err
 	}()
 	target := "COPY " + c.table + " FROM STDIN"
 	if len(t.Columns) > 0 {
 		target = fmt.Sprintf("COPY %s (%s) FROM STDIN", c.table, t.columnList())
 	}
-	_, dstErr := w.dst.PgConn().CopyFrom(ctx, pr, target)
+	_, dstErr := w.dst.PgConn().CopyFrom(ctx, sp.reader(), target)
 	if dstErr != nil {
-		pr.CloseWithError(dstErr)
+		sp.Abort(dstErr)
 	}
 	if srcErr := <-srcDone; srcErr != nil {
 		return "", 0, 0, srcErr
@@ -448,7 +475,7 @@ func copyLedgerWait(ctx context.Context, cfg *Config, tables []*table, lz4 bool,
 		log.Info("copying data in chunks", zap.Int("chunks", total), zap.Int("jobs", cfg.Jobs))
 	}
 	for {
-		if err := claimAll(ctx, cfg, byName, lz4, rep, pd); err != nil {
+		if err := claimAll(ctx, cfg, byName, lz4, rep, pd, log); err != nil {
 			return err
 		}
 		// Chunks claimed by other processes may still be running: the copy
@@ -474,7 +501,7 @@ func copyLedgerWait(ctx context.Context, cfg *Config, tables []*table, lz4 bool,
 }
 
 // claimAll runs cfg.Jobs workers until none can claim a chunk.
-func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bool, rep *reporter, pd *postData) error {
+func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bool, rep *reporter, pd *postData, log *zap.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for range cfg.Jobs {
 		g.Go(func() error {
@@ -483,7 +510,7 @@ func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bo
 				return err
 			}
 			defer w.close()
-			w.pd = pd
+			w.pd, w.log = pd, log
 			for {
 				more, err := w.next(gctx, rep)
 				if err != nil || !more {
@@ -493,6 +520,56 @@ func claimAll(ctx context.Context, cfg *Config, byName map[string]*table, lz4 bo
 		})
 	}
 	return g.Wait()
+}
+
+// recopyWhole handles a failed build of table's indexes. When it failed
+// on a duplicate value in a unique index and the table was copied in
+// several chunks, the duplicate can be the chunks' doing, not the
+// source's: a value that moved from a row of one chunk to a row of
+// another between their two snapshots is on the target twice until the
+// stream has caught up. Then the table's rows are removed from the
+// target and its chunks replaced by one whole-table unit, claimed next
+// and read under one snapshot (which the source's unique index holds
+// to), and the build follows it as for any table: recopied is true.
+// Otherwise buildErr is returned as it is.
+func recopyWhole(ctx context.Context, dst *pgx.Conn, table string, buildErr error, log *zap.Logger) (recopied bool, err error) {
+	var pgErr *pgconn.PgError
+	if !errors.As(buildErr, &pgErr) || pgErr.Code != pgerrcode.UniqueViolation {
+		return false, buildErr
+	}
+	tx, err := dst.Begin(ctx)
+	if err != nil {
+		return false, buildErr
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(ledgerLockKey)); err != nil {
+		return false, fmt.Errorf("%w (and locking the chunk ledger to copy it again as one unit failed: %v)", buildErr, err)
+	}
+	var chunks int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM replicator.chunks WHERE table_name = $1`, table).Scan(&chunks); err != nil || chunks < 2 {
+		return false, buildErr
+	}
+	for _, q := range []string{
+		`TRUNCATE ONLY ` + table,
+		`DELETE FROM replicator.chunks WHERE table_name = $1`,
+		`INSERT INTO replicator.chunks (table_name, chunk, ord) VALUES ($1, 0, -1)`,
+	} {
+		args := []any{table}
+		if !strings.Contains(q, "$1") {
+			args = nil
+		}
+		if _, err := tx.Exec(ctx, q, args...); err != nil {
+			return false, fmt.Errorf("%w (and replanning %s as one unit failed: %v)", buildErr, table, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, fmt.Errorf("%w (and replanning %s as one unit failed: %v)", buildErr, table, err)
+	}
+	if log != nil {
+		log.Warn("a unique index saw a value twice across chunks read at different times: copying the table again as one unit, under one snapshot (one source transaction for the whole table)",
+			zap.String("table", table), zap.String("index_error", pgErr.Message), zap.Int("chunks_dropped", chunks))
+	}
+	return true, nil
 }
 
 // groupDigits writes n with thousands separators: 1,024.

@@ -347,8 +347,8 @@ func TestChunkedRunWithJoinedWorkers(t *testing.T) {
 	pg.Exec(t, src, ledgerTestDDL+ledgerTestRows+"ANALYZE;")
 	bg := context.Background()
 	cfg.Capture, cfg.ChunkBytes, cfg.Jobs = CaptureTrigger, 16<<10, 1
-	if err := Join(bg, cfg, testLogger(t)); !errors.Is(err, ErrNothingToJoin) || !strings.Contains(err.Error(), "--chunked") {
-		t.Errorf("Join before any copy: %v, want ErrNothingToJoin naming --chunked", err)
+	if err := Join(bg, cfg, testLogger(t)); !errors.Is(err, ErrNothingToJoin) || !strings.Contains(err.Error(), "replicator snapshot") {
+		t.Errorf("Join before any copy: %v, want ErrNothingToJoin naming `replicator snapshot`", err)
 	}
 	ctx, stopWriter := context.WithCancel(bg)
 	writerDone := make(chan error, 1)

@@ -63,7 +63,7 @@ type postData struct {
 	// build, so that the analyze phase does not do them again.
 	analyzed sync.Map
 	// notValid lists the foreign keys created NOT VALID, set by build("").
-	notValid []string
+	notValid []ForeignKey
 }
 
 // splitPostData reads the dump's table of contents (without what
@@ -247,6 +247,9 @@ func (pd *postData) build(ctx context.Context, unit string, wait bool) (bool, er
 		if _, err := tx.Exec(ctx, script); err != nil {
 			return false, fmt.Errorf("build the indexes and constraints of %s on the target: %w", unitName(unit), err)
 		}
+		if err := recordPendingFKs(ctx, tx, pd.notValid); err != nil {
+			return false, err
+		}
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO replicator.postdata (table_name) VALUES ($1)`, unit); err != nil {
 		return false, fmt.Errorf("record the post-data of %s done on the target: %w", unitName(unit), err)
@@ -266,28 +269,31 @@ func (pd *postData) build(ctx context.Context, unit string, wait bool) (bool, er
 // CONSTRAINT` checks the rows once the stream has caught up. A
 // partitioned table's foreign key cannot be NOT VALID before
 // PostgreSQL 18: pg_dump writes it without ONLY, and it is left as is.
-func foreignKeysNotValid(script string) (string, []string) {
+func foreignKeysNotValid(script string) (string, []ForeignKey) {
 	var b strings.Builder
-	var names []string
-	fk, only := false, false
+	var keys []ForeignKey
+	var k *ForeignKey
 	for line := range strings.SplitSeq(script, "\n") {
 		switch {
 		case strings.HasPrefix(line, "-- Name: "):
-			fk = strings.Contains(line, "; Type: FK CONSTRAINT; ")
-			if fk {
-				name, _, _ := strings.Cut(strings.TrimPrefix(line, "-- Name: "), "; Type: ")
-				names = append(names, name)
+			k = nil
+			if strings.Contains(line, "; Type: FK CONSTRAINT; ") {
+				k = &ForeignKey{}
 			}
-		case fk && strings.HasPrefix(line, "ALTER TABLE ONLY "):
-			only = true
-		case fk && only && strings.HasSuffix(line, ";"):
+		case k != nil && strings.HasPrefix(line, "ALTER TABLE ONLY "):
+			k.Table = strings.TrimPrefix(line, "ALTER TABLE ONLY ")
+		case k != nil && k.Table != "" && strings.HasSuffix(line, ";"):
+			if name, _, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "ADD CONSTRAINT "), " FOREIGN KEY "); ok {
+				k.Name = name
+				keys = append(keys, *k)
+			}
 			line = strings.TrimSuffix(line, ";") + " NOT VALID;"
-			fk, only = false, false
+			k = nil
 		}
 		b.WriteString(line)
 		b.WriteByte('\n')
 	}
-	return strings.TrimSuffix(b.String(), "\n"), names
+	return strings.TrimSuffix(b.String(), "\n"), keys
 }
 
 // createPostdataLedger creates replicator.postdata if it is missing.

@@ -12,7 +12,8 @@ import (
 )
 
 // A table's indexes are built as soon as its data is complete, while
-// other tables are still being copied; a build killed (kill -9) half-way
+// other tables are still being copied (and built: a build waiting on a
+// lock holds up no other table's); a build killed (kill -9) half-way
 // leaves no index and no record behind, and the rerun resumes, builds it
 // and ends identical to the source with every index and foreign key.
 func TestCLIKill9DuringIndexBuildThenResume(t *testing.T) {
@@ -34,7 +35,7 @@ func TestCLIKill9DuringIndexBuildThenResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer px.Close()
-	args := []string{"--source", via(t, px, pg.URL(src)), "--target", pg.URL(dst), "--jobs", "2", "--chunk-mb", "1", "--chunked"}
+	args := []string{"--source", via(t, px, pg.URL(src)), "--target", pg.URL(dst), "--jobs", "2", "--chunk-mb", "1"}
 
 	var stderr bytes.Buffer
 	first := snapshotCmd(t, args...)
@@ -71,9 +72,12 @@ func TestCLIKill9DuringIndexBuildThenResume(t *testing.T) {
 	if _, err := holder.Exec(ctx, `BEGIN; LOCK TABLE big IN ACCESS SHARE MODE`); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("small's indexes built while big is copied", `SELECT EXISTS (SELECT 1 FROM replicator.postdata WHERE table_name = '"public"."small"')
-		AND EXISTS (SELECT 1 FROM replicator.chunks WHERE table_name = '"public"."big"' AND snapshot IS NULL)`)
+	// big, the largest, is copied first; its build then waits behind the
+	// holder while the other worker copies small and builds its indexes.
 	waitFor("big's index build waiting", `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE relation = 'big'::regclass AND NOT granted)`)
+	waitFor("small's indexes built while big's build waits", `SELECT EXISTS (SELECT 1 FROM replicator.postdata WHERE table_name = '"public"."small"')
+		AND NOT EXISTS (SELECT 1 FROM replicator.postdata WHERE table_name = '"public"."big"')
+		AND EXISTS (SELECT 1 FROM pg_locks WHERE relation = 'big'::regclass AND NOT granted)`)
 	first.Process.Signal(syscall.SIGKILL)
 	<-exited
 	if _, err := holder.Exec(ctx, `COMMIT`); err != nil {

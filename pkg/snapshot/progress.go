@@ -13,6 +13,9 @@ type reporter struct {
 	rows   atomic.Int64
 	bytes  atomic.Int64
 	chunks atomic.Int64
+	// committed counts the chunks this process committed (chunks also
+	// counts those an earlier or other process had).
+	committed atomic.Int64
 
 	// What the target's progress row shows (record.go).
 	phaseName                           atomic.Value // string
@@ -52,6 +55,7 @@ func (r *reporter) copied(table string, rows, bytes int64) {
 
 func (r *reporter) chunkDone(table string) {
 	r.chunks.Add(1)
+	r.committed.Add(1)
 	r.m.chunkDone()
 	if r.p != nil {
 		r.p.ChunkDone(table)

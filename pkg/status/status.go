@@ -55,10 +55,14 @@ type Status struct {
 	// lag with a source connection). RolledBack: a rollback gave the
 	// source back. Fence is the cutover's fence on the source as
 	// replicator.cutover records it, nil when none.
-	Direction  string         `json:"direction"`
-	Reverse    *ReverseStatus `json:"reverse,omitempty"`
-	RolledBack bool           `json:"rolled_back,omitempty"`
-	Fence      *FenceStatus   `json:"fence,omitempty"`
+	// PendingForeignKeys names the foreign keys a chunked copy created
+	// NOT VALID that are not validated yet (the stream validates them
+	// once caught up; cutover refuses while any is left).
+	PendingForeignKeys []string       `json:"pending_foreign_keys,omitempty"`
+	Direction          string         `json:"direction"`
+	Reverse            *ReverseStatus `json:"reverse,omitempty"`
+	RolledBack         bool           `json:"rolled_back,omitempty"`
+	Fence              *FenceStatus   `json:"fence,omitempty"`
 	// BatchesBehind is how many trigger-capture batches the source has
 	// closed that the target has not applied (only with a source
 	// connection).
@@ -145,6 +149,17 @@ func Gather(ctx context.Context, target, source *pgx.Conn) (*Status, error) {
 	}
 	if err := s.readDirection(ctx, target, source); err != nil {
 		return nil, err
+	}
+	fks, err := state.PendingForeignKeys(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range fks {
+		line := k.String()
+		if k.LastError != "" {
+			line += " (last try: " + k.LastError + ")"
+		}
+		s.PendingForeignKeys = append(s.PendingForeignKeys, line)
 	}
 	if sc, err := schemachange.ReadSummary(ctx, target); err == nil && sc.Seen > 0 {
 		s.SchemaChanges = &SchemaChanges{Seen: sc.Seen, Applied: sc.Applied, Stopped: sc.Stopped, Last: sc.Last, LastAt: sc.LastAt}
@@ -361,6 +376,9 @@ func (s *Status) WriteText(w io.Writer) {
 		fmt.Fprintf(&b, "schema changes:  %d seen, %d applied, %d stopped the stream; last (%s): %s\n",
 			sc.Seen, sc.Applied, sc.Stopped, sc.LastAt.UTC().Format(time.RFC3339), sc.Last)
 	}
+	if line := s.pendingFKsLine(); line != "" {
+		fmt.Fprintf(&b, "foreign keys:    %s\n", line)
+	}
 	fmt.Fprintf(&b, "last error:      %s\n", orDash(s.LastError))
 	fmt.Fprintf(&b, "started:         %s, updated %s\n", s.StartedAt.UTC().Format(time.RFC3339), s.UpdatedAt.UTC().Format(time.RFC3339))
 	io.WriteString(w, b.String())
@@ -391,6 +409,9 @@ func (s *Status) WriteMarkdown(w io.Writer, h report.Header) error {
 	if sl := s.Slot; sl != nil {
 		rows = append(rows, [2]string{"Source slot", fmt.Sprintf("%s, active=%t, confirmed %s, retains %s of WAL (%s)",
 			sl.Name, sl.Active, orDash(sl.ConfirmedFlushLSN), units.Bytes(sl.RetainedWALBytes), orDash(sl.WALStatus))})
+	}
+	if line := s.pendingFKsLine(); line != "" {
+		rows = append(rows, [2]string{"Foreign keys", line})
 	}
 	rows = append(rows, [2]string{"Last error", orDash(s.LastError)},
 		[2]string{"Migration started", s.StartedAt.UTC().Format(time.RFC3339)}, [2]string{"Bookkeeping updated", s.UpdatedAt.UTC().Format(time.RFC3339)})
@@ -423,6 +444,16 @@ func (s *Status) lag() string {
 		return "- (no capture recorded on the target)"
 	}
 	return "pass --source to see it"
+}
+
+// pendingFKsLine says which foreign keys are not validated yet; "" when
+// none.
+func (s *Status) pendingFKsLine() string {
+	if len(s.PendingForeignKeys) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d created NOT VALID by the chunked copy, not validated yet (the stream validates them once it has caught up; cutover refuses until then): %s",
+		len(s.PendingForeignKeys), strings.Join(s.PendingForeignKeys, "; "))
 }
 
 func orDash(s string) string {

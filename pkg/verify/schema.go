@@ -459,8 +459,13 @@ func diffTable(q string, s, t *schemaTable) []SchemaDiff {
 		case p.src != p.tgt:
 			add(obj, SchemaName, p.src, p.tgt, fmt.Sprintf("ALTER TABLE %s RENAME CONSTRAINT %s TO %s", qt, tk.sql, sk.sql))
 		case sCon[p.src] != tCon[p.tgt]:
-			add(obj, SchemaDefinition, sk.def, tk.def,
-				fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT %s, ADD CONSTRAINT %s %s", qt, tk.sql, sk.sql, sk.def))
+			fix := fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT %s, ADD CONSTRAINT %s %s", qt, tk.sql, sk.sql, sk.def)
+			if tk.def == sk.def+" NOT VALID" {
+				// A chunked copy's foreign key, not validated yet: the
+				// stream and cutover validate it once caught up.
+				fix = fmt.Sprintf("once the stream has caught up (the stream and cutover do it themselves): ALTER TABLE %s VALIDATE CONSTRAINT %s", qt, tk.sql)
+			}
+			add(obj, SchemaDefinition, sk.def, tk.def, fix)
 		}
 	}
 	return out

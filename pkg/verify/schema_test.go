@@ -200,13 +200,21 @@ func TestSnapshotCopyHasNoSchemaDifferences(t *testing.T) {
 		INSERT INTO parents VALUES (1, 'a');
 		INSERT INTO items (parent, qty, price, note, email, during) SELECT 1, i, i, 'n' || i, 'e' || i, tstzrange(now(), now() + interval '1 day') FROM generate_series(1, 50) i;
 		INSERT INTO events SELECT i, '2025-06-01'::timestamptz + i * interval '1 day', 'x' FROM generate_series(1, 300) i`)
-	// The copy `replicator snapshot` makes by default. (A chunked copy makes
-	// its foreign keys NOT VALID, which verify reports with the fix.)
-	_, err := snapshot.Run(context.Background(), snapshot.Config{SourceURL: pg.URL(src), TargetURL: pg.URL(dst), Jobs: 2, Capture: "trigger", OneSnapshot: true}, nil)
+	// The copy `replicator snapshot` makes by default: chunked, its foreign
+	// keys NOT VALID until validated, which verify reports with the fix
+	// until then.
+	_, err := snapshot.Run(context.Background(), snapshot.Config{SourceURL: pg.URL(src), TargetURL: pg.URL(dst), Jobs: 2, Capture: "trigger"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rep := runVerify(t, testConfig(src, dst))
+	if len(rep.Schema) != 1 || !strings.Contains(rep.Schema[0].Target, "NOT VALID") || !strings.Contains(rep.Schema[0].Fix, "VALIDATE CONSTRAINT items_parent_fk") {
+		t.Errorf("schema differences before the foreign keys are validated: %v, want items_parent_fk NOT VALID with VALIDATE CONSTRAINT as the fix", rep.Schema)
+	}
+	if validated, left, err := snapshot.ValidateForeignKeys(context.Background(), pg.Connect(t, dst)); err != nil || len(validated) != 1 || len(left) != 0 {
+		t.Fatalf("validate the copy's foreign keys: validated %v, left %v, err %v; want items_parent_fk validated", validated, left, err)
+	}
+	rep = runVerify(t, testConfig(src, dst))
 	for _, d := range rep.Schema {
 		t.Errorf("schema difference in a snapshot copy: %s", d)
 	}
