@@ -73,6 +73,21 @@ func (r *runner) flagURLs() (string, string) {
 	return shellQuote(placeholderURL(r.cfg.SourceURL, "<PASSWORD>")), shellQuote(placeholderURL(r.cfg.TargetURL, "<PASSWORD>"))
 }
 
+// open checks cfg, gives a nil log a no-op one, and connects to both
+// sides: what every entry point does first.
+func open(ctx context.Context, cfg *Config, log *zap.Logger) (src, tgt *pgx.Conn, _ *zap.Logger, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if src, tgt, err = connectBoth(ctx, cfg); err != nil {
+		return nil, nil, nil, err
+	}
+	return src, tgt, log, nil
+}
+
 func connectBoth(ctx context.Context, cfg *Config) (src, tgt *pgx.Conn, err error) {
 	scfg, err := pgutil.ParseConfig(cfg.SourceURL, "source")
 	if err != nil {
@@ -94,13 +109,7 @@ func connectBoth(ctx context.Context, cfg *Config) (src, tgt *pgx.Conn, err erro
 // Run runs the cutover's steps, printing one line per step to out. It
 // returns ErrDifferences when the final verification finds differences.
 func Run(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) (err error) {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	if log == nil {
-		log = zap.NewNop()
-	}
-	src, tgt, err := connectBoth(ctx, &cfg)
+	src, tgt, log, err := open(ctx, &cfg, log)
 	if err != nil {
 		return err
 	}
@@ -600,13 +609,7 @@ func (r *runner) verify(ctx context.Context) error {
 // of the steps that only held while fenced. Without a fence record it
 // changes nothing.
 func Unfence(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	if log == nil {
-		log = zap.NewNop()
-	}
-	src, tgt, err := connectBoth(ctx, &cfg)
+	src, tgt, log, err := open(ctx, &cfg, log)
 	if err != nil {
 		return err
 	}

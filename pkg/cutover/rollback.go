@@ -61,13 +61,7 @@ func (b *rollback) reverseFlags() string {
 // Config.MaxLag. It returns ErrDifferences when the verification inside
 // its freeze finds differences; both sides then stay fenced.
 func Rollback(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	if log == nil {
-		log = zap.NewNop()
-	}
-	src, tgt, err := connectBoth(ctx, &cfg)
+	src, tgt, log, err := open(ctx, &cfg, log)
 	if err != nil {
 		return err
 	}
