@@ -69,10 +69,7 @@ func (c *runCmd) Run(ctx context.Context, g *Globals) error {
 	if err := streamMetrics(&cfg, reg); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go validateForeignKeysWhileStreaming(ctx, c.Target, log)
-	return apply.Stream(ctx, cfg, log)
+	return streamValidatingForeignKeys(ctx, cfg, c.Target, log)
 }
 
 // holdStreamLock takes the target's stream lock (apply.LockStream) on a

@@ -56,10 +56,7 @@ func (c *streamCmd) Run(ctx context.Context, g *Globals) error {
 	if err := streamMetrics(&cfg, reg); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go validateForeignKeysWhileStreaming(ctx, c.Target, log)
-	return apply.Stream(ctx, cfg, log)
+	return streamValidatingForeignKeys(ctx, cfg, c.Target, log)
 }
 
 // streamMetrics builds the stream's metrics on reg, once per process.
