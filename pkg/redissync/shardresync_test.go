@@ -221,6 +221,15 @@ func TestFollowClusterSourceMasterKilled(t *testing.T) {
 	if replica == nil {
 		t.Fatalf("no replica of %s", m.Addr())
 	}
+	// Redis replicates asynchronously: writes the master acknowledged
+	// but had not yet sent are lost with it, and the source itself then
+	// holds less than was written. Wait until the replica has them all,
+	// so "each INCR once" can be counted against what was written.
+	mc := m.Client(0)
+	if n, err := mc.Do(ctx, "WAIT", 1, 10000).Int(); err != nil || n < 1 {
+		t.Fatalf("WAIT for the replica of %s: %d replicas, %v", m.Addr(), n, err)
+	}
+	mc.Close()
 	if err := m.Stop(testenv.Crash); err != nil { // kill -9
 		t.Fatal(err)
 	}
@@ -253,6 +262,11 @@ func TestFollowClusterSourceMasterKilled(t *testing.T) {
 		return true
 	})
 	counters(t, src, 200)
+	// The follower finds the new master once its reconnects to the dead
+	// one have failed (backoff) and it reads the topology again.
+	redistest.WaitFor(t, time.Minute, "the shard's follower on the new master", func() bool {
+		return logged(logs, "source shard failed over: following its new master") || logged(logs, "full resynchronisation of one source shard")
+	})
 	waitClusterCopy(t, src, dst, done, "after the failover")
 
 	for _, n := range src.Nodes {
