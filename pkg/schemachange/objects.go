@@ -446,3 +446,51 @@ func diffConstraints(o, n *Table, add func(Change)) {
 		}
 	}
 }
+
+// ObjectDifference is a type, sequence, function or view that one
+// database (the source) has otherwise than another (the target): what
+// verify reports beside the tables.
+type ObjectDifference struct {
+	Change Kind    // CreateObject: missing on the target; DropObject: only there; else a definition that differs
+	Kind   ObjKind // what the object is
+	Object string  // kind and name, e.g. "function public.total(integer)"
+	Name   string  // the name alone, schema-qualified
+	Source string  // the source's definition (enum labels, view query, …); "" when it has none
+	Target string  // the target's; "" when it has none
+	SQL    string  // what makes the target's like the source's (DropObject: drops it), "" when no statement can
+	Fix    string  // when SQL is "": what to do on the target
+}
+
+// DiffObjects compares the types, sequences, functions and views of the
+// captured schemas of src and tgt (each read through its own querier, in
+// one snapshot when it is a REPEATABLE READ transaction) and returns
+// every difference, in the order their SQL is run, and how many source
+// objects were compared. Objects are paired by kind and name.
+func DiffObjects(ctx context.Context, src, tgt querier) ([]ObjectDifference, int, error) {
+	s, t := &Catalog{Tables: map[uint32]*Table{}}, &Catalog{Tables: map[uint32]*Table{}}
+	if err := readObjects(ctx, src, s); err != nil {
+		return nil, 0, fmt.Errorf("source: %w", err)
+	}
+	if err := readObjects(ctx, tgt, t); err != nil {
+		return nil, 0, fmt.Errorf("target: %w", err)
+	}
+	aligned := &Catalog{}
+	alignObjects(t, s, aligned)
+	var out []ObjectDifference
+	add := func(c Change) {
+		d := ObjectDifference{Change: c.Kind, Object: c.Object, SQL: strings.Join(c.Stmts, "; "), Fix: c.Fix}
+		if o := s.Objects[c.Key]; o != nil {
+			d.Kind, d.Name, d.Source = o.Kind, o.display(), o.Def
+		}
+		if o := aligned.Objects[c.Key]; o != nil {
+			d.Kind, d.Name, d.Target = o.Kind, o.display(), o.Def
+			if c.Kind == DropObject {
+				d.SQL = o.dropSQL()
+			}
+		}
+		out = append(out, d)
+	}
+	diffObjects(aligned, s, true, add)
+	diffObjects(aligned, s, false, add)
+	return out, len(s.Objects), nil
+}

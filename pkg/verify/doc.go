@@ -19,7 +19,11 @@
 // foreign key, check, exclusion). Each difference names the object, what
 // each side has and the fix, the SQL to run on the target where one is
 // obvious; any makes the report different (exit 1), like a difference of the
-// data. Config.Tables narrows it to the same tables as the data. Not
+// data. Config.Tables narrows it to the same tables as the data. Without
+// Config.Tables the other objects the stream follows are compared as well
+// (schemaobjects.go): enums (labels in order), domains, composite and range
+// types, sequences (options), functions and procedures, views and
+// materialized views, each with the SQL the stream would have run. Not
 // compared, since the tool or RDS makes them differ by design: schema
 // replicator, triggers (capture triggers on the source, fence triggers),
 // owners, grants and role names. Definitions are compared as the servers

@@ -53,9 +53,14 @@ type Report struct {
 	// Schema lists the differences in the definitions (columns, indexes,
 	// constraints) of the tables on both sides, each with its fix; any
 	// is a difference (schema.go). SchemaTables is how many tables were
-	// compared so.
-	SchemaTables int          `json:"schema_tables_compared"`
-	Schema       []SchemaDiff `json:"schema_differences"`
+	// compared so. SchemaObjects is how many of the source's types,
+	// sequences, functions and views were compared (schemaobjects.go);
+	// ObjectsSkipped says they were not, because --tables narrowed the
+	// comparison.
+	SchemaTables   int          `json:"schema_tables_compared"`
+	SchemaObjects  int          `json:"schema_objects_compared"`
+	ObjectsSkipped bool         `json:"schema_objects_skipped,omitempty"`
+	Schema         []SchemaDiff `json:"schema_differences"`
 }
 
 // TableResult is one table's comparison.

@@ -234,17 +234,17 @@ var beforeSchemaRecheck = func() {}
 // is re-checked like a differing row, after Config.RecheckDelay and the
 // target's catching up, and only the differences found every time are
 // kept.
-func (c *comparer) schemaDifferences(ctx context.Context, live bool) ([]SchemaDiff, int, error) {
+func (c *comparer) schemaDifferences(ctx context.Context, live bool) ([]SchemaDiff, schemaCounts, error) {
 	diffs, n, err := compareSchemas(ctx, c.src, c.tgt, c.cfg.Tables)
 	for round := 0; err == nil && live && len(diffs) > 0 && round < c.cfg.Rechecks; round++ {
 		select {
 		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+			return nil, n, ctx.Err()
 		case <-time.After(c.cfg.RecheckDelay):
 		}
 		if c.cfg.WaitTimeout > 0 {
 			if _, err := waitApplied(ctx, c.src, c.tgt, c.cfg.WaitTimeout, c.log); err != nil {
-				return nil, 0, err
+				return nil, n, err
 			}
 		}
 		beforeSchemaRecheck()
@@ -271,32 +271,37 @@ func (c *comparer) schemaDifferences(ctx context.Context, live bool) ([]SchemaDi
 	return diffs, n, err
 }
 
+// schemaCounts is how many tables, and how many other objects (types,
+// sequences, functions, views), a schema comparison compared.
+type schemaCounts struct{ tables, objects int }
+
 // compareSchemas returns every difference between the definitions of the
-// tables on both sides, ordered by table and object, and how many tables
-// were compared.
-func compareSchemas(ctx context.Context, src, tgt *side, patterns []string) ([]SchemaDiff, int, error) {
+// tables on both sides, ordered by table and object, then those of the
+// other objects (schemaobjects.go) when no pattern narrows the comparison,
+// and how many of each were compared.
+func compareSchemas(ctx context.Context, src, tgt *side, patterns []string) ([]SchemaDiff, schemaCounts, error) {
 	var ss, ts map[string]*schemaTable
+	var n schemaCounts
 	var err error
 	if ss, err = loadSchema(ctx, src, patterns); err != nil {
-		return nil, 0, err
+		return nil, n, err
 	}
 	if ts, err = loadSchema(ctx, tgt, patterns); err != nil {
-		return nil, 0, err
+		return nil, n, err
 	}
 	windowKeys := map[string]bool{}
 	for _, sd := range []*side{src, tgt} {
 		if err := fallbackWindowKeys(ctx, sd, windowKeys); err != nil {
-			return nil, 0, err
+			return nil, n, err
 		}
 	}
 	var out []SchemaDiff
-	n := 0
 	for q, s := range ss {
 		t, ok := ts[q]
 		if !ok {
 			continue // the data comparison reports the table itself
 		}
-		n++
+		n.tables++
 		for _, d := range diffTable(q, s, t) {
 			if windowKeys[strings.ReplaceAll(d.Table, `"`, "")+" "+d.Object] {
 				continue
@@ -310,6 +315,13 @@ func compareSchemas(ctx context.Context, src, tgt *side, patterns []string) ([]S
 		}
 		return out[i].Object < out[j].Object
 	})
+	if len(patterns) == 0 {
+		objs, count, err := compareObjects(ctx, src, tgt)
+		if err != nil {
+			return nil, n, err
+		}
+		out, n.objects = append(out, objs...), count
+	}
 	return out, n, nil
 }
 
@@ -624,7 +636,11 @@ func orNone(s string) string {
 }
 
 func (r *Report) schemaSummary() string {
-	return fmt.Sprintf("%d tables compared (columns, indexes, constraints), %d differences", r.SchemaTables, len(r.Schema))
+	objects := fmt.Sprintf("%d types, sequences, functions and views", r.SchemaObjects)
+	if r.ObjectsSkipped {
+		objects = "types, sequences, functions and views not compared (--tables)"
+	}
+	return fmt.Sprintf("%d tables compared (columns, indexes, constraints), %s, %d differences", r.SchemaTables, objects, len(r.Schema))
 }
 
 // writeSchemaText lists the schema differences, each with its fix.
@@ -642,7 +658,7 @@ func (r *Report) writeSchemaMarkdown(b *strings.Builder) {
 	if len(r.Schema) == 0 {
 		return
 	}
-	b.WriteString("\n### Schema differences\n\n| Table | Object | Difference | Source | Target | Fix (on the target) |\n|---|---|---|---|---|---|\n")
+	b.WriteString("\n### Schema differences\n\n| Table or object | Kind | Difference | Source | Target | Fix (on the target) |\n|---|---|---|---|---|---|\n")
 	for _, d := range r.Schema {
 		fmt.Fprintf(b, "| `%s` | %s | %s | `%s` | `%s` | `%s` |\n", mdEscape(d.Table), mdEscape(d.Object), d.Kind,
 			mdEscape(d.Source), mdEscape(d.Target), mdEscape(d.Fix))

@@ -238,9 +238,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) (_ *Report, err error
 	if rep.MaterializedViews, err = compareMatViews(ctx, c.src, c.tgt, cfg.Tables); err != nil {
 		return nil, err
 	}
-	if rep.Schema, rep.SchemaTables, err = c.schemaDifferences(ctx, live); err != nil {
+	var counts schemaCounts
+	if rep.Schema, counts, err = c.schemaDifferences(ctx, live); err != nil {
 		return nil, err
 	}
+	rep.SchemaTables, rep.SchemaObjects, rep.ObjectsSkipped = counts.tables, counts.objects, len(cfg.Tables) > 0
 	rep.Duration = time.Since(started)
 	rep.Seconds = rep.Duration.Seconds()
 	log.Info("verify finished", zap.Int("tables", rep.TablesChecked), zap.Int("different", rep.TablesDifferent),
