@@ -111,3 +111,31 @@ func TestDDLStopStopsOnAView(t *testing.T) {
 		t.Error("--ddl stop created the view on the target")
 	}
 }
+
+// TestEnumLabelLearnedFromARefusedRow: under logical capture nothing in
+// the stream names a new enum label, and with the catalog poll an hour
+// away only the target's refusal of a row that carries the label can
+// tell the stream of it. The stream must then poll (at once, or in the
+// first poll of the session it retries in), add the label on the target
+// and apply the row, losing nothing.
+func TestEnumLabelLearnedFromARefusedRow(t *testing.T) {
+	m := startMigrationWith(t, snapshot.CaptureLogical, schemachange.ModeApply,
+		`CREATE TYPE mood AS ENUM ('ok', 'sad'); ALTER TABLE users ADD COLUMN mood mood DEFAULT 'ok';`, time.Hour)
+	// The stream is running and past its first poll once a change has
+	// reached the target.
+	deploy(t, m.src, `UPDATE users SET n = n + 1 WHERE id = 1`)
+	m.waitIdentical(t)
+	deploy(t, m.src, `ALTER TYPE mood ADD VALUE 'happy' BEFORE 'sad'`)
+	deploy(t, m.src, `UPDATE users SET mood = 'happy' WHERE id <= 3`)
+	m.waitIdentical(t)
+	if !queryBool(t, m.dst, `SELECT count(*) = 3 FROM users WHERE mood = 'happy'`) {
+		t.Error("the rows that carry the new label are not on the target")
+	}
+	want := objectSums(t, m.src)
+	if got := objectSums(t, m.dst); got != want {
+		t.Errorf("the target's enum is not the source's:\nsource: %s\ntarget: %s", want, got)
+	}
+	if n := testutil.ToFloat64(m.metrics.Changes.WithLabelValues(schemachange.ActionApplied)); n != 1 {
+		t.Errorf("replicator_schema_changes_total{action=applied} = %v, want 1 (the label)", n)
+	}
+}

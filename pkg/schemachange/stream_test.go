@@ -56,9 +56,16 @@ type migration struct {
 
 func startMigration(t *testing.T, capture string, mode schemachange.Mode) *migration {
 	t.Helper()
+	return startMigrationWith(t, capture, mode, "", 300*time.Millisecond)
+}
+
+// startMigrationWith is startMigration with more of the application's
+// schema (run after appSchema) and the stream's catalog poll interval.
+func startMigrationWith(t *testing.T, capture string, mode schemachange.Mode, schema string, poll time.Duration) *migration {
+	t.Helper()
 	m := &migration{src: pg.NewDatabase(t), dst: pg.NewDatabase(t), mode: capture, reg: prometheus.NewRegistry()}
 	m.srcURL = pg.URL(m.src)
-	pg.Exec(t, m.src, appSchema)
+	pg.Exec(t, m.src, appSchema+schema)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
 	ctx := context.Background()
 	slot := "s_" + m.src
@@ -90,7 +97,7 @@ func startMigration(t *testing.T, capture string, mode schemachange.Mode) *migra
 	m.streamDone = make(chan error, 1)
 	go func() {
 		m.streamDone <- apply.Stream(sctx, apply.StreamConfig{SourceURL: m.srcURL, TargetURL: pg.URL(m.dst),
-			Trigger: trigger.Config{TickInterval: 100 * time.Millisecond}, DDL: mode, SchemaPollInterval: 300 * time.Millisecond,
+			Trigger: trigger.Config{TickInterval: 100 * time.Millisecond}, DDL: mode, SchemaPollInterval: poll,
 			SchemaMetrics: m.metrics, TableCopier: snapshot.TableCopier{}, MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}, log)
 	}()
 	t.Cleanup(func() {
