@@ -114,8 +114,10 @@ var floors = []variant{
 // per row (per transaction for whole transactions) and, for whole
 // transactions, plain ÷ variant: the share of its tps a CPU-bound
 // application keeps. These figures do not depend on what else the machine
-// runs. only, when not nil, selects the workloads by name.
-func instructions(only *regexp.Regexp, variants []variant) error {
+// runs. only, when not nil, selects the workloads by name; keep, when not
+// empty, is a directory to keep callgrind's output files in (for
+// callgrind_annotate), named by run, database and size.
+func instructions(only *regexp.Regexp, variants []variant, keep string) error {
 	ctx := context.Background()
 	if _, err := exec.LookPath("valgrind"); err != nil {
 		return fmt.Errorf("-instructions needs valgrind: apt-get install -y valgrind")
@@ -162,6 +164,7 @@ func instructions(only *regexp.Regexp, variants []variant) error {
 	if err := os.Chmod(work, 0o777); err != nil {
 		return err
 	}
+	runs := 0
 	count := func(db string, lines []string, txns bool) (int64, error) {
 		script := filepath.Join(work, "q.sql")
 		body := "BEGIN;\n" + strings.Join(lines, ";\n") + ";\nROLLBACK;\n"
@@ -173,6 +176,10 @@ func instructions(only *regexp.Regexp, variants []variant) error {
 		}
 		out := filepath.Join(work, "cg.out")
 		os.Remove(out)
+		runs++
+		if keep != "" {
+			out = filepath.Join(keep, fmt.Sprintf("%02d-%s-%d.callgrind", runs, db, len(lines)))
+		}
 		args := []string{"valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
 			filepath.Join(src.BinDir, "postgres"), "--single", "-D", src.DataDir, db}
 		if os.Geteuid() == 0 {

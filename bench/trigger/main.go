@@ -77,6 +77,7 @@ func main() {
 		variants = append(variants, variant{name, tmpl, string(b)})
 		return nil
 	})
+	keep := flag.String("callgrind-out", "", "with -instructions: keep callgrind's output files in this directory")
 	probeClients := flag.String("probe", "", "instead: for these client counts (e.g. 1,4), WAL, CPU and wait events per transaction of each database, stream off, -pairs pairs each")
 	probeSQL := flag.String("probe-sql", "", "with -probe: a file of SQL run in the captured database first (an experiment)")
 	flag.Parse()
@@ -116,7 +117,7 @@ func main() {
 		if *floor {
 			variants = append(floors, variants...)
 		}
-		if err := instructions(re, variants); err != nil {
+		if err := instructions(re, variants, *keep); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
