@@ -18,9 +18,15 @@
 // same full-page writes.
 //
 // -instructions instead counts, with callgrind in single-user backends,
-// the instructions capture adds per row written (instructions.go): a
-// figure independent of the machine's load, to compare variants of the
-// capture function.
+// the instructions capture adds per row written and per whole pgbench
+// transaction (instructions.go): figures independent of the machine's
+// load, to compare variants of the capture function (-variant) and the
+// cheapest row triggers there are (-floor). plain ÷ captured per
+// transaction is the share of its tps a CPU-bound application keeps.
+//
+// -probe 1,4 instead looks for costs beyond instructions: WAL, server CPU
+// and wait events per transaction of each database, by client count
+// (probe.go).
 package main
 
 import (
