@@ -576,9 +576,10 @@ func rowFunctionDDL(hs string) string {
 		"$SAVE", strings.Join(save, ", "),
 		"$SET", strings.Join(set, ", "),
 		"$RESTORE", strings.Join(restore, ", "),
-		"$SKIP", skipApplying,
-		"$BODY", body)
-	return r.Replace(r.Replace(`
+		"$SKIP", skipApplying)
+	// The body goes in first, so that the replacements reach it and
+	// nothing they insert is read as a placeholder.
+	return r.Replace(strings.ReplaceAll(`
 CREATE OR REPLACE FUNCTION replicator.capture_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 AS $f$
@@ -600,7 +601,7 @@ $SKIP		s := ARRAY[$SAVE];
 $BODY	RETURN z;
 END $f$;
 REVOKE ALL ON FUNCTION replicator.capture_row() FROM PUBLIC;
-`))
+`, "$BODY", body))
 }
 
 // Uninstall removes the capture triggers from every table, then schema
