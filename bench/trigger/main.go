@@ -18,9 +18,15 @@
 // same full-page writes.
 //
 // -instructions instead counts, with callgrind in single-user backends,
-// the instructions capture adds per row written (instructions.go): a
-// figure independent of the machine's load, to compare variants of the
-// capture function.
+// the instructions capture adds per row written and per whole pgbench
+// transaction (instructions.go): figures independent of the machine's
+// load, to compare variants of the capture function (-variant) and the
+// cheapest row triggers there are (-floor). plain ÷ captured per
+// transaction is the share of its tps a CPU-bound application keeps.
+//
+// -probe 1,4 instead looks for costs beyond instructions: WAL, server CPU
+// and wait events per transaction of each database, by client count
+// (probe.go).
 package main
 
 import (
@@ -60,10 +66,64 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 20*time.Second, "length of each pgbench run (-T)")
 	flag.IntVar(&o.pairs, "pairs", 4, "pairs of runs (plain, captured) per series, in A B B A order")
 	flag.StringVar(&o.stream, "stream", "both", "off, on or both: whether the ticker and a consumer run during the captured runs")
-	instr := flag.Bool("instructions", false, "instead: count with callgrind the instructions capture adds per row (single-user backends, pgbench scale 1)")
+	instr := flag.Bool("instructions", false, "instead: count with callgrind the instructions capture adds per row and per pgbench transaction (single-user backends, pgbench scale 1)")
+	only := flag.String("only", "", "with -instructions: count only the workloads whose name matches this regular expression")
+	floor := flag.Bool("floor", false, "with -instructions: count also the cheapest plpgsql row triggers (RETURN NULL; INSERT of constants), with and without SECURITY DEFINER")
+	var variants []variant
+	flag.Func("variant", "with -instructions, repeatable: NAME=TEMPLATE:FILE counts also a copy of database TEMPLATE (plain or captured) with FILE's SQL run in it", func(s string) error {
+		name, rest, ok1 := strings.Cut(s, "=")
+		tmpl, file, ok2 := strings.Cut(rest, ":")
+		if !ok1 || !ok2 || (tmpl != "plain" && tmpl != "captured") {
+			return fmt.Errorf("want NAME=plain:FILE or NAME=captured:FILE")
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		variants = append(variants, variant{name, tmpl, string(b)})
+		return nil
+	})
+	keep := flag.String("callgrind-out", "", "with -instructions: keep callgrind's output files in this directory")
+	probeClients := flag.String("probe", "", "instead: for these client counts (e.g. 1,4), WAL, CPU and wait events per transaction of each database, stream off, -pairs pairs each")
+	probeSQL := flag.String("probe-sql", "", "with -probe: a file of SQL run in the captured database first (an experiment)")
 	flag.Parse()
+	if *probeClients != "" {
+		var cs []int
+		for _, f := range strings.Split(*probeClients, ",") {
+			c, err := strconv.Atoi(f)
+			if err != nil || c < 1 {
+				fmt.Fprintln(os.Stderr, "bench: -probe wants client counts such as 1,4")
+				os.Exit(2)
+			}
+			cs = append(cs, c)
+		}
+		var sql []byte
+		if *probeSQL != "" {
+			var err error
+			if sql, err = os.ReadFile(*probeSQL); err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+				os.Exit(2)
+			}
+		}
+		if err := probe(o, cs, string(sql)); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *instr {
-		if err := instructions(); err != nil {
+		var re *regexp.Regexp
+		if *only != "" {
+			var err error
+			if re, err = regexp.Compile(*only); err != nil {
+				fmt.Fprintln(os.Stderr, "bench: -only:", err)
+				os.Exit(2)
+			}
+		}
+		if *floor {
+			variants = append(floors, variants...)
+		}
+		if err := instructions(re, variants, *keep); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}

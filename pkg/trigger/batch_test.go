@@ -222,6 +222,57 @@ func TestUpdateRecordsChangedColumnsOnly(t *testing.T) {
 	}
 }
 
+// Each output setting alone, set to a value that changes its type's
+// text, is pinned while the change is recorded and left as the session
+// had it afterwards; a session whose apply flag was set and then reset
+// (off, or empty after a SET LOCAL) is captured as any other.
+func TestEachSettingAlonePinned(t *testing.T) {
+	ctx := context.Background()
+	s := newSource(t, src)
+	s.exec(t, `CREATE TABLE settings (id int PRIMARY KEY, d date, iv interval, b bytea, f float8, ts timestamptz)`)
+	install(t, s)
+	capt := startCapture(t, s)
+	conn := s.connect(t)
+	row := `d=2024-03-01 iv=1 day 02:00:00 b=\x00ff f=0.1 ts=2024-03-01 12:00:00+00`
+	for i, set := range []string{
+		`SET DateStyle = 'SQL, DMY'`,
+		`SET IntervalStyle = 'sql_standard'`,
+		`SET bytea_output = 'escape'`,
+		`SET extra_float_digits = -3`,
+		`SET TimeZone = 'Asia/Kolkata'`,
+		`SET ` + trigger.ApplyingSetting + ` = off`,
+		`BEGIN; SET LOCAL ` + trigger.ApplyingSetting + ` = on; COMMIT`,
+	} {
+		if _, err := conn.Exec(ctx, `RESET ALL; SET TimeZone = 'UTC'; `+set); err != nil {
+			t.Fatal(err)
+		}
+		var before, after string
+		show := `SELECT current_setting('DateStyle') || '|' || current_setting('IntervalStyle') || '|' || current_setting('bytea_output') || '|' ||
+			current_setting('extra_float_digits') || '|' || current_setting('TimeZone') || '|' || coalesce(current_setting('` + trigger.ApplyingSetting + `', true), '(unset)')`
+		if err := conn.QueryRow(ctx, show).Scan(&before); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO settings VALUES (%d, '2024-03-01', '1 day 2 hours', '\x00ff', 0.1, '2024-03-01 12:00:00+00')`, i+1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.QueryRow(ctx, show).Scan(&after); err != nil {
+			t.Fatal(err)
+		}
+		if after != before {
+			t.Errorf("%s: the session's settings were %s before its write and %s after", set, before, after)
+		}
+		last, err := capt.Tick(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, d, _ := readBatch(t, capt, last-1)
+		want := fmt.Sprintf("insert:settings:(id)=(%d) id=%d %s |", i+1, i+1, row)
+		if len(d) != 1 || d[0] != want {
+			t.Errorf("%s: recorded %q, want %q", set, d, want)
+		}
+	}
+}
+
 // Install is idempotent, works with table-owner rights only, and
 // Uninstall removes triggers, functions and the changelog.
 func TestInstallUninstall(t *testing.T) {

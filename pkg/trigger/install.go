@@ -111,27 +111,26 @@ REVOKE ALL ON FUNCTION replicator.capture_truncate() FROM PUBLIC;
 // restored around every call, which on PostgreSQL 15 walks every setting
 // and costs the application's writes more than the rest. The function does
 // not know the table's column types (a column added later may need any of
-// them), so it checks all of them, as one string compared with the usual
-// defaults (usual is a list of such strings): one expression is cheaper
-// than one per setting, and a session whose settings merely give the same
-// text (TimeZone GMT, extra_float_digits 2 or 3) is pinned needlessly but
-// correctly.
+// them), so it checks all of them, each against its usual values (a
+// session whose settings merely give the same text, TimeZone GMT or
+// extra_float_digits 2 or 3, is pinned needlessly but correctly), in the
+// function's one common test (see rowFunctionDDL).
 type pin struct {
 	name, value string
+	// usual are the values sessions commonly have that give the same
+	// text as value: no pin needed.
+	usual []string
 }
 
-var (
-	pins = []pin{
-		{"DateStyle", "ISO, MDY"},
-		{"IntervalStyle", "postgres"},
-		{"bytea_output", "hex"},
-		// 1 and above all give the shortest exact text; below 1 loses digits.
-		{"extra_float_digits", "1"},
-		{"TimeZone", "UTC"},
-	}
+var pins = []pin{
+	{"DateStyle", "ISO, MDY", []string{"ISO, MDY"}},
+	{"IntervalStyle", "postgres", []string{"postgres"}},
+	{"bytea_output", "hex", []string{"hex"}},
+	// 1 and above all give the shortest exact text; below 1 loses digits.
+	{"extra_float_digits", "1", []string{"1"}},
 	// Servers set up on a UTC host default to Etc/UTC: same text.
-	usual = []string{"ISO, MDY|postgres|hex|1|UTC", "ISO, MDY|postgres|hex|1|Etc/UTC"}
-)
+	{"TimeZone", "UTC", []string{"UTC", "Etc/UTC"}},
+}
 
 // Table is a captured source table: as recorded at install time (Install,
 // ListTables), or as a batch reader describes it for a change (then its
@@ -510,12 +509,21 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 //
 // What the function evaluates per row is kept few, since each expression
 // and the changelog INSERT's executor start-up are paid on every row the
-// application writes (bench/README.md, per-row instructions): the oid
-// argument is converted once into r, which the INSERT takes as a plain
-// parameter (a cast in its VALUES would be set up again by every
-// execution), and so is the partition (p: NULLIF would resolve its "="
-// by the caller's search_path), UPDATE, the commonest write, is tested
-// first, and the key is chosen in one expression.
+// application writes, and each plpgsql expression is also set up again
+// in every transaction that reaches it, once per table (each table's
+// trigger has its own compiled copy of the function): an application
+// transaction writing a row or two per table pays that set-up on almost
+// every expression it evaluates (bench/README.md, instructions per
+// pgbench transaction). So: the apply setting and the output settings are
+// one test, and only a session that fails it takes the path that checks
+// which and pins; that path has its own copy of the body, so the common
+// one does not test afterwards whether to restore; RETURN of a variable
+// never set returns NULL without an expression; the oid argument is
+// converted once into r, which the INSERT takes as a plain parameter (a
+// cast in its VALUES would be set up again by every execution), and so is
+// the partition (p: NULLIF would resolve its "=" by the caller's
+// search_path); UPDATE, the commonest write, is tested first, and its key
+// and values are each chosen in one expression.
 //
 // SECURITY DEFINER lets any role that writes the table record its change
 // without being granted the changelog (which nobody else may write: a
@@ -526,47 +534,32 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 // application's writes more than the rest of the function.
 func rowFunctionDDL(hs string) string {
 	h := pgutil.QuoteIdent(hs)
-	var current, quoted, save, set, restore []string
-	for _, u := range usual {
-		quoted = append(quoted, pgutil.QuoteLiteral(u))
-	}
+	var differs, save, set, restore []string
+	// The common path's one test: this tool's apply setting (unset, or
+	// left empty or off by an earlier SET LOCAL) and the output settings,
+	// each against its usual values, in one expression.
+	differs = append(differs, "COALESCE(pg_catalog.current_setting('"+ApplyingSetting+"', true), '') OPERATOR(pg_catalog.<>) ALL ('{\"\",off}'::pg_catalog.text[])")
 	for i, p := range pins {
-		current = append(current, fmt.Sprintf("pg_catalog.current_setting('%s')", p.name))
+		if len(p.usual) == 1 {
+			differs = append(differs, fmt.Sprintf("pg_catalog.current_setting('%s') OPERATOR(pg_catalog.<>) %s", p.name, pgutil.QuoteLiteral(p.usual[0])))
+		} else {
+			var q []string
+			for _, u := range p.usual {
+				q = append(q, pgutil.QuoteLiteral(u))
+			}
+			differs = append(differs, fmt.Sprintf("pg_catalog.current_setting('%s') OPERATOR(pg_catalog.<>) ALL (ARRAY[%s])", p.name, strings.Join(q, ", ")))
+		}
 		save = append(save, fmt.Sprintf("pg_catalog.current_setting('%s')", p.name))
 		set = append(set, fmt.Sprintf("pg_catalog.set_config('%s', '%s', true)", p.name, p.value))
 		restore = append(restore, fmt.Sprintf("pg_catalog.set_config('%s', s[%d], true)", p.name, i+1))
 	}
-	r := strings.NewReplacer("$H", h,
-		"$DIFFERS", "("+strings.Join(current, " OPERATOR(pg_catalog.||) '|' OPERATOR(pg_catalog.||) ")+") OPERATOR(pg_catalog.<>) ALL (ARRAY["+strings.Join(quoted, ", ")+"])",
-		"$SAVE", strings.Join(save, ", "),
-		"$SET", strings.Join(set, ", "),
-		"$RESTORE", strings.Join(restore, ", "),
-		"$SKIP", skipApplying)
-	return r.Replace(`
-CREATE OR REPLACE FUNCTION replicator.capture_row() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-AS $f$
-DECLARE
-	o $H.hstore;
-	n $H.hstore;
-	k $H.hstore;
-	s pg_catalog.text[];
-	r pg_catalog.oid;
-	p pg_catalog.oid;
-BEGIN
-$SKIP	IF $DIFFERS THEN
-		s := ARRAY[$SAVE];
-		PERFORM $SET;
-	END IF;
-	r := TG_ARGV[0]::pg_catalog.oid;
+	body := `	r := TG_ARGV[0]::pg_catalog.oid;
 	p := CASE WHEN TG_RELID OPERATOR(pg_catalog.<>) r THEN TG_RELID END;
 	IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
 		o := $H.hstore(OLD);
 		k := CASE WHEN TG_NARGS OPERATOR(pg_catalog.>) 1 AND o OPERATOR($H.?&) TG_ARGV[1:] THEN $H.slice(o, TG_ARGV[1:]) ELSE o END;
 		n := $H.hstore(NEW);
-		IF TG_NARGS OPERATOR(pg_catalog.=) 1 OR $H.slice(n, TG_ARGV[1:]) OPERATOR($H.=) k THEN
-			n := n OPERATOR($H.-) o;
-		END IF;
+		n := CASE WHEN TG_NARGS OPERATOR(pg_catalog.=) 1 OR $H.slice(n, TG_ARGV[1:]) OPERATOR($H.=) k THEN n OPERATOR($H.-) o ELSE n END;
 		IF n OPERATOR($H.<>) ''::$H.hstore THEN
 			INSERT INTO replicator.changelog (txid, rel, part, op, key, vals) VALUES (pg_catalog.pg_current_xact_id(), r, p, 'U', k, n);
 		END IF;
@@ -577,13 +570,38 @@ $SKIP	IF $DIFFERS THEN
 		k := CASE WHEN TG_NARGS OPERATOR(pg_catalog.>) 1 AND o OPERATOR($H.?&) TG_ARGV[1:] THEN $H.slice(o, TG_ARGV[1:]) ELSE o END;
 		INSERT INTO replicator.changelog (txid, rel, part, op, key) VALUES (pg_catalog.pg_current_xact_id(), r, p, 'D', k);
 	END IF;
-	IF s IS NOT NULL THEN
-		PERFORM $RESTORE;
+`
+	r := strings.NewReplacer("$H", h,
+		"$USUAL", strings.Join(differs, " OR "),
+		"$SAVE", strings.Join(save, ", "),
+		"$SET", strings.Join(set, ", "),
+		"$RESTORE", strings.Join(restore, ", "),
+		"$SKIP", skipApplying)
+	// The body goes in first, so that the replacements reach it and
+	// nothing they insert is read as a placeholder.
+	return r.Replace(strings.ReplaceAll(`
+CREATE OR REPLACE FUNCTION replicator.capture_row() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+AS $f$
+DECLARE
+	o $H.hstore;
+	n $H.hstore;
+	k $H.hstore;
+	s pg_catalog.text[];
+	r pg_catalog.oid;
+	p pg_catalog.oid;
+	z pg_catalog.int4; -- never set: RETURN z returns NULL without an expression
+BEGIN
+	IF $USUAL THEN
+$SKIP		s := ARRAY[$SAVE];
+		PERFORM $SET;
+	$BODY	PERFORM $RESTORE;
+		RETURN z;
 	END IF;
-	RETURN NULL;
+$BODY	RETURN z;
 END $f$;
 REVOKE ALL ON FUNCTION replicator.capture_row() FROM PUBLIC;
-`)
+`, "$BODY", body))
 }
 
 // Uninstall removes the capture triggers from every table, then schema
