@@ -134,6 +134,7 @@ func syncClusterSource(ctx context.Context, cfg SyncConfig, w *Writer, shards []
 func (s *LoadStats) add(o LoadStats) {
 	s.Keys += o.Keys
 	s.Restored += o.Restored
+	s.Strings += o.Strings
 	s.Native += o.Native
 	s.SkippedExpired += o.SkippedExpired
 	s.SkippedEmpty += o.SkippedEmpty

@@ -36,8 +36,8 @@ func TestSyncNewerRDBToOlderTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Native != 4 || st.Restored != 1 {
-		t.Errorf("native %d restored %d; want the four 7.4 types native and the string restored", st.Native, st.Restored)
+	if st.Native != 4 || st.Strings != 1 || st.Restored != 0 {
+		t.Errorf("native %d strings %d restored %d; want the four 7.4 types native and the string in one SET", st.Native, st.Strings, st.Restored)
 	}
 	f, _ := os.Open(file)
 	defer f.Close()
