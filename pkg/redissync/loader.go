@@ -185,7 +185,7 @@ func (l *loader) start(ctx context.Context, d Events, ev *redisrdb.Event) error 
 		l.rawComplete = true // the value was read with the key
 		return nil
 	}
-	l.pending = append(l.pending, cloneEvent(ev))
+	l.pending = append(l.pending, l.cloneStart(ev))
 	if !l.restorable || int64(len(ev.Value)) > l.bigKeyBytes {
 		return l.goNative(ctx)
 	}
@@ -308,6 +308,20 @@ func (l *loader) end(ctx context.Context, ev *redisrdb.Event) error {
 	}
 	l.stats.Native++
 	return l.sendNative(ctx, l.nb.end(), true)
+}
+
+// cloneStart is cloneEvent for the current key's KeyStart, which shares
+// the key's copy already made in l.key (read only from here on).
+func (l *loader) cloneStart(ev *redisrdb.Event) redisrdb.Event {
+	if len(ev.Items) > 0 || len(ev.Pending) > 0 || len(ev.IDs) > 0 || len(ev.Group.Name) > 0 || len(ev.Consumer.Name) > 0 {
+		return cloneEvent(ev)
+	}
+	c := *ev
+	c.Key, c.Raw, c.Items, c.Pending, c.IDs = l.key, nil, nil, nil, nil
+	if ev.Value != nil {
+		c.Value = append([]byte(nil), ev.Value...)
+	}
+	return c
 }
 
 func cloneEvent(ev *redisrdb.Event) redisrdb.Event {

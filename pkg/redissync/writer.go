@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -511,9 +512,12 @@ type sent struct {
 // key whose whole transaction is in one job stays on the database
 // connection and goes in a transaction pipeline (TxPipeline) with the
 // other such jobs next to it.
-func (w *Writer) route(cs *conns, batch []*job) ([]targetClient, map[targetClient][]sent, error) {
+func (w *Writer) route(cs *conns, batch []*job) ([]targetClient, [][]sent, error) {
+	// order[i]'s jobs are by[i]. Almost every job of a batch goes to the
+	// same connection (its database's), so the last one is tried first.
 	var order []targetClient
-	by := map[targetClient][]sent{}
+	var by [][]sent
+	last := -1
 	dbClient := func(db int) targetClient {
 		c := cs.db[db]
 		if c == nil {
@@ -564,10 +568,14 @@ func (w *Writer) route(cs *conns, batch []*job) ([]targetClient, map[targetClien
 				raw = raw && rawEncodable(cmd)
 			}
 		}
-		if _, ok := by[c]; !ok {
-			order = append(order, c)
+		if last < 0 || order[last] != c {
+			last = slices.Index(order, c)
+			if last < 0 {
+				order, by = append(order, c), append(by, make([]sent, 0, len(batch)))
+				last = len(order) - 1
+			}
 		}
-		by[c] = append(by[c], sent{j: j, db: j.db, args: args, inline: inline, raw: raw})
+		by[last] = append(by[last], sent{j: j, db: j.db, args: args, inline: inline, raw: raw})
 	}
 	return order, by, nil
 }
@@ -578,8 +586,8 @@ func (w *Writer) run(cs *conns, batch []*job) error {
 	if err != nil {
 		return err
 	}
-	for _, c := range order {
-		all := by[c]
+	for i, c := range order {
+		all := by[i]
 		// Runs of plain, raw and inline-transaction jobs, in order: two
 		// copies of one key (a file's duplicates) must land in file order.
 		for start := 0; start < len(all); {
