@@ -30,8 +30,12 @@ func main() {
 	keys := flag.Int("keys", 430000, "approximate number of keys in the source")
 	rounds := flag.Int("rounds", 2, "rounds of A B B A (replicator, REPLICAOF, REPLICAOF, replicator)")
 	cluster := flag.Bool("cluster", false, "compare a single-node target with a 3-shard cluster target (cluster.go) instead of the rounds")
+	against := flag.String("against", "", "compare this replicator binary (an older build) with the current code, by wall time and CPU (against.go), instead of the rounds")
 	flag.Parse()
 	do := func() error { return run(*keys, *rounds) }
+	if *against != "" {
+		do = func() error { return runAgainst(*keys, *rounds, *against) }
+	}
 	if *cluster {
 		do = func() error { return runCluster(*keys) }
 	}
@@ -58,22 +62,8 @@ func run(keys, rounds int) error {
 	}
 	defer src.Close()
 
-	// Mixed types: 40 % strings, 15 % each of hashes, lists, sets and
-	// sorted sets, several members per collection.
-	fmt.Printf("filling the source with ~%d keys of mixed types ...\n", keys)
-	n := func(share float64) string { return fmt.Sprint(int(float64(keys) * share)) }
-	fills := [][]string{
-		{"-r", n(0.40), "-n", n(0.60), "-d", "100", "-t", "set"},
-		{"-r", n(0.15), "-n", n(0.60), "hset", "h:__rand_int__", "f__rand_int__", "value-__rand_int__"},
-		{"-r", n(0.15), "-n", n(0.60), "rpush", "l:__rand_int__", "item-__rand_int__"},
-		{"-r", n(0.15), "-n", n(0.60), "sadd", "s:__rand_int__", "member-__rand_int__"},
-		{"-r", n(0.15), "-n", n(0.60), "zadd", "z:__rand_int__", "__rand_int__", "member-__rand_int__"},
-	}
-	for _, f := range fills {
-		args := append([]string{"-h", "127.0.0.1", "-p", fmt.Sprint(src.Port), "-q", "-P", "64", "-c", "8"}, f...)
-		if out, err := exec.Command("redis-benchmark", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("redis-benchmark %s: %v\n%s", strings.Join(f, " "), err, out)
-		}
+	if err := fill(src, keys); err != nil {
+		return err
 	}
 	c := src.Client(0)
 	defer c.Close()
@@ -164,6 +154,28 @@ func run(keys, rounds int) error {
 		{Name: "REPLICAOF (native full sync)", Wall: medWall(native), Note: "disk-based RDB transfer and load; median run"},
 	})
 	fmt.Printf("\npair ratios (replicator / REPLICAOF): %s; median %.2f\n", fmtRatios(ratios), med)
+	return nil
+}
+
+// fill writes ~keys keys of mixed types into src by redis-benchmark: 40 %
+// strings, 15 % each of hashes, lists, sets and sorted sets, several
+// members per collection.
+func fill(src *testenv.Redis, keys int) error {
+	fmt.Printf("filling the source with ~%d keys of mixed types ...\n", keys)
+	n := func(share float64) string { return fmt.Sprint(int(float64(keys) * share)) }
+	fills := [][]string{
+		{"-r", n(0.40), "-n", n(0.60), "-d", "100", "-t", "set"},
+		{"-r", n(0.15), "-n", n(0.60), "hset", "h:__rand_int__", "f__rand_int__", "value-__rand_int__"},
+		{"-r", n(0.15), "-n", n(0.60), "rpush", "l:__rand_int__", "item-__rand_int__"},
+		{"-r", n(0.15), "-n", n(0.60), "sadd", "s:__rand_int__", "member-__rand_int__"},
+		{"-r", n(0.15), "-n", n(0.60), "zadd", "z:__rand_int__", "__rand_int__", "member-__rand_int__"},
+	}
+	for _, f := range fills {
+		args := append([]string{"-h", "127.0.0.1", "-p", fmt.Sprint(src.Port), "-q", "-P", "64", "-c", "8"}, f...)
+		if out, err := exec.Command("redis-benchmark", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("redis-benchmark %s: %v\n%s", strings.Join(f, " "), err, out)
+		}
+	}
 	return nil
 }
 

@@ -38,9 +38,11 @@
 // The Decoder is a pull iterator. Next returns false at the end of the RDB
 // (after the checksum was checked) or on the first error, and Err tells
 // the two apart (nil at a clean end). The Event returned by Event and the
-// slices it holds (Key, Value, Items and their members, Raw) belong to the
+// slices it holds (Key, Value, Items and their members) belong to the
 // decoder and are valid until the next call to Next: a caller that keeps
-// any of them copies it. A Decoder is not safe for concurrent use.
+// any of them copies it. KeyEnd's Raw is the exception: it is handed over
+// (the decoder keeps no reference to it), so it can become a DUMP payload
+// in place (AppendDump). A Decoder is not safe for concurrent use.
 //
 // Usage:
 //

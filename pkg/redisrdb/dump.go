@@ -62,6 +62,15 @@ func (d *Decoder) startDump() error {
 	return d.startValue(d.dumpType)
 }
 
+// AppendDump is EncodeDump in place: it appends the trailer to raw
+// (reusing its spare capacity when there is room), so raw must not be
+// used afterwards. A captured KeyEnd.Raw, which the decoder hands over,
+// becomes its DUMP payload without being copied again.
+func AppendDump(raw []byte, ver int) []byte {
+	out := binary.LittleEndian.AppendUint16(raw, uint16(ver))
+	return binary.LittleEndian.AppendUint64(out, CRC64(0, out))
+}
+
 // EncodeDump builds a DUMP payload from raw value bytes (type byte + body,
 // as Event.Raw holds them), stamped with RDB version ver.
 func EncodeDump(raw []byte, ver int) []byte {

@@ -229,7 +229,7 @@ type Event struct {
 	IDs      []StreamID
 
 	Count int64  // KeyEnd: members emitted (1 for a string)
-	Raw   []byte // KeyEnd: type byte + value body, when captured (Options.CaptureRaw)
+	Raw   []byte // KeyEnd: type byte + value body, when captured (Options.CaptureRaw); handed over: the decoder keeps no reference to it
 }
 
 // Errors callers branch on. Decoding errors wrap one of these (or an I/O

@@ -112,8 +112,17 @@ type clusterPositions struct {
 }
 
 // readClusterPositions reads base's floors and slot positions. ok is
-// false when a master has no floor or they name different replication
-// IDs: then nothing can be resumed exactly.
+// false when a master has no floor: then nothing can be resumed exactly.
+//
+// Every key under one base describes one stream: a snapshot or a reload
+// of the shard deletes them all before the first is written again. A
+// source failover does not start a new stream: the promoted replica
+// continues it with the same offsets under its own replication ID, which
+// the keys written after it carry, while keys not written since still
+// name the old one. So offsets are compared whatever ID they carry (a
+// slot position left out for its older ID would have its commands
+// applied twice), and the stream is resumed under the ID of the highest
+// floor, the last one written.
 func readClusterPositions(ctx context.Context, w *Writer, base string, log *zap.Logger) (cp clusterPositions, ok bool, err error) {
 	cc := w.clusterClient(1)
 	defer cc.Close()
@@ -138,6 +147,7 @@ func readClusterPositions(ctx context.Context, w *Writer, base string, log *zap.
 		return id, off, true, nil
 	}
 	floors := map[string]int64{}
+	var highest int64
 	for _, m := range masters {
 		id, off, found, err := read(floorKey(base, m.tag))
 		if err != nil {
@@ -150,13 +160,11 @@ func readClusterPositions(ctx context.Context, w *Writer, base string, log *zap.
 			}
 			return cp, false, nil
 		}
-		if len(floors) > 0 && id != cp.min.replid {
-			log.Warn("the masters of the target hold follow positions of different source replication IDs; copying the source again",
-				zap.String("master", m.addr), zap.String("replid", id), zap.String("other_replid", cp.min.replid))
-			return cp, false, nil
-		}
 		if len(floors) == 0 || off < cp.min.offset {
-			cp.min = position{replid: id, offset: off}
+			cp.min.offset = off
+		}
+		if len(floors) == 0 || off > highest {
+			cp.min.replid, highest = id, off
 		}
 		floors[m.addr] = off
 	}
@@ -173,11 +181,11 @@ func readClusterPositions(ctx context.Context, w *Writer, base string, log *zap.
 			return cp, false, fmt.Errorf("target: looking for follow positions on %s: %w", m.addr, err)
 		}
 		for _, k := range keys {
-			id, off, found, err := read(k)
+			_, off, found, err := read(k)
 			if err != nil {
 				return cp, false, err
 			}
-			if found && id == cp.min.replid {
+			if found {
 				slotPos[keySlot(k)] = off
 			}
 		}

@@ -33,11 +33,10 @@ import (
 // shard's slots are deleted and its RDB loaded again while the other
 // shards keep following (shardresync.go). Limits: a reshard of the
 // source is not followed: the follow stops, naming the slots and to rerun
-// with --flush-target once the reshard is done (reshard.go). After a
-// failover the
-// shard's durable position keeps the old master's node ID in its key; a
-// restarted follower finds no position for the new master and copies
-// again.
+// with --flush-target once the reshard is done (reshard.go). The shard's
+// durable position is named by its first slot, which the promoted replica
+// keeps (position.go): a follower restarted after a failover resumes the
+// shard on its new master with PSYNC.
 
 // shard is one master of a cluster source.
 type shard struct {
@@ -135,6 +134,7 @@ func syncClusterSource(ctx context.Context, cfg SyncConfig, w *Writer, shards []
 func (s *LoadStats) add(o LoadStats) {
 	s.Keys += o.Keys
 	s.Restored += o.Restored
+	s.Strings += o.Strings
 	s.Native += o.Native
 	s.SkippedExpired += o.SkippedExpired
 	s.SkippedEmpty += o.SkippedEmpty

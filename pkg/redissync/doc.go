@@ -31,7 +31,13 @@
 //     value bytes the decoder captured become a DUMP payload (type byte +
 //     body + the target's RDB version + CRC-64) for
 //     RESTORE key <abs-ms> payload ABSTTL REPLACE, when the target's RDB
-//     version knows the value's encoding. Otherwise (an older target, e.g.
+//     version knows the value's encoding. A string that fits BigKeyBytes
+//     is one SET key value [PXAT <abs-ms>] instead (with a TTL only where
+//     SET takes PXAT, Redis 6.2+): the same bytes and expiry, any older
+//     key replaced, without the payload checksum and RDB decoding that
+//     RESTORE costs the target. On a single-server target these one-key
+//     pipelines go over a RESP connection of the writer's own (rawconn.go)
+//     rather than go-redis. Otherwise (an older target, e.g.
 //     Valkey facing RDB 12 types) and for values over BigKeyBytes, native
 //     commands in decoder-sized batches: DEL, then RPUSH/SADD/ZADD/HSET
 //     (HPEXPIREAT for field TTLs), XADD/XSETID/XGROUP/XCLAIM for streams,

@@ -14,7 +14,8 @@ import (
 type LoadStats struct {
 	Keys           int64 // keys written
 	Restored       int64 // of which by RESTORE
-	Native         int64 // of which by native commands
+	Strings        int64 // of which strings by one SET
+	Native         int64 // of which by other native commands
 	SkippedExpired int64
 	SkippedEmpty   int64
 	Functions      int64
@@ -60,6 +61,8 @@ type loader struct {
 	// rawComplete: the whole value is already captured (a string, or a
 	// single compact blob), so RESTORE is certain and nothing is kept.
 	rawComplete bool
+	// set: the key is a string written by one SET of this value.
+	set []byte
 }
 
 // Events is what the loader pulls decoded RDB events from: the boundary
@@ -71,7 +74,8 @@ type loader struct {
 //     keeps returning false after that.
 //   - Event is the current event. It and every slice it holds belong to the
 //     source and are valid only until the next call to Next; the loader
-//     copies what it keeps.
+//     copies what it keeps. KeyEnd's Raw is the exception: it is the
+//     loader's, which appends the DUMP trailer to it.
 //   - Capturing reports whether the current value's raw bytes are still
 //     being kept, so that its KeyEnd event will carry them in Raw; once it
 //     turns false for a value it stays false until the next KeyStart.
@@ -165,12 +169,23 @@ func (l *loader) start(ctx context.Context, d Events, ev *redisrdb.Event) error 
 		l.stats.SkippedExpired++
 		return l.submitNow(ctx, command{"DEL", l.key})
 	}
+	l.set = nil
+	if ev.Type == redisrdb.TypeString && int64(len(ev.Value)) <= l.bigKeyBytes && l.w.setsStrings(ev.ExpireAt) {
+		// SET key value [PXAT ms] leaves on the target what RESTORE of the
+		// string would (the value's bytes, its absolute expiry, any older
+		// key of any type replaced), at a fraction of its cost there: no
+		// payload checksum, no RDB decoding. Nothing of the DUMP payload
+		// is built either.
+		l.set = append(make([]byte, 0, len(ev.Value)), ev.Value...)
+		l.rawComplete = true
+		return nil
+	}
 	l.restorable = redisrdb.MinVersion(ev.Encoding) <= l.w.TargetVersion()
 	if l.restorable && ev.Type == redisrdb.TypeString && d.Capturing() {
 		l.rawComplete = true // the value was read with the key
 		return nil
 	}
-	l.pending = append(l.pending, cloneEvent(ev))
+	l.pending = append(l.pending, l.cloneStart(ev))
 	if !l.restorable || int64(len(ev.Value)) > l.bigKeyBytes {
 		return l.goNative(ctx)
 	}
@@ -257,9 +272,19 @@ func (l *loader) end(ctx context.Context, ev *redisrdb.Event) error {
 		return l.submitNow(ctx, command{"DEL", l.key})
 	}
 	l.stats.Keys++
+	if l.set != nil {
+		l.stats.Strings++
+		cmd := command{"SET", l.key, l.set}
+		if l.expireAt != 0 {
+			cmd = append(cmd, "PXAT", l.expireAt)
+		}
+		j := &job{db: l.db, key: l.key, cmds: []command{cmd}, bytes: int64(len(l.key) + len(l.set)), keyDone: true}
+		l.set = nil // the job owns it
+		return l.w.submit(ctx, j)
+	}
 	if !l.native && ev.Raw != nil {
 		l.stats.Restored++
-		payload := redisrdb.EncodeDump(ev.Raw, l.w.TargetVersion())
+		payload := redisrdb.AppendDump(ev.Raw, l.w.TargetVersion()) // Raw is ours: no copy
 		l.pending = l.pending[:0]
 		return l.w.submit(ctx, &job{db: l.db, key: l.key, restore: true, payload: payload, expireAt: l.expireAt,
 			cmds:  []command{{"RESTORE", l.key, l.expireAt, payload, "ABSTTL", "REPLACE"}},
@@ -283,6 +308,20 @@ func (l *loader) end(ctx context.Context, ev *redisrdb.Event) error {
 	}
 	l.stats.Native++
 	return l.sendNative(ctx, l.nb.end(), true)
+}
+
+// cloneStart is cloneEvent for the current key's KeyStart, which shares
+// the key's copy already made in l.key (read only from here on).
+func (l *loader) cloneStart(ev *redisrdb.Event) redisrdb.Event {
+	if len(ev.Items) > 0 || len(ev.Pending) > 0 || len(ev.IDs) > 0 || len(ev.Group.Name) > 0 || len(ev.Consumer.Name) > 0 {
+		return cloneEvent(ev)
+	}
+	c := *ev
+	c.Key, c.Raw, c.Items, c.Pending, c.IDs = l.key, nil, nil, nil, nil
+	if ev.Value != nil {
+		c.Value = append([]byte(nil), ev.Value...)
+	}
+	return c
 }
 
 func cloneEvent(ev *redisrdb.Event) redisrdb.Event {

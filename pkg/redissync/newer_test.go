@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest"
 
@@ -36,8 +37,8 @@ func TestSyncNewerRDBToOlderTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Native != 4 || st.Restored != 1 {
-		t.Errorf("native %d restored %d; want the four 7.4 types native and the string restored", st.Native, st.Restored)
+	if st.Native != 4 || st.Strings != 1 || st.Restored != 0 {
+		t.Errorf("native %d strings %d restored %d; want the four 7.4 types native and the string in one SET", st.Native, st.Strings, st.Restored)
 	}
 	f, _ := os.Open(file)
 	defer f.Close()
@@ -97,4 +98,55 @@ func TestSyncSkipsExpiredAndEmpty(t *testing.T) {
 	if c.Get(ctx, "kept").Val() != "v" {
 		t.Error("kept key missing")
 	}
+}
+
+// Strings are written with SET key value [PXAT ms], not RESTORE: the
+// target ends with the source's bytes (plain, integer-encoded, LZF
+// compressed on the source, binary, empty) and exact absolute expiries,
+// and an older key of the same name, of another type or with a TTL of
+// its own, is replaced whole.
+func TestSyncStringsBySET(t *testing.T) {
+	s := startExtra(t)
+	ctx := context.Background()
+	c := s.Client(0)
+	defer c.Close()
+	at := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	strs := map[string]string{"str:plain": "v", "str:int": "-9223372036854775808", "str:lzf": strings.Repeat("compressible-", 300),
+		"str:binary": "\x00\xff\r\n", "str:empty": "", "str:ttl": "expiring"}
+	for k, v := range strs {
+		if err := c.Set(ctx, k, v, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.PExpireAt(ctx, "str:ttl", at).Err(); err != nil {
+		t.Fatal(err)
+	}
+	redistest.FlushAll(t, dst)
+	tc := dst.Client(0)
+	defer tc.Close()
+	if err := tc.HSet(ctx, "str:plain", "stale", "hash").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.Set(ctx, "str:int", "stale", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := redissync.Sync(ctx, redissync.SyncConfig{Source: sourceOptionsOf(s), Mode: "psync", Writer: redissync.WriterConfig{Target: targetOptions(dst)}}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Strings != int64(len(strs)) || st.Restored != 0 || st.Native != 0 {
+		t.Errorf("strings %d restored %d native %d; want all %d strings by SET", st.Strings, st.Restored, st.Native, len(strs))
+	}
+	for k, v := range strs {
+		if got, err := tc.Get(ctx, k).Result(); err != nil || got != v {
+			t.Errorf("%s on the target = %q (%v), want %q", k, got, err, v)
+		}
+	}
+	if got := tc.Do(ctx, "PEXPIRETIME", "str:ttl").Val(); got != at.UnixMilli() {
+		t.Errorf("str:ttl expires at %v on the target, want %d", got, at.UnixMilli())
+	}
+	if got := tc.Do(ctx, "PEXPIRETIME", "str:int").Val(); got != int64(-1) {
+		t.Errorf("str:int expires at %v on the target, want no expiry (the older key's TTL replaced)", got)
+	}
+	redistest.AssertIdentical(t, s, dst)
 }

@@ -30,13 +30,24 @@ import (
 
 // PositionKey is the target key holding the follow position; it is not
 // part of the copied data. A cluster source keeps one position per shard,
-// in PositionKey + ":" + the shard's node ID.
+// in PositionKey + ":shard:" + the first hash slot the shard serves.
+//
+// A shard is named by its first slot, not by its master's node ID: when
+// a master fails over, its promoted replica serves the same slots under
+// another node ID, and continues the same stream (PSYNC2: its second
+// replication ID is the old master's, with the same offsets). A follower
+// restarted after a failover thus finds the shard's position and resumes
+// on the new master with PSYNC instead of copying the shard again. The
+// position's replid is the one the stream continued under last (the new
+// master's, from its +CONTINUE), so a second failover continues too. A
+// reshard changes the first slots, and the follow refuses a reshard
+// anyway (reshard.go).
 const PositionKey = "__replicator:follow"
 
 // posKey is the position key of the follower configured by c.
 func (c SyncConfig) posKey() string {
 	if c.shardID != "" {
-		return PositionKey + ":" + c.shardID
+		return PositionKey + ":shard:" + strconv.Itoa(c.shardSlot)
 	}
 	return PositionKey
 }

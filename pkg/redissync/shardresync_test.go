@@ -209,58 +209,7 @@ func TestFollowClusterSourceMasterKilled(t *testing.T) {
 	fc := startFollowedCluster(t, 1, "--repl-backlog-size", "16mb")
 	src, dst, done, logs, m, full := fc.src, fc.dst, fc.done, fc.logs, fc.m, fc.full
 	ctx := context.Background()
-	var replica *testenv.Redis
-	for _, n := range src.Nodes {
-		c := n.Client(0)
-		info := c.Info(ctx, "replication").Val()
-		c.Close()
-		if strings.Contains(info, "role:slave") && strings.Contains(info, fmt.Sprintf("master_port:%d", m.Port)) {
-			replica = n
-		}
-	}
-	if replica == nil {
-		t.Fatalf("no replica of %s", m.Addr())
-	}
-	// Redis replicates asynchronously: writes the master acknowledged
-	// but had not yet sent are lost with it, and the source itself then
-	// holds less than was written. Wait until the replica has them all,
-	// so "each INCR once" can be counted against what was written.
-	mc := m.Client(0)
-	if n, err := mc.Do(ctx, "WAIT", 1, 10000).Int(); err != nil || n < 1 {
-		t.Fatalf("WAIT for the replica of %s: %d replicas, %v", m.Addr(), n, err)
-	}
-	mc.Close()
-	if err := m.Stop(testenv.Crash); err != nil { // kill -9
-		t.Fatal(err)
-	}
-	defer m.Close()
-	var alive []*testenv.Redis
-	for _, n := range src.Nodes {
-		if n != m {
-			alive = append(alive, n)
-		}
-	}
-	src.Nodes = alive
-	// The cluster notices after cluster-node-timeout (5 s) and promotes
-	// the replica; wait until every live node routes the shard's slots
-	// to it.
-	redistest.WaitFor(t, time.Minute, "the replica promoted", func() bool {
-		for _, n := range alive {
-			c := n.Client(0)
-			slots, err := c.ClusterSlots(ctx).Result()
-			info := c.ClusterInfo(ctx).Val()
-			c.Close()
-			if err != nil || !strings.Contains(info, "cluster_state:ok") {
-				return false
-			}
-			for _, s := range slots {
-				if len(s.Nodes) == 0 || strings.HasSuffix(s.Nodes[0].Addr, fmt.Sprintf(":%d", m.Port)) {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	crashMaster(t, src, m)
 	counters(t, src, 200)
 	// The follower finds the new master once its reconnects to the dead
 	// one have failed (backoff) and it reads the topology again.

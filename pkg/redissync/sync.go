@@ -195,7 +195,7 @@ func syncFile(ctx context.Context, cfg SyncConfig, w *Writer, log *zap.Logger) (
 }
 
 func logStats(log *zap.Logger, msg string, st LoadStats) {
-	log.Info(msg, zap.Int64("keys", st.Keys), zap.Int64("restored", st.Restored), zap.Int64("native", st.Native),
+	log.Info(msg, zap.Int64("keys", st.Keys), zap.Int64("restored", st.Restored), zap.Int64("strings_set", st.Strings), zap.Int64("native", st.Native),
 		zap.Int64("skipped_expired", st.SkippedExpired), zap.Int64("skipped_empty", st.SkippedEmpty),
 		zap.Int64("functions", st.Functions), zap.Int64("rdb_bytes", st.Bytes),
 		zap.Int64("expired_fields", st.ExpiredFields), zap.Int64("duplicate_keys", st.DuplicateKeys))

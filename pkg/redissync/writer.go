@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,10 +111,12 @@ type Writer struct {
 	info    string
 	// fieldTTL: the target has HPEXPIREAT (hash field TTLs), probed once.
 	fieldTTL bool
-	written  atomic.Int64 // keys whose last job ran without error
-	dropped  droppedTTLs
-	cluster  bool        // the target is a Redis Cluster (cluster.go)
-	closed   atomic.Bool // Close ran: the queues are closed, Flush has nothing to wait for
+	// pxat: the target's SET takes PXAT (Redis 6.2+).
+	pxat    bool
+	written atomic.Int64 // keys whose last job ran without error
+	dropped droppedTTLs
+	cluster bool        // the target is a Redis Cluster (cluster.go)
+	closed  atomic.Bool // Close ran: the queues are closed, Flush has nothing to wait for
 
 	chans []chan *job
 	sem   *semaphore.Weighted
@@ -149,6 +152,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metric
 		w.version = RDBVersionOf(info)
 	}
 	w.fieldTTL = hasCommand(ctx, c, "hpexpireat", RDBVersionOf(info) >= 12)
+	w.pxat = versionAtLeast(info, 6, 2)
 	w.ctx, w.cancel = context.WithCancel(ctx)
 	for i := 0; i < cfg.Connections; i++ {
 		// Room for a whole pipeline: a worker takes what is queued when
@@ -161,6 +165,28 @@ func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metric
 	}
 	log.Info("target connected", zap.String("addr", cfg.Target.Addr), zap.Int("restore_rdb_version", w.version), zap.Int("connections", cfg.Connections), zap.Bool("cluster", w.cluster))
 	return w, nil
+}
+
+// setsStrings reports whether a string key expiring at expireAt (Unix
+// ms, 0 for none) is written by SET rather than RESTORE: always without
+// a TTL, and with one where SET takes PXAT.
+func (w *Writer) setsStrings(expireAt int64) bool { return expireAt == 0 || w.pxat }
+
+// versionAtLeast reports whether INFO server's redis_version (which
+// Valkey reports too) is at least major.minor.
+func versionAtLeast(info string, major, minor int) bool {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			parts := strings.Split(v, ".")
+			ma, _ := strconv.Atoi(parts[0])
+			mi := 0
+			if len(parts) > 1 {
+				mi, _ = strconv.Atoi(parts[1])
+			}
+			return ma > major || ma == major && mi >= minor
+		}
+	}
+	return false
 }
 
 // TargetVersion is the RDB version payloads are stamped with.
@@ -405,6 +431,9 @@ type conns struct {
 	// (or, on a cluster, by the master's address: see txClient).
 	free map[string][]targetClient
 	home map[targetClient]string // a tx connection's key in free
+	// raw carries the plain jobs of a single-server target, by database
+	// (rawconn.go); nil until the first is dialled.
+	raw map[int]*rawConn
 }
 
 func (cs *conns) close() {
@@ -418,6 +447,9 @@ func (cs *conns) close() {
 		for _, c := range l {
 			c.Close()
 		}
+	}
+	for _, c := range cs.raw {
+		c.Close()
 	}
 }
 
@@ -470,6 +502,9 @@ type sent struct {
 	// inline: the whole key is this job, sent in a transaction pipeline
 	// (MULTI/EXEC around it and its inline neighbours).
 	inline bool
+	// raw: a plain job on a single-server target, sent on the worker's
+	// rawConn of its database instead of through go-redis.
+	raw bool
 }
 
 // route picks the connection of each job and the commands it sends (the
@@ -477,9 +512,12 @@ type sent struct {
 // key whose whole transaction is in one job stays on the database
 // connection and goes in a transaction pipeline (TxPipeline) with the
 // other such jobs next to it.
-func (w *Writer) route(cs *conns, batch []*job) ([]targetClient, map[targetClient][]sent, error) {
+func (w *Writer) route(cs *conns, batch []*job) ([]targetClient, [][]sent, error) {
+	// order[i]'s jobs are by[i]. Almost every job of a batch goes to the
+	// same connection (its database's), so the last one is tried first.
 	var order []targetClient
-	by := map[targetClient][]sent{}
+	var by [][]sent
+	last := -1
 	dbClient := func(db int) targetClient {
 		c := cs.db[db]
 		if c == nil {
@@ -523,10 +561,21 @@ func (w *Writer) route(cs *conns, batch []*job) ([]targetClient, map[targetClien
 		default:
 			c = dbClient(j.db)
 		}
-		if _, ok := by[c]; !ok {
-			order = append(order, c)
+		raw := false
+		if !w.cluster && c == cs.db[j.db] && !inline {
+			raw = true
+			for _, cmd := range args {
+				raw = raw && rawEncodable(cmd)
+			}
 		}
-		by[c] = append(by[c], sent{j: j, db: j.db, args: args, inline: inline})
+		if last < 0 || order[last] != c {
+			last = slices.Index(order, c)
+			if last < 0 {
+				order, by = append(order, c), append(by, make([]sent, 0, len(batch)))
+				last = len(order) - 1
+			}
+		}
+		by[last] = append(by[last], sent{j: j, db: j.db, args: args, inline: inline, raw: raw})
 	}
 	return order, by, nil
 }
@@ -537,14 +586,21 @@ func (w *Writer) run(cs *conns, batch []*job) error {
 	if err != nil {
 		return err
 	}
-	for _, c := range order {
-		all := by[c]
-		// Runs of plain and of inline-transaction jobs, in order: two
+	for i, c := range order {
+		all := by[i]
+		// Runs of plain, raw and inline-transaction jobs, in order: two
 		// copies of one key (a file's duplicates) must land in file order.
 		for start := 0; start < len(all); {
 			end := start
-			for end < len(all) && all[end].inline == all[start].inline {
+			for end < len(all) && all[end].inline == all[start].inline && all[end].raw == all[start].raw {
 				end++
+			}
+			if all[start].raw {
+				if err := w.runRaw(cs, c, all[start:end]); err != nil {
+					return err
+				}
+				start = end
+				continue
 			}
 			pipe := c.Pipeline()
 			if all[start].inline {
@@ -560,15 +616,100 @@ func (w *Writer) run(cs *conns, batch []*job) error {
 				if err := w.check(c, s); err != nil {
 					return err
 				}
-				w.metrics.bytesImported(s.j.bytes)
-				if s.j.keyDone && !s.j.noKey {
-					w.written.Add(1)
-					w.metrics.keyImported()
-				}
+				w.done1(s.j)
 			}
 			start = end
 		}
 	}
+	return nil
+}
+
+// done1 counts a job that ran.
+func (w *Writer) done1(j *job) {
+	w.metrics.bytesImported(j.bytes)
+	if j.keyDone && !j.noKey {
+		w.written.Add(1)
+		w.metrics.keyImported()
+	}
+}
+
+// doneRaw counts the jobs of a raw pipeline that ran, at once: the
+// workers share the counters, and one atomic add a job each was a cost
+// of its own on small keys.
+func (w *Writer) doneRaw(done []sent) {
+	var bytes, keys int64
+	for _, s := range done {
+		bytes += s.j.bytes
+		if s.j.keyDone && !s.j.noKey {
+			keys++
+		}
+	}
+	if keys > 0 {
+		w.written.Add(keys)
+	}
+	if w.metrics != nil {
+		w.metrics.BytesImported.Add(float64(bytes))
+		w.metrics.KeysImported.Add(float64(keys))
+	}
+}
+
+// runRaw sends plain jobs of one database on the worker's rawConn, in one
+// round trip, and reads their replies in order. A refused RESTORE payload
+// is recreated natively on c, the database's go-redis connection, as in
+// check.
+func (w *Writer) runRaw(cs *conns, c targetClient, all []sent) error {
+	db := all[0].db
+	rc := cs.raw[db]
+	if rc == nil {
+		var err error
+		if rc, err = dialRaw(w.ctx, w.cfg.Target, db); err != nil {
+			return err
+		}
+		if cs.raw == nil {
+			cs.raw = map[int]*rawConn{}
+		}
+		cs.raw[db] = rc
+	}
+	broken := func(s sent, name string, err error) error {
+		rc.Close()
+		delete(cs.raw, db)
+		if w.ctx.Err() != nil {
+			return w.ctx.Err()
+		}
+		return fmt.Errorf("target db %d key %q: %s: %w", s.db, printable(s.j.key), name, err)
+	}
+	for _, s := range all {
+		for _, cmd := range s.args {
+			rc.write(cmd)
+		}
+	}
+	if err := rc.bw.Flush(); err != nil {
+		return broken(all[0], cmdName(all[0].args[0]), err)
+	}
+	for n, s := range all {
+		for i, cmd := range s.args {
+			rerr, err := rc.reply()
+			if err != nil {
+				w.doneRaw(all[:n])
+				return broken(s, cmdName(cmd), err)
+			}
+			if rerr == nil {
+				continue
+			}
+			if s.j.restore && i == 0 && refusedPayload(rerr) {
+				if err := w.restoreNatively(c, s.j, rerr); err != nil {
+					w.doneRaw(all[:n])
+					return err
+				}
+				continue
+			}
+			w.doneRaw(all[:n])
+			rc.Close() // replies of the rest of the pipeline are unread
+			delete(cs.raw, db)
+			return fmt.Errorf("target db %d key %q: %s: %w", s.db, printable(s.j.key), cmdName(cmd), rerr)
+		}
+	}
+	w.doneRaw(all)
 	return nil
 }
 
