@@ -3,6 +3,7 @@ package snapshot
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 )
@@ -31,6 +32,30 @@ func TestSpool(t *testing.T) {
 	got, err := io.ReadAll(sp.reader())
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("read %d bytes (err %v), want the %d written", len(got), err, len(want))
+	}
+
+	// A reader that lags by more than spoolMemory: the rest goes to the
+	// file, and the reader still gets every byte in order.
+	late, _ := newSpool()
+	defer late.Close()
+	var big []byte
+	for i := 0; len(big) < spoolMemory*2+12345; i++ {
+		big = append(big, fmt.Sprintf("%d\tsome row text\n", i)...)
+	}
+	for rest := big; len(rest) > 0; {
+		n := min(len(rest), pipeBuffer)
+		if _, err := late.Write(rest[:n]); err != nil {
+			t.Fatal(err)
+		}
+		rest = rest[n:]
+	}
+	late.CloseWrite(nil)
+	if late.f == nil || late.memBytes > spoolMemory {
+		t.Errorf("a lagging reader: spilled %v, %d bytes held in memory; want a spill and at most %d in memory", late.f != nil, late.memBytes, spoolMemory)
+	}
+	got, err = io.ReadAll(late.reader())
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("lagging reader: read %d bytes (err %v), want the %d written", len(got), err, len(big))
 	}
 
 	failed, _ := newSpool()
