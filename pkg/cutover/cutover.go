@@ -220,7 +220,7 @@ func (r *runner) preconditions(ctx context.Context) error {
 		return fmt.Errorf("cutover: the snapshot is not finished (status %q in replicator.state on the target): let `replicator snapshot` (or `run`) finish first", st.SnapshotStatus)
 	}
 	s, t := r.flagURLs()
-	detail, err := checkStream(ctx, r.src, st, s, t)
+	detail, err := checkStream(ctx, r.src, st, s, t, streamFresh)
 	if err != nil {
 		return err
 	}
@@ -468,7 +468,7 @@ func (r *runner) drain(ctx context.Context) error {
 		// A stream that stopped will not deliver the mark: say so soon
 		// rather than at the timeout. A reconnecting stream is inactive
 		// for a moment, so only a lasting stop counts.
-		if _, serr := checkStream(ctx, r.src, r.st, s, t); serr != nil {
+		if _, serr := checkStream(ctx, r.src, r.st, s, t, 0); serr != nil {
 			if stalledSince.IsZero() {
 				stalledSince = time.Now()
 			} else if time.Since(stalledSince) > streamGrace {

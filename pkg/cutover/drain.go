@@ -15,23 +15,39 @@ import (
 )
 
 // checkStream refuses a migration whose stream is not running: the
-// cutover only watches the stream drain, it does not apply anything.
-func checkStream(ctx context.Context, src *pgx.Conn, st *state.State, srcFlag, tgtFlag string) (string, error) {
+// cutover only watches the stream drain, it does not apply anything. A
+// logical stream's slot inactive for less than wait is taken for a
+// stream reconnecting, and waited for.
+func checkStream(ctx context.Context, src *pgx.Conn, st *state.State, srcFlag, tgtFlag string, wait time.Duration) (string, error) {
 	startIt := fmt.Sprintf("start `replicator stream --source %s --target %s` (or `replicator run`) and keep it running during the cutover", srcFlag, tgtFlag)
 	switch st.Capture {
 	case state.CaptureLogical:
-		var active bool
-		err := src.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, st.SlotName).Scan(&active)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return "", fmt.Errorf("cutover: the source has no replication slot %q: the stream cannot deliver the last changes; take a new snapshot (`replicator snapshot`)", st.SlotName)
+		// A running stream leaves its slot for as long as it takes to
+		// reconnect after an error (a deadlock with the target's own
+		// DDL, a cut connection): one inactive for all of wait is no
+		// stream, one active again within it is the same stream back.
+		deadline := time.Now().Add(wait)
+		for {
+			var active bool
+			err := src.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, st.SlotName).Scan(&active)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return "", fmt.Errorf("cutover: the source has no replication slot %q: the stream cannot deliver the last changes; take a new snapshot (`replicator snapshot`)", st.SlotName)
+			}
+			if err != nil {
+				return "", fmt.Errorf("source: read pg_replication_slots: %w", err)
+			}
+			if active {
+				return fmt.Sprintf("logical capture, slot %s active", st.SlotName), nil
+			}
+			if time.Now().After(deadline) {
+				return "", fmt.Errorf("cutover: no stream is running (slot %q on the source is inactive): %s", st.SlotName, startIt)
+			}
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
 		}
-		if err != nil {
-			return "", fmt.Errorf("source: read pg_replication_slots: %w", err)
-		}
-		if !active {
-			return "", fmt.Errorf("cutover: no stream is running (slot %q on the source is inactive): %s", st.SlotName, startIt)
-		}
-		return fmt.Sprintf("logical capture, slot %s active", st.SlotName), nil
 	case state.CaptureTrigger:
 		var age *float64
 		err := src.QueryRow(ctx, `SELECT extract(epoch FROM now() - max(at))::float8 FROM replicator.ticks`).Scan(&age)
