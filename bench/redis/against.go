@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,23 +26,11 @@ import (
 //	go run ./bench/redis -keys 430000 -rounds 2 -against /tmp/old/replicator
 func runAgainst(keys, rounds int, old string) error {
 	ctx := context.Background()
-	work, err := os.MkdirTemp("", "bench-redis-")
+	work, bin, src, done, err := setUp("bench-redis-", keys, fill)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	bin := filepath.Join(work, "replicator")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/replicator").CombinedOutput(); err != nil {
-		return fmt.Errorf("build replicator (run from the repository root): %v\n%s", err, out)
-	}
-	src, err := testenv.StartRedis(testenv.RedisOptions{})
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	if err := fill(src, keys); err != nil {
-		return err
-	}
+	defer done()
 	c := src.Client(0)
 	defer c.Close()
 	dbsize, _ := c.DBSize(ctx).Result()

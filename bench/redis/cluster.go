@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -25,20 +23,11 @@ import (
 // key of a 2000-key random sample must DUMP the same through the cluster.
 func runCluster(keys int) error {
 	ctx := context.Background()
-	work, err := os.MkdirTemp("", "bench-redis-cluster-")
+	work, bin, src, done, err := setUp("bench-redis-cluster-", keys, fillMixed)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	bin := filepath.Join(work, "replicator")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/replicator").CombinedOutput(); err != nil {
-		return fmt.Errorf("build replicator (run from the repository root): %v\n%s", err, out)
-	}
-	src, err := testenv.StartRedis(testenv.RedisOptions{})
-	if err != nil {
-		return err
-	}
-	defer src.Close()
+	defer done()
 	single, err := testenv.StartRedis(testenv.RedisOptions{})
 	if err != nil {
 		return err
@@ -49,9 +38,6 @@ func runCluster(keys int) error {
 		return err
 	}
 	defer cl.Close()
-	if err := fillMixed(src, keys); err != nil {
-		return err
-	}
 	c := slowClient(src)
 	defer c.Close()
 	dbsize, _ := c.DBSize(ctx).Result()

@@ -47,24 +47,11 @@ func main() {
 
 func run(keys, rounds int) error {
 	ctx := context.Background()
-	work, err := os.MkdirTemp("", "bench-redis-")
+	work, bin, src, done, err := setUp("bench-redis-", keys, fill)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	bin := filepath.Join(work, "replicator")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/replicator").CombinedOutput(); err != nil {
-		return fmt.Errorf("build replicator (run from the repository root): %v\n%s", err, out)
-	}
-	src, err := testenv.StartRedis(testenv.RedisOptions{})
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-
-	if err := fill(src, keys); err != nil {
-		return err
-	}
+	defer done()
 	c := src.Client(0)
 	defer c.Close()
 	dbsize, _ := c.DBSize(ctx).Result()
@@ -239,4 +226,28 @@ func usedMemory(info string) string {
 		}
 	}
 	return "?"
+}
+
+// setUp builds the replicator into a new work folder (named with prefix)
+// and starts a source redis-server filled by fill with about keys keys;
+// done stops the source and removes the folder.
+func setUp(prefix string, keys int, fill func(*testenv.Redis, int) error) (work, bin string, src *testenv.Redis, done func(), err error) {
+	if work, err = os.MkdirTemp("", prefix); err != nil {
+		return "", "", nil, nil, err
+	}
+	bin = filepath.Join(work, "replicator")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/replicator").CombinedOutput(); err != nil {
+		os.RemoveAll(work)
+		return "", "", nil, nil, fmt.Errorf("build replicator (run from the repository root): %v\n%s", err, out)
+	}
+	if src, err = testenv.StartRedis(testenv.RedisOptions{}); err != nil {
+		os.RemoveAll(work)
+		return "", "", nil, nil, err
+	}
+	done = func() { src.Close(); os.RemoveAll(work) }
+	if err = fill(src, keys); err != nil {
+		done()
+		return "", "", nil, nil, err
+	}
+	return work, bin, src, done, nil
 }
