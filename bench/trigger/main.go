@@ -34,6 +34,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,24 +153,13 @@ func (r runResult) cpuPerTxn() float64 { return 1000 * r.cpuSec / float64(r.txns
 
 func run(o options) error {
 	ctx := context.Background()
-	// wal_level=replica, as on Heroku; durable commits, as in production.
-	src, err := testenv.StartPostgres(testenv.PostgresOptions{WalLevel: "replica", Settings: map[string]string{
-		"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on",
-		"max_wal_size": "'4GB'", "checkpoint_timeout": "'30min'"}})
+	src, capt, err := setUp(ctx, o, nil)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	pgbench := filepath.Join(src.BinDir, "pgbench")
-	if err := pgbenchDatabases(ctx, src, o.scale); err != nil {
-		return err
-	}
-	captured := src.URL("captured")
-	capt, err := install(ctx, captured)
-	if err != nil {
-		return err
-	}
 	defer capt.Close()
+	pgbench := filepath.Join(src.BinDir, "pgbench")
 	var applied int64
 	series := []string{o.stream}
 	if o.stream == "both" {
@@ -420,4 +410,27 @@ func clusterCPU(dataDir string) (float64, error) {
 		}
 	}
 	return total / 100, nil
+}
+
+// setUp starts the server the tps runs use (wal_level=replica, as on
+// Heroku; durable commits, as in production; extra settings on top), with
+// the two pgbench databases, capture installed in "captured".
+func setUp(ctx context.Context, o options, extra map[string]string) (*testenv.Postgres, *trigger.Capture, error) {
+	settings := map[string]string{"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on",
+		"max_wal_size": "'4GB'", "checkpoint_timeout": "'30min'"}
+	maps.Copy(settings, extra)
+	src, err := testenv.StartPostgres(testenv.PostgresOptions{WalLevel: "replica", Settings: settings})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := pgbenchDatabases(ctx, src, o.scale); err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	capt, err := install(ctx, src.URL("captured"))
+	if err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	return src, capt, nil
 }

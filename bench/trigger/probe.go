@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"replicator/bench/benchkit"
-	"replicator/internal/testenv"
 )
 
 // probe looks for where a captured pgbench transaction's server time goes
@@ -26,23 +25,14 @@ import (
 // experiment such as autovacuum off for the changelog).
 func probe(o options, clients []int, sql string) error {
 	ctx := context.Background()
-	src, err := testenv.StartPostgres(testenv.PostgresOptions{WalLevel: "replica", Settings: map[string]string{
-		"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on",
-		"max_wal_size": "'4GB'", "checkpoint_timeout": "'30min'", "track_wal_io_timing": "on"}})
+	src, capt, err := setUp(ctx, o, map[string]string{"track_wal_io_timing": "on"})
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	pgbench := filepath.Join(src.BinDir, "pgbench")
-	if err := pgbenchDatabases(ctx, src, o.scale); err != nil {
-		return err
-	}
-	captured := src.URL("captured")
-	capt, err := install(ctx, captured)
-	if err != nil {
-		return err
-	}
 	defer capt.Close()
+	pgbench := filepath.Join(src.BinDir, "pgbench")
+	captured := src.URL("captured")
 	if sql != "" {
 		if err := benchkit.Exec(ctx, captured, sql); err != nil {
 			return err
