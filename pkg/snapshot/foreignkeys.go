@@ -74,7 +74,16 @@ func ValidateForeignKeys(ctx context.Context, target *pgx.Conn) (validated, left
 		switch {
 		case err == nil:
 			validated = append(validated, k)
-		case errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.ForeignKeyViolation || pgErr.Code == pgerrcode.UndefinedObject):
+		case errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.UndefinedObject || pgErr.Code == pgerrcode.UndefinedTable):
+			// The key, or its table, is no longer on the target (dropped
+			// by hand, as a refused drop's fix says): nothing is left to
+			// validate, and a key the source still has is verify's
+			// schema difference to report, not a pending one that would
+			// hold cutover back for good.
+			if _, err := target.Exec(ctx, `DELETE FROM replicator.pending_fks WHERE table_name = $1 AND constraint_name = $2`, k.Table, k.Name); err != nil {
+				return validated, left, fmt.Errorf("forget foreign key %s, gone from the target: %w", k, err)
+			}
+		case errors.As(err, &pgErr) && pgErr.Code == pgerrcode.ForeignKeyViolation:
 			k.LastError = pgErr.Message
 			if pgErr.Detail != "" {
 				k.LastError += ": " + pgErr.Detail

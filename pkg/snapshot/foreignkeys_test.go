@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"replicator/pkg/state"
 )
 
 // TestChunkedCopyForeignKeysPendingUntilValid: after a chunked copy the
@@ -67,5 +69,24 @@ func TestChunkedCopyForeignKeysPendingUntilValid(t *testing.T) {
 	def := `SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'orders_user_id_fkey'`
 	if s, d := queryString(t, src, def), queryString(t, dst, def); s != d {
 		t.Errorf("foreign key on the target %q, on the source %q", d, s)
+	}
+}
+
+// A pending key dropped from the target, or whose table was, is
+// forgotten rather than left pending for good (cutover would refuse
+// until it validated).
+func TestPendingForeignKeyGoneFromTheTarget(t *testing.T) {
+	dst := pg.NewDatabase(t)
+	pg.Exec(t, dst, `CREATE SCHEMA replicator; CREATE TABLE parents (id int PRIMARY KEY); CREATE TABLE kids (id int PRIMARY KEY, p int)`)
+	pg.Exec(t, dst, state.PendingFKsDDL)
+	pg.Exec(t, dst, `INSERT INTO replicator.pending_fks (table_name, constraint_name) VALUES ('public.kids', 'kids_p_fkey'), ('public.gone', 'gone_p_fkey')`)
+	bg := context.Background()
+	conn := pg.Connect(t, dst)
+	validated, left, err := ValidateForeignKeys(bg, conn)
+	if err != nil || len(validated) != 0 || len(left) != 0 {
+		t.Fatalf("validated %v, left %v, err %v; want neither, no error", validated, left, err)
+	}
+	if keys, err := PendingForeignKeys(bg, conn); err != nil || len(keys) != 0 {
+		t.Errorf("pending after the keys are gone: %v, %v; want none", keys, err)
 	}
 }
