@@ -81,7 +81,7 @@ func followPSYNC(ctx context.Context, cfg SyncConfig, w *Writer, rc *replConn, l
 }
 
 func newFollower(cfg SyncConfig, w *Writer, log *zap.Logger, replid string, offset int64) *follower {
-	f := &follower{cfg: cfg, w: w, log: log, m: cfg.Metrics, replid: replid, applied: offset, safe: offset, slots: slotWatch{src: cfg.Source}}
+	f := &follower{cfg: cfg, w: w, log: log, m: cfg.Metrics, replid: replid, applied: offset, safe: offset}
 	f.received.Store(offset)
 	f.m.appliedOffset(offset)
 	return f
@@ -110,7 +110,7 @@ func (f *follower) run(ctx context.Context, rc *replConn) error {
 	defer f.closeTarget()
 	log.Info("following the source's replication stream", zap.String("replid", rc.replid), zap.Int64("offset", f.safe), zap.Bool("durable_position", f.cfg.DurablePosition))
 	if f.cfg.shardID != "" {
-		if err := f.slots.check(ctx); err != nil {
+		if err := f.slots.check(ctx, f.cfg.Source); err != nil {
 			return err.(*targetError).err
 		}
 	}
@@ -378,7 +378,7 @@ func (f *follower) stream(ctx context.Context, rc *replConn) error {
 				return fmt.Errorf("source %s: REPLCONF ACK: %w", rc.addr, err)
 			}
 			if f.cfg.shardID != "" {
-				if err := f.slots.check(ctx); err != nil {
+				if err := f.slots.check(ctx, f.cfg.Source); err != nil {
 					return err
 				}
 			}

@@ -182,11 +182,11 @@ func (f *keyspaceFollower) follow(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	if f.cfg.shardID != "" {
-		watch = &slotWatch{src: f.cfg.Source}
+		watch = &slotWatch{}
 	}
 	for {
 		if watch != nil && time.Since(checked) >= time.Second {
-			if err := watch.check(ctx); err != nil {
+			if err := watch.check(ctx, f.cfg.Source); err != nil {
 				return errors.Unwrap(err)
 			}
 			checked = time.Now()

@@ -69,15 +69,15 @@ func (f *follower) restoreAsking(batch []replCmd) error {
 // follow modes: the slots its master served when the follow started,
 // compared once a second with those it serves now.
 type slotWatch struct {
-	src   *redis.Options // the shard's master
-	slots slotRanges     // recorded on the first check
+	slots slotRanges // recorded on the first check
 }
 
-// check compares the slots the shard's master serves with those it
-// served at the first check, and looks for slots it is migrating or
-// importing.
-func (w *slotWatch) check(ctx context.Context) error {
-	now, err := ownSlots(ctx, w.src)
+// check compares the slots the shard's master src (the one followed now:
+// after a failover, the promoted replica, which serves the same slots)
+// serves with those served at the first check, and looks for slots it is
+// migrating or importing.
+func (w *slotWatch) check(ctx context.Context, src *redis.Options) error {
+	now, err := ownSlots(ctx, src)
 	if err != nil {
 		return nil // the link's own errors say more; checked again next second
 	}
@@ -91,9 +91,9 @@ func (w *slotWatch) check(ctx context.Context) error {
 		if len(came) > 0 {
 			what = strings.TrimPrefix(what+"; ", "; ") + "slots " + came.String() + " moved in from another master"
 		}
-		return errReshard(w.src.Addr, what)
+		return errReshard(src.Addr, what)
 	}
-	so := *w.src
+	so := *src
 	so.PoolSize, so.MaxRetries = 1, -1
 	c := redis.NewClient(&so)
 	defer c.Close()
