@@ -56,13 +56,18 @@ func ownSlots(ctx context.Context, o *redis.Options) (slotRanges, error) {
 	so.PoolSize, so.MaxRetries = 1, -1
 	c := redis.NewClient(&so)
 	defer c.Close()
+	return slotsOf(ctx, c, o.Addr)
+}
+
+// slotsOf is ownSlots on a client c to the node at addr.
+func slotsOf(ctx context.Context, c *redis.Client, addr string) (slotRanges, error) {
 	id, err := c.Do(ctx, "CLUSTER", "MYID").Text()
 	if err != nil {
-		return nil, fmt.Errorf("source shard %s: CLUSTER MYID: %w", o.Addr, err)
+		return nil, fmt.Errorf("source shard %s: CLUSTER MYID: %w", addr, err)
 	}
 	slots, err := c.ClusterSlots(ctx).Result()
 	if err != nil {
-		return nil, fmt.Errorf("source shard %s: CLUSTER SLOTS: %w", o.Addr, err)
+		return nil, fmt.Errorf("source shard %s: CLUSTER SLOTS: %w", addr, err)
 	}
 	var out slotRanges
 	for _, s := range slots {
