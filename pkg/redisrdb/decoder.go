@@ -78,6 +78,8 @@ type Decoder struct {
 
 	capturing bool
 	capture   []byte
+	// noStringCapture: CaptureStrings(false).
+	noStringCapture bool
 
 	db       int
 	expireAt int64
@@ -112,6 +114,12 @@ func (d *Decoder) Offset() int64 { return d.offset }
 // Capturing reports whether the current value's raw bytes are still being
 // kept (Options.CaptureRaw); false once the value outgrew the limit.
 func (d *Decoder) Capturing() bool { return d.capturing }
+
+// CaptureStrings says whether string values are captured too
+// (Options.CaptureRaw), as they are by default. A writer that writes every
+// string with SET rather than RESTORE turns it off: their raw bytes would
+// be copied for nothing. It applies from the next key on.
+func (d *Decoder) CaptureStrings(on bool) { d.noStringCapture = !on }
 
 // Event is the current event; valid until the next call to Next.
 func (d *Decoder) Event() *Event { return &d.ev }
@@ -389,7 +397,7 @@ func (d *Decoder) startKey(typ byte) error {
 func (d *Decoder) startValue(typ byte) error {
 	d.count = 0
 	d.st = stValue
-	if d.opts.CaptureRaw > 0 {
+	if d.opts.CaptureRaw > 0 && !(typ == TypeByteString && d.noStringCapture) {
 		d.capturing, d.capture = true, append(make([]byte, 0, 64), typ)
 	}
 	src, err := d.newSource(typ)

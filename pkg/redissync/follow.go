@@ -108,6 +108,8 @@ func resumePSYNC(ctx context.Context, cfg SyncConfig, w *Writer, p position, hel
 func (f *follower) run(ctx context.Context, rc *replConn) error {
 	log := f.log
 	defer f.closeTarget()
+	f.slots.log = log
+	defer f.slots.close()
 	log.Info("following the source's replication stream", zap.String("replid", rc.replid), zap.Int64("offset", f.safe), zap.Bool("durable_position", f.cfg.DurablePosition))
 	if f.cfg.shardID != "" {
 		if err := f.slots.check(ctx, f.cfg.Source); err != nil {

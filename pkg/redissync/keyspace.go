@@ -182,7 +182,8 @@ func (f *keyspaceFollower) follow(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	if f.cfg.shardID != "" {
-		watch = &slotWatch{}
+		watch = &slotWatch{log: f.log}
+		defer watch.close()
 	}
 	for {
 		if watch != nil && time.Since(checked) >= time.Second {

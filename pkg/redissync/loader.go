@@ -89,7 +89,14 @@ type Events interface {
 	Err() error
 }
 
-var _ Events = (*redisrdb.Decoder)(nil)
+// stringCapturer is an Events source that can be told not to capture
+// string values (redisrdb.Decoder.CaptureStrings).
+type stringCapturer interface{ CaptureStrings(on bool) }
+
+var (
+	_ Events         = (*redisrdb.Decoder)(nil)
+	_ stringCapturer = (*redisrdb.Decoder)(nil)
+)
 
 // Load reads d to the end and writes every key to w. It returns when
 // everything is read and queued; call w.Flush to wait for the writes.
@@ -97,6 +104,11 @@ func Load(ctx context.Context, d Events, w *Writer, bigKeyBytes int64, log *zap.
 	l := &loader{w: w, log: log, bigKeyBytes: bigKeyBytes, now: func() int64 { return time.Now().UnixMilli() }}
 	l.nb = *w.builder(0)
 	l.nb.now = l.now
+	if sc, ok := d.(stringCapturer); ok && w.pxat {
+		// Every string goes by SET (setsStrings, or natively when larger
+		// than bigKeyBytes): their raw bytes would be copied for nothing.
+		sc.CaptureStrings(false)
+	}
 	defer func() { st.ExpiredFields = l.nb.expiredFields }()
 	last := time.Now()
 	for n := 0; d.Next(); n++ {

@@ -55,6 +55,14 @@ func (m *Metrics) bytesImported(n int64) {
 	}
 }
 
+// imported counts keys and bytes written to the target.
+func (m *Metrics) imported(keys, bytes int64) {
+	if m != nil {
+		m.KeysImported.Add(float64(keys))
+		m.BytesImported.Add(float64(bytes))
+	}
+}
+
 func (m *Metrics) followLag(n int64) {
 	if m != nil {
 		m.FollowLagBytes.Set(float64(n))

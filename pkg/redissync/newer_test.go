@@ -2,6 +2,8 @@ package redissync_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"replicator/internal/redistest"
+	"replicator/pkg/redisrdb"
 	"replicator/pkg/redissync"
 )
 
@@ -149,4 +152,58 @@ func TestSyncStringsBySET(t *testing.T) {
 		t.Errorf("str:int expires at %v on the target, want no expiry (the older key's TTL replaced)", got)
 	}
 	redistest.AssertIdentical(t, s, dst)
+}
+
+// TestWriterClosesConnectionsOnFailedFallback: a RESTORE the target
+// refuses whose native rewrite fails too (a field TTL the 7.0 target
+// cannot keep) stops the writer, naming the key, and leaves none of the
+// writer's connections open on the target while it waits to be closed.
+func TestWriterClosesConnectionsOnFailedFallback(t *testing.T) {
+	b := &redistest.RDB{}
+	b.Byte(redistest.OpSelectDB).Len(0)
+	b.Byte(24).Str("hfe").U64(farFuture).Len(1).Len(1).Str("f").Str("v")
+	file := filepath.Join(t.TempDir(), "hfe.rdb")
+	if err := os.WriteFile(file, redistest.File(12, b.Bytes()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tgt := startExtra(t)
+	ctx := context.Background()
+	log := zaptest.NewLogger(t)
+	// Version 12 claimed: the hash goes as a RESTORE, which 7.0 refuses.
+	w, err := redissync.NewWriter(ctx, redissync.WriterConfig{Target: sourceOptionsOf(tgt), TargetRDBVersion: 12, Connections: 1}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := redissync.Load(ctx, redisrdb.NewDecoder(f, redisrdb.Options{CaptureRaw: 1 << 20}), w, 1<<20, log); err != nil {
+		t.Fatal(err)
+	}
+	err = w.Flush()
+	var fe *redissync.FieldTTLError
+	if !errors.As(err, &fe) || fe.Key != "hfe" {
+		t.Fatalf("flush: %v; want the field TTL refusal of key hfe", err)
+	}
+	c := tgt.Client(0)
+	defer c.Close()
+	self, err := c.ClientID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := c.ClientList(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(list), "\n") {
+		if !strings.HasPrefix(l, fmt.Sprintf("id=%d ", self)) {
+			t.Errorf("a connection of the failed writer is still open on the target: %s", l)
+		}
+	}
+	if n := c.DBSize(ctx).Val(); n != 0 {
+		t.Errorf("target holds %d keys after the refusal, want none", n)
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +29,7 @@ import (
 type replConn struct {
 	conn net.Conn
 	br   *bufio.Reader
+	bw   respWriter
 	addr string
 
 	replid string
@@ -55,32 +55,14 @@ func (r idleReader) Read(p []byte) (int, error) {
 var ErrPSYNCRefused = errors.New("source refused replication (PSYNC)")
 
 func dialSource(ctx context.Context, o *redis.Options) (*replConn, error) {
-	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", o.Addr)
+	conn, err := dialRedis(ctx, o, "source", 10*time.Second)
 	if err != nil {
-		return nil, redisconn.Explain("source", o, err)
-	}
-	if o.TLSConfig != nil {
-		cfg := o.TLSConfig.Clone()
-		if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
-			cfg.ServerName, _, _ = net.SplitHostPort(o.Addr)
-		}
-		tc := tls.Client(conn, cfg)
-		tc.SetDeadline(time.Now().Add(15 * time.Second))
-		if err := tc.HandshakeContext(ctx); err != nil {
-			conn.Close()
-			return nil, redisconn.Explain("source", o, err)
-		}
-		tc.SetDeadline(time.Time{})
-		conn = tc
+		return nil, err
 	}
 	c := &replConn{conn: conn, br: bufio.NewReaderSize(idleReader{conn}, 64<<10), addr: o.Addr}
-	if o.Password != "" {
-		args := []string{"AUTH", o.Password}
-		if o.Username != "" {
-			args = []string{"AUTH", o.Username, o.Password}
-		}
-		if _, err := c.call(args...); err != nil {
+	c.bw = respWriter{Writer: bufio.NewWriter(conn)}
+	if auth := authCommand(o); auth != nil {
+		if _, err := c.call(auth...); err != nil {
 			conn.Close()
 			return nil, redisconn.Explain("source", o, err)
 		}
@@ -90,31 +72,22 @@ func dialSource(ctx context.Context, o *redis.Options) (*replConn, error) {
 
 func (c *replConn) Close() error { return c.conn.Close() }
 
-func (c *replConn) send(args ...string) error {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
+// send sends one command; its arguments are of the types rawEncodable
+// accepts. It is called by one goroutine at a time.
+func (c *replConn) send(args ...any) error {
 	c.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	_, err := c.conn.Write(b.Bytes())
-	return err
+	c.bw.command(args)
+	return c.bw.Flush()
 }
 
-// line reads one CRLF-terminated line (without it), at most 64 KiB.
+// line reads one line (without its CRLF), at most 64 KiB.
 func (c *replConn) line() (string, error) {
-	b, err := c.br.ReadSlice('\n')
-	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) {
-			return "", fmt.Errorf("%w: protocol line longer than 64 KiB", redisrdb.ErrCorrupt)
-		}
-		return "", err
-	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	b, err := readLine(c.br)
+	return string(b), err
 }
 
 // call sends a command and reads a status reply.
-func (c *replConn) call(args ...string) (string, error) {
+func (c *replConn) call(args ...any) (string, error) {
 	if err := c.send(args...); err != nil {
 		return "", err
 	}

@@ -3,8 +3,6 @@ package redissync
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -30,10 +28,9 @@ import (
 // closed and must not be used again: the writer stops at its first error.
 type rawConn struct {
 	conn    net.Conn
-	bw      *bufio.Writer
+	bw      respWriter
 	br      *bufio.Reader
 	timeout time.Duration // no read or write may stall longer; 0: none
-	num     []byte        // scratch for numbers
 }
 
 // replyError is an error reply of the target (-ERR ...). It satisfies
@@ -59,35 +56,16 @@ func dialRaw(ctx context.Context, o *redis.Options, db int) (*rawConn, error) {
 	if dt == 0 {
 		dt = 5 * time.Second
 	}
-	d := net.Dialer{Timeout: dt, KeepAlive: 30 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", o.Addr)
+	conn, err := dialRedis(ctx, o, "target", dt)
 	if err != nil {
-		return nil, redisconn.Explain("target", o, err)
-	}
-	if o.TLSConfig != nil {
-		cfg := o.TLSConfig.Clone()
-		if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
-			cfg.ServerName, _, _ = net.SplitHostPort(o.Addr)
-		}
-		tc := tls.Client(conn, cfg)
-		tc.SetDeadline(time.Now().Add(dt + 10*time.Second))
-		if err := tc.HandshakeContext(ctx); err != nil {
-			conn.Close()
-			return nil, redisconn.Explain("target", o, err)
-		}
-		tc.SetDeadline(time.Time{})
-		conn = tc
+		return nil, err
 	}
 	c := &rawConn{conn: conn, timeout: timeout}
-	c.bw = bufio.NewWriterSize(deadlineWriter{c}, 64<<10)
+	c.bw = respWriter{Writer: bufio.NewWriterSize(deadlineWriter{c}, 64<<10)}
 	c.br = bufio.NewReaderSize(deadlineReader{c}, 64<<10)
 	var hello []command
-	if o.Password != "" {
-		if o.Username != "" {
-			hello = append(hello, command{"AUTH", o.Username, o.Password})
-		} else {
-			hello = append(hello, command{"AUTH", o.Password})
-		}
+	if auth := authCommand(o); auth != nil {
+		hello = append(hello, auth)
 	}
 	if db != 0 {
 		hello = append(hello, command{"SELECT", db})
@@ -135,72 +113,21 @@ func (r deadlineReader) Read(p []byte) (int, error) {
 	return r.c.conn.Read(p)
 }
 
-// rawEncodable reports whether every argument of cmd is of a type write
-// encodes.
-func rawEncodable(cmd command) bool {
-	for _, a := range cmd {
-		switch a.(type) {
-		case string, []byte, int, int64:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// write appends cmd to the send buffer as a RESP array of bulk strings;
-// write errors surface at Flush (bufio keeps the first).
-func (c *rawConn) write(cmd command) {
-	c.header('*', len(cmd))
-	for _, a := range cmd {
-		switch v := a.(type) {
-		case []byte:
-			c.header('$', len(v))
-			c.bw.Write(v)
-		case string:
-			c.header('$', len(v))
-			c.bw.WriteString(v)
-		case int:
-			c.bulkInt(int64(v))
-		case int64:
-			c.bulkInt(v)
-		}
-		c.bw.WriteString("\r\n")
-	}
-}
-
-func (c *rawConn) header(kind byte, n int) {
-	c.bw.WriteByte(kind)
-	c.num = strconv.AppendInt(c.num[:0], int64(n), 10)
-	c.bw.Write(c.num)
-	c.bw.WriteString("\r\n")
-}
-
-func (c *rawConn) bulkInt(v int64) {
-	c.num = strconv.AppendInt(c.num[:0], v, 10)
-	n := len(c.num)
-	c.bw.WriteByte('$')
-	c.num = strconv.AppendInt(c.num, int64(n), 10)
-	c.bw.Write(c.num[n:])
-	c.bw.WriteString("\r\n")
-	c.bw.Write(c.num[:n])
-}
+// write appends cmd to the send buffer (respWriter.command).
+func (c *rawConn) write(cmd command) { c.bw.command(cmd) }
 
 // reply reads one reply. rerr is the target's error reply, if it is one
 // (the first error inside an array, as EXEC's); err is a broken
 // connection or protocol, after which the connection is useless.
 func (c *rawConn) reply() (rerr error, err error) {
-	l, err := c.br.ReadSlice('\n')
+	l, err := readLine(c.br)
 	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) {
-			return nil, errors.New("target reply: line longer than 64 KiB")
-		}
 		return nil, eofErr(err)
 	}
-	if len(l) < 3 || l[len(l)-2] != '\r' {
-		return nil, fmt.Errorf("target reply: malformed line %q", l)
+	if len(l) == 0 {
+		return nil, fmt.Errorf("target reply: empty line")
 	}
-	body := l[1 : len(l)-2]
+	body := l[1:]
 	switch l[0] {
 	case '+', ':':
 		return nil, nil

@@ -3,10 +3,12 @@ package redissync
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 )
 
 // A reshard of a cluster source while its shards are followed is not
@@ -67,9 +69,19 @@ func (f *follower) restoreAsking(batch []replCmd) error {
 
 // slotWatch notices a reshard of one shard of a cluster source, for both
 // follow modes: the slots its master served when the follow started,
-// compared once a second with those it serves now.
+// compared once a second with those it serves now. It keeps one client
+// to the master for its life, dialled again when the follow moves to
+// another master (after a failover) or the client fails. A check that
+// cannot ask does not stop the follow (the link's own errors say more
+// about a dead master): it is logged once when the checks start failing
+// and once when they work again. close ends it.
 type slotWatch struct {
+	log   *zap.Logger
 	slots slotRanges // recorded on the first check
+
+	c       *redis.Client
+	addr    string // the master c talks to
+	failing bool   // the last check could not ask
 }
 
 // check compares the slots the shard's master src (the one followed now:
@@ -77,9 +89,17 @@ type slotWatch struct {
 // serves with those served at the first check, and looks for slots it is
 // migrating or importing.
 func (w *slotWatch) check(ctx context.Context, src *redis.Options) error {
-	now, err := ownSlots(ctx, src)
+	if w.c != nil && w.addr != src.Addr {
+		w.close()
+	}
+	if w.c == nil {
+		so := *src
+		so.PoolSize, so.MaxRetries = 1, -1
+		w.c, w.addr = redis.NewClient(&so), src.Addr
+	}
+	now, err := slotsOf(ctx, w.c, src.Addr)
 	if err != nil {
-		return nil // the link's own errors say more; checked again next second
+		return w.cannotAsk(ctx, err)
 	}
 	if w.slots == nil {
 		w.slots = now
@@ -93,13 +113,13 @@ func (w *slotWatch) check(ctx context.Context, src *redis.Options) error {
 		}
 		return errReshard(src.Addr, what)
 	}
-	so := *src
-	so.PoolSize, so.MaxRetries = 1, -1
-	c := redis.NewClient(&so)
-	defer c.Close()
-	nodes, err := c.ClusterNodes(ctx).Result()
+	nodes, err := w.c.ClusterNodes(ctx).Result()
 	if err != nil {
-		return nil
+		return w.cannotAsk(ctx, fmt.Errorf("source shard %s: CLUSTER NODES: %w", src.Addr, err))
+	}
+	if w.failing {
+		w.failing = false
+		w.log.Info("reshard watch: the source shard's master answers again", zap.String("shard", src.Addr))
 	}
 	for _, l := range strings.Split(nodes, "\n") {
 		fields := strings.Fields(l)
@@ -113,10 +133,37 @@ func (w *slotWatch) check(ctx context.Context, src *redis.Options) error {
 			}
 		}
 		if len(moving) > 0 {
-			return errReshard(so.Addr, "slots migrating (slot->-node) or importing (slot-<-node): "+strings.Join(moving, " "))
+			return errReshard(src.Addr, "slots migrating (slot->-node) or importing (slot-<-node): "+strings.Join(moving, " "))
 		}
 	}
 	return nil
+}
+
+// cannotAsk records a check that got no answer: logged when the checks
+// start failing, not each second. A client that failed (not an error
+// reply of the master) is dialled again at the next check.
+func (w *slotWatch) cannotAsk(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil // the follow is stopping
+	}
+	if !w.failing {
+		w.failing = true
+		w.log.Warn("reshard watch: cannot ask the source shard's master for its slots; a reshard is not noticed until it answers (checked every second, the follow goes on)",
+			zap.String("shard", w.addr), zap.Error(err))
+	}
+	var re redis.Error
+	if !errors.As(err, &re) {
+		w.close()
+	}
+	return nil
+}
+
+// close closes the watch's client; a later check dials again.
+func (w *slotWatch) close() {
+	if w.c != nil {
+		w.c.Close()
+		w.c = nil
+	}
 }
 
 // minus is the slots of r that o does not hold, as ranges.

@@ -15,7 +15,8 @@ import (
 // or our offset left its backlog) it sends its whole RDB again; that RDB
 // holds exactly the keys of the slots it serves. So only those slots are
 // emptied on the target (every key whose hash slot is one of them, found
-// by SCAN, except the follow positions) and loaded again from that RDB,
+// per slot on a cluster target and by SCAN on a single server, except
+// the follow positions) and loaded again from that RDB,
 // while the other shards' followers go on. A key deleted on the source
 // while the link was down is gone from the target afterwards too.
 //
@@ -56,13 +57,18 @@ func ownSlots(ctx context.Context, o *redis.Options) (slotRanges, error) {
 	so.PoolSize, so.MaxRetries = 1, -1
 	c := redis.NewClient(&so)
 	defer c.Close()
+	return slotsOf(ctx, c, o.Addr)
+}
+
+// slotsOf is ownSlots on a client c to the node at addr.
+func slotsOf(ctx context.Context, c *redis.Client, addr string) (slotRanges, error) {
 	id, err := c.Do(ctx, "CLUSTER", "MYID").Text()
 	if err != nil {
-		return nil, fmt.Errorf("source shard %s: CLUSTER MYID: %w", o.Addr, err)
+		return nil, fmt.Errorf("source shard %s: CLUSTER MYID: %w", addr, err)
 	}
 	slots, err := c.ClusterSlots(ctx).Result()
 	if err != nil {
-		return nil, fmt.Errorf("source shard %s: CLUSTER SLOTS: %w", o.Addr, err)
+		return nil, fmt.Errorf("source shard %s: CLUSTER SLOTS: %w", addr, err)
 	}
 	var out slotRanges
 	for _, s := range slots {
@@ -74,48 +80,136 @@ func ownSlots(ctx context.Context, o *redis.Options) (slotRanges, error) {
 }
 
 // deleteSlots removes from the target (database 0) every key whose hash
-// slot is in slots, except the follow positions, and returns how many.
+// slot is in slots, except the follow positions, and returns how many
+// keys were removed (UNLINK's replies). A cluster target is asked slot by
+// slot, on the master that owns it (CLUSTER COUNTKEYSINSLOT, then
+// GETKEYSINSLOT); a single server has no slot index, so it is SCANned
+// whole.
 func (w *Writer) deleteSlots(ctx context.Context, slots slotRanges) (int64, error) {
-	one := func(ctx context.Context, c redis.Cmdable) (int64, error) {
-		var n int64
-		var cursor uint64
-		for {
-			keys, next, err := c.Scan(ctx, cursor, "", 1000).Result()
-			if err != nil {
-				return n, err
-			}
-			pipe := c.Pipeline()
-			for _, k := range keys {
-				if slots.has(keySlot(k)) && !IsPositionKey(k) {
-					pipe.Unlink(ctx, k) // one key a command: keys of several slots
-				}
-			}
-			if pipe.Len() > 0 {
-				cmds, err := pipe.Exec(ctx)
-				if err != nil {
-					return n, err
-				}
-				n += int64(len(cmds))
-			}
-			if cursor = next; cursor == 0 {
-				return n, nil
-			}
-		}
-	}
 	if !w.cluster {
 		c := w.client(0, 1)
 		defer c.Close()
-		return one(ctx, c)
+		return scanDeleteSlots(ctx, c, slots)
 	}
 	cc := w.clusterClient(1)
 	defer cc.Close()
-	var total atomic.Int64
-	err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-		k, err := one(ctx, n)
+	_, owner, err := clusterMasters(ctx, cc)
+	if err != nil {
+		return 0, err
+	}
+	served := 0 // slots of the range that a master serves
+	for _, r := range slots {
+		for s := r.Start; s <= r.End; s++ {
+			if owner[s] != "" {
+				served++
+			}
+		}
+	}
+	var total, done atomic.Int64
+	err = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		addr := n.Options().Addr
+		var mine []int
+		for _, r := range slots {
+			for s := r.Start; s <= r.End; s++ {
+				if owner[s] == addr {
+					mine = append(mine, s)
+				}
+			}
+		}
+		k, err := deleteInSlots(ctx, n, mine)
 		total.Add(k)
-		return err
+		done.Add(int64(len(mine)))
+		if err != nil {
+			return fmt.Errorf("target master %s: %w", addr, err)
+		}
+		return nil
 	})
+	if err == nil && done.Load() != int64(served) {
+		err = fmt.Errorf("target cluster: %d of the %d slots to empty are served by masters its client does not reach (the cluster is changing?); run the follow again once CLUSTER SLOTS is stable", int64(served)-done.Load(), served)
+	}
 	return total.Load(), err
+}
+
+// getKeysBatch is how many keys one GETKEYSINSLOT asks for.
+const getKeysBatch = 1000
+
+// deleteInSlots removes the keys of slots, all served by the master c,
+// except the follow positions, and returns how many it removed.
+func deleteInSlots(ctx context.Context, c *redis.Client, slots []int) (int64, error) {
+	pipe := c.Pipeline()
+	counts := make([]*redis.IntCmd, len(slots))
+	for i, s := range slots {
+		counts[i] = pipe.ClusterCountKeysInSlot(ctx, s)
+	}
+	if len(slots) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return 0, fmt.Errorf("CLUSTER COUNTKEYSINSLOT: %w", err)
+		}
+	}
+	var n int64
+	for i, s := range slots {
+		if counts[i].Val() == 0 {
+			continue
+		}
+		// The positions stay: GETKEYSINSLOT lists them again each time,
+		// so ask for more than they are once a batch holds nothing else.
+		for batch := getKeysBatch; ; {
+			keys, err := c.ClusterGetKeysInSlot(ctx, s, batch).Result()
+			if err != nil {
+				return n, fmt.Errorf("CLUSTER GETKEYSINSLOT %d: %w", s, err)
+			}
+			del := make([]string, 0, len(keys))
+			for _, k := range keys {
+				if !IsPositionKey(k) {
+					del = append(del, k)
+				}
+			}
+			if len(del) > 0 {
+				// One UNLINK for the batch: its keys share the slot.
+				m, err := c.Unlink(ctx, del...).Result()
+				n += m
+				if err != nil {
+					return n, fmt.Errorf("UNLINK of slot %d's keys: %w", s, err)
+				}
+			}
+			if len(keys) < batch {
+				break
+			}
+			if len(del) == 0 {
+				batch *= 2
+			}
+		}
+	}
+	return n, nil
+}
+
+// scanDeleteSlots is deleteSlots on a single server: SCAN, and UNLINK the
+// keys of the slots.
+func scanDeleteSlots(ctx context.Context, c redis.Cmdable, slots slotRanges) (int64, error) {
+	var n int64
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, "", 1000).Result()
+		if err != nil {
+			return n, err
+		}
+		del := keys[:0]
+		for _, k := range keys {
+			if slots.has(keySlot(k)) && !IsPositionKey(k) {
+				del = append(del, k)
+			}
+		}
+		if len(del) > 0 {
+			m, err := c.Unlink(ctx, del...).Result()
+			n += m
+			if err != nil {
+				return n, err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return n, nil
+		}
+	}
 }
 
 // clearShard empties the target's slots of the shard a follower follows,

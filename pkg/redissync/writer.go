@@ -108,7 +108,6 @@ type Writer struct {
 	log     *zap.Logger
 	metrics *Metrics
 	version int
-	info    string
 	// fieldTTL: the target has HPEXPIREAT (hash field TTLs), probed once.
 	fieldTTL bool
 	// pxat: the target's SET takes PXAT (Redis 6.2+).
@@ -143,16 +142,16 @@ func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metric
 	if err != nil {
 		return nil, redisconn.Explain("target", cfg.Target, err)
 	}
-	w.info = info
 	if w.cluster, err = isCluster(ctx, c); err != nil {
 		return nil, fmt.Errorf("target Redis %s: INFO cluster: %w", cfg.Target.Addr, err)
 	}
+	sv := parseServerInfo(info)
 	w.version = cfg.TargetRDBVersion
 	if w.version == 0 {
-		w.version = RDBVersionOf(info)
+		w.version = sv.rdbVersion()
 	}
-	w.fieldTTL = hasCommand(ctx, c, "hpexpireat", RDBVersionOf(info) >= 12)
-	w.pxat = versionAtLeast(info, 6, 2)
+	w.fieldTTL = hasCommand(ctx, c, "hpexpireat", sv.rdbVersion() >= 12)
+	w.pxat = sv.atLeast(6, 2)
 	w.ctx, w.cancel = context.WithCancel(ctx)
 	for i := 0; i < cfg.Connections; i++ {
 		// Room for a whole pipeline: a worker takes what is queued when
@@ -171,23 +170,6 @@ func NewWriter(ctx context.Context, cfg WriterConfig, log *zap.Logger, m *Metric
 // ms, 0 for none) is written by SET rather than RESTORE: always without
 // a TTL, and with one where SET takes PXAT.
 func (w *Writer) setsStrings(expireAt int64) bool { return expireAt == 0 || w.pxat }
-
-// versionAtLeast reports whether INFO server's redis_version (which
-// Valkey reports too) is at least major.minor.
-func versionAtLeast(info string, major, minor int) bool {
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
-			parts := strings.Split(v, ".")
-			ma, _ := strconv.Atoi(parts[0])
-			mi := 0
-			if len(parts) > 1 {
-				mi, _ = strconv.Atoi(parts[1])
-			}
-			return ma > major || ma == major && mi >= minor
-		}
-	}
-	return false
-}
 
 // TargetVersion is the RDB version payloads are stamped with.
 func (w *Writer) TargetVersion() int { return w.version }
@@ -235,43 +217,65 @@ func (w *Writer) DroppedFieldTTLs() (int64, []string) {
 	return w.dropped.n, append([]string(nil), w.dropped.examples...)
 }
 
-// RDBVersionOf maps INFO server output to the newest RDB version that
-// server loads. Valkey refuses Redis' RDB 12 whatever its own number.
-func RDBVersionOf(info string) int {
-	field := func(name string) string {
-		for _, line := range strings.Split(info, "\n") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
-				return v
+// serverInfo is what the writer reads from the target's INFO server.
+type serverInfo struct {
+	major, minor int // redis_version (which Valkey reports too)
+	valkey       bool
+}
+
+func parseServerInfo(info string) serverInfo {
+	var sv serverInfo
+	for _, line := range strings.Split(info, "\n") {
+		name, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		switch name {
+		case "redis_version":
+			parts := strings.Split(v, ".")
+			sv.major, _ = strconv.Atoi(parts[0])
+			if len(parts) > 1 {
+				sv.minor, _ = strconv.Atoi(parts[1])
 			}
-		}
-		return ""
-	}
-	major, minor := 0, 0
-	if v := field("redis_version"); v != "" {
-		parts := strings.Split(v, ".")
-		major, _ = strconv.Atoi(parts[0])
-		if len(parts) > 1 {
-			minor, _ = strconv.Atoi(parts[1])
+		case "server_name":
+			sv.valkey = sv.valkey || v == "valkey"
+		case "valkey_version":
+			sv.valkey = sv.valkey || v != ""
 		}
 	}
+	return sv
+}
+
+// atLeast reports whether the server's version is at least major.minor.
+func (sv serverInfo) atLeast(major, minor int) bool {
+	return sv.major > major || sv.major == major && sv.minor >= minor
+}
+
+// RDBVersionOf maps INFO server output to the newest RDB version that
+// server loads.
+func RDBVersionOf(info string) int { return parseServerInfo(info).rdbVersion() }
+
+// rdbVersion is the newest RDB version the server loads. Valkey refuses
+// Redis' RDB 12 whatever its own number.
+func (sv serverInfo) rdbVersion() int {
 	var ver int
 	switch {
-	case major > 7 || major == 7 && minor >= 4:
+	case sv.atLeast(7, 4):
 		ver = 12
-	case major == 7 && minor >= 2:
+	case sv.atLeast(7, 2):
 		ver = 11
-	case major == 7:
+	case sv.atLeast(7, 0):
 		ver = 10
-	case major >= 5:
+	case sv.atLeast(5, 0):
 		ver = 9
-	case major == 4:
+	case sv.atLeast(4, 0):
 		ver = 8
-	case major == 3 && minor >= 2:
+	case sv.atLeast(3, 2):
 		ver = 7
 	default:
 		ver = 6
 	}
-	if field("server_name") == "valkey" || field("valkey_version") != "" {
+	if sv.valkey {
 		ver = min(ver, 11)
 	}
 	return ver
@@ -612,33 +616,24 @@ func (w *Writer) run(cs *conns, batch []*job) error {
 				}
 			}
 			pipe.Exec(w.ctx) // errors are read per command below
-			for _, s := range all[start:end] {
+			for k, s := range all[start:end] {
 				if err := w.check(c, s); err != nil {
+					w.ran(all[start : start+k])
 					return err
 				}
-				w.done1(s.j)
 			}
+			w.ran(all[start:end])
 			start = end
 		}
 	}
 	return nil
 }
 
-// done1 counts a job that ran.
-func (w *Writer) done1(j *job) {
-	w.metrics.bytesImported(j.bytes)
-	if j.keyDone && !j.noKey {
-		w.written.Add(1)
-		w.metrics.keyImported()
-	}
-}
-
-// doneRaw counts the jobs of a raw pipeline that ran, at once: the
-// workers share the counters, and one atomic add a job each was a cost
-// of its own on small keys.
-func (w *Writer) doneRaw(done []sent) {
+// ran counts jobs that ran, at once: the workers share the counters,
+// and one atomic add a job each was a cost of its own on small keys.
+func (w *Writer) ran(jobs []sent) {
 	var bytes, keys int64
-	for _, s := range done {
+	for _, s := range jobs {
 		bytes += s.j.bytes
 		if s.j.keyDone && !s.j.noKey {
 			keys++
@@ -647,16 +642,14 @@ func (w *Writer) doneRaw(done []sent) {
 	if keys > 0 {
 		w.written.Add(keys)
 	}
-	if w.metrics != nil {
-		w.metrics.BytesImported.Add(float64(bytes))
-		w.metrics.KeysImported.Add(float64(keys))
-	}
+	w.metrics.imported(keys, bytes)
 }
 
 // runRaw sends plain jobs of one database on the worker's rawConn, in one
 // round trip, and reads their replies in order. A refused RESTORE payload
 // is recreated natively on c, the database's go-redis connection, as in
-// check.
+// check. After any error the rawConn is closed (the replies of the rest
+// of the pipeline are unread, or the connection is broken).
 func (w *Writer) runRaw(cs *conns, c targetClient, all []sent) error {
 	db := all[0].db
 	rc := cs.raw[db]
@@ -670,47 +663,43 @@ func (w *Writer) runRaw(cs *conns, c targetClient, all []sent) error {
 		}
 		cs.raw[db] = rc
 	}
-	broken := func(s sent, name string, err error) error {
+	n, err := w.sendRaw(rc, c, all)
+	w.ran(all[:n])
+	if err != nil {
 		rc.Close()
 		delete(cs.raw, db)
 		if w.ctx.Err() != nil {
 			return w.ctx.Err()
 		}
-		return fmt.Errorf("target db %d key %q: %s: %w", s.db, printable(s.j.key), name, err)
 	}
+	return err
+}
+
+// sendRaw is runRaw's round trip: it returns how many jobs ran and the
+// first error.
+func (w *Writer) sendRaw(rc *rawConn, c targetClient, all []sent) (int, error) {
 	for _, s := range all {
 		for _, cmd := range s.args {
 			rc.write(cmd)
 		}
 	}
 	if err := rc.bw.Flush(); err != nil {
-		return broken(all[0], cmdName(all[0].args[0]), err)
+		return 0, jobErr(all[0], 0, err)
 	}
 	for n, s := range all {
-		for i, cmd := range s.args {
+		for i := range s.args {
 			rerr, err := rc.reply()
 			if err != nil {
-				w.doneRaw(all[:n])
-				return broken(s, cmdName(cmd), err)
+				return n, jobErr(s, i, err)
 			}
-			if rerr == nil {
-				continue
-			}
-			if s.j.restore && i == 0 && refusedPayload(rerr) {
-				if err := w.restoreNatively(c, s.j, rerr); err != nil {
-					w.doneRaw(all[:n])
-					return err
+			if rerr != nil {
+				if err := w.replyErr(c, s, i, rerr); err != nil {
+					return n, err
 				}
-				continue
 			}
-			w.doneRaw(all[:n])
-			rc.Close() // replies of the rest of the pipeline are unread
-			delete(cs.raw, db)
-			return fmt.Errorf("target db %d key %q: %s: %w", s.db, printable(s.j.key), cmdName(cmd), rerr)
 		}
 	}
-	w.doneRaw(all)
-	return nil
+	return len(all), nil
 }
 
 // check reads the replies of one job.
@@ -731,15 +720,26 @@ func (w *Writer) check(c targetClient, s sent) error {
 		if err == nil || errors.Is(err, redis.Nil) {
 			continue
 		}
-		if s.j.restore && i == 0 && refusedPayload(err) {
-			if err := w.restoreNatively(c, s.j, err); err != nil {
-				return err
-			}
-			continue
+		if err := w.replyErr(c, s, i, err); err != nil {
+			return err
 		}
-		return fmt.Errorf("target db %d key %q: %s: %w", s.db, printable(s.j.key), cmdName(s.args[i]), err)
 	}
 	return nil
+}
+
+// replyErr handles the target's error reply to command i of job s: a
+// refused RESTORE payload is recreated natively on c (nil once that
+// worked); any other error stops the writer, naming the key.
+func (w *Writer) replyErr(c targetClient, s sent, i int, err error) error {
+	if s.j.restore && i == 0 && refusedPayload(err) {
+		return w.restoreNatively(c, s.j, err)
+	}
+	return jobErr(s, i, err)
+}
+
+// jobErr is err of command i of job s, with the key and the command.
+func jobErr(s sent, i int, err error) error {
+	return fmt.Errorf("target db %d key %q: %s: %w", s.db, printable(s.j.key), cmdName(s.args[i]), err)
 }
 
 func cmdName(c command) string {
