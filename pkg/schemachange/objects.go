@@ -83,11 +83,7 @@ func (o *Object) createSQL() string {
 	q := o.qualifiedName()
 	switch o.Kind {
 	case ObjEnum:
-		labels := make([]string, len(o.Labels))
-		for i, l := range o.Labels {
-			labels[i] = pgutil.QuoteLiteral(l)
-		}
-		return fmt.Sprintf("CREATE TYPE %s AS ENUM (%s)", q, strings.Join(labels, ", "))
+		return fmt.Sprintf("CREATE TYPE %s AS ENUM (%s)", q, strings.Join(quoteAll(o.Labels), ", "))
 	case ObjSequence:
 		return fmt.Sprintf("CREATE SEQUENCE IF NOT EXISTS %s %s", q, o.Def)
 	case ObjView:
@@ -99,12 +95,7 @@ func (o *Object) createSQL() string {
 }
 
 func (o *Object) dropSQL() string {
-	word := strings.ToUpper(string(o.Kind))
-	switch o.Kind {
-	case ObjEnum, ObjComposite, ObjRange:
-		word = "TYPE"
-	}
-	return fmt.Sprintf("DROP %s %s", word, o.display())
+	return fmt.Sprintf("DROP %s %s", sqlWord(o.Kind), o.display())
 }
 
 // readObjects adds the captured schemas' objects and the tables'
@@ -391,12 +382,8 @@ func enumChange(key, obj string, o, n *Object) Change {
 		}
 	}
 	if !inOrder {
-		quoted := make([]string, len(n.Labels))
-		for i, l := range n.Labels {
-			quoted[i] = pgutil.QuoteLiteral(l)
-		}
 		return Change{Kind: AlterEnumValues, Key: key, Object: obj,
-			Detail: "had labels renamed or reordered on the source; it now has " + strings.Join(quoted, ", "),
+			Detail: "had labels renamed or reordered on the source; it now has " + strings.Join(quoteAll(n.Labels), ", "),
 			Fix:    fmt.Sprintf("make the same change on the target (ALTER TYPE %s RENAME VALUE …)", n.display())}
 	}
 	return Change{Kind: AddEnumValue, Key: key, Object: obj, Detail: "has the new label(s) " + strings.Join(quoteAll(added), ", ") + " on the source", Stmts: stmts}
