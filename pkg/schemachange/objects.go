@@ -248,22 +248,29 @@ func alignObjects(tgt, src *Catalog, out *Catalog) {
 // views; then by oid, the order they were made in.
 func sortedObjects(m map[string]*Object) []string {
 	rank := map[ObjKind]int{ObjEnum: 0, ObjDomain: 1, ObjComposite: 2, ObjRange: 2, ObjSequence: 3, ObjFunction: 4, ObjProcedure: 4, ObjView: 5, ObjMatview: 6}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	// The oid ends the key ("kind:…:oid"): parsed once per object, not
+	// in every comparison.
+	type entry struct {
+		key  string
+		rank int
+		oid  uint64
 	}
-	oid := func(k string) uint64 {
+	entries := make([]entry, 0, len(m))
+	for k, o := range m {
 		var n uint64
 		fmt.Sscanf(k[strings.LastIndexByte(k, ':')+1:], "%d", &n)
-		return n
+		entries = append(entries, entry{k, rank[o.Kind], n})
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		a, b := m[keys[i]], m[keys[j]]
-		if rank[a.Kind] != rank[b.Kind] {
-			return rank[a.Kind] < rank[b.Kind]
+	sort.Slice(entries, func(i, j int) bool {
+		if entries[i].rank != entries[j].rank {
+			return entries[i].rank < entries[j].rank
 		}
-		return oid(keys[i]) < oid(keys[j])
+		return entries[i].oid < entries[j].oid
 	})
+	keys := make([]string, len(entries))
+	for i, e := range entries {
+		keys[i] = e.key
+	}
 	return keys
 }
 
