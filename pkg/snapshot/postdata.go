@@ -247,8 +247,13 @@ func (pd *postData) build(ctx context.Context, unit string, wait bool) (bool, er
 		if _, err := tx.Exec(ctx, script); err != nil {
 			return false, fmt.Errorf("build the indexes and constraints of %s on the target: %w", unitName(unit), err)
 		}
-		if err := recordPendingFKs(ctx, tx, pd.notValid); err != nil {
-			return false, err
+		if unit == "" {
+			// Recorded with the final unit that created them only: a
+			// unit built after it must not record them again (one
+			// validated meanwhile would be pending once more).
+			if err := recordPendingFKs(ctx, tx, pd.notValid); err != nil {
+				return false, err
+			}
 		}
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO replicator.postdata (table_name) VALUES ($1)`, unit); err != nil {
