@@ -89,11 +89,16 @@ func TestStreamSurvivesTargetDeadlock(t *testing.T) {
 
 	// The apply holds a's row and waits for b's.
 	applyPid := waitFor(t, ctx, watch, `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND $1 = ANY(pg_blocking_pids(pid))`, otherPid)
-	var isStream bool
-	if err := watch.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1)`, applyPid).Scan(&isStream); err != nil {
-		t.Fatal(err)
+	// The stream's target session is the one holding the stream lock.
+	holdsStreamLock := func(pid int) bool {
+		t.Helper()
+		var held bool
+		if err := watch.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1)`, pid).Scan(&held); err != nil {
+			t.Fatal(err)
+		}
+		return held
 	}
-	if !isStream {
+	if !holdsStreamLock(applyPid) {
 		t.Fatalf("backend %d waiting for the other session is not the stream's (it holds no stream lock)", applyPid)
 	}
 
@@ -144,11 +149,7 @@ func TestStreamSurvivesTargetDeadlock(t *testing.T) {
 	if pid := walsender(); pid != walsenderBefore {
 		t.Errorf("the slot's walsender changed from %d to %d: the stream reconnected", walsenderBefore, pid)
 	}
-	var stillThere bool
-	if err := watch.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1)`, applyPid).Scan(&stillThere); err != nil {
-		t.Fatal(err)
-	}
-	if !stillThere {
+	if !holdsStreamLock(applyPid) {
 		t.Errorf("target backend %d no longer holds the stream lock: the stream reconnected", applyPid)
 	}
 }
