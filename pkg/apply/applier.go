@@ -32,6 +32,12 @@ type Config struct {
 	// transaction arrived, so latency stays bounded at low rates. Default
 	// (0) 100ms.
 	MaxDelay time.Duration
+	// ConflictRetries is how many times a target transaction that lost a
+	// deadlock (SQLSTATE 40P01) or a serialization failure (40001) to
+	// another session is applied again, from its start, in the same
+	// session before the stream fails and reconnects (retry.go). Default
+	// (0) 5; negative: never.
+	ConflictRetries int
 	// BatchStatements and BatchBytes bound one pipelined round trip (and
 	// the memory its arguments hold). Defaults (0) 1000 and 8 MiB.
 	BatchStatements int
@@ -54,6 +60,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxDelay == 0 {
 		c.MaxDelay = 100 * time.Millisecond
+	}
+	if c.ConflictRetries == 0 {
+		c.ConflictRetries = 5
 	}
 	if c.BatchStatements == 0 {
 		c.BatchStatements = 1000
@@ -248,25 +257,27 @@ func (a *Applier) Run(ctx context.Context, src wal.Source) error {
 			return &StageError{"capture", err}
 		}
 		err = a.group(ctx, opCtx, src, t)
+		// The group whole, while err is that of its target transaction:
+		// a retry or a replay re-adds them and may fail part way.
+		txns := a.txns
+		err = a.retry(opCtx, src, txns, err)
 		var ae *ApplyError
-		if errors.As(err, &ae) && ae.setWise && len(a.txns) > 0 {
+		var se *StageError
+		if errors.As(err, &ae) && ae.setWise && !errors.As(err, &se) && len(txns) > 0 {
 			// A set-wise statement cannot say which row failed: replay the
-			// same transactions one change at a time to find it.
-			txns := a.txns
+			// same transactions one change at a time to find it. (Not
+			// after a stage's error: the transaction it was about to
+			// apply is not among txns.)
 			a.rollback()
 			a.log.Warn("a batched change failed; applying its transactions one change at a time to find which", zap.Error(err))
 			a.precise = true
 			err = a.replay(opCtx, src, txns)
+			err = a.retry(opCtx, src, txns, err)
 			a.precise = false
-			if err != nil {
-				for _, t := range txns {
-					t.Close()
-				}
-			}
 		}
 		if err != nil {
+			closeAll(txns)
 			a.abort()
-			var se *StageError
 			if errors.As(err, &se) {
 				return err
 			}
@@ -333,6 +344,9 @@ func (a *Applier) group(ctx, opCtx context.Context, src wal.Source, t *wal.Txn) 
 
 // add queues one source transaction's changes.
 func (a *Applier) add(ctx context.Context, t *wal.Txn) error {
+	// t joins the group first: whatever fails below, a retry or a
+	// replay of the group (Run) includes it.
+	a.txns = append(a.txns, t)
 	if a.tx == nil {
 		tx, err := a.conn.Begin(ctx)
 		if err != nil {
@@ -346,7 +360,6 @@ func (a *Applier) add(ctx context.Context, t *wal.Txn) error {
 	if !t.CommitTime.IsZero() {
 		a.lastCommit = t.CommitTime
 	}
-	a.txns = append(a.txns, t)
 	a.changes += t.Count
 	a.bytes += t.Bytes
 	return t.Each(func(c *wal.Change) error {

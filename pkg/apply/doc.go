@@ -27,6 +27,12 @@
 // its key falls in and skips what that chunk already holds
 // (ChunkFilter, chunks.go, where the argument for its exactness is).
 //
+// A target transaction that loses a deadlock or a serialization failure
+// to another session (a verification installing its triggers, an
+// operator's transaction) is rolled back and applied again, whole, in the
+// same session, a few times with a short backoff (retry.go), before it
+// counts as the stream's error; both capture modes go through it.
+//
 // Stream is the supervisor behind `replicator stream`: it reconnects with
 // bounded, jittered exponential backoff on retryable errors, stops with a
 // clear error (table, key, position, cause) on a change the target

@@ -82,9 +82,14 @@ func (a *Applier) gate(ctx context.Context, src wal.Source, t *wal.Txn) error {
 		// What precedes t is committed first: a refusal stops the stream
 		// exactly before t, and the target's DDL takes no lock against an
 		// open transaction of ours.
-		if cerr := a.commit(ctx, src); cerr != nil {
+		held := a.txns
+		cerr := a.commit(ctx, src)
+		if cerr = a.retry(ctx, src, held, cerr); cerr != nil {
+			// A stage's error: t, taken from the source, is not among the
+			// group's transactions, so Run must not apply them again.
+			closeAll(held)
 			t.Close()
-			return cerr
+			return &StageError{"apply", cerr}
 		}
 	}
 	if err != nil {

@@ -176,15 +176,12 @@ func (h *Handler) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if known == nil {
+	baseline, upgraded := known == nil, known != nil && known.Version < objectsVersion
+	if baseline {
 		if known, err = h.alignedTarget(ctx); err != nil {
 			return err
 		}
-		if err := pgx.BeginFunc(ctx, h.dst, func(tx pgx.Tx) error { return saveStored(ctx, tx, known) }); err != nil {
-			return err
-		}
-		h.log.Info("schema baseline taken from the target's copy", zap.Int("tables", len(known.Tables)))
-	} else if known.Version < objectsVersion {
+	} else if upgraded {
 		// Stored before types, sequences, functions, views and
 		// constraints were followed: the target's are their baseline.
 		aligned, err := h.alignedTarget(ctx)
@@ -197,9 +194,14 @@ func (h *Handler) open(ctx context.Context) error {
 				t.Constraints = at.Constraints
 			}
 		}
+	}
+	if baseline || upgraded {
 		if err := pgx.BeginFunc(ctx, h.dst, func(tx pgx.Tx) error { return saveStored(ctx, tx, known) }); err != nil {
 			return err
 		}
+	}
+	if baseline {
+		h.log.Info("schema baseline taken from the target's copy", zap.Int("tables", len(known.Tables)))
 	}
 	h.known = known
 	if h.cfg.Copier != nil {

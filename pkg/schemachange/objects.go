@@ -83,11 +83,7 @@ func (o *Object) createSQL() string {
 	q := o.qualifiedName()
 	switch o.Kind {
 	case ObjEnum:
-		labels := make([]string, len(o.Labels))
-		for i, l := range o.Labels {
-			labels[i] = pgutil.QuoteLiteral(l)
-		}
-		return fmt.Sprintf("CREATE TYPE %s AS ENUM (%s)", q, strings.Join(labels, ", "))
+		return fmt.Sprintf("CREATE TYPE %s AS ENUM (%s)", q, strings.Join(quoteAll(o.Labels), ", "))
 	case ObjSequence:
 		return fmt.Sprintf("CREATE SEQUENCE IF NOT EXISTS %s %s", q, o.Def)
 	case ObjView:
@@ -99,12 +95,7 @@ func (o *Object) createSQL() string {
 }
 
 func (o *Object) dropSQL() string {
-	word := strings.ToUpper(string(o.Kind))
-	switch o.Kind {
-	case ObjEnum, ObjComposite, ObjRange:
-		word = "TYPE"
-	}
-	return fmt.Sprintf("DROP %s %s", word, o.display())
+	return fmt.Sprintf("DROP %s %s", sqlWord(o.Kind), o.display())
 }
 
 // readObjects adds the captured schemas' objects and the tables'
@@ -257,22 +248,29 @@ func alignObjects(tgt, src *Catalog, out *Catalog) {
 // views; then by oid, the order they were made in.
 func sortedObjects(m map[string]*Object) []string {
 	rank := map[ObjKind]int{ObjEnum: 0, ObjDomain: 1, ObjComposite: 2, ObjRange: 2, ObjSequence: 3, ObjFunction: 4, ObjProcedure: 4, ObjView: 5, ObjMatview: 6}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	// The oid ends the key ("kind:…:oid"): parsed once per object, not
+	// in every comparison.
+	type entry struct {
+		key  string
+		rank int
+		oid  uint64
 	}
-	oid := func(k string) uint64 {
+	entries := make([]entry, 0, len(m))
+	for k, o := range m {
 		var n uint64
 		fmt.Sscanf(k[strings.LastIndexByte(k, ':')+1:], "%d", &n)
-		return n
+		entries = append(entries, entry{k, rank[o.Kind], n})
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		a, b := m[keys[i]], m[keys[j]]
-		if rank[a.Kind] != rank[b.Kind] {
-			return rank[a.Kind] < rank[b.Kind]
+	sort.Slice(entries, func(i, j int) bool {
+		if entries[i].rank != entries[j].rank {
+			return entries[i].rank < entries[j].rank
 		}
-		return oid(keys[i]) < oid(keys[j])
+		return entries[i].oid < entries[j].oid
 	})
+	keys := make([]string, len(entries))
+	for i, e := range entries {
+		keys[i] = e.key
+	}
 	return keys
 }
 
@@ -391,12 +389,8 @@ func enumChange(key, obj string, o, n *Object) Change {
 		}
 	}
 	if !inOrder {
-		quoted := make([]string, len(n.Labels))
-		for i, l := range n.Labels {
-			quoted[i] = pgutil.QuoteLiteral(l)
-		}
 		return Change{Kind: AlterEnumValues, Key: key, Object: obj,
-			Detail: "had labels renamed or reordered on the source; it now has " + strings.Join(quoted, ", "),
+			Detail: "had labels renamed or reordered on the source; it now has " + strings.Join(quoteAll(n.Labels), ", "),
 			Fix:    fmt.Sprintf("make the same change on the target (ALTER TYPE %s RENAME VALUE …)", n.display())}
 	}
 	return Change{Kind: AddEnumValue, Key: key, Object: obj, Detail: "has the new label(s) " + strings.Join(quoteAll(added), ", ") + " on the source", Stmts: stmts}

@@ -67,7 +67,7 @@ func (h *Handler) Sync(ctx context.Context) (copied bool, err error) {
 			case c.Stmts != nil:
 				// Objects and constraints: their statements, in the
 				// transaction of the rest.
-				if err := h.execChange(ctx, tx, c); err != nil {
+				if err := h.execChange(ctx, tx, c, c.Stmts); err != nil {
 					return err
 				}
 			default:
@@ -79,10 +79,8 @@ func (h *Handler) Sync(ctx context.Context) (copied bool, err error) {
 				if err != nil {
 					return err
 				}
-				for _, s := range stmts {
-					if _, err := tx.Exec(ctx, s); err != nil {
-						return fmt.Errorf("target: apply the schema change (%s): %s: %w", c, s, err)
-					}
+				if err := h.execChange(ctx, tx, c, stmts); err != nil {
+					return err
 				}
 				if c.Kind == CreateIndex {
 					buildChanges = append(buildChanges, c)
@@ -146,12 +144,13 @@ func (h *Handler) Sync(ctx context.Context) (copied bool, err error) {
 	return len(copyNames) > 0, nil
 }
 
-// execChange runs the statements of an object's or a constraint's
-// change. A constraint that the target's rows break stops the stream,
-// naming it: up to this point in the stream the target's rows are the
-// source's, which passed it, so the target has drifted.
-func (h *Handler) execChange(ctx context.Context, tx pgx.Tx, c Change) error {
-	for _, s := range c.Stmts {
+// execChange runs stmts, the statements of change c (an object's or a
+// constraint's own, or those made for a table's). A constraint that the
+// target's rows break stops the stream, naming it: up to this point in
+// the stream the target's rows are the source's, which passed it, so the
+// target has drifted.
+func (h *Handler) execChange(ctx context.Context, tx pgx.Tx, c Change, stmts []string) error {
+	for _, s := range stmts {
 		if _, err := tx.Exec(ctx, s); err != nil {
 			var pgErr *pgconn.PgError
 			if c.Kind == AddConstraint && errors.As(err, &pgErr) &&

@@ -24,17 +24,8 @@ import (
 	"replicator/pkg/state"
 )
 
-// ForeignKey is one foreign key the copy created NOT VALID (state.ForeignKey).
-type ForeignKey = state.ForeignKey
-
-// PendingForeignKeys lists the foreign keys a chunked copy created NOT
-// VALID and that are not validated yet (state.PendingForeignKeys).
-func PendingForeignKeys(ctx context.Context, target *pgx.Conn) ([]ForeignKey, error) {
-	return state.PendingForeignKeys(ctx, target)
-}
-
 // recordPendingFKs records keys in tx, the transaction that creates them.
-func recordPendingFKs(ctx context.Context, tx pgx.Tx, keys []ForeignKey) error {
+func recordPendingFKs(ctx context.Context, tx pgx.Tx, keys []state.ForeignKey) error {
 	if len(keys) == 0 {
 		return nil
 	}
@@ -57,8 +48,8 @@ func recordPendingFKs(ctx context.Context, tx pgx.Tx, keys []ForeignKey) error {
 // source's) stays pending with the error recorded, and is in left. The
 // check takes a SHARE UPDATE EXCLUSIVE lock on the referencing table:
 // the stream's and the app's writes go on meanwhile.
-func ValidateForeignKeys(ctx context.Context, target *pgx.Conn) (validated, left []ForeignKey, err error) {
-	keys, err := PendingForeignKeys(ctx, target)
+func ValidateForeignKeys(ctx context.Context, target *pgx.Conn) (validated, left []state.ForeignKey, err error) {
+	keys, err := state.PendingForeignKeys(ctx, target)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -102,7 +93,7 @@ func ValidateForeignKeys(ctx context.Context, target *pgx.Conn) (validated, left
 
 // PendingForeignKeysError says which foreign keys are not validated yet
 // and how to finish them.
-func PendingForeignKeysError(keys []ForeignKey) error {
+func PendingForeignKeysError(keys []state.ForeignKey) error {
 	lines := make([]string, len(keys))
 	for i, k := range keys {
 		lines[i] = k.String()

@@ -30,7 +30,7 @@ func TestChunkedCopyForeignKeysPendingUntilValid(t *testing.T) {
 		t.Fatalf("orders_user_id_fkey validated = %s on the target after the chunked copy, want false (NOT VALID)", got)
 	}
 	conn := pg.Connect(t, dst)
-	keys, err := PendingForeignKeys(bg, conn)
+	keys, err := state.PendingForeignKeys(bg, conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestChunkedCopyForeignKeysPendingUntilValid(t *testing.T) {
 	if got := queryString(t, dst, valid); got != "false" {
 		t.Errorf("orders_user_id_fkey validated = %s with user 7 missing", got)
 	}
-	if keys, _ := PendingForeignKeys(bg, conn); len(keys) != 1 || !strings.Contains(keys[0].LastError, "(user_id)=(7)") {
+	if keys, _ := state.PendingForeignKeys(bg, conn); len(keys) != 1 || !strings.Contains(keys[0].LastError, "(user_id)=(7)") {
 		t.Errorf("pending after the failed try: %v, want the key with its violation", keys)
 	}
 	mustContain(t, PendingForeignKeysError(left).Error(), "orders_user_id_fkey on public.orders", "(user_id)=(7)", "VALIDATE CONSTRAINT")
@@ -63,7 +63,7 @@ func TestChunkedCopyForeignKeysPendingUntilValid(t *testing.T) {
 	if got := queryString(t, dst, valid); got != "true" {
 		t.Errorf("orders_user_id_fkey validated = %s after ValidateForeignKeys", got)
 	}
-	if keys, err := PendingForeignKeys(bg, conn); err != nil || len(keys) != 0 {
+	if keys, err := state.PendingForeignKeys(bg, conn); err != nil || len(keys) != 0 {
 		t.Errorf("pending after validation: %v, %v; want none", keys, err)
 	}
 	def := `SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'orders_user_id_fkey'`
@@ -86,7 +86,7 @@ func TestPendingForeignKeyGoneFromTheTarget(t *testing.T) {
 	if err != nil || len(validated) != 0 || len(left) != 0 {
 		t.Fatalf("validated %v, left %v, err %v; want neither, no error", validated, left, err)
 	}
-	if keys, err := PendingForeignKeys(bg, conn); err != nil || len(keys) != 0 {
+	if keys, err := state.PendingForeignKeys(bg, conn); err != nil || len(keys) != 0 {
 		t.Errorf("pending after the keys are gone: %v, %v; want none", keys, err)
 	}
 }

@@ -549,16 +549,15 @@ func recopyWhole(ctx context.Context, dst *pgx.Conn, table string, buildErr erro
 	if err := tx.QueryRow(ctx, `SELECT count(*) FROM replicator.chunks WHERE table_name = $1`, table).Scan(&chunks); err != nil || chunks < 2 {
 		return false, buildErr
 	}
-	for _, q := range []string{
-		`TRUNCATE ONLY ` + table,
-		`DELETE FROM replicator.chunks WHERE table_name = $1`,
-		`INSERT INTO replicator.chunks (table_name, chunk, ord) VALUES ($1, 0, -1)`,
+	for _, st := range []struct {
+		q    string
+		args []any
+	}{
+		{`TRUNCATE ONLY ` + table, nil},
+		{`DELETE FROM replicator.chunks WHERE table_name = $1`, []any{table}},
+		{`INSERT INTO replicator.chunks (table_name, chunk, ord) VALUES ($1, 0, -1)`, []any{table}},
 	} {
-		args := []any{table}
-		if !strings.Contains(q, "$1") {
-			args = nil
-		}
-		if _, err := tx.Exec(ctx, q, args...); err != nil {
+		if _, err := tx.Exec(ctx, st.q, st.args...); err != nil {
 			return false, fmt.Errorf("%w (and replanning %s as one unit failed: %v)", buildErr, table, err)
 		}
 	}

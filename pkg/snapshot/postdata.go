@@ -34,6 +34,8 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+
+	"replicator/pkg/state"
 )
 
 // postdataDDL records the post-data units built. table_name "" is the
@@ -63,7 +65,7 @@ type postData struct {
 	// build, so that the analyze phase does not do them again.
 	analyzed sync.Map
 	// notValid lists the foreign keys created NOT VALID, set by build("").
-	notValid []ForeignKey
+	notValid []state.ForeignKey
 }
 
 // splitPostData reads the dump's table of contents (without what
@@ -247,8 +249,13 @@ func (pd *postData) build(ctx context.Context, unit string, wait bool) (bool, er
 		if _, err := tx.Exec(ctx, script); err != nil {
 			return false, fmt.Errorf("build the indexes and constraints of %s on the target: %w", unitName(unit), err)
 		}
-		if err := recordPendingFKs(ctx, tx, pd.notValid); err != nil {
-			return false, err
+		if unit == "" {
+			// Recorded with the final unit that created them only: a
+			// unit built after it must not record them again (one
+			// validated meanwhile would be pending once more).
+			if err := recordPendingFKs(ctx, tx, pd.notValid); err != nil {
+				return false, err
+			}
 		}
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO replicator.postdata (table_name) VALUES ($1)`, unit); err != nil {
@@ -269,16 +276,16 @@ func (pd *postData) build(ctx context.Context, unit string, wait bool) (bool, er
 // CONSTRAINT` checks the rows once the stream has caught up. A
 // partitioned table's foreign key cannot be NOT VALID before
 // PostgreSQL 18: pg_dump writes it without ONLY, and it is left as is.
-func foreignKeysNotValid(script string) (string, []ForeignKey) {
+func foreignKeysNotValid(script string) (string, []state.ForeignKey) {
 	var b strings.Builder
-	var keys []ForeignKey
-	var k *ForeignKey
+	var keys []state.ForeignKey
+	var k *state.ForeignKey
 	for line := range strings.SplitSeq(script, "\n") {
 		switch {
 		case strings.HasPrefix(line, "-- Name: "):
 			k = nil
 			if strings.Contains(line, "; Type: FK CONSTRAINT; ") {
-				k = &ForeignKey{}
+				k = &state.ForeignKey{}
 			}
 		case k != nil && strings.HasPrefix(line, "ALTER TABLE ONLY "):
 			k.Table = strings.TrimPrefix(line, "ALTER TABLE ONLY ")

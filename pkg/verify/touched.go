@@ -1,10 +1,13 @@
 package verify
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -133,7 +136,11 @@ func track(ctx context.Context, s *side, rels map[string]*relation) error {
 			return err
 		}
 	}
-	for _, r := range rels {
+	// Each CREATE TRIGGER locks its table until the commit. In a fixed
+	// order (schema, name), two trackers cannot deadlock with each other,
+	// nor with a transaction writing the tables in that order; in a map's
+	// random order they could, a different way each run.
+	for _, r := range trackOrder(rels) {
 		q := pgutil.QualifiedName(r.schema, r.name)
 		args := make([]string, len(r.key))
 		for i, k := range r.key {
@@ -156,6 +163,14 @@ func track(ctx context.Context, s *side, rels map[string]*relation) error {
 		}
 	}
 	return tx.Commit(ctx)
+}
+
+// trackOrder is rels sorted by schema, then name: the order track locks
+// them in.
+func trackOrder(rels map[string]*relation) []*relation {
+	return slices.SortedFunc(maps.Values(rels), func(a, b *relation) int {
+		return cmp.Or(strings.Compare(a.schema, b.schema), strings.Compare(a.name, b.name))
+	})
 }
 
 // Untrack removes the touched-row log from one side: its triggers,

@@ -127,3 +127,22 @@ func TestTouchedComparesOnlyWhatChanged(t *testing.T) {
 		t.Errorf("incremental run without a log: %v, want ErrNoTouchedLog", err)
 	}
 }
+
+// Track locks its tables in one order whatever the map's: by schema, then
+// name, so two trackers never take them crosswise.
+func TestTrackOrderIsDeterministic(t *testing.T) {
+	rels := map[string]*relation{}
+	for _, q := range [][2]string{{"public", "b"}, {"public", "a"}, {"App", "z"}, {"app", "a"}, {"public", "B"}, {"zz", "a"}} {
+		rels[q[0]+"."+q[1]] = &relation{schema: q[0], name: q[1]}
+	}
+	want := "App.z app.a public.B public.a public.b zz.a"
+	for range 20 {
+		var got []string
+		for _, r := range trackOrder(rels) {
+			got = append(got, r.qualified())
+		}
+		if s := strings.Join(got, " "); s != want {
+			t.Fatalf("track order %s, want %s", s, want)
+		}
+	}
+}
