@@ -238,7 +238,7 @@ func TestSnapshotInterruptedTriggerMode(t *testing.T) {
 	conn := pg.Connect(t, src)
 	defer conn.Close(ctx)
 	var n int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname IN ($1, $2)`, trigger.RowTrigger, trigger.TruncateTrigger).Scan(&n); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = ANY ($1)`, trigger.TriggerNames()).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n > 0 && !strings.Contains(line, fmt.Sprintf("%d capture triggers", n)) || n == 0 && strings.Contains(line, "capture triggers") {
@@ -247,7 +247,7 @@ func TestSnapshotInterruptedTriggerMode(t *testing.T) {
 	if r := runCLI(t, 60*time.Second, "cleanup", "--source", pg.URL(src), "--target", pg.URL(dst), "--yes", "--log-format", "json"); r.code != exitOK {
 		t.Fatalf("cleanup: exit %d\n%s", r.code, r.all())
 	}
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname IN ($1, $2)`, trigger.RowTrigger, trigger.TruncateTrigger).Scan(&n); err != nil || n != 0 {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = ANY ($1)`, trigger.TriggerNames()).Scan(&n); err != nil || n != 0 {
 		t.Errorf("after cleanup, %d capture triggers remain (%v)", n, err)
 	}
 }

@@ -60,7 +60,7 @@ func TestCleanupRemovesEverythingAndReruns(t *testing.T) {
 	var left int
 	sconn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_replication_slots WHERE database = current_database())
 		+ (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_namespace WHERE nspname = 'replicator')
-		+ (SELECT count(*) FROM pg_trigger WHERE tgname = 'replicator_capture')`).Scan(&left)
+		+ (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'replicator\_capture%')`).Scan(&left)
 	if left != 0 {
 		t.Fatalf("%d replicator objects left on the source", left)
 	}

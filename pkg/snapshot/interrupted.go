@@ -98,8 +98,8 @@ func leftOnSource(ctx context.Context, src *pgx.Conn, cfg *Config) []string {
 		}
 	}
 	var triggers, tables int
-	if src.QueryRow(ctx, `SELECT count(*), count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname IN ($1, $2)`,
-		trigger.RowTrigger, trigger.TruncateTrigger).Scan(&triggers, &tables) == nil && triggers > 0 {
+	if src.QueryRow(ctx, `SELECT count(*), count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname = ANY ($1)`,
+		trigger.TriggerNames()).Scan(&triggers, &tables) == nil && triggers > 0 {
 		left = append(left, fmt.Sprintf("%d capture triggers on %d source tables, recording every change into replicator.changelog on the source", triggers, tables))
 	}
 	var changelog bool

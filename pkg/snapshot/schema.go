@@ -231,7 +231,7 @@ func ourTrigger(entry string) bool {
 		return false
 	}
 	f := strings.Fields(rest)
-	for _, name := range []string{trigger.RowTrigger, trigger.TruncateTrigger} {
+	for _, name := range trigger.TriggerNames() {
 		// The owner may follow the trigger's name, or be empty.
 		if n := len(f); n >= 3 && (f[n-1] == name || f[n-2] == name) {
 			return true

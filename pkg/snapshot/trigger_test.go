@@ -45,8 +45,8 @@ func TestTriggerSnapshotStartsOverAfterInterruption(t *testing.T) {
 		queryString(t, dst, `SELECT snapshot_xmin FROM replicator.state`); got != want {
 		t.Errorf("tick 0 is %s on the source, the target recorded %s", got, want)
 	}
-	if n := queryString(t, src, `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'replicator_capture'`); n != "2" {
-		t.Errorf("%s row capture triggers on the source, want 2 (one per table)", n)
+	if n := queryString(t, src, `SELECT count(*)::text FROM pg_trigger WHERE tgname IN ('replicator_capture_insert', 'replicator_capture_update', 'replicator_capture_delete')`); n != "6" {
+		t.Errorf("%s row capture triggers on the source, want 6 (three per table)", n)
 	}
 	if n := queryString(t, dst, `SELECT count(*)::text FROM pg_trigger WHERE tgname LIKE 'replicator_capture%'`); n != "0" {
 		t.Errorf("the schema restore created %s capture triggers on the target", n)

@@ -23,6 +23,9 @@ func TestTOCEntrySkipped(t *testing.T) {
 		"301; 2620 16501 TRIGGER public orders replicator_capture_truncate app_1": true,
 		"302; 2620 16502 TRIGGER public orders replicator_capture ":               true,
 		"303; 2620 16503 TRIGGER public orders audit_changes app_1":               false,
+		"305; 2620 16505 TRIGGER public orders replicator_capture_insert app_1":   true,
+		"306; 2620 16506 TRIGGER public orders replicator_capture_update app_1":   true,
+		"307; 2620 16507 TRIGGER public orders replicator_capture_delete ":        true,
 		"304; 1259 16504 TABLE public replicator_capture app_1":                   false,
 	}
 	for line, want := range cases {

@@ -119,8 +119,11 @@ func (c *Change) KeyString() string {
 // the snapshot and the TRUNCATE would find their rows missing. Only a
 // TRUNCATE of the relation the changes are recorded under counts (the
 // root of a partitioned table, not one partition truncated alone).
+//
+// part is the relation the row was written to, which is rel itself when
+// the table is not a partition (an earlier install left it NULL then).
 const batchSQL = `
-SELECT id, txid::text, rel, coalesce(part, 0), op, key::text, vals::text, id = max(id) OVER (PARTITION BY txid) AS txn_end,
+SELECT id, txid::text, rel, coalesce(nullif(part, rel), 0), op, key::text, vals::text, id = max(id) OVER (PARTITION BY txid) AS txn_end,
 	max(id) OVER (PARTITION BY txid) AS last_id
 FROM replicator.changelog c
 WHERE txid >= pg_snapshot_xmin($1::pg_snapshot) AND txid < pg_snapshot_xmax($2::pg_snapshot)

@@ -300,8 +300,8 @@ func TestInstallUninstall(t *testing.T) {
 	}
 	var trig int
 	conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'replicator_capture%'`).Scan(&trig)
-	if trig != 8 { // a, nokey, p: row + truncate; p1: cloned row + truncate
-		t.Errorf("%d capture triggers after two installs, want 8", trig)
+	if trig != 16 { // a, nokey, p: three row + truncate; p1: three cloned row + truncate
+		t.Errorf("%d capture triggers after two installs, want 16", trig)
 	}
 	// A column change is no reason to refuse: capture records each row as
 	// it is at the time of the write.
@@ -311,10 +311,10 @@ func TestInstallUninstall(t *testing.T) {
 	}
 	// What capture would miss is refused, naming the table: a table
 	// created since, a disabled trigger, a changed key.
-	s.exec(t, `CREATE TABLE app.later (id int); ALTER TABLE app.nokey DISABLE TRIGGER replicator_capture;
+	s.exec(t, `CREATE TABLE app.later (id int); ALTER TABLE app.nokey DISABLE TRIGGER replicator_capture_update;
 		ALTER TABLE app.p DROP CONSTRAINT p_pkey; ALTER TABLE app.p ADD PRIMARY KEY (id, k, v)`)
 	err := trigger.CheckInstalled(ctx, conn)
-	for _, want := range []string{`"app"."later"`, `"app"."nokey" (trigger replicator_capture is not enabled ALWAYS)`,
+	for _, want := range []string{`"app"."later"`, `"app"."nokey" (trigger replicator_capture_update is not enabled ALWAYS)`,
 		`"app"."p" (its key changed since install: the trigger records key (id, k))`, "install trigger capture again"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("CheckInstalled after DDL: %v, want it to name %s", err, want)

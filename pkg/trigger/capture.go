@@ -38,8 +38,10 @@ type Capture struct {
 	lastTicked time.Time
 }
 
-// New connects to the source (sourceURL is never logged). m receives the
-// capture metrics (nil: none).
+// New connects to the source (sourceURL is never logged) and checks that
+// capture is installed (CheckInstalled); tables an earlier version
+// captured are upgraded to the current layout first (Upgrade). m receives
+// the capture metrics (nil: none).
 func New(ctx context.Context, sourceURL string, cfg Config, log *zap.Logger, m *Metrics) (*Capture, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -55,6 +57,15 @@ func New(ctx context.Context, sourceURL string, cfg Config, log *zap.Logger, m *
 		return nil, err
 	}
 	err = CheckInstalled(ctx, conn.Conn())
+	if errors.Is(err, ErrEarlierInstall) {
+		// Capture is complete, in an earlier version's layout: the new
+		// one is installed in place of it (per table, without a window)
+		// rather than the stream refused, as no command other than a new
+		// copy would install it.
+		if _, err = Upgrade(ctx, conn.Conn(), cfg, log); err == nil {
+			err = CheckInstalled(ctx, conn.Conn())
+		}
+	}
 	conn.Release()
 	if err != nil {
 		pool.Close()

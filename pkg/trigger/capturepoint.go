@@ -2,6 +2,7 @@ package trigger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -114,17 +115,24 @@ func (p *CapturePoint) Release(ctx context.Context) error {
 	return err
 }
 
+// ErrEarlierInstall is what CheckInstalled's error wraps when capture is
+// complete but some tables are still captured as an earlier version
+// installed it (see EarlierRowTrigger): Upgrade replaces that layout.
+var ErrEarlierInstall = errors.New("trigger capture installed by an earlier version")
+
 // CheckInstalled returns an error naming the tables of the source whose
 // changes capture would miss, and the fix: a table without its capture
 // triggers (created after Install, or never installed), a capture trigger
 // disabled, or a row trigger whose key columns are no longer the table's
 // key (the key was changed since install). A column added, dropped,
-// renamed or retyped is not among them: the capture function records each
-// row as it is at the time of the write (see rowFunctionDDL).
+// renamed or retyped is not among them: the capture functions record each
+// row as it is at the time of the write (see rowFunctionDDL). When the
+// only problem is tables captured by an earlier version's layout (their
+// changes are recorded, by the one trigger EarlierRowTrigger), the error
+// wraps ErrEarlierInstall.
 func CheckInstalled(ctx context.Context, conn *pgx.Conn) error {
 	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT to_regclass('replicator.changelog') IS NOT NULL AND to_regclass('replicator.ticks') IS NOT NULL
-		AND to_regprocedure('replicator.capture_row()') IS NOT NULL`).Scan(&exists); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('replicator.changelog') IS NOT NULL AND to_regclass('replicator.ticks') IS NOT NULL`).Scan(&exists); err != nil {
 		return fmt.Errorf("look for the changelog on the source: %w", err)
 	}
 	if !exists {
@@ -134,27 +142,25 @@ func CheckInstalled(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return err
 	}
-	// Every capture trigger of the source, with its function, whether it
-	// fires, and its arguments.
-	rows, err := conn.Query(ctx, `SELECT t.tgrelid, t.tgname, p.oid = 'replicator.capture_row()'::regprocedure,
-			p.oid = 'replicator.capture_truncate()'::regprocedure, t.tgenabled::text, t.tgargs
-		FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
-		WHERE t.tgname IN ($1, $2) AND NOT t.tgisinternal`, RowTrigger, TruncateTrigger)
+	// Every capture trigger of the source, with the function it calls,
+	// whether it fires, and its arguments.
+	rows, err := conn.Query(ctx, `SELECT t.tgrelid, t.tgname, n.nspname || '.' || p.proname, t.tgenabled::text, t.tgargs
+		FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
+		WHERE t.tgname = ANY ($1) AND NOT t.tgisinternal`, TriggerNames())
 	if err != nil {
 		return fmt.Errorf("look up the capture triggers on the source: %w", err)
 	}
 	type trig struct {
-		ok      bool
-		enabled string
-		args    []string
+		function string
+		enabled  string
+		args     []string
 	}
 	found := map[uint32]map[string]trig{}
 	for rows.Next() {
 		var rel uint32
-		var name, enabled string
-		var isRow, isTrunc bool
+		var name, function, enabled string
 		var raw []byte
-		if err := rows.Scan(&rel, &name, &isRow, &isTrunc, &enabled, &raw); err != nil {
+		if err := rows.Scan(&rel, &name, &function, &enabled, &raw); err != nil {
 			rows.Close()
 			return fmt.Errorf("look up the capture triggers on the source: %w", err)
 		}
@@ -163,38 +169,66 @@ func CheckInstalled(ctx context.Context, conn *pgx.Conn) error {
 		if found[rel] == nil {
 			found[rel] = map[string]trig{}
 		}
-		found[rel][name] = trig{ok: name == RowTrigger && isRow || name == TruncateTrigger && isTrunc, enabled: enabled, args: args}
+		found[rel][name] = trig{function: function, enabled: enabled, args: args}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("look up the capture triggers on the source: %w", err)
 	}
-	var missing []string
+	current := map[string]string{TruncateTrigger: truncateFunc}
+	for _, rt := range rowTriggers {
+		current[rt.name] = rt.function
+	}
+	// What a table captured by the earlier layout has.
+	earlierLayout := map[string]string{TruncateTrigger: truncateFunc, EarlierRowTrigger: earlierRowFunc}
+	var missing, earlier []string
 	for _, t := range tables {
+		want := current
+		_, hasEarlier := found[t.ID][EarlierRowTrigger]
+		_, hasInsert := found[t.ID][InsertTrigger]
+		if hasEarlier && !hasInsert {
+			want = earlierLayout
+		}
 		var prob string
-		for _, name := range []string{RowTrigger, TruncateTrigger} {
+		// In a fixed order, so that the message names the first problem.
+		for _, name := range TriggerNames() {
+			fn, wanted := want[name]
 			tr, ok := found[t.ID][name]
 			switch {
 			case prob != "":
-			case !ok || !tr.ok:
+			case !wanted && ok:
+				// Both layouts at once would record every write twice.
+				prob = fmt.Sprintf("%s (trigger %s of an earlier version is left beside the current ones)", t, name)
+			case !wanted:
+			case !ok || tr.function != fn:
 				prob = t.String()
 			case tr.enabled != "A":
 				prob = fmt.Sprintf("%s (trigger %s is not enabled ALWAYS)", t, name)
-			case name == RowTrigger && t.Root == t.ID && !slices.Equal(tr.args, rowArgs(t)):
+			case name != TruncateTrigger && t.Root == t.ID && !slices.Equal(tr.args, rowArgs(t)):
 				prob = fmt.Sprintf("%s (its key changed since install: the trigger records %s)", t, describeArgs(tr.args))
 			}
 		}
-		if prob != "" {
+		switch {
+		case prob != "":
 			missing = append(missing, prob)
+		case hasEarlier:
+			earlier = append(earlier, t.String())
 		}
 	}
 	if len(missing) > 0 {
-		if len(missing) > 10 {
-			missing = append(missing[:10], fmt.Sprintf("and %d more", len(missing)-10))
-		}
-		return fmt.Errorf("source tables without capture triggers: %s: install trigger capture again (it is idempotent)", strings.Join(missing, ", "))
+		return fmt.Errorf("source tables without capture triggers: %s: install trigger capture again (it is idempotent)", listSome(missing))
+	}
+	if len(earlier) > 0 {
+		return fmt.Errorf("%w: source tables captured by its one trigger %s each: %s: install trigger capture again, which replaces it by a trigger per operation", ErrEarlierInstall, EarlierRowTrigger, listSome(earlier))
 	}
 	return nil
+}
+
+func listSome(names []string) string {
+	if len(names) > 10 {
+		names = append(names[:10:10], fmt.Sprintf("and %d more", len(names)-10))
+	}
+	return strings.Join(names, ", ")
 }
 
 // describeArgs names the key a row trigger's arguments record.

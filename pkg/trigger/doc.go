@@ -24,9 +24,13 @@
 //     copy's snapshot (the capture point).
 //   - replicator.tables: the install catalog (columns, key, partition root
 //     at install), which names the changes of a table dropped since.
-//   - one SECURITY DEFINER function, replicator.capture_row, that every
-//     table's AFTER INSERT/UPDATE/DELETE FOR EACH ROW trigger calls with
-//     the oid to record and the key columns as arguments, and
+//   - three SECURITY DEFINER functions, replicator.capture_insert,
+//     capture_update and capture_delete, one per operation, that every
+//     table's AFTER INSERT, AFTER UPDATE and AFTER DELETE FOR EACH ROW
+//     triggers call with the oid to record and the key columns as
+//     arguments (an earlier version's one trigger and function,
+//     replicator.capture_row, is replaced by Install and Upgrade, which
+//     starting capture runs), and
 //     replicator.capture_truncate for the AFTER TRUNCATE FOR EACH
 //     STATEMENT triggers. Changes of partitions are recorded under their
 //     partitioned root, naming the partition (Change.Partition): apply

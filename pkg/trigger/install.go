@@ -22,11 +22,33 @@ import (
 // replicator, so `DROP SCHEMA replicator CASCADE` (pkg/cleanup) also takes
 // the triggers on the application's tables, which depend on the functions.
 const (
-	RowTrigger      = "replicator_capture"
+	InsertTrigger   = "replicator_capture_insert"
+	UpdateTrigger   = "replicator_capture_update"
+	DeleteTrigger   = "replicator_capture_delete"
 	TruncateTrigger = "replicator_capture_truncate"
 	truncateFunc    = "replicator.capture_truncate"
-	rowFunc         = "replicator.capture_row"
+	// EarlierRowTrigger is the one row trigger (AFTER INSERT OR UPDATE OR
+	// DELETE, calling replicator.capture_row) of installs before the
+	// function per operation: Install replaces it by the three above, in
+	// the same transaction, and CheckInstalled asks for that.
+	EarlierRowTrigger = "replicator_capture"
+	earlierRowFunc    = "replicator.capture_row"
 )
+
+// rowTriggers are the row triggers Install puts on every table (the root
+// of a partitioned one), each calling its operation's function.
+var rowTriggers = []struct{ name, event, function string }{
+	{InsertTrigger, "INSERT", "replicator.capture_insert"},
+	{UpdateTrigger, "UPDATE", "replicator.capture_update"},
+	{DeleteTrigger, "DELETE", "replicator.capture_delete"},
+}
+
+// TriggerNames are the names of every trigger capture creates on the
+// application's tables, the earlier layout's included: what cleanup,
+// reports and the schema copy (which leaves them out) look for.
+func TriggerNames() []string {
+	return []string{InsertTrigger, UpdateTrigger, DeleteTrigger, TruncateTrigger, EarlierRowTrigger}
+}
 
 // ApplyingSetting is the session setting this tool's apply connections
 // set to "on": the capture functions record nothing of such a session, so
@@ -263,6 +285,53 @@ func InstallTables(ctx context.Context, conn *pgx.Conn, cfg Config, log *zap.Log
 	return install(ctx, conn, cfg, log, want)
 }
 
+// Upgrade replaces, on the tables an earlier version installed capture
+// on (one trigger EarlierRowTrigger each), that layout by the current one,
+// each table in one transaction as Install does, so that no write is
+// missed or recorded twice; tables without capture are left alone (the
+// target has not copied them: CheckInstalled names them). It returns the
+// tables upgraded, none when nothing was of the earlier layout.
+func Upgrade(ctx context.Context, conn *pgx.Conn, cfg Config, log *zap.Logger) ([]*Table, error) {
+	rows, err := conn.Query(ctx, `SELECT t.tgrelid FROM pg_trigger t
+		WHERE t.tgname = $1 AND NOT t.tgisinternal AND t.tgparentid = 0
+		  AND NOT EXISTS (SELECT 1 FROM pg_trigger c WHERE c.tgrelid = t.tgrelid AND c.tgname = $2)`, EarlierRowTrigger, InsertTrigger)
+	if err != nil {
+		return nil, fmt.Errorf("look up the capture triggers of an earlier version on the source: %w", err)
+	}
+	oids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		return nil, fmt.Errorf("look up the capture triggers of an earlier version on the source: %w", err)
+	}
+	if len(oids) == 0 {
+		return nil, nil
+	}
+	// Only tables capture covers: one that is no longer (now a partition
+	// of a table without capture) is left to CheckInstalled.
+	listed, err := ListTables(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	covered := map[uint32]bool{}
+	for _, t := range listed {
+		covered[t.ID] = true
+	}
+	want := map[uint32]bool{}
+	for _, id := range oids {
+		if covered[id] {
+			want[id] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	tables, err := install(ctx, conn, cfg, log, want)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade the trigger capture an earlier version installed: %w", err)
+	}
+	log.Info("trigger capture of an earlier version upgraded to a trigger and function per operation", zap.Int("tables", len(tables)))
+	return tables, nil
+}
+
 func install(ctx context.Context, conn *pgx.Conn, cfg Config, log *zap.Logger, only map[uint32]bool) ([]*Table, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -290,6 +359,14 @@ func install(ctx context.Context, conn *pgx.Conn, cfg Config, log *zap.Logger, o
 	for _, t := range tables {
 		if err := installTable(ctx, conn, cfg, t); err != nil {
 			return nil, err
+		}
+	}
+	// The earlier layout's function goes once no trigger calls it any more
+	// (InstallTables may leave tables on it, which CheckInstalled names).
+	if _, err := conn.Exec(ctx, `DROP FUNCTION IF EXISTS `+earlierRowFunc+`()`); err != nil {
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.DependentObjectsStillExist {
+			return nil, fmt.Errorf("drop the earlier capture function %s on the source: %w", earlierRowFunc, err)
 		}
 	}
 	log.Info("trigger capture installed on the source", zap.Int("tables", len(tables)))
@@ -399,14 +476,23 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 		// publish_via_partition_root): the target routes them into its own
 		// partitions, and a row moved between partitions is a DELETE and
 		// an INSERT of the root.
+		//
+		// Each operation has its trigger and function, so that no function
+		// tests which operation fired it (each test is an expression set
+		// up again in every transaction, see rowFunctionDDL). The earlier
+		// layout's one trigger is replaced in the same transaction as the
+		// three are created: no write is recorded twice or missed.
 		var args []string
 		for _, a := range rowArgs(t) {
 			args = append(args, pgutil.QuoteLiteral(a))
 		}
-		stmts = append(stmts,
-			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", RowTrigger, qname),
-			fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s(%s)", RowTrigger, qname, rowFunc, strings.Join(args, ", ")),
-			fmt.Sprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", qname, RowTrigger))
+		stmts = append(stmts, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", EarlierRowTrigger, qname))
+		for _, rt := range rowTriggers {
+			stmts = append(stmts,
+				fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", rt.name, qname),
+				fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW EXECUTE FUNCTION %s(%s)", rt.name, rt.event, qname, rt.function, strings.Join(args, ", ")),
+				fmt.Sprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", qname, rt.name))
+		}
 	}
 	// TRUNCATE triggers are statement triggers, never cloned: every table,
 	// partitions included, gets its own.
@@ -477,10 +563,11 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 	}
 }
 
-// rowFunctionDDL generates the one row trigger function every table's
-// row trigger calls, hs being hstore's schema.
+// rowFunctionDDL generates the row trigger functions, one per operation,
+// that every table's row triggers call (see rowTriggers), hs being
+// hstore's schema.
 //
-// It follows the table's columns whatever they are at the time of the
+// They follow the table's columns whatever they are at the time of the
 // write, with no window: hstore(NEW) is built from the row itself, with
 // every column's name and its type's output function (the text col::text
 // gives, and that the target's input function reads back), so a column
@@ -491,47 +578,49 @@ func installTable(ctx context.Context, conn *pgx.Conn, cfg Config, t *Table) err
 //
 // Where a type's text depends on a session setting (DateStyle,
 // IntervalStyle, TimeZone, bytea_output, extra_float_digits), the
-// function pins it while it runs (see pins), so the text is what the
+// functions pin it while they run (see pins), so the text is what the
 // target's input functions read back identically, whatever the
 // application's session set.
 //
 // The arguments (TG_ARGV) are the oid to record and the key columns (see
-// rowArgs). An UPDATE records the old key and only the columns whose text
-// changed (hstore's "-" keeps the pairs of NEW that OLD does not have), so
-// a large TOASTed value left alone is never copied into the changelog nor
-// rewritten on the target; an UPDATE that changes nothing is not
-// recorded; a row whose key changed is recorded whole, because after a
-// chunked copy the stream may have to insert it at its new key (apply's
-// chunk filter), where the target has no old row to keep values from. A
-// key column the arguments name but the row no longer has (renamed or
-// dropped since install) makes the old key the whole old row, so the key
-// is never lost; CheckInstalled asks for a new install then.
+// rowArgs); part records TG_RELID, the relation written to, which is the
+// recorded oid itself unless that is a partitioned root (the batch reader
+// takes part = rel as "not a partition"). An UPDATE records the old key
+// and only the columns whose text changed (hstore's "-" keeps the pairs
+// of NEW that OLD does not have), so a large TOASTed value left alone is
+// never copied into the changelog nor rewritten on the target; an UPDATE
+// that changes nothing is not recorded; a row whose key changed is
+// recorded whole, because after a chunked copy the stream may have to
+// insert it at its new key (apply's chunk filter), where the target has
+// no old row to keep values from. A key column the arguments name but
+// the row no longer has (renamed or dropped since install) makes the old
+// key the whole old row, so the key is never lost; CheckInstalled asks
+// for a new install then.
 //
-// What the function evaluates per row is kept few, since each expression
+// What the functions evaluate per row is kept few, since each expression
 // and the changelog INSERT's executor start-up are paid on every row the
 // application writes, and each plpgsql expression is also set up again
-// in every transaction that reaches it, once per table (each table's
-// trigger has its own compiled copy of the function): an application
-// transaction writing a row or two per table pays that set-up on almost
-// every expression it evaluates (bench/README.md, instructions per
-// pgbench transaction). So: the apply setting and the output settings are
-// one test, and only a session that fails it takes the path that checks
-// which and pins; that path has its own copy of the body, so the common
-// one does not test afterwards whether to restore; RETURN of a variable
-// never set returns NULL without an expression; the oid argument is
-// converted once into r, which the INSERT takes as a plain parameter (a
-// cast in its VALUES would be set up again by every execution), and so is
-// the partition (p: NULLIF would resolve its "=" by the caller's
-// search_path); UPDATE, the commonest write, is tested first, and its key
-// and values are each chosen in one expression.
+// in every transaction that reaches it, once per table and function
+// (each table's trigger has its own compiled copy of its function): an
+// application transaction writing a row or two per table pays that set-up
+// on almost every expression it evaluates (bench/README.md, instructions
+// per pgbench transaction). So: a function per operation, which never
+// tests TG_OP; the apply setting and the output settings are one test,
+// and only a session that fails it takes the path that checks which and
+// pins; that path has its own copy of the body, so the common one does
+// not test afterwards whether to restore; RETURN of a variable never set
+// returns NULL without an expression; the oid argument is converted once
+// into r, which the INSERT takes as a plain parameter (a cast in its
+// VALUES would be set up again by every execution), and TG_RELID is one
+// already; an UPDATE's key and values are each chosen in one expression.
 //
 // SECURITY DEFINER lets any role that writes the table record its change
 // without being granted the changelog (which nobody else may write: a
-// forged row would be applied to the target). Every name in the body is
-// schema-qualified, operators included, so that no caller's search_path
-// can substitute an object of its own; this spares the function a pinned
-// search_path, whose save and restore on every call costs the
-// application's writes more than the rest of the function.
+// forged row would be applied to the target). Every name in the bodies
+// is schema-qualified, operators included, so that no caller's
+// search_path can substitute an object of its own; this spares the
+// functions a pinned search_path, whose save and restore on every call
+// costs the application's writes more than the rest of the function.
 func rowFunctionDDL(hs string) string {
 	h := pgutil.QuoteIdent(hs)
 	var differs, save, set, restore []string
@@ -553,34 +642,40 @@ func rowFunctionDDL(hs string) string {
 		set = append(set, fmt.Sprintf("pg_catalog.set_config('%s', '%s', true)", p.name, p.value))
 		restore = append(restore, fmt.Sprintf("pg_catalog.set_config('%s', s[%d], true)", p.name, i+1))
 	}
-	body := `	r := TG_ARGV[0]::pg_catalog.oid;
-	p := CASE WHEN TG_RELID OPERATOR(pg_catalog.<>) r THEN TG_RELID END;
-	IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
-		o := $H.hstore(OLD);
-		k := CASE WHEN TG_NARGS OPERATOR(pg_catalog.>) 1 AND o OPERATOR($H.?&) TG_ARGV[1:] THEN $H.slice(o, TG_ARGV[1:]) ELSE o END;
-		n := $H.hstore(NEW);
-		n := CASE WHEN TG_NARGS OPERATOR(pg_catalog.=) 1 OR $H.slice(n, TG_ARGV[1:]) OPERATOR($H.=) k THEN n OPERATOR($H.-) o ELSE n END;
-		IF n OPERATOR($H.<>) ''::$H.hstore THEN
-			INSERT INTO replicator.changelog (txid, rel, part, op, key, vals) VALUES (pg_catalog.pg_current_xact_id(), r, p, 'U', k, n);
-		END IF;
-	ELSIF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
-		INSERT INTO replicator.changelog (txid, rel, part, op, vals) VALUES (pg_catalog.pg_current_xact_id(), r, p, 'I', $H.hstore(NEW));
-	ELSE
-		o := $H.hstore(OLD);
-		k := CASE WHEN TG_NARGS OPERATOR(pg_catalog.>) 1 AND o OPERATOR($H.?&) TG_ARGV[1:] THEN $H.slice(o, TG_ARGV[1:]) ELSE o END;
-		INSERT INTO replicator.changelog (txid, rel, part, op, key) VALUES (pg_catalog.pg_current_xact_id(), r, p, 'D', k);
+	// The old key: the key columns of OLD, or the whole old row when the
+	// table has none (identity 'f') or the row lacks one of them.
+	const oldKey = `k := CASE WHEN TG_NARGS OPERATOR(pg_catalog.>) 1 AND o OPERATOR($H.?&) TG_ARGV[1:] THEN $H.slice(o, TG_ARGV[1:]) ELSE o END;`
+	bodies := []struct{ function, body string }{
+		{"replicator.capture_insert", `	r := TG_ARGV[0]::pg_catalog.oid;
+	INSERT INTO replicator.changelog (txid, rel, part, op, vals) VALUES (pg_catalog.pg_current_xact_id(), r, TG_RELID, 'I', $H.hstore(NEW));
+`},
+		{"replicator.capture_update", `	r := TG_ARGV[0]::pg_catalog.oid;
+	o := $H.hstore(OLD);
+	` + oldKey + `
+	n := $H.hstore(NEW);
+	n := CASE WHEN TG_NARGS OPERATOR(pg_catalog.=) 1 OR $H.slice(n, TG_ARGV[1:]) OPERATOR($H.=) k THEN n OPERATOR($H.-) o ELSE n END;
+	IF n OPERATOR($H.<>) ''::$H.hstore THEN
+		INSERT INTO replicator.changelog (txid, rel, part, op, key, vals) VALUES (pg_catalog.pg_current_xact_id(), r, TG_RELID, 'U', k, n);
 	END IF;
-`
+`},
+		{"replicator.capture_delete", `	r := TG_ARGV[0]::pg_catalog.oid;
+	o := $H.hstore(OLD);
+	` + oldKey + `
+	INSERT INTO replicator.changelog (txid, rel, part, op, key) VALUES (pg_catalog.pg_current_xact_id(), r, TG_RELID, 'D', k);
+`},
+	}
 	r := strings.NewReplacer("$H", h,
 		"$USUAL", strings.Join(differs, " OR "),
 		"$SAVE", strings.Join(save, ", "),
 		"$SET", strings.Join(set, ", "),
 		"$RESTORE", strings.Join(restore, ", "),
 		"$SKIP", skipApplying)
-	// The body goes in first, so that the replacements reach it and
-	// nothing they insert is read as a placeholder.
-	return r.Replace(strings.ReplaceAll(`
-CREATE OR REPLACE FUNCTION replicator.capture_row() RETURNS trigger
+	var ddl strings.Builder
+	for _, b := range bodies {
+		// The body goes in first, so that the replacements reach it and
+		// nothing they insert is read as a placeholder.
+		ddl.WriteString(r.Replace(strings.NewReplacer("$BODY", b.body, "$FUNC", b.function).Replace(`
+CREATE OR REPLACE FUNCTION $FUNC() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 AS $f$
 DECLARE
@@ -589,7 +684,6 @@ DECLARE
 	k $H.hstore;
 	s pg_catalog.text[];
 	r pg_catalog.oid;
-	p pg_catalog.oid;
 	z pg_catalog.int4; -- never set: RETURN z returns NULL without an expression
 BEGIN
 	IF $USUAL THEN
@@ -600,8 +694,10 @@ $SKIP		s := ARRAY[$SAVE];
 	END IF;
 $BODY	RETURN z;
 END $f$;
-REVOKE ALL ON FUNCTION replicator.capture_row() FROM PUBLIC;
-`, "$BODY", body))
+REVOKE ALL ON FUNCTION $FUNC() FROM PUBLIC;
+`)))
+	}
+	return ddl.String()
 }
 
 // Uninstall removes the capture triggers from every table, then schema
