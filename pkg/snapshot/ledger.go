@@ -399,11 +399,12 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 		return "", 0, 0, fmt.Errorf("chunk %s: create its spool file: %w", c, err)
 	}
 	defer sp.Close()
-	counted := &countingWriter{w: sp, table: c.table, rep: rep, rows: &rows, bytes: &bytes}
+	counted := newCountingWriter(sp, t, rep)
+	counted.table, counted.rows, counted.bytes = c.table, &rows, &bytes
 	buf := bufio.NewWriterSize(counted, pipeBuffer)
 	srcDone := make(chan error, 1)
 	go func() {
-		_, err := w.src.PgConn().CopyTo(ctx, buf, fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT", t.columnList(), c.table, c.where()))
+		_, err := w.src.PgConn().CopyTo(ctx, buf, fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT%s", t.columnList(), c.table, c.where(), t.copyOptions()))
 		if err == nil {
 			err = buf.Flush()
 		}
@@ -418,7 +419,7 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 	}()
 	target := "COPY " + c.table + " FROM STDIN"
 	if len(t.Columns) > 0 {
-		target = fmt.Sprintf("COPY %s (%s) FROM STDIN", c.table, t.columnList())
+		target = fmt.Sprintf("COPY %s (%s) FROM STDIN%s", c.table, t.columnList(), t.copyOptions())
 	}
 	_, dstErr := w.dst.PgConn().CopyFrom(ctx, sp.reader(), target)
 	if dstErr != nil {
@@ -428,7 +429,7 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 		return "", 0, 0, srcErr
 	}
 	if dstErr != nil {
-		return "", 0, 0, fmt.Errorf("write chunk %s to the target: %w", c, dstErr)
+		return "", 0, 0, fmt.Errorf("write chunk %s to the target: %w", c, withWhere(dstErr))
 	}
 	return snap, rows, bytes, nil
 }
