@@ -386,7 +386,17 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 	// scan: each heap page is visited once, in physical order, as a ctid
 	// range would be (about 10 % less source CPU for a range of a
 	// sequence-keyed table in a quick measurement here).
-	if _, err := w.src.Exec(ctx, "SET LOCAL enable_indexscan = off"); err != nil {
+	//
+	// And without parallel workers: on a table larger than
+	// min_parallel_table_scan_size × 27 or so (pgbench scale 100) the
+	// planner reads each chunk with a Parallel Bitmap Heap Scan under a
+	// Gather, two more backends per chunk whose rows are passed to the
+	// leader through shared memory. The copy is parallel already, one
+	// chunk per worker; the Gather only adds that hand-off and the
+	// workers' start: it cost the source 2.4 × the CPU of the
+	// one-snapshot copy's TID range scans (which are never parallel) at
+	// scale 100, user and system time alike.
+	if _, err := w.src.Exec(ctx, "SET LOCAL enable_indexscan = off; SET LOCAL max_parallel_workers_per_gather = 0"); err != nil {
 		return "", 0, 0, fmt.Errorf("begin chunk %s on the source: %w", c, err)
 	}
 	// The first statement fixes the transaction's snapshot, which COPY
