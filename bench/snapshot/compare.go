@@ -123,6 +123,14 @@ func comparePairs(ctx context.Context, bin, work, srcURL, srcDir, dstDir string,
 		}
 		return strings.Join(args, " ")
 	}
+	// The first copy into a fresh cluster costs its target several
+	// seconds more system time than any later one (seen in every
+	// comparison here): one run of A, not counted, goes first.
+	if m, err := one(a); err != nil {
+		return fmt.Errorf("warm-up run: %w", err)
+	} else {
+		fmt.Printf("warm-up: %s wall %.1f s, target %.1f+%.1f s (not counted)\n", name(a), m.wall.Seconds(), m.dst.user, m.dst.sys)
+	}
 	var runsA, runsB []measured
 	var wallR, srcR, dstR, repR, allR []float64
 	for p := 0; p < pairs; p++ {
