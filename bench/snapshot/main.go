@@ -34,8 +34,17 @@ func main() {
 	toastRows := flag.Int("toast-rows", 2000, "rows of ~256 KB TOASTed text in big_toast")
 	only := flag.String("only", "", "comma-separated subset of methods: replicator,pg_dump,pgcopydb,subscription")
 	pairs := flag.Int("pairs", 0, "instead: this many rounds of `replicator snapshot` (chunked), `replicator snapshot --one-snapshot` and pgcopydb clone (A C B, B C A, …), then a chunked run killed at 50 % and resumed")
+	compare := flag.String("compare", "", "instead: `A|B`, two sets of extra `replicator snapshot` arguments (either may be empty) run side by side -pairs times (A B, B A, …), with the CPU of each cluster and of the replicator, user and system")
 	flag.Parse()
 	chunkedRuns = *pairs
+	if *compare != "" {
+		a, b, ok := strings.Cut(*compare, "|")
+		if !ok || *pairs < 1 {
+			fmt.Fprintln(os.Stderr, "bench: -compare wants `A|B` and -pairs at least 1")
+			os.Exit(2)
+		}
+		compareArgs, compareMode = [2][]string{strings.Fields(a), strings.Fields(b)}, true
+	}
 	if err := run(*scale, *jobs, *toastRows, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -44,6 +53,12 @@ func main() {
 
 // chunkedRuns is -pairs.
 var chunkedRuns int
+
+// compareArgs is -compare's A and B, when compareMode.
+var (
+	compareArgs [2][]string
+	compareMode bool
+)
 
 func run(scale, jobs, toastRows int, only string) error {
 	ctx := context.Background()
@@ -126,6 +141,9 @@ func run(scale, jobs, toastRows int, only string) error {
 			return nil
 		}
 		fmt.Printf("dataset: pgbench scale %d + %d TOASTed rows (%d MB)\n", scale, toastRows, size>>20)
+		if compareMode {
+			return comparePairs(ctx, bin, work, srcURL, src.DataDir, dst.DataDir, newTarget, jobs, chunkedRuns, compareArgs[0], compareArgs[1], check)
+		}
 		return chunkedPairs(ctx, bin, work, srcURL, newTarget, jobs, chunkedRuns, check)
 	}
 

@@ -24,13 +24,15 @@ type snapshotCmd struct {
 	ChunkMB             int    `help:"Split tables into chunks of this many MiB of heap, copied in parallel." default:"32" hidden:""`
 	OneSnapshot         bool   `help:"Copy every table under one source snapshot held for the whole copy (the source's vacuum waits for it), and start an interrupted run over. By default each chunk of a table is read under a short snapshot of its own, recorded in a chunk ledger on the target: an interrupted run resumes with the chunks not done, and other hosts may add workers with --join."`
 	Chunked             bool   `help:"The default copy; accepted so that existing scripts keep working." hidden:""`
+	CopyFormat          string `help:"COPY format of the data: auto (binary for every table whose columns are all of built-in types, the same on both sides, between servers of one major version; text for the others) or text (every table as text)." enum:"auto,text" default:"auto"`
 	Join                bool   `help:"Add --jobs workers to the chunked copy another 'replicator snapshot' (or 'run') drives against this target, then exit once no chunk is left to claim."`
 }
 
 // config is the package config for these flags.
 func (c *snapshotCmd) config() snapshot.Config {
 	return snapshot.Config{SourceURL: c.Source, TargetURL: c.Target, Jobs: c.Jobs, Capture: c.Capture,
-		ReplicaIdentityFull: c.ReplicaIdentityFull, ChunkBytes: int64(c.ChunkMB) << 20, OneSnapshot: c.OneSnapshot}
+		ReplicaIdentityFull: c.ReplicaIdentityFull, ChunkBytes: int64(c.ChunkMB) << 20, OneSnapshot: c.OneSnapshot,
+		CopyFormat: c.CopyFormat}
 }
 
 // Validate refuses flags that contradict each other (exit 2).

@@ -147,6 +147,19 @@ func CopyPending(ctx context.Context, sourceURL, targetURL string, jobs int, log
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("read the columns of the tables to copy on the target: %w", err)
 	}
+	src, err = connect(ctx, sourceURL, "source", nil)
+	if err != nil {
+		return 0, err
+	}
+	pending := make([]*table, 0, len(byName))
+	for _, t := range byName {
+		pending = append(pending, t)
+	}
+	err = chooseFormats(ctx, src, dst, pending, CopyFormatAuto, log)
+	src.Close(context.Background())
+	if err != nil {
+		return 0, err
+	}
 	log.Info("copying new tables' chunks", zap.Int("chunks", left))
 	cfg := &Config{SourceURL: sourceURL, TargetURL: targetURL, Jobs: jobs}
 	if err := claimAll(ctx, cfg, byName, false, &reporter{}, nil, log); err != nil { // the new tables were made whole, indexes included

@@ -30,6 +30,9 @@ type table struct {
 	EstRows      int64
 	Unlogged     bool
 	Partition    bool
+	// Binary copies the table in binary COPY format (chooseFormats);
+	// false: text.
+	Binary bool
 }
 
 func (t *table) qualified() string { return pgutil.QualifiedName(t.Schema, t.Name) }

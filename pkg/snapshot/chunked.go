@@ -133,6 +133,9 @@ func (r *run) copyChunks(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := chooseFormats(ctx, r.src, r.dst, r.tables, r.cfg.CopyFormat, r.log); err != nil {
+		return err
+	}
 	r.copyStart = time.Now()
 	return copyLedgerWait(ctx, r.cfg, r.tables, r.pf.targetLZ4, r.rep, r.log, true, r.pd)
 }
@@ -288,6 +291,9 @@ func Join(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	tables, err := listTables(ctx, src)
+	if err == nil {
+		err = chooseFormats(ctx, src, dst, tables, cfg.CopyFormat, log)
+	}
 	src.Close(context.Background())
 	if err != nil {
 		return err

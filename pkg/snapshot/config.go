@@ -60,6 +60,12 @@ type Config struct {
 	// resumes with the chunks not done, and each table's indexes are built
 	// as soon as its data is complete.
 	OneSnapshot bool
+	// CopyFormat is auto or text. Default auto: each table whose
+	// columns' types are all built in and the same on both sides (and
+	// both servers of one major version) is copied in binary COPY
+	// format, which costs both servers less CPU than text; the others as
+	// text. text copies every table as text.
+	CopyFormat string
 	// Progress receives progress events; nil for none.
 	Progress Progress
 	// Metrics are the Prometheus counters the copy adds to, built once per
@@ -81,7 +87,8 @@ type Progress interface {
 	// Plan lists the tables to copy with their estimated sizes, once,
 	// before the first Copied call.
 	Plan(tables []TablePlan)
-	// Copied adds rows and bytes (COPY text) copied into table.
+	// Copied adds rows and bytes (of COPY data, text or binary) copied
+	// into table.
 	Copied(table string, rows, bytes int64)
 	// ChunkDone says one more chunk of table is committed on the target
 	// (or, on a resumed run, was committed by the interrupted one).
@@ -122,6 +129,13 @@ func (c *Config) Validate() error {
 	case CaptureAuto, CaptureLogical, CaptureTrigger:
 	default:
 		return fmt.Errorf("--capture %q is not known: use auto, logical or trigger", c.Capture)
+	}
+	switch c.CopyFormat {
+	case "":
+		c.CopyFormat = CopyFormatAuto
+	case CopyFormatAuto, CopyFormatText:
+	default:
+		return fmt.Errorf("--copy-format %q is not known: use auto or text", c.CopyFormat)
 	}
 	if c.SlotName == "" {
 		c.SlotName = state.DefaultSlot

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -99,14 +101,14 @@ func (c chunk) sourceSQL() string {
 	}
 	// ONLY: an inheritance parent's COPY must not include its children,
 	// which are copied as tables of their own.
-	return fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT", c.t.columnList(), c.t.name, where)
+	return fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT%s", c.t.columnList(), c.t.name, where, c.t.copyOptions())
 }
 
 func (c chunk) targetSQL() string {
 	if len(c.t.Columns) == 0 {
 		return "COPY " + c.t.name + " FROM STDIN"
 	}
-	return fmt.Sprintf("COPY %s (%s) FROM STDIN", c.t.name, c.t.columnList())
+	return fmt.Sprintf("COPY %s (%s) FROM STDIN%s", c.t.name, c.t.columnList(), c.t.copyOptions())
 }
 
 func (c chunk) String() string {
@@ -262,7 +264,7 @@ func (w *worker) copyChunk(ctx context.Context, c chunk, rep *reporter) error {
 		w.locked[c.t] = true
 	}
 	pr, pw := io.Pipe()
-	counted := &countingWriter{w: pw, table: c.t.name, rep: rep}
+	counted := newCountingWriter(pw, c.t.table, rep)
 	buf := bufio.NewWriterSize(counted, pipeBuffer)
 	srcDone := make(chan error, 1)
 	go func() {
@@ -284,18 +286,20 @@ func (w *worker) copyChunk(ctx context.Context, c chunk, rep *reporter) error {
 		return srcErr
 	}
 	if dstErr != nil {
-		return fmt.Errorf("write %s to the target: %w", c, dstErr)
+		return fmt.Errorf("write %s to the target: %w", c, withWhere(dstErr))
 	}
 	return nil
 }
 
-// countingWriter counts COPY text on its way to the target. In text
+// countingWriter counts COPY data on its way to the target. In text
 // format every row ends in a newline and newlines inside values are
-// escaped, so newlines are rows.
+// escaped, so newlines are rows; in binary format (binary set) the
+// stream's tuples are counted as they pass.
 type countingWriter struct {
-	w     io.Writer
-	table string
-	rep   *reporter
+	w      io.Writer
+	table  string
+	rep    *reporter
+	binary *binaryRows
 	// rows and bytes, when set, also count this one chunk (the ledger
 	// records them).
 	rows, bytes *int64
@@ -303,11 +307,39 @@ type countingWriter struct {
 
 func (cw *countingWriter) Write(p []byte) (int, error) {
 	n, err := cw.w.Write(p)
-	rows := int64(bytes.Count(p[:n], []byte{'\n'}))
+	var rows int64
+	if cw.binary != nil {
+		var cerr error
+		if rows, cerr = cw.binary.feed(p[:n]); cerr != nil && err == nil {
+			err = fmt.Errorf("count the rows of %s: %w", cw.table, cerr)
+		}
+	} else {
+		rows = int64(bytes.Count(p[:n], []byte{'\n'}))
+	}
 	cw.rep.copied(cw.table, rows, int64(n))
 	if cw.rows != nil {
 		*cw.rows += rows
 		*cw.bytes += int64(n)
 	}
 	return n, err
+}
+
+// newCountingWriter counts t's COPY data, in t's format, into w.
+func newCountingWriter(w io.Writer, t *table, rep *reporter) *countingWriter {
+	cw := &countingWriter{w: w, table: t.qualified(), rep: rep}
+	if t.Binary {
+		cw.binary = &binaryRows{}
+	}
+	return cw
+}
+
+// withWhere adds to a server error the context the server gave it, which
+// for COPY names the row and the column refused ("COPY t, line 7,
+// column label"); pgconn's message leaves it out.
+func withWhere(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Where != "" {
+		return fmt.Errorf("%w (at %s)", err, pgErr.Where)
+	}
+	return err
 }

@@ -386,7 +386,17 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 	// scan: each heap page is visited once, in physical order, as a ctid
 	// range would be (about 10 % less source CPU for a range of a
 	// sequence-keyed table in a quick measurement here).
-	if _, err := w.src.Exec(ctx, "SET LOCAL enable_indexscan = off"); err != nil {
+	//
+	// And without parallel workers: on a table larger than
+	// min_parallel_table_scan_size × 27 or so (pgbench scale 100) the
+	// planner reads each chunk with a Parallel Bitmap Heap Scan under a
+	// Gather, two more backends per chunk whose rows are passed to the
+	// leader through shared memory. The copy is parallel already, one
+	// chunk per worker; the Gather only adds that hand-off and the
+	// workers' start: it cost the source 2.4 × the CPU of the
+	// one-snapshot copy's TID range scans (which are never parallel) at
+	// scale 100, user and system time alike.
+	if _, err := w.src.Exec(ctx, "SET LOCAL enable_indexscan = off; SET LOCAL max_parallel_workers_per_gather = 0"); err != nil {
 		return "", 0, 0, fmt.Errorf("begin chunk %s on the source: %w", c, err)
 	}
 	// The first statement fixes the transaction's snapshot, which COPY
@@ -399,11 +409,12 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 		return "", 0, 0, fmt.Errorf("chunk %s: create its spool file: %w", c, err)
 	}
 	defer sp.Close()
-	counted := &countingWriter{w: sp, table: c.table, rep: rep, rows: &rows, bytes: &bytes}
+	counted := newCountingWriter(sp, t, rep)
+	counted.table, counted.rows, counted.bytes = c.table, &rows, &bytes
 	buf := bufio.NewWriterSize(counted, pipeBuffer)
 	srcDone := make(chan error, 1)
 	go func() {
-		_, err := w.src.PgConn().CopyTo(ctx, buf, fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT", t.columnList(), c.table, c.where()))
+		_, err := w.src.PgConn().CopyTo(ctx, buf, fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT%s", t.columnList(), c.table, c.where(), t.copyOptions()))
 		if err == nil {
 			err = buf.Flush()
 		}
@@ -418,7 +429,7 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 	}()
 	target := "COPY " + c.table + " FROM STDIN"
 	if len(t.Columns) > 0 {
-		target = fmt.Sprintf("COPY %s (%s) FROM STDIN", c.table, t.columnList())
+		target = fmt.Sprintf("COPY %s (%s) FROM STDIN%s", c.table, t.columnList(), t.copyOptions())
 	}
 	_, dstErr := w.dst.PgConn().CopyFrom(ctx, sp.reader(), target)
 	if dstErr != nil {
@@ -428,7 +439,7 @@ func (w *ledgerWorker) copy(ctx context.Context, c *ledgerChunk, t *table, rep *
 		return "", 0, 0, srcErr
 	}
 	if dstErr != nil {
-		return "", 0, 0, fmt.Errorf("write chunk %s to the target: %w", c, dstErr)
+		return "", 0, 0, fmt.Errorf("write chunk %s to the target: %w", c, withWhere(dstErr))
 	}
 	return snap, rows, bytes, nil
 }

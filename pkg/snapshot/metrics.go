@@ -24,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "replicator_snapshot_rows_total",
 			Help: "Rows copied from source to target by the snapshot, per table."}, []string{"table"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "replicator_snapshot_bytes_total",
-			Help: "Bytes of COPY text copied from source to target by the snapshot."}),
+			Help: "Bytes of COPY data (text or binary format) copied from source to target by the snapshot."}),
 		chunks: prometheus.NewCounter(prometheus.CounterOpts{Name: "replicator_snapshot_chunks_done_total",
 			Help: "Copy chunks committed on the target."}),
 	}

@@ -344,6 +344,9 @@ func (r *run) createSchema(ctx context.Context) error {
 }
 
 func (r *run) copyData(ctx context.Context) error {
+	if err := chooseFormats(ctx, r.ctl, r.dst, r.tables, r.cfg.CopyFormat, r.log); err != nil {
+		return err
+	}
 	chunks, copies := planChunks(r.tables, r.cfg.ChunkBytes, r.pf.sourceMajor >= 14)
 	plan := make([]TablePlan, len(copies))
 	for i, c := range copies {

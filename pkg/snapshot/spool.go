@@ -7,7 +7,7 @@ import (
 	"sync"
 )
 
-// spool carries one chunk's COPY text from the source to the target: the
+// spool carries one chunk's COPY data from the source to the target: the
 // source side appends at its own speed while the target side reads from
 // the start, never past what was written, waiting for more until the
 // source side closes it. So the source transaction ends as soon as the
