@@ -68,7 +68,9 @@ type Change struct {
 	matched bool // the target already shows it (made there by hand)
 }
 
-func (c Change) String() string { return c.Object + " " + c.Detail }
+// String is the change as the log, replicator.schema_changes and errors
+// show it: no credential of a definition in it (shown.go).
+func (c Change) String() string { return pgutil.RedactText(c.Object + " " + c.Detail) }
 
 // subject is what the change is about: its object, else its table.
 func (c Change) subject() string {
@@ -316,5 +318,5 @@ func (e *RefusedError) Error() string {
 	} else if !c.Kind.Additive() {
 		s += " (nothing after this change was applied; --ddl apply never applies a " + string(c.Kind) + ")"
 	}
-	return strings.TrimSpace(s)
+	return strings.TrimSpace(pgutil.RedactText(s))
 }

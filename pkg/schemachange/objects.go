@@ -305,7 +305,8 @@ func diffObjects(old, new *Catalog, early bool, add func(Change)) {
 		o := old.Objects[key]
 		switch {
 		case o == nil:
-			add(Change{Kind: CreateObject, Key: key, Object: obj, Detail: "was created on the source", Stmts: []string{n.createSQL()}})
+			add(Change{Kind: CreateObject, Key: key, Object: obj, Detail: "was created on the source", Stmts: []string{n.createSQL()},
+				Fix: "create it on the target as the source has it: " + n.copyCommand() + ","})
 		case o.Schema != n.Schema || o.Name != n.Name:
 			add(Change{Kind: RenameObject, Key: key, Object: string(o.Kind) + " " + o.display(),
 				Detail: "was renamed to " + n.display() + " on the source",
@@ -313,16 +314,15 @@ func diffObjects(old, new *Catalog, early bool, add func(Change)) {
 		case o.Def == n.Def:
 		case n.Kind == ObjEnum:
 			add(enumChange(key, obj, o, n))
-		case n.Kind == ObjFunction || n.Kind == ObjProcedure:
-			add(Change{Kind: ReplaceObject, Key: key, Object: obj, Detail: "was replaced on the source", Stmts: []string{n.Def}})
-		case n.Kind == ObjView:
-			add(Change{Kind: ReplaceObject, Key: key, Object: obj, Detail: "was replaced on the source", Stmts: []string{n.createSQL()}})
+		case n.Kind == ObjFunction || n.Kind == ObjProcedure || n.Kind == ObjView:
+			add(Change{Kind: ReplaceObject, Key: key, Object: obj, Detail: "was replaced on the source", Stmts: []string{n.createSQL()},
+				Fix: "replace it on the target as the source has it: " + n.copyCommand() + ","})
 		case n.Kind == ObjSequence:
 			add(Change{Kind: AlterSequence, Key: key, Object: obj, Detail: "was altered on the source (" + n.Def + ")",
 				Stmts: []string{fmt.Sprintf("ALTER SEQUENCE %s %s", n.qualifiedName(), n.Def)}})
 		default:
-			add(Change{Kind: AlterObject, Key: key, Object: obj, Detail: "was changed on the source; it now reads: " + n.Def,
-				Fix: fmt.Sprintf("drop it on the target and create it as the source has it (%s), or make the same ALTER there", n.createSQL())})
+			add(Change{Kind: AlterObject, Key: key, Object: obj, Detail: "was changed on the source; it now reads: " + pgutil.RedactText(n.Def),
+				Fix: fmt.Sprintf("drop it on the target and create it as the source has it (%s), or make the same ALTER there", n.showSQL(n.createSQL()))})
 		}
 	}
 	if early {
@@ -481,6 +481,12 @@ func DiffObjects(ctx context.Context, src, tgt querier) ([]ObjectDifference, int
 			if c.Kind == DropObject {
 				d.SQL = o.dropSQL()
 			}
+		}
+		// Shown, never run: no definition may carry a credential into
+		// the report, and SQL redacted would be wrong to run.
+		d.Source, d.Target = pgutil.RedactText(d.Source), pgutil.RedactText(d.Target)
+		if o := s.Objects[c.Key]; o != nil && (pgutil.HoldsCredential(d.SQL) || pgutil.HoldsCredential(d.Fix)) {
+			d.SQL, d.Fix = "", o.showSQL(d.SQL+d.Fix)
 		}
 		out = append(out, d)
 	}

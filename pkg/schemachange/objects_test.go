@@ -3,6 +3,9 @@ package schemachange_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -138,4 +141,105 @@ func TestEnumLabelLearnedFromARefusedRow(t *testing.T) {
 	if n := testutil.ToFloat64(m.metrics.Changes.WithLabelValues(schemachange.ActionApplied)); n != 1 {
 		t.Errorf("replicator_schema_changes_total{action=applied} = %v, want 1 (the label)", n)
 	}
+}
+
+// credentialFunction is a function whose body holds a password twice:
+// in a dblink_connect conninfo and in a URL's userinfo. Its body is not
+// checked on creation (plpgsql), so dblink need not be installed.
+const credentialFunction = `CREATE FUNCTION remote_total() RETURNS int LANGUAGE plpgsql AS $$
+	BEGIN
+		PERFORM dblink_connect('host=billing user=app password=''Sr9 cXpw41'' dbname=billing');
+		PERFORM dblink_connect('postgres://app:Tg5zQpw83@billing/billing');
+		RETURN 1;
+	END $$`
+
+// noPasswordIn fails the test when s holds a fragment of
+// credentialFunction's passwords.
+func noPasswordIn(t *testing.T, what, s string) {
+	t.Helper()
+	for _, frag := range []string{"Sr9", "cXpw", "Tg5z", "Qpw83"} {
+		if strings.Contains(s, frag) {
+			t.Errorf("%s holds %q of a password: %s", what, frag, s)
+		}
+	}
+}
+
+// A function created on the source with a password in its body: the
+// stream creates it on the target as it is (the real definition), and
+// neither its log nor replicator.schema_changes shows the password;
+// with --ddl stop, the stop message names the function and a command
+// that copies it, which works, and holds no fragment of the password.
+func TestCredentialInADefinitionIsNotShown(t *testing.T) {
+	const probe = `SELECT coalesce((SELECT md5(prosrc) FROM pg_proc WHERE proname = 'remote_total'), 'none')`
+	md5 := func(db string) string {
+		t.Helper()
+		var s string
+		if err := pg.Connect(t, db).QueryRow(context.Background(), probe).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	logged := func(m *migration) string {
+		var b strings.Builder
+		for _, e := range m.logs.All() {
+			b.WriteString(e.Message)
+			for k, v := range e.ContextMap() {
+				fmt.Fprintf(&b, " %s=%v", k, v)
+			}
+			b.WriteString("\n")
+		}
+		return b.String()
+	}
+	recorded := func(m *migration) string {
+		var s string
+		if err := pg.Connect(t, m.dst).QueryRow(context.Background(), `SELECT coalesce(string_agg(change, E'\n'), '') FROM replicator.schema_changes`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	t.Run("apply", func(t *testing.T) {
+		m := startMigration(t, snapshot.CaptureTrigger, schemachange.ModeApply)
+		deploy(t, m.src, credentialFunction)
+		want := md5(m.src)
+		waitFor(t, "the function on the target as on the source", func() bool { return md5(m.dst) == want })
+		noPasswordIn(t, "the stream's log", logged(m))
+		noPasswordIn(t, "replicator.schema_changes", recorded(m))
+	})
+
+	t.Run("stop", func(t *testing.T) {
+		m := startMigration(t, snapshot.CaptureTrigger, schemachange.ModeStop)
+		waitFor(t, "the stream to take its schema baseline", func() bool {
+			return queryBool(t, m.dst, `SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'replicator' AND tablename = 'schema_catalog')`)
+		})
+		pg.Exec(t, m.src, credentialFunction)
+		pg.Exec(t, m.src, `UPDATE users SET n = 5 WHERE id = 1`)
+		var err error
+		select {
+		case err = <-m.streamDone:
+			m.streamDone <- err
+		case <-time.After(30 * time.Second):
+			t.Fatal("the stream did not stop on the CREATE FUNCTION")
+		}
+		var re *schemachange.RefusedError
+		if !errors.As(err, &re) || !strings.Contains(err.Error(), "function public.remote_total() was created on the source") {
+			t.Fatalf("the stream stopped with %v, want the function named", err)
+		}
+		msg := err.Error()
+		noPasswordIn(t, "the stop message", msg)
+		noPasswordIn(t, "the stream's log", logged(m))
+		noPasswordIn(t, "replicator.schema_changes", recorded(m))
+		i, j := strings.Index(msg, "psql "), strings.Index(msg, ", and restart")
+		if i < 0 || j < i {
+			t.Fatalf("the stop message %q gives no command to copy the function", msg)
+		}
+		run := exec.Command("sh", "-c", msg[i:j])
+		run.Env = append(os.Environ(), "REPLICATOR_SOURCE_URL="+m.srcURL, "REPLICATOR_TARGET_URL="+pg.URL(m.dst))
+		if out, err := run.CombinedOutput(); err != nil {
+			t.Fatalf("the fix %q failed: %v\n%s", msg[i:j], err, out)
+		}
+		if got, want := md5(m.dst), md5(m.src); got != want {
+			t.Errorf("after the fix the target's function body has md5 %s, the source's %s", got, want)
+		}
+	})
 }

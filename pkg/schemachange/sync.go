@@ -160,6 +160,9 @@ func (h *Handler) execChange(ctx context.Context, tx pgx.Tx, c Change, stmts []s
 				r.Fix = "make those rows as on the source (replicator verify names them), then " + strings.TrimSuffix(c.Stmts[0], " NOT VALID")
 				return &RefusedError{Change: r, Mode: h.cfg.Mode}
 			}
+			if pgutil.HoldsCredential(s) {
+				s = "its statement, which holds a credential and is not shown"
+			}
 			return fmt.Errorf("target: apply the schema change (%s): %s: %w", c, s, err)
 		}
 	}
