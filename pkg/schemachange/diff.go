@@ -40,7 +40,7 @@ const (
 func (k Kind) Additive() bool {
 	switch k {
 	case CreateTable, AddColumn, SetDefault, SetNotNull, DropNotNull, CreateIndex, DropIndex, AttachPartition,
-		CreateObject, AddEnumValue, ReplaceObject, AlterSequence, AddConstraint, DropConstraint:
+		CreateObject, AddEnumValue, ReplaceObject, AlterSequence, AddConstraint, ValidateConstraint, DropConstraint:
 		return true
 	}
 	return false
@@ -58,6 +58,8 @@ type Change struct {
 	Column *Column // AddColumn, SetDefault, …: the new column
 	Index  string  // CreateIndex, DropIndex: the index's name
 	Def    string  // CreateIndex: its definition
+	// Constraint is ValidateConstraint's constraint name.
+	Constraint string
 
 	// Key is the object's (Catalog.Objects) for a change of a type,
 	// sequence, function or view; Stmts the target's DDL of an object's

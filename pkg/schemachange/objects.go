@@ -290,6 +290,10 @@ const (
 	AlterEnumValues Kind = "alter enum values"
 )
 
+// ValidateConstraint is ALTER TABLE … VALIDATE CONSTRAINT on the source of
+// a constraint the target has NOT VALID: applied.
+const ValidateConstraint Kind = "validate constraint"
+
 // diffObjects lists the changes of objects whose kinds are in kinds,
 // from old to new; dropped objects are listed when drops is set.
 func diffObjects(old, new *Catalog, early bool, add func(Change)) {
@@ -419,17 +423,26 @@ func diffConstraints(o, n *Table, add func(Change)) {
 	for _, name := range names {
 		nk := n.Constraints[name]
 		ok, had := o.Constraints[name]
+		obj := "constraint " + ident(name) + " of " + n.display()
+		validate := fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", q, pgutil.QuoteIdent(name))
 		if had && ok.Def == nk.Def {
+			// Made NOT VALID, validated later: the target's rows are the
+			// source's up to here, so the validation finds what the
+			// source's did. It takes SHARE UPDATE EXCLUSIVE (writes go
+			// on) while it scans the table.
+			if !ok.Valid && nk.Valid {
+				add(Change{Kind: ValidateConstraint, Table: n.OID, Object: obj, Detail: "was validated on the source",
+					Constraint: name, Stmts: []string{validate}, Fix: "validate it on the target (" + validate + ")"})
+			}
 			continue
 		}
-		obj := "constraint " + ident(name) + " of " + n.display()
 		if had {
 			add(Change{Kind: DropConstraint, Table: n.OID, Object: obj, Detail: "was replaced on the source",
 				Stmts: []string{fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", q, pgutil.QuoteIdent(name))}})
 		}
 		stmts := []string{fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s NOT VALID", q, pgutil.QuoteIdent(name), nk.Def)}
 		if nk.Valid {
-			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", q, pgutil.QuoteIdent(name)))
+			stmts = append(stmts, validate)
 		}
 		add(Change{Kind: AddConstraint, Table: n.OID, Object: obj, Detail: "was added on the source (" + nk.Def + ")", Stmts: stmts})
 	}
