@@ -165,7 +165,7 @@
 // # Limits
 //
 //   - Column collations, comments, grants, triggers, rules, policies,
-//     aggregates, operators, a matview's indexes and its REFRESH, a
+//     aggregates, operators, a matview's indexes and its REFRESH, and a
 //     sequence's OWNED BY are not followed (verify compares
 //     constraints). Schema replicator_fence, where cutover puts its
 //     fence function, is the tool's own and never carried over.
