@@ -80,6 +80,9 @@ func TestDeployMetricsAreExported(t *testing.T) {
 			t.Errorf("replicator_stream_errors_total has no sample for stage %s", stage)
 		}
 	}
+	for _, code := range []string{"40P01", "40001"} {
+		within(t, m, 0, 0, "replicator_apply_retries_total", "sqlstate", code)
+	}
 
 	// Redis: the follower after the initial load.
 	rs, err := testenv.StartRedis(testenv.RedisOptions{})

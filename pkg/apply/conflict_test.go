@@ -136,6 +136,12 @@ func TestStreamSurvivesTargetDeadlock(t *testing.T) {
 	if tables := fmt.Sprint(fields["tables"]); !strings.Contains(tables, "public.a") || !strings.Contains(tables, "public.b") {
 		t.Errorf("the retry names tables %s, want public.a and public.b", tables)
 	}
+	if n := testutil.ToFloat64(m.ApplyRetries.WithLabelValues(pgerrcode.DeadlockDetected)); n != 1 {
+		t.Errorf("replicator_apply_retries_total{sqlstate=%q} = %v, want 1", pgerrcode.DeadlockDetected, n)
+	}
+	if n := testutil.ToFloat64(m.ApplyRetries.WithLabelValues(pgerrcode.SerializationFailure)); n != 0 {
+		t.Errorf("replicator_apply_retries_total{sqlstate=%q} = %v, want 0", pgerrcode.SerializationFailure, n)
+	}
 	for _, stage := range []string{"connect", "capture", "apply"} {
 		if n := testutil.ToFloat64(m.StreamErrors.WithLabelValues(stage)); n != 0 {
 			t.Errorf("replicator_stream_errors_total{stage=%q} = %v, want 0: the stream reconnected", stage, n)

@@ -18,13 +18,14 @@ type Metrics struct {
 	LastAppliedLSN      prometheus.Gauge
 	LastAppliedBatch    prometheus.Gauge // trigger capture's position
 	StreamErrors        *prometheus.CounterVec
+	ApplyRetries        *prometheus.CounterVec // by SQLSTATE: 40P01 deadlock, 40001 serialization failure
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
 // registered, e.g. in tests).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := newMetrics()
-	if err := metrics.Register(reg, "stream", m.SourceLagBytes, m.ApplyLagSeconds, m.AppliedTransactions, m.AppliedChanges, m.BatchChanges, m.LastAppliedLSN, m.LastAppliedBatch, m.StreamErrors); err != nil {
+	if err := metrics.Register(reg, "stream", m.SourceLagBytes, m.ApplyLagSeconds, m.AppliedTransactions, m.AppliedChanges, m.BatchChanges, m.LastAppliedLSN, m.LastAppliedBatch, m.StreamErrors, m.ApplyRetries); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -50,9 +51,14 @@ func newMetrics() *Metrics {
 			Help: "Trigger capture: id of the last changelog batch committed on the target."}),
 		StreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "replicator_stream_errors_total",
 			Help: "Errors that stopped or restarted the stream, by stage (capture, apply, connect)."}, []string{"stage"}),
+		ApplyRetries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "replicator_apply_retries_total",
+			Help: "Target transactions rolled back after losing a lock conflict with another session and applied again, by SQLSTATE (40P01 deadlock, 40001 serialization failure)."}, []string{"sqlstate"}),
 	}
 	for _, stage := range []string{"connect", "capture", "apply"} {
 		m.StreamErrors.WithLabelValues(stage) // exported as 0 before the first error
+	}
+	for _, code := range retriedCodes {
+		m.ApplyRetries.WithLabelValues(code)
 	}
 	return m
 }

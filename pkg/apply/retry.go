@@ -39,8 +39,12 @@ func conflict(err error) bool {
 	if err == nil || errors.As(err, &se) || !errors.As(err, &pgErr) {
 		return false
 	}
-	return pgErr.Code == pgerrcode.DeadlockDetected || pgErr.Code == pgerrcode.SerializationFailure
+	return slices.Contains(retriedCodes, pgErr.Code)
 }
+
+// retriedCodes are the SQLSTATEs of a lost lock conflict, the label
+// values of replicator_apply_retries_total.
+var retriedCodes = []string{pgerrcode.DeadlockDetected, pgerrcode.SerializationFailure}
 
 // retry applies txns (the whole group of the target transaction that
 // failed with err) again in a new target transaction, up to
@@ -67,6 +71,9 @@ func (a *Applier) retry(ctx context.Context, src wal.Source, txns []*wal.Txn, er
 		a.log.Warn("the target transaction lost a lock conflict with another session and was rolled back; applying it again",
 			zap.String("sqlstate", pgErr.Code), zap.Strings("tables", tables), zap.Int("attempt", attempt),
 			zap.Int("of", a.cfg.ConflictRetries), zap.Duration("retry_in", d), zap.Error(err))
+		if a.m != nil {
+			a.m.ApplyRetries.WithLabelValues(pgErr.Code).Inc()
+		}
 		timer := time.NewTimer(d)
 		select {
 		case <-ctx.Done():

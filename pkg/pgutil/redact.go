@@ -27,16 +27,33 @@ func Redact(conn string) string {
 }
 
 var (
-	kvPassword  = regexp.MustCompile(`(?i)((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
-	urlUserinfo = regexp.MustCompile(`([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@`)
+	// A password= value: quoted as libpq quotes it, quoted inside an SQL
+	// string literal (the quotes doubled, as a function body calling
+	// dblink_connect('… password=''…'' …') holds it), or up to the next
+	// space. An unquoted value is masked to the space, closing quote and
+	// parenthesis of a surrounding literal included: a password may hold
+	// a quote, and a mask too wide costs only readability.
+	kvPassword = regexp.MustCompile(`(?i)((?:ssl)?password\s*=\s*)(''(?:[^']|'''')*''|'(?:[^'\\]|\\.)*'|\S+)`)
+	// A password as a foreign data wrapper's option: OPTIONS (password
+	// '…'), the quotes doubled inside a literal too.
+	optPassword = regexp.MustCompile(`(?i)(\bpassword\s+)(''(?:[^']|'''')*''|'(?:[^']|'')*')`)
+	// The userinfo of a URL: scheme://user:password@. The password runs
+	// to the last @ before a space or slash, as a password holding an
+	// unescaped @ would.
+	urlUserinfo = regexp.MustCompile(`(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^\s/]*@`)
 )
 
 // RedactText masks passwords inside free text that may hold connection
-// strings, such as an error message from a driver.
+// strings: an error message from a driver, or an object's definition (a
+// function body calling dblink_connect, a view over a URL).
 func RedactText(s string) string {
 	s = kvPassword.ReplaceAllString(s, "${1}xxxxx")
+	s = optPassword.ReplaceAllString(s, "${1}'xxxxx'")
 	return urlUserinfo.ReplaceAllString(s, "${1}xxxxx@")
 }
+
+// HoldsCredential reports whether s holds a password RedactText masks.
+func HoldsCredential(s string) bool { return RedactText(s) != s }
 
 // Secrets extracts the passwords of the given connection strings, so that
 // output can be scrubbed of them even where they appear without context.

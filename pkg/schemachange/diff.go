@@ -40,7 +40,7 @@ const (
 func (k Kind) Additive() bool {
 	switch k {
 	case CreateTable, AddColumn, SetDefault, SetNotNull, DropNotNull, CreateIndex, DropIndex, AttachPartition,
-		CreateObject, AddEnumValue, ReplaceObject, AlterSequence, AddConstraint, DropConstraint:
+		CreateObject, AddEnumValue, ReplaceObject, AlterSequence, AddConstraint, ValidateConstraint, DropConstraint:
 		return true
 	}
 	return false
@@ -58,6 +58,8 @@ type Change struct {
 	Column *Column // AddColumn, SetDefault, …: the new column
 	Index  string  // CreateIndex, DropIndex: the index's name
 	Def    string  // CreateIndex: its definition
+	// Constraint is ValidateConstraint's constraint name.
+	Constraint string
 
 	// Key is the object's (Catalog.Objects) for a change of a type,
 	// sequence, function or view; Stmts the target's DDL of an object's
@@ -68,7 +70,9 @@ type Change struct {
 	matched bool // the target already shows it (made there by hand)
 }
 
-func (c Change) String() string { return c.Object + " " + c.Detail }
+// String is the change as the log, replicator.schema_changes and errors
+// show it: no credential of a definition in it (shown.go).
+func (c Change) String() string { return pgutil.RedactText(c.Object + " " + c.Detail) }
 
 // subject is what the change is about: its object, else its table.
 func (c Change) subject() string {
@@ -316,5 +320,5 @@ func (e *RefusedError) Error() string {
 	} else if !c.Kind.Additive() {
 		s += " (nothing after this change was applied; --ddl apply never applies a " + string(c.Kind) + ")"
 	}
-	return strings.TrimSpace(s)
+	return strings.TrimSpace(pgutil.RedactText(s))
 }

@@ -126,7 +126,14 @@
 // A CHECK or FOREIGN KEY constraint added is made NOT VALID, then
 // validated when the source's is valid: up to that point in the stream
 // the target's rows are the source's, which passed it; rows that break it
-// stop the stream naming the constraint. A function or view replaced
+// stop the stream naming the constraint. One added NOT VALID and
+// validated later on the source (ALTER TABLE … VALIDATE CONSTRAINT: the
+// poll sees convalidated change) is validated on the target in stream
+// order with the other changes (SHARE UPDATE EXCLUSIVE: writes go on);
+// rows on the target that break it (a divergence) stop the stream naming
+// the constraint and the fix. A foreign key a chunked copy left NOT VALID
+// (replicator.pending_fks) is the copy's to validate (pkg/snapshot), not
+// taken for such a change. A function or view replaced
 // (CREATE OR REPLACE) is replaced on the target; a sequence's options
 // altered are altered there; a new sequence is one that cutover (and the
 // stream's sequence step) moves forward, since they move every target
@@ -158,9 +165,8 @@
 // # Limits
 //
 //   - Column collations, comments, grants, triggers, rules, policies,
-//     aggregates, operators, a matview's indexes and its REFRESH, a
-//     sequence's OWNED BY and a constraint validated later on the source
-//     (VALIDATE CONSTRAINT) are not followed (verify compares
+//     aggregates, operators, a matview's indexes and its REFRESH, and a
+//     sequence's OWNED BY are not followed (verify compares
 //     constraints). Schema replicator_fence, where cutover puts its
 //     fence function, is the tool's own and never carried over.
 //   - A new table, and a table whose new column has a volatile default,

@@ -451,6 +451,9 @@ func (h *Handler) pollRows(ctx context.Context, rowsOnly bool) error {
 	changes := Diff(h.known, cat)
 	h.mu.Unlock()
 	changes = h.withoutBuilding(changes)
+	if changes, err = h.withoutPendingForeignKeys(ctx, changes, cat); err != nil {
+		return err
+	}
 	if len(changes) == 0 {
 		h.polled, h.pending = cat, nil
 		h.refusal, h.hasStopAt = nil, false // one the source undid
@@ -601,6 +604,12 @@ func matchedOnTarget(c Change, tgt, src *Catalog) bool {
 		if d.Kind == CreateIndex || d.Kind == DropIndex {
 			continue
 		}
+		// A constraint the target has NOT VALID (a foreign key of a
+		// chunked copy waiting to be validated) holds back no other
+		// change of its table.
+		if d.Kind == ValidateConstraint && (c.Kind != ValidateConstraint || d.Object != c.Object) {
+			continue
+		}
 		if c.Table != 0 && d.Table == c.Table || d.Object == c.Object {
 			return false
 		}
@@ -611,6 +620,62 @@ func matchedOnTarget(c Change, tgt, src *Catalog) bool {
 		}
 	}
 	return true
+}
+
+// withoutPendingForeignKeys leaves out the validation of a foreign key
+// that a chunked copy made NOT VALID on the target (replicator.pending_fks):
+// the key is valid on the source from the start, and is validated on the
+// target once the stream has caught up with the copy's chunks
+// (pkg/snapshot ValidateForeignKeys), not at the first poll, when its rows
+// may not hold yet. The catalog the target reflects takes it as valid.
+func (h *Handler) withoutPendingForeignKeys(ctx context.Context, cs []Change, cat *Catalog) ([]Change, error) {
+	var out []Change
+	recorded := -1 // whether replicator.pending_fks exists, once asked
+	for _, c := range cs {
+		t := cat.Tables[c.Table]
+		if c.Kind != ValidateConstraint || t == nil || recorded == 0 {
+			out = append(out, c)
+			continue
+		}
+		if recorded < 0 {
+			var exists bool
+			if err := h.dst.QueryRow(ctx, `SELECT to_regclass('replicator.pending_fks') IS NOT NULL`).Scan(&exists); err != nil {
+				return nil, fmt.Errorf("target: read replicator.pending_fks: %w", err)
+			}
+			if recorded = 0; exists {
+				recorded = 1
+			}
+			if !exists {
+				out = append(out, c)
+				continue
+			}
+		}
+		var pending bool
+		err := h.dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM replicator.pending_fks WHERE to_regclass(table_name) = to_regclass($1)
+			AND constraint_name IN ($2, quote_ident($2)))`, t.Qualified(), c.Constraint).Scan(&pending)
+		if err != nil {
+			return nil, fmt.Errorf("target: read replicator.pending_fks: %w", err)
+		}
+		if !pending {
+			out = append(out, c)
+			continue
+		}
+		h.mu.Lock()
+		if kt := h.known.Tables[c.Table]; kt != nil {
+			ks := make(map[string]Constraint, len(kt.Constraints))
+			for name, k := range kt.Constraints {
+				ks[name] = k
+			}
+			k := ks[c.Constraint]
+			k.Valid = true
+			ks[c.Constraint] = k
+			n := *kt
+			n.Constraints = ks
+			h.known.Tables[c.Table] = &n
+		}
+		h.mu.Unlock()
+	}
+	return out, nil
 }
 
 func (h *Handler) withoutBuilding(cs []Change) []Change {

@@ -290,6 +290,10 @@ const (
 	AlterEnumValues Kind = "alter enum values"
 )
 
+// ValidateConstraint is ALTER TABLE … VALIDATE CONSTRAINT on the source of
+// a constraint the target has NOT VALID: applied.
+const ValidateConstraint Kind = "validate constraint"
+
 // diffObjects lists the changes of objects whose kinds are in kinds,
 // from old to new; dropped objects are listed when drops is set.
 func diffObjects(old, new *Catalog, early bool, add func(Change)) {
@@ -305,7 +309,8 @@ func diffObjects(old, new *Catalog, early bool, add func(Change)) {
 		o := old.Objects[key]
 		switch {
 		case o == nil:
-			add(Change{Kind: CreateObject, Key: key, Object: obj, Detail: "was created on the source", Stmts: []string{n.createSQL()}})
+			add(Change{Kind: CreateObject, Key: key, Object: obj, Detail: "was created on the source", Stmts: []string{n.createSQL()},
+				Fix: "create it on the target as the source has it: " + n.copyCommand() + ","})
 		case o.Schema != n.Schema || o.Name != n.Name:
 			add(Change{Kind: RenameObject, Key: key, Object: string(o.Kind) + " " + o.display(),
 				Detail: "was renamed to " + n.display() + " on the source",
@@ -313,16 +318,15 @@ func diffObjects(old, new *Catalog, early bool, add func(Change)) {
 		case o.Def == n.Def:
 		case n.Kind == ObjEnum:
 			add(enumChange(key, obj, o, n))
-		case n.Kind == ObjFunction || n.Kind == ObjProcedure:
-			add(Change{Kind: ReplaceObject, Key: key, Object: obj, Detail: "was replaced on the source", Stmts: []string{n.Def}})
-		case n.Kind == ObjView:
-			add(Change{Kind: ReplaceObject, Key: key, Object: obj, Detail: "was replaced on the source", Stmts: []string{n.createSQL()}})
+		case n.Kind == ObjFunction || n.Kind == ObjProcedure || n.Kind == ObjView:
+			add(Change{Kind: ReplaceObject, Key: key, Object: obj, Detail: "was replaced on the source", Stmts: []string{n.createSQL()},
+				Fix: "replace it on the target as the source has it: " + n.copyCommand() + ","})
 		case n.Kind == ObjSequence:
 			add(Change{Kind: AlterSequence, Key: key, Object: obj, Detail: "was altered on the source (" + n.Def + ")",
 				Stmts: []string{fmt.Sprintf("ALTER SEQUENCE %s %s", n.qualifiedName(), n.Def)}})
 		default:
-			add(Change{Kind: AlterObject, Key: key, Object: obj, Detail: "was changed on the source; it now reads: " + n.Def,
-				Fix: fmt.Sprintf("drop it on the target and create it as the source has it (%s), or make the same ALTER there", n.createSQL())})
+			add(Change{Kind: AlterObject, Key: key, Object: obj, Detail: "was changed on the source; it now reads: " + pgutil.RedactText(n.Def),
+				Fix: fmt.Sprintf("drop it on the target and create it as the source has it (%s), or make the same ALTER there", n.showSQL(n.createSQL()))})
 		}
 	}
 	if early {
@@ -419,17 +423,26 @@ func diffConstraints(o, n *Table, add func(Change)) {
 	for _, name := range names {
 		nk := n.Constraints[name]
 		ok, had := o.Constraints[name]
+		obj := "constraint " + ident(name) + " of " + n.display()
+		validate := fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", q, pgutil.QuoteIdent(name))
 		if had && ok.Def == nk.Def {
+			// Made NOT VALID, validated later: the target's rows are the
+			// source's up to here, so the validation finds what the
+			// source's did. It takes SHARE UPDATE EXCLUSIVE (writes go
+			// on) while it scans the table.
+			if !ok.Valid && nk.Valid {
+				add(Change{Kind: ValidateConstraint, Table: n.OID, Object: obj, Detail: "was validated on the source",
+					Constraint: name, Stmts: []string{validate}, Fix: "validate it on the target (" + validate + ")"})
+			}
 			continue
 		}
-		obj := "constraint " + ident(name) + " of " + n.display()
 		if had {
 			add(Change{Kind: DropConstraint, Table: n.OID, Object: obj, Detail: "was replaced on the source",
 				Stmts: []string{fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", q, pgutil.QuoteIdent(name))}})
 		}
 		stmts := []string{fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s NOT VALID", q, pgutil.QuoteIdent(name), nk.Def)}
 		if nk.Valid {
-			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", q, pgutil.QuoteIdent(name)))
+			stmts = append(stmts, validate)
 		}
 		add(Change{Kind: AddConstraint, Table: n.OID, Object: obj, Detail: "was added on the source (" + nk.Def + ")", Stmts: stmts})
 	}
@@ -481,6 +494,12 @@ func DiffObjects(ctx context.Context, src, tgt querier) ([]ObjectDifference, int
 			if c.Kind == DropObject {
 				d.SQL = o.dropSQL()
 			}
+		}
+		// Shown, never run: no definition may carry a credential into
+		// the report, and SQL redacted would be wrong to run.
+		d.Source, d.Target = pgutil.RedactText(d.Source), pgutil.RedactText(d.Target)
+		if o := s.Objects[c.Key]; o != nil && (pgutil.HoldsCredential(d.SQL) || pgutil.HoldsCredential(d.Fix)) {
+			d.SQL, d.Fix = "", o.showSQL(d.SQL+d.Fix)
 		}
 		out = append(out, d)
 	}

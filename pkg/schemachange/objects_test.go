@@ -3,6 +3,9 @@ package schemachange_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +140,215 @@ func TestEnumLabelLearnedFromARefusedRow(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(m.metrics.Changes.WithLabelValues(schemachange.ActionApplied)); n != 1 {
 		t.Errorf("replicator_schema_changes_total{action=applied} = %v, want 1 (the label)", n)
+	}
+}
+
+// credentialFunction is a function whose body holds a password twice:
+// in a dblink_connect conninfo and in a URL's userinfo. Its body is not
+// checked on creation (plpgsql), so dblink need not be installed.
+const credentialFunction = `CREATE FUNCTION remote_total() RETURNS int LANGUAGE plpgsql AS $$
+	BEGIN
+		PERFORM dblink_connect('host=billing user=app password=''Sr9 cXpw41'' dbname=billing');
+		PERFORM dblink_connect('postgres://app:Tg5zQpw83@billing/billing');
+		RETURN 1;
+	END $$`
+
+// noPasswordIn fails the test when s holds a fragment of
+// credentialFunction's passwords.
+func noPasswordIn(t *testing.T, what, s string) {
+	t.Helper()
+	for _, frag := range []string{"Sr9", "cXpw", "Tg5z", "Qpw83"} {
+		if strings.Contains(s, frag) {
+			t.Errorf("%s holds %q of a password: %s", what, frag, s)
+		}
+	}
+}
+
+// A function created on the source with a password in its body: the
+// stream creates it on the target as it is (the real definition), and
+// neither its log nor replicator.schema_changes shows the password;
+// with --ddl stop, the stop message names the function and a command
+// that copies it, which works, and holds no fragment of the password.
+func TestCredentialInADefinitionIsNotShown(t *testing.T) {
+	const probe = `SELECT coalesce((SELECT md5(prosrc) FROM pg_proc WHERE proname = 'remote_total'), 'none')`
+	md5 := func(db string) string {
+		t.Helper()
+		var s string
+		if err := pg.Connect(t, db).QueryRow(context.Background(), probe).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	logged := func(m *migration) string {
+		var b strings.Builder
+		for _, e := range m.logs.All() {
+			b.WriteString(e.Message)
+			for k, v := range e.ContextMap() {
+				fmt.Fprintf(&b, " %s=%v", k, v)
+			}
+			b.WriteString("\n")
+		}
+		return b.String()
+	}
+	recorded := func(m *migration) string {
+		var s string
+		if err := pg.Connect(t, m.dst).QueryRow(context.Background(), `SELECT coalesce(string_agg(change, E'\n'), '') FROM replicator.schema_changes`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	t.Run("apply", func(t *testing.T) {
+		m := startMigration(t, snapshot.CaptureTrigger, schemachange.ModeApply)
+		deploy(t, m.src, credentialFunction)
+		want := md5(m.src)
+		waitFor(t, "the function on the target as on the source", func() bool { return md5(m.dst) == want })
+		noPasswordIn(t, "the stream's log", logged(m))
+		noPasswordIn(t, "replicator.schema_changes", recorded(m))
+	})
+
+	t.Run("stop", func(t *testing.T) {
+		m := startMigration(t, snapshot.CaptureTrigger, schemachange.ModeStop)
+		waitFor(t, "the stream to take its schema baseline", func() bool {
+			return queryBool(t, m.dst, `SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'replicator' AND tablename = 'schema_catalog')`)
+		})
+		pg.Exec(t, m.src, credentialFunction)
+		pg.Exec(t, m.src, `UPDATE users SET n = 5 WHERE id = 1`)
+		var err error
+		select {
+		case err = <-m.streamDone:
+			m.streamDone <- err
+		case <-time.After(30 * time.Second):
+			t.Fatal("the stream did not stop on the CREATE FUNCTION")
+		}
+		var re *schemachange.RefusedError
+		if !errors.As(err, &re) || !strings.Contains(err.Error(), "function public.remote_total() was created on the source") {
+			t.Fatalf("the stream stopped with %v, want the function named", err)
+		}
+		msg := err.Error()
+		noPasswordIn(t, "the stop message", msg)
+		noPasswordIn(t, "the stream's log", logged(m))
+		noPasswordIn(t, "replicator.schema_changes", recorded(m))
+		i, j := strings.Index(msg, "psql "), strings.Index(msg, ", and restart")
+		if i < 0 || j < i {
+			t.Fatalf("the stop message %q gives no command to copy the function", msg)
+		}
+		run := exec.Command("sh", "-c", msg[i:j])
+		run.Env = append(os.Environ(), "REPLICATOR_SOURCE_URL="+m.srcURL, "REPLICATOR_TARGET_URL="+pg.URL(m.dst))
+		if out, err := run.CombinedOutput(); err != nil {
+			t.Fatalf("the fix %q failed: %v\n%s", msg[i:j], err, out)
+		}
+		if got, want := md5(m.dst), md5(m.src); got != want {
+			t.Errorf("after the fix the target's function body has md5 %s, the source's %s", got, want)
+		}
+	})
+}
+
+// constraintValid is whether table users has constraint name validated
+// ("missing" when it has none), as the database says.
+func constraintValid(t *testing.T, db, name string) string {
+	t.Helper()
+	var s string
+	err := pg.Connect(t, db).QueryRow(context.Background(), `SELECT coalesce((SELECT convalidated::text FROM pg_constraint
+		WHERE conrelid = 'public.users'::regclass AND conname = $1), 'missing')`, name).Scan(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestValidateConstraintIsFollowed: a deploy adds a CHECK constraint
+// NOT VALID and validates it in a later one, in each capture mode. The
+// target's constraint must end validated, counted as an applied change.
+// Then the target holds a row (written there by hand: a divergence)
+// that breaks a second constraint: its validation on the source stops
+// the stream, naming the constraint and the fix.
+func TestValidateConstraintIsFollowed(t *testing.T) {
+	for _, capture := range []string{snapshot.CaptureLogical, snapshot.CaptureTrigger} {
+		t.Run(capture, func(t *testing.T) {
+			m := startMigration(t, capture, schemachange.ModeApply)
+			deploy(t, m.src, `ALTER TABLE users ADD CONSTRAINT n_small CHECK (n < 1000000) NOT VALID`)
+			waitFor(t, "the constraint on the target, NOT VALID", func() bool { return constraintValid(t, m.dst, "n_small") == "false" })
+			applied := testutil.ToFloat64(m.metrics.Changes.WithLabelValues(schemachange.ActionApplied))
+			deploy(t, m.src, `ALTER TABLE users VALIDATE CONSTRAINT n_small`)
+			deploy(t, m.src, `UPDATE users SET n = n + 1 WHERE id = 1`)
+			waitFor(t, "the constraint validated on the target", func() bool { return constraintValid(t, m.dst, "n_small") == "true" })
+			m.waitIdentical(t)
+			if n := testutil.ToFloat64(m.metrics.Changes.WithLabelValues(schemachange.ActionApplied)); n != applied+1 {
+				t.Errorf("replicator_schema_changes_total{action=applied} went from %v to %v, want one more (the validation)", applied, n)
+			}
+
+			pg.Exec(t, m.dst, `UPDATE users SET n = -1 WHERE id = 7`)
+			deploy(t, m.src, `ALTER TABLE users ADD CONSTRAINT n_not_negative CHECK (n >= 0) NOT VALID`)
+			waitFor(t, "the second constraint on the target, NOT VALID", func() bool { return constraintValid(t, m.dst, "n_not_negative") == "false" })
+			deploy(t, m.src, `ALTER TABLE users VALIDATE CONSTRAINT n_not_negative`)
+			var err error
+			select {
+			case err = <-m.streamDone:
+				m.streamDone <- err
+			case <-time.After(30 * time.Second):
+				t.Fatal("the stream did not stop on a validation the target's rows break")
+			}
+			var re *schemachange.RefusedError
+			if !errors.As(err, &re) || !strings.Contains(err.Error(), "constraint n_not_negative of public.users was validated on the source") ||
+				!strings.Contains(err.Error(), `VALIDATE CONSTRAINT "n_not_negative"`) || !strings.Contains(err.Error(), "replicator verify") {
+				t.Fatalf("the stream stopped with %v, want the constraint named and its fix", err)
+			}
+			if got := constraintValid(t, m.dst, "n_not_negative"); got != "false" {
+				t.Errorf("the target's constraint n_not_negative is validated %s after a failed validation, want false", got)
+			}
+		})
+	}
+}
+
+// TestCopiedForeignKeyIsLeftToTheCopy: a chunked copy makes the target's
+// foreign keys NOT VALID until the stream has caught up with its chunks
+// (replicator.pending_fks; pkg/snapshot validates them). The source's key
+// is valid: the stream must not take that for a VALIDATE CONSTRAINT on
+// the source and validate it early (its rows may not hold yet), neither
+// before the copy's validation nor after it.
+func TestCopiedForeignKeyIsLeftToTheCopy(t *testing.T) {
+	m := startMigrationWith(t, snapshot.CaptureTrigger, schemachange.ModeApply,
+		`CREATE TABLE orders (id int PRIMARY KEY, user_id bigint NOT NULL REFERENCES users); INSERT INTO orders SELECT g, g FROM generate_series(1, 20) g;`,
+		300*time.Millisecond)
+	fkValid := func() string {
+		t.Helper()
+		var s string
+		err := pg.Connect(t, m.dst).QueryRow(context.Background(), `SELECT coalesce((SELECT convalidated::text FROM pg_constraint
+			WHERE conrelid = 'public.orders'::regclass AND conname = 'orders_user_id_fkey'), 'missing')`).Scan(&s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	validations := func() bool {
+		return queryBool(t, m.dst, `SELECT EXISTS (SELECT 1 FROM replicator.schema_changes WHERE change LIKE '%validated%')`)
+	}
+	if got := fkValid(); got != "false" {
+		t.Fatalf("after the chunked copy the target's foreign key is validated %s, want false (pending): the test does not test what it means to", got)
+	}
+	deploy(t, m.src, `ALTER TABLE users ADD COLUMN note text`)
+	waitFor(t, "the new column on the target", func() bool {
+		return queryBool(t, m.dst, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'public.users'::regclass AND attname = 'note')`)
+	})
+	if got := fkValid(); got != "false" || validations() {
+		t.Errorf("the stream validated the copy's pending foreign key (validated %s)", got)
+	}
+	conn := pg.Connect(t, m.dst)
+	if validated, left, err := snapshot.ValidateForeignKeys(context.Background(), conn); err != nil || len(validated) != 1 || len(left) != 0 {
+		t.Fatalf("the copy's validation: validated %v, left %v, %v", validated, left, err)
+	}
+	deploy(t, m.src, `ALTER TABLE users ADD COLUMN note2 text`)
+	waitFor(t, "the second column on the target", func() bool {
+		return queryBool(t, m.dst, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'public.users'::regclass AND attname = 'note2')`)
+	})
+	if validations() {
+		t.Error("the stream recorded a validation of the copy's foreign key as a schema change")
+	}
+	select {
+	case err := <-m.streamDone:
+		m.streamDone <- err
+		t.Fatalf("the stream stopped: %v", err)
+	default:
 	}
 }

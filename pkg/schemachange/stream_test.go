@@ -17,7 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"replicator/internal/testenv"
 	"replicator/pkg/apply"
@@ -52,6 +54,7 @@ type migration struct {
 	metrics    *schemachange.Metrics
 	streamDone chan error
 	stop       context.CancelFunc
+	logs       *observer.ObservedLogs // the stream's, Info and above
 }
 
 func startMigration(t *testing.T, capture string, mode schemachange.Mode) *migration {
@@ -66,7 +69,9 @@ func startMigrationWith(t *testing.T, capture string, mode schemachange.Mode, sc
 	m := &migration{src: pg.NewDatabase(t), dst: pg.NewDatabase(t), mode: capture, reg: prometheus.NewRegistry()}
 	m.srcURL = pg.URL(m.src)
 	pg.Exec(t, m.src, appSchema+schema)
-	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+	obs, logs := observer.New(zap.InfoLevel)
+	m.logs = logs
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core(), obs))
 	ctx := context.Background()
 	slot := "s_" + m.src
 	if _, err := snapshot.Run(ctx, snapshot.Config{SourceURL: m.srcURL, TargetURL: pg.URL(m.dst), Jobs: 2, Capture: capture,

@@ -153,12 +153,18 @@ func (h *Handler) execChange(ctx context.Context, tx pgx.Tx, c Change, stmts []s
 	for _, s := range stmts {
 		if _, err := tx.Exec(ctx, s); err != nil {
 			var pgErr *pgconn.PgError
-			if c.Kind == AddConstraint && errors.As(err, &pgErr) &&
+			if (c.Kind == AddConstraint || c.Kind == ValidateConstraint) && errors.As(err, &pgErr) &&
 				(pgErr.Code == pgerrcode.CheckViolation || pgErr.Code == pgerrcode.ForeignKeyViolation) {
 				r := c
 				r.Detail += ", and rows on the target break it (" + pgErr.Message + ")"
 				r.Fix = "make those rows as on the source (replicator verify names them), then " + strings.TrimSuffix(c.Stmts[0], " NOT VALID")
+				if c.Kind == ValidateConstraint {
+					r.Fix = "make those rows as on the source (replicator verify names them), then " + s
+				}
 				return &RefusedError{Change: r, Mode: h.cfg.Mode}
+			}
+			if pgutil.HoldsCredential(s) {
+				s = "its statement, which holds a credential and is not shown"
 			}
 			return fmt.Errorf("target: apply the schema change (%s): %s: %w", c, s, err)
 		}

@@ -1,9 +1,15 @@
 package verify
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
+
+	"replicator/pkg/report"
 )
 
 // Types, sequences, functions and views that differ are reported with
@@ -112,5 +118,76 @@ func TestSchemaDifferencesObjects(t *testing.T) {
 	rep = runVerify(t, cfg)
 	if len(rep.Schema) != 0 || !rep.ObjectsSkipped || !strings.Contains(rep.schemaSummary(), "not compared (--tables)") {
 		t.Errorf("with --tables: %d differences, skipped %v, summary %q", len(rep.Schema), rep.ObjectsSkipped, rep.schemaSummary())
+	}
+}
+
+// A function whose body holds a password (a dblink_connect's conninfo, a
+// URL's user:password@) and that differs between the two sides: no
+// format of the report carries a fragment of either side's password,
+// and the difference names the function and a fix that works (run
+// here as an operator would, with the two URLs in the environment).
+func TestSchemaDifferencesHideCredentials(t *testing.T) {
+	src, dst := pg.NewDatabase(t), pg.NewDatabase(t)
+	const fn = `CREATE FUNCTION remote_total() RETURNS int LANGUAGE plpgsql AS $$
+		BEGIN
+			PERFORM dblink_connect('host=billing user=app password=''Sr9 cXpw41'' dbname=billing');
+			PERFORM dblink_connect('postgres://app:Tg5zQpw83@billing/billing');
+			RETURN %s;
+		END $$`
+	pg.Exec(t, src, fmt.Sprintf(fn, "1"))
+	pg.Exec(t, dst, strings.NewReplacer("Sr9 cXpw41", "Ko2 mNpw77", "Tg5zQpw83", "Lh8vWpw62").Replace(fmt.Sprintf(fn, "2")))
+
+	rep := runVerify(t, testConfig(src, dst))
+	var text, js, md bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.WriteMarkdown(&md, report.Header{Version: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	for format, out := range map[string]string{"text": text.String(), "json": js.String(), "markdown": md.String()} {
+		for _, frag := range []string{"Sr9", "cXpw", "Tg5z", "Qpw83", "Ko2", "mNpw", "Lh8v", "Wpw62"} {
+			if strings.Contains(out, frag) {
+				t.Errorf("the %s report holds %q of a password:\n%s", format, frag, out)
+			}
+		}
+		if !strings.Contains(out, "remote_total") || !strings.Contains(out, "holds a credential") {
+			t.Errorf("the %s report does not name the function and say why its fix is a command:\n%s", format, out)
+		}
+	}
+	if len(rep.Schema) != 1 {
+		t.Fatalf("%d schema differences, want the function's: %v", len(rep.Schema), rep.Schema)
+	}
+	d := rep.Schema[0]
+	if d.Table != "public.remote_total()" || d.Kind != SchemaDefinition {
+		t.Errorf("reported %s, want public.remote_total()'s definition", d)
+	}
+	i := strings.Index(d.Fix, "psql ")
+	if i < 0 {
+		t.Fatalf("fix %q gives no command", d.Fix)
+	}
+	cmd := d.Fix[i:]
+	run := exec.Command("sh", "-c", cmd)
+	run.Env = append(os.Environ(), "REPLICATOR_SOURCE_URL="+pg.URL(src), "REPLICATOR_TARGET_URL="+pg.URL(dst))
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("the fix %q failed: %v\n%s", cmd, err, out)
+	}
+	// The target's function is now the source's, password and all.
+	const probe = `SELECT md5(prosrc) FROM pg_proc WHERE proname = 'remote_total'`
+	var a, b string
+	if err := pg.Connect(t, src).QueryRow(context.Background(), probe).Scan(&a); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Connect(t, dst).QueryRow(context.Background(), probe).Scan(&b); err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Errorf("after the fix the function's body differs: source md5 %s, target %s", a, b)
+	}
+	for _, d := range runVerify(t, testConfig(src, dst)).Schema {
+		t.Errorf("after the fix: %s", d)
 	}
 }
