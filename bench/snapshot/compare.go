@@ -76,6 +76,69 @@ type measured struct {
 	loadBefore, loadAfter string
 }
 
+func name(args []string) string {
+	if len(args) == 0 {
+		return "(defaults)"
+	}
+	return strings.Join(args, " ")
+}
+
+// timeline writes, every second until stop is called, the cores each
+// side used in that second (source cluster, target cluster, replicator)
+// and the machine's idle and iowait cores, to a file named after
+// the run (kept after the work directory is gone), so that where a run leaves cores idle can be read against its
+// log's timestamps.
+func timeline(ctx context.Context, logName, label, srcDir, dstDir string, pid int) (stop func()) {
+	f, err := os.CreateTemp("", "snapshot-timeline-*.txt")
+	if err != nil {
+		return func() {}
+	}
+	fmt.Printf("timeline of %s: %s (log %s)\n", label, f.Name(), logName)
+	fmt.Fprintf(f, "# %s\n# unix_s source target replicator idle iowait (cores busy in the second before)\n", label)
+	machine := func() (idle, iowait float64) {
+		b, _ := os.ReadFile("/proc/stat")
+		fs := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+		if len(fs) > 5 {
+			i, _ := strconv.ParseFloat(fs[4], 64)
+			w, _ := strconv.ParseFloat(fs[5], 64)
+			return i / clockTicks, w / clockTicks
+		}
+		return 0, 0
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		defer f.Close()
+		s0, _ := clusterCPU(srcDir)
+		d0, _ := clusterCPU(dstDir)
+		r0, _, _, _ := statTimes(pid)
+		i0, w0 := machine()
+		t0 := time.Now()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			s1, _ := clusterCPU(srcDir)
+			d1, _ := clusterCPU(dstDir)
+			r1, _, _, _ := statTimes(pid)
+			i1, w1 := machine()
+			t1 := time.Now()
+			dt := t1.Sub(t0).Seconds()
+			fmt.Fprintf(f, "%.0f %.2f %.2f %.2f %.2f %.2f\n", float64(t1.UnixMilli())/1000, s1.sub(s0).total()/dt, d1.sub(d0).total()/dt,
+				r1.sub(r0).total()/dt, (i1-i0)/dt, (w1-w0)/dt)
+			s0, d0, r0, i0, w0, t0 = s1, d1, r1, i1, w1, t1
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
 // comparePairs runs `replicator snapshot` with the arguments of a and
 // those of b side by side, pairs times, in the order A B, B A, A B, …,
 // each into a fresh target database, row counts checked after each, and
@@ -102,11 +165,22 @@ func comparePairs(ctx context.Context, bin, work, srcURL, srcDir, dstDir string,
 		args := append([]string{"snapshot", "--source", srcURL, "--target", target, "--jobs", fmt.Sprint(jobs),
 			"--replica-identity-full", "--metrics-addr", "", "--log-format", "json"}, extra...)
 		cmd := exec.CommandContext(ctx, bin, args...)
-		log := benchkit.LogFile(work, "compare")
+		// Each run's log is kept, next to its timeline, after the
+		// benchmark's work directory is gone.
+		log, err := os.CreateTemp("", "snapshot-compare-*.log")
+		if err != nil {
+			return m, err
+		}
+		defer log.Close()
 		cmd.Stdout, cmd.Stderr = log, log
 		start := time.Now()
-		err = cmd.Run()
+		if err = cmd.Start(); err != nil {
+			return m, err
+		}
+		stopTimeline := timeline(ctx, log.Name(), name(extra), srcDir, dstDir, cmd.Process.Pid)
+		err = cmd.Wait()
 		m.wall = time.Since(start)
+		stopTimeline()
 		if err != nil {
 			return m, fmt.Errorf("replicator %s: %w (log in %s)", strings.Join(extra, " "), err, log.Name())
 		}
@@ -116,12 +190,6 @@ func comparePairs(ctx context.Context, bin, work, srcURL, srcDir, dstDir string,
 		m.replicator = cpuTimes{cmd.ProcessState.UserTime().Seconds(), cmd.ProcessState.SystemTime().Seconds()}
 		m.loadAfter = benchkit.LoadAvg()
 		return m, check(target)
-	}
-	name := func(args []string) string {
-		if len(args) == 0 {
-			return "(defaults)"
-		}
-		return strings.Join(args, " ")
 	}
 	// The first copy into a fresh cluster costs its target several
 	// seconds more system time than any later one (seen in every
