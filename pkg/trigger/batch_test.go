@@ -224,8 +224,10 @@ func TestUpdateRecordsChangedColumnsOnly(t *testing.T) {
 
 // Each output setting alone, set to a value that changes its type's
 // text, is pinned while the change is recorded and left as the session
-// had it afterwards; a session whose apply flag was set and then reset
-// (off, or empty after a SET LOCAL) is captured as any other.
+// had it afterwards; the values taken as usual (ISO with another field
+// order, extra_float_digits 2 or 3, zones of offset zero, what JDBC
+// sets) record the same text; a session whose apply flag was set and
+// then reset (off, or empty after a SET LOCAL) is captured as any other.
 func TestEachSettingAlonePinned(t *testing.T) {
 	ctx := context.Background()
 	s := newSource(t, src)
@@ -240,6 +242,15 @@ func TestEachSettingAlonePinned(t *testing.T) {
 		`SET bytea_output = 'escape'`,
 		`SET extra_float_digits = -3`,
 		`SET TimeZone = 'Asia/Kolkata'`,
+		// Values that give the same text as the pinned ones: recorded
+		// the same, byte for byte, without pinning.
+		`SET DateStyle = 'ISO, DMY'`,
+		`SET DateStyle = 'ISO, YMD'`,
+		`SET extra_float_digits = 3`,
+		`SET extra_float_digits = 2`,
+		`SET TimeZone = 'Etc/GMT'`,
+		`SET TimeZone = 'Zulu'`,
+		`SET DateStyle = ISO; SET extra_float_digits = 3; SET TimeZone = 'GMT'`,
 		`SET ` + trigger.ApplyingSetting + ` = off`,
 		`BEGIN; SET LOCAL ` + trigger.ApplyingSetting + ` = on; COMMIT`,
 	} {

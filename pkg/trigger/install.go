@@ -133,10 +133,13 @@ REVOKE ALL ON FUNCTION replicator.capture_truncate() FROM PUBLIC;
 // restored around every call, which on PostgreSQL 15 walks every setting
 // and costs the application's writes more than the rest. The function does
 // not know the table's column types (a column added later may need any of
-// them), so it checks all of them, each against its usual values (a
-// session whose settings merely give the same text, TimeZone GMT or
-// extra_float_digits 2 or 3, is pinned needlessly but correctly), in the
-// function's one common test (see rowFunctionDDL).
+// them), so it checks all of them, each against the values that give
+// the same text byte for byte (so that a key recorded by one session
+// matches the same key recorded by another), in the function's one
+// common test (see rowFunctionDDL). A session that fails the test takes
+// the slower path that pins every setting: the usual values include what
+// common drivers set (JDBC: DateStyle ISO, extra_float_digits 3, the
+// JVM's zone), so that their writes do not pay for it.
 type pin struct {
 	name, value string
 	// usual are the values sessions commonly have that give the same
@@ -145,13 +148,18 @@ type pin struct {
 }
 
 var pins = []pin{
-	{"DateStyle", "ISO, MDY", []string{"ISO, MDY"}},
+	// The ISO style writes year-month-day whatever the field order, which
+	// only input and the other styles follow.
+	{"DateStyle", "ISO, MDY", []string{"ISO, MDY", "ISO, DMY", "ISO, YMD"}},
 	{"IntervalStyle", "postgres", []string{"postgres"}},
 	{"bytea_output", "hex", []string{"hex"}},
-	// 1 and above all give the shortest exact text; below 1 loses digits.
-	{"extra_float_digits", "1", []string{"1"}},
-	// Servers set up on a UTC host default to Etc/UTC: same text.
-	{"TimeZone", "UTC", []string{"UTC", "Etc/UTC"}},
+	// 1 and above all give the shortest exact text (PostgreSQL 12 and
+	// later); below 1 loses digits. JDBC sessions set 3.
+	{"extra_float_digits", "1", []string{"1", "2", "3"}},
+	// Zones whose offset is zero at every date: the ISO style writes the
+	// offset as a number (+00), never the zone's name. Servers set up on
+	// a UTC host default to Etc/UTC.
+	{"TimeZone", "UTC", []string{"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "Universal", "Etc/Universal", "Zulu", "Etc/Zulu", "Greenwich", "Etc/Greenwich"}},
 }
 
 // Table is a captured source table: as recorded at install time (Install,
