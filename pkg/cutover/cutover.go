@@ -657,7 +657,7 @@ func Unfence(ctx context.Context, cfg Config, out io.Writer, log *zap.Logger) er
 	}
 	// The fallback window's reverse install may have disabled the
 	// source's own triggers (reverse.go): back before the app writes.
-	if err := restoreSourceTriggers(ctx, src, recs); err != nil {
+	if err := restoreSourceTriggers(ctx, src, tgt, recs); err != nil {
 		return err
 	}
 	restored, gone, ended, err := undoFence(ctx, src, &fr)

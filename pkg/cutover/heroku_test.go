@@ -23,8 +23,9 @@ import (
 
 // herokuMigration is a Heroku-like source: one login role, not a
 // superuser, owns the tables and is both the app's login and the
-// replicator's; trigger capture; the target holds a copy.
-func newHerokuMigration(t *testing.T) *migration {
+// replicator's; trigger capture; the target holds a copy. extra is more
+// of the app's schema, made by that role after appSchema.
+func newHerokuMigration(t *testing.T, extra ...string) *migration {
 	t.Helper()
 	ctx := context.Background()
 	m := &migration{src: pg.NewDatabase(t), dst: pg.NewDatabase(t)}
@@ -48,8 +49,10 @@ func newHerokuMigration(t *testing.T) *migration {
 		t.Fatal(err)
 	}
 	defer owner.Close(ctx)
-	if _, err := owner.Exec(ctx, appSchema); err != nil {
-		t.Fatal(err)
+	for _, ddl := range append([]string{appSchema}, extra...) {
+		if _, err := owner.Exec(ctx, ddl); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// The copy, before the capture triggers exist (nothing writes meanwhile).

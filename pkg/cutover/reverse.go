@@ -18,6 +18,7 @@ import (
 
 	"replicator/pkg/apply"
 	"replicator/pkg/pgutil"
+	"replicator/pkg/schemachange"
 	"replicator/pkg/state"
 	"replicator/pkg/trigger"
 )
@@ -202,9 +203,12 @@ func installReverse(ctx context.Context, src, tgt *pgx.Conn, targetURL string, l
 		return nil, err
 	}
 	if !may {
-		if rec.Disabled, rec.Dropped, err = disableSourceTriggers(ctx, src); err != nil {
+		if rec.Disabled, rec.Dropped, err = disableSourceTriggers(ctx, src, tgt); err != nil {
 			return nil, err
 		}
+	}
+	if err := reverseBaseline(ctx, tgt, src, rec.Dropped, true); err != nil {
+		return nil, err
 	}
 	// The reverse stream's bookkeeping on the source: the target's
 	// capture starting after tick 0, nothing applied yet.
@@ -212,6 +216,31 @@ func installReverse(ctx context.Context, src, tgt *pgx.Conn, targetURL string, l
 		return nil, fmt.Errorf("source: %w", err)
 	}
 	return rec, nil
+}
+
+// reverseBaseline records on the source the schema it reflects of the
+// target for the reverse stream's schema follower: the source's own
+// schema, but for the foreign keys dropped for the window, which it
+// reflects as the target has them. Taken by itself at the reverse
+// stream's start, the baseline would lack those keys, and the follower
+// would add them back (with their ON DELETE CASCADE), so that a delete
+// carried back would cascade on the source and the next change carried,
+// the cascade's own delete of the same rows, would find them gone.
+// Recorded inside the freeze, replacing any earlier window's; `reverse`
+// records it when a window opened without it (replace false).
+func reverseBaseline(ctx context.Context, tgt, src *pgx.Conn, dropped []sourceConstraint, replace bool) error {
+	if _, err := schemachange.RecordBaseline(ctx, tgt, src, keptOf(dropped), replace); err != nil {
+		return fmt.Errorf("record on the source the schema the reverse stream starts from: %w", err)
+	}
+	return nil
+}
+
+func keptOf(keys []sourceConstraint) []schemachange.Kept {
+	kept := make([]schemachange.Kept, len(keys))
+	for i, k := range keys {
+		kept[i] = schemachange.Kept{Table: k.Table, Name: k.Name}
+	}
+	return kept
 }
 
 // maySkipTriggers reports whether the source's role may set
@@ -257,21 +286,27 @@ var sourceActionKeys = `SELECT format('%I.%I', n.nspname, c.relname), k.conname,
 // foreign key cannot be disabled without superuser). Plain foreign keys
 // stay: the changes arrive in the target's commit order, which satisfied
 // them there. The source is fenced, so the app cannot write meanwhile.
-func disableSourceTriggers(ctx context.Context, src *pgx.Conn) ([]sourceTrigger, []sourceConstraint, error) {
+// The keys are first listed on the target as kept (schemachange.Keep):
+// the forward stream, which may still run, follows the source's schema
+// and would otherwise drop them on the target too, where the app's
+// deletes must cascade.
+func disableSourceTriggers(ctx context.Context, src, tgt *pgx.Conn) ([]sourceTrigger, []sourceConstraint, error) {
+	krows, err := src.Query(ctx, sourceActionKeys)
+	if err != nil {
+		return nil, nil, fmt.Errorf("source: list its foreign keys with actions: %w", err)
+	}
+	keys, err := pgx.CollectRows(krows, func(r pgx.CollectableRow) (sourceConstraint, error) {
+		var k sourceConstraint
+		return k, r.Scan(&k.Table, &k.Name, &k.Def)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("source: list its foreign keys with actions: %w", err)
+	}
+	if err := schemachange.Keep(ctx, tgt, keptOf(keys)); err != nil {
+		return nil, nil, err
+	}
 	var out []sourceTrigger
-	var keys []sourceConstraint
-	err := pgx.BeginFunc(ctx, src, func(tx pgx.Tx) error {
-		krows, err := tx.Query(ctx, sourceActionKeys)
-		if err != nil {
-			return err
-		}
-		keys, err = pgx.CollectRows(krows, func(r pgx.CollectableRow) (sourceConstraint, error) {
-			var k sourceConstraint
-			return k, r.Scan(&k.Table, &k.Name, &k.Def)
-		})
-		if err != nil {
-			return err
-		}
+	err = pgx.BeginFunc(ctx, src, func(tx pgx.Tx) error {
 		for _, k := range keys {
 			if _, err := tx.Exec(ctx, "ALTER TABLE "+k.Table+" DROP CONSTRAINT "+pgutil.QuoteIdent(k.Name)); err != nil {
 				return fmt.Errorf("drop foreign key %s on %s for the window: %w", k.Name, k.Table, err)
@@ -388,12 +423,16 @@ func reverseRecordOf(recs map[string]record) (*reverseRecord, error) {
 // disabled and adds its foreign keys back (NOT VALID), as recorded on the
 // target, before the app may write to the source again; Unfence and the
 // rollback call it, then validateSourceKeys once the source is unfenced.
-func restoreSourceTriggers(ctx context.Context, src *pgx.Conn, recs map[string]record) error {
+// With the keys back, the forward stream follows them again.
+func restoreSourceTriggers(ctx context.Context, src, tgt *pgx.Conn, recs map[string]record) error {
 	rr, err := reverseRecordOf(recs)
 	if rr == nil || err != nil {
 		return err
 	}
 	if err := addSourceKeys(ctx, src, rr.Dropped); err != nil {
+		return err
+	}
+	if err := schemachange.Unkeep(ctx, tgt); err != nil {
 		return err
 	}
 	return enableSourceTriggers(ctx, src, rr.Disabled)
@@ -501,13 +540,20 @@ func checkReverse(ctx context.Context, sourceURL, targetURL string) (bool, error
 		}
 		return false, fmt.Errorf("reverse: %w", ErrNoReverse)
 	}
-	src, err := pgutil.Connect(ctx, sourceURL, "source")
+	src, err := pgutil.Connect(ctx, writable(sourceURL), "source")
 	if err != nil {
 		return false, err
 	}
 	defer src.Close(context.Background())
 	if _, err := state.Load(ctx, src); err != nil {
 		return false, fmt.Errorf("reverse: the source holds no reverse stream state (replicator.state on the source): run `replicator cutover --fence` again to install it")
+	}
+	rr, err := reverseRecordOf(recs)
+	if err != nil {
+		return false, err
+	}
+	if err := reverseBaseline(ctx, tgt, src, rr.Dropped, false); err != nil {
+		return false, fmt.Errorf("reverse: %w", err)
 	}
 	fst, err := state.Load(ctx, tgt)
 	if err != nil {

@@ -334,7 +334,7 @@ func (b *rollback) unfence(ctx context.Context) error {
 		b.step(6, title, "dry run", "would enable the source's own triggers again and drop its fence")
 		return nil
 	}
-	if err := restoreSourceTriggers(ctx, b.src, b.fwd); err != nil {
+	if err := restoreSourceTriggers(ctx, b.src, b.tgt, b.fwd); err != nil {
 		return err
 	}
 	var fr fenceRecord

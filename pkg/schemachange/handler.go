@@ -447,7 +447,12 @@ func (h *Handler) pollRows(ctx context.Context, rowsOnly bool) error {
 		return nil
 	}
 	h.fingerprint, h.rowsFingerprint, h.fullRead = fp, rowsFP, time.Now()
+	kept, err := loadKept(ctx, h.dst)
+	if err != nil {
+		return err
+	}
 	h.mu.Lock()
+	withKept(cat, h.known, kept)
 	changes := Diff(h.known, cat)
 	h.mu.Unlock()
 	changes = h.withoutBuilding(changes)

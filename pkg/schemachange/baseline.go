@@ -1,0 +1,152 @@
+package schemachange
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Kept is a constraint of the source's that the target lacks on purpose
+// for a while, so a baseline takes it as reflected and no stream adds it:
+// the fallback window drops the foreign keys with ON DELETE/ON UPDATE
+// actions of the side it streams back to (pkg/cutover), since the cascade
+// already ran where the app writes.
+type Kept struct {
+	Table string // schema-qualified, quoted as format('%I.%I') quotes it
+	Name  string
+}
+
+// RecordBaseline records on dst the catalog it reflects of src, the way
+// the first stream after a snapshot takes it (dst's own schema keyed
+// like src's, Align), with the constraints in kept as src has them. A
+// stream that starts on a new pair of sides (the fallback window's
+// reverse stream) needs it taken before it starts, while both sides are
+// known to match but for kept: the baseline it would take by itself
+// would miss the constraints in kept, and the stream would add them. A
+// catalog already kept on dst is replaced when replace is set, and left
+// alone otherwise; the result says whether one was recorded.
+func RecordBaseline(ctx context.Context, src, dst *pgx.Conn, kept []Kept, replace bool) (bool, error) {
+	stored, err := loadStored(ctx, dst)
+	if err != nil {
+		return false, err
+	}
+	if stored != nil && !replace {
+		return false, nil
+	}
+	srcCat, err := readCatalogTx(ctx, src)
+	if err != nil {
+		return false, fmt.Errorf("source: %w", err)
+	}
+	dstCat, err := readCatalogTx(ctx, dst)
+	if err != nil {
+		return false, fmt.Errorf("target: %w", err)
+	}
+	base := Align(dstCat, srcCat)
+	for _, k := range kept {
+		var st *Table
+		for _, t := range srcCat.Tables {
+			if t.display() == k.Table || t.Qualified() == k.Table {
+				st = t
+				break
+			}
+		}
+		if st == nil {
+			continue // dropped on the source since: the diff says so
+		}
+		c, ok := st.Constraints[k.Name]
+		bt := base.Tables[st.OID]
+		if !ok || bt == nil {
+			continue
+		}
+		if bt.Constraints == nil {
+			bt.Constraints = map[string]Constraint{}
+		}
+		bt.Constraints[k.Name] = c
+	}
+	if err := pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error { return saveStored(ctx, tx, base) }); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// What the source lacks on purpose, kept on the target: while a
+// constraint is listed here, a poll of the source takes it as the target
+// reflects it, so the stream neither drops it on the target nor stops
+// for it. The fallback window lists the foreign keys it drops on the
+// source (they must stay on the target, where the app writes and their
+// cascades run), before it drops them, and unlists them once they are
+// back.
+const keptDDL = `CREATE SCHEMA IF NOT EXISTS replicator;
+CREATE TABLE IF NOT EXISTS replicator.schema_kept (
+	tbl  text NOT NULL,
+	name text NOT NULL,
+	PRIMARY KEY (tbl, name)
+)`
+
+// Keep lists, on dst, constraints the source is about to lack on purpose.
+func Keep(ctx context.Context, dst *pgx.Conn, kept []Kept) error {
+	if len(kept) == 0 {
+		return nil
+	}
+	return pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, keptDDL); err != nil {
+			return fmt.Errorf("target: create replicator.schema_kept: %w", err)
+		}
+		for _, k := range kept {
+			if _, err := tx.Exec(ctx, `INSERT INTO replicator.schema_kept (tbl, name) VALUES ($1, $2) ON CONFLICT DO NOTHING`, k.Table, k.Name); err != nil {
+				return fmt.Errorf("target: record constraint %s of %s in replicator.schema_kept: %w", k.Name, k.Table, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Unkeep empties the list on dst: the source has them back.
+func Unkeep(ctx context.Context, dst *pgx.Conn) error {
+	if _, err := dst.Exec(ctx, `DO $$ BEGIN IF to_regclass('replicator.schema_kept') IS NOT NULL THEN DELETE FROM replicator.schema_kept; END IF; END $$`); err != nil {
+		return fmt.Errorf("target: empty replicator.schema_kept: %w", err)
+	}
+	return nil
+}
+
+func loadKept(ctx context.Context, dst *pgx.Conn) ([]Kept, error) {
+	rows, err := dst.Query(ctx, `SELECT tbl, name FROM replicator.schema_kept`)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedTable {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("target: read replicator.schema_kept: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Kept, error) {
+		var k Kept
+		return k, r.Scan(&k.Table, &k.Name)
+	})
+}
+
+// withKept puts into cat, a catalog just read from the source, the kept
+// constraints it lacks, as known has them.
+func withKept(cat, known *Catalog, kept []Kept) {
+	for _, k := range kept {
+		for oid, t := range cat.Tables {
+			if t.display() != k.Table && t.Qualified() != k.Table {
+				continue
+			}
+			kt := known.Tables[oid]
+			if _, has := t.Constraints[k.Name]; has || kt == nil {
+				break
+			}
+			if c, ok := kt.Constraints[k.Name]; ok {
+				if t.Constraints == nil {
+					t.Constraints = map[string]Constraint{}
+				}
+				t.Constraints[k.Name] = c
+			}
+			break
+		}
+	}
+}
