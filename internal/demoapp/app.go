@@ -145,7 +145,8 @@ type Stats struct {
 // Load writes to the app like live traffic, about tps transactions a
 // second, until ctx ends: new users and orders, status changes, setting
 // updates, deleted carts, events, audit rows, edits of large documents
-// that leave the body untouched. It returns when ctx ends.
+// that leave the body untouched. It returns when ctx ends, once the
+// statement in flight has committed or failed.
 func Load(ctx context.Context, url string, tps int, st *Stats) error {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
@@ -182,7 +183,13 @@ func Load(ctx context.Context, url string, tps int, st *Stats) error {
 		case 7:
 			stmt = `UPDATE products SET price = price + 0.01 WHERE id = 1`
 		}
-		if _, err := conn.Exec(ctx, stmt); err != nil {
+		// Not cut short by ctx: a statement interrupted by the client can
+		// still commit on the server after Load returned, past any WAL
+		// position or count the caller reads next.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		_, err := conn.Exec(sctx, stmt)
+		cancel()
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
