@@ -162,6 +162,21 @@
 // source and goes on. With ModeStop (--ddl stop) every change stops the
 // stream this way.
 //
+// # Constraints gone on purpose (the fallback window)
+//
+// The cutover drops, for the fallback window, the source's foreign keys
+// with ON DELETE/ON UPDATE actions when its role cannot skip them per
+// session (pkg/cutover reverse.go). Two followers would misread that
+// drop: the forward stream's would drop the keys on the target too, where
+// the app now writes and their cascades must run; the reverse stream's,
+// whose baseline would be the source's own schema (Align), would find the
+// keys on the target and add them back to the source, where a carried
+// delete would cascade again. So the cutover lists them first on the
+// target (Keep, replicator.schema_kept), which a poll of the source takes
+// as still there, and records the reverse stream's baseline on the source
+// with them as the target has them (RecordBaseline); the rollback empties
+// the list (Unkeep) once the keys are back.
+//
 // # Limits
 //
 //   - Column collations, comments, grants, triggers, rules, policies,
