@@ -207,8 +207,10 @@ func installReverse(ctx context.Context, src, tgt *pgx.Conn, targetURL string, l
 			return nil, err
 		}
 	}
-	if err := reverseBaseline(ctx, tgt, src, rec.Dropped, true); err != nil {
-		return nil, err
+	// A new window: the reverse stream's schema follower starts from a
+	// new baseline (reverseBaseline), not an earlier window's.
+	if err := schemachange.ForgetBaseline(ctx, src); err != nil {
+		return nil, fmt.Errorf("source: %w", err)
 	}
 	// The reverse stream's bookkeeping on the source: the target's
 	// capture starting after tick 0, nothing applied yet.
@@ -218,18 +220,20 @@ func installReverse(ctx context.Context, src, tgt *pgx.Conn, targetURL string, l
 	return rec, nil
 }
 
-// reverseBaseline records on the source the schema it reflects of the
-// target for the reverse stream's schema follower: the source's own
-// schema, but for the foreign keys dropped for the window, which it
-// reflects as the target has them. Taken by itself at the reverse
-// stream's start, the baseline would lack those keys, and the follower
-// would add them back (with their ON DELETE CASCADE), so that a delete
-// carried back would cascade on the source and the next change carried,
-// the cascade's own delete of the same rows, would find them gone.
-// Recorded inside the freeze, replacing any earlier window's; `reverse`
-// records it when a window opened without it (replace false).
-func reverseBaseline(ctx context.Context, tgt, src *pgx.Conn, dropped []sourceConstraint, replace bool) error {
-	if _, err := schemachange.RecordBaseline(ctx, tgt, src, keptOf(dropped), replace); err != nil {
+// reverseBaseline records on the source, before the reverse stream's
+// first start in a window, the schema it reflects of the target for the
+// stream's schema follower: the source's own schema, but for the
+// foreign keys dropped for the window, which it reflects as the target
+// has them. Taken by the follower itself, the baseline would lack those
+// keys, and the follower would add them back (with their ON DELETE
+// CASCADE), so that a delete carried back would cascade on the source
+// and the next change carried, the cascade's own delete of the same
+// rows, would find them gone. Not inside the freeze: reading both
+// catalogs takes seconds on a schema of thousands of tables, and the
+// source's own schema is right whenever it is read, since only the
+// reverse stream changes it during the window.
+func reverseBaseline(ctx context.Context, tgt, src *pgx.Conn, dropped []sourceConstraint) error {
+	if _, err := schemachange.RecordBaseline(ctx, tgt, src, keptOf(dropped)); err != nil {
 		return fmt.Errorf("record on the source the schema the reverse stream starts from: %w", err)
 	}
 	return nil
@@ -552,7 +556,7 @@ func checkReverse(ctx context.Context, sourceURL, targetURL string) (bool, error
 	if err != nil {
 		return false, err
 	}
-	if err := reverseBaseline(ctx, tgt, src, rr.Dropped, false); err != nil {
+	if err := reverseBaseline(ctx, tgt, src, rr.Dropped); err != nil {
 		return false, fmt.Errorf("reverse: %w", err)
 	}
 	fst, err := state.Load(ctx, tgt)

@@ -22,19 +22,20 @@ type Kept struct {
 
 // RecordBaseline records on dst the catalog it reflects of src, the way
 // the first stream after a snapshot takes it (dst's own schema keyed
-// like src's, Align), with the constraints in kept as src has them. A
-// stream that starts on a new pair of sides (the fallback window's
-// reverse stream) needs it taken before it starts, while both sides are
-// known to match but for kept: the baseline it would take by itself
-// would miss the constraints in kept, and the stream would add them. A
-// catalog already kept on dst is replaced when replace is set, and left
-// alone otherwise; the result says whether one was recorded.
-func RecordBaseline(ctx context.Context, src, dst *pgx.Conn, kept []Kept, replace bool) (bool, error) {
+// like src's, Align), with the constraints in kept as src has them,
+// unless dst already keeps a catalog; the result says whether it
+// recorded one. A stream that starts on a new pair of sides (the
+// fallback window's reverse stream) needs it before it starts: the
+// baseline it would take by itself would lack the constraints in kept,
+// and the stream would add them. Taken any time before that stream's
+// first poll, it is right as long as only that stream changes dst's
+// schema: dst's own schema is what dst reflects.
+func RecordBaseline(ctx context.Context, src, dst *pgx.Conn, kept []Kept) (bool, error) {
 	stored, err := loadStored(ctx, dst)
 	if err != nil {
 		return false, err
 	}
-	if stored != nil && !replace {
+	if stored != nil {
 		return false, nil
 	}
 	srcCat, err := readCatalogTx(ctx, src)
@@ -71,6 +72,16 @@ func RecordBaseline(ctx context.Context, src, dst *pgx.Conn, kept []Kept, replac
 		return false, err
 	}
 	return true, nil
+}
+
+// ForgetBaseline removes the catalog dst keeps, if any: the next stream
+// into dst starts from a new baseline (a new fallback window's reverse
+// stream, whose earlier window's catalog is stale).
+func ForgetBaseline(ctx context.Context, dst *pgx.Conn) error {
+	if _, err := dst.Exec(ctx, `DO $$ BEGIN IF to_regclass('replicator.schema_catalog') IS NOT NULL THEN DELETE FROM replicator.schema_catalog; END IF; END $$`); err != nil {
+		return fmt.Errorf("target: forget the schema catalog kept in replicator.schema_catalog: %w", err)
+	}
+	return nil
 }
 
 // What the source lacks on purpose, kept on the target: while a

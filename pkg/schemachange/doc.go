@@ -173,9 +173,12 @@
 // keys on the target and add them back to the source, where a carried
 // delete would cascade again. So the cutover lists them first on the
 // target (Keep, replicator.schema_kept), which a poll of the source takes
-// as still there, and records the reverse stream's baseline on the source
-// with them as the target has them (RecordBaseline); the rollback empties
-// the list (Unkeep) once the keys are back.
+// as still there; inside the freeze it forgets an earlier window's
+// baseline on the source (ForgetBaseline), and `reverse` records the new
+// one before its first start, with the keys as the target has them
+// (RecordBaseline: outside the freeze, since reading both catalogs takes
+// seconds on thousands of tables); the rollback empties the list
+// (Unkeep) once the keys are back.
 //
 // # Limits
 //
