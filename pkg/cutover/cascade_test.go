@@ -3,6 +3,7 @@ package cutover
 import (
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -60,6 +61,35 @@ func TestReverseCarriesCascadeOnce(t *testing.T) {
 	}
 	if k := srcKey(); len(k) != 1 || k[0] != "lines_order_id_fkey true" {
 		t.Errorf("the source's cascading key after the rollback: %v, want it back and validated", k)
+	}
+	sameTables(t, m.dst, m.src)
+
+	// A second window, after the rollback: the key is dropped and kept
+	// again, and the reverse stream starts from a new baseline, not the
+	// first window's.
+	rev.kill(syscall.SIGTERM)
+	pg.Exec(t, m.src, `DELETE FROM orders WHERE id BETWEEN 21 AND 25`) // the app, back on the source
+	code, out, errOut = run(t, "cutover", "--source", m.srcURL, "--target", m.dstURL, "--timeout", "30s", "--fence")
+	if code != 0 || !strings.Contains(out, "1 foreign keys with actions dropped") {
+		t.Fatalf("second cutover: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if got := query(t, m.dst, `SELECT count(*) FROM lines WHERE order_id BETWEEN 21 AND 25`); got[0] != "0" {
+		t.Errorf("the source's cascade of its own delete did not reach the target: %s lines left", got[0])
+	}
+	rev = startReverse(t, m)
+	waitReverse(t, m, rev)
+	pg.Exec(t, m.dst, `DELETE FROM orders WHERE id BETWEEN 26 AND 30`)
+	waitReverse(t, m, rev)
+	if got := query(t, m.src, `SELECT count(*) FROM lines WHERE order_id BETWEEN 26 AND 30`); got[0] != "0" {
+		t.Errorf("second window: %s lines of the orders deleted on the target are still on the source", got[0])
+	}
+	if k := srcKey(); len(k) != 0 {
+		t.Errorf("second window: the source has its cascading key back: %v", k)
+	}
+	sameTables(t, m.dst, m.src)
+	code, out, errOut = run(t, "cutover", "--rollback", "--source", m.srcURL, "--target", m.dstURL, "--timeout", "30s")
+	if code != 0 {
+		t.Fatalf("second rollback: exit %d\n%s\n%s\nreverse: %s", code, out, errOut, tail(rev.out.String(), 20))
 	}
 	sameTables(t, m.dst, m.src)
 }
