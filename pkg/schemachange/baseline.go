@@ -46,28 +46,10 @@ func RecordBaseline(ctx context.Context, src, dst *pgx.Conn, kept []Kept) (bool,
 	if err != nil {
 		return false, fmt.Errorf("target: %w", err)
 	}
+	// Align keys dst's tables by src's oids, so src's own constraints
+	// are what withKept takes them from.
 	base := Align(dstCat, srcCat)
-	for _, k := range kept {
-		var st *Table
-		for _, t := range srcCat.Tables {
-			if t.display() == k.Table || t.Qualified() == k.Table {
-				st = t
-				break
-			}
-		}
-		if st == nil {
-			continue // dropped on the source since: the diff says so
-		}
-		c, ok := st.Constraints[k.Name]
-		bt := base.Tables[st.OID]
-		if !ok || bt == nil {
-			continue
-		}
-		if bt.Constraints == nil {
-			bt.Constraints = map[string]Constraint{}
-		}
-		bt.Constraints[k.Name] = c
-	}
+	withKept(base, srcCat, kept)
 	if err := pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error { return saveStored(ctx, tx, base) }); err != nil {
 		return false, err
 	}
@@ -78,8 +60,14 @@ func RecordBaseline(ctx context.Context, src, dst *pgx.Conn, kept []Kept) (bool,
 // into dst starts from a new baseline (a new fallback window's reverse
 // stream, whose earlier window's catalog is stale).
 func ForgetBaseline(ctx context.Context, dst *pgx.Conn) error {
-	if _, err := dst.Exec(ctx, `DO $$ BEGIN IF to_regclass('replicator.schema_catalog') IS NOT NULL THEN DELETE FROM replicator.schema_catalog; END IF; END $$`); err != nil {
-		return fmt.Errorf("target: forget the schema catalog kept in replicator.schema_catalog: %w", err)
+	return emptyIfExists(ctx, dst, "replicator.schema_catalog")
+}
+
+// emptyIfExists deletes every row of table, one of this package's own,
+// when dst has it.
+func emptyIfExists(ctx context.Context, dst *pgx.Conn, table string) error {
+	if _, err := dst.Exec(ctx, `DO $$ BEGIN IF to_regclass('`+table+`') IS NOT NULL THEN DELETE FROM `+table+`; END IF; END $$`); err != nil {
+		return fmt.Errorf("target: empty %s: %w", table, err)
 	}
 	return nil
 }
@@ -118,10 +106,7 @@ func Keep(ctx context.Context, dst *pgx.Conn, kept []Kept) error {
 
 // Unkeep empties the list on dst: the source has them back.
 func Unkeep(ctx context.Context, dst *pgx.Conn) error {
-	if _, err := dst.Exec(ctx, `DO $$ BEGIN IF to_regclass('replicator.schema_kept') IS NOT NULL THEN DELETE FROM replicator.schema_kept; END IF; END $$`); err != nil {
-		return fmt.Errorf("target: empty replicator.schema_kept: %w", err)
-	}
-	return nil
+	return emptyIfExists(ctx, dst, "replicator.schema_kept")
 }
 
 func loadKept(ctx context.Context, dst *pgx.Conn) ([]Kept, error) {
@@ -139,8 +124,9 @@ func loadKept(ctx context.Context, dst *pgx.Conn) ([]Kept, error) {
 	})
 }
 
-// withKept puts into cat, a catalog just read from the source, the kept
-// constraints it lacks, as known has them.
+// withKept puts into cat the kept constraints it lacks, as known (keyed
+// by the same oids) has them: into a catalog just read from the source,
+// from the one the target reflects; into a baseline, from the source's.
 func withKept(cat, known *Catalog, kept []Kept) {
 	for _, k := range kept {
 		for oid, t := range cat.Tables {
