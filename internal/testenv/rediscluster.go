@@ -142,6 +142,9 @@ func (rc *RedisCluster) WaitOK(timeout time.Duration) error {
 			}
 		}
 		if why == "" {
+			why = rc.slotsAgreed()
+		}
+		if why == "" {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -149,6 +152,55 @@ func (rc *RedisCluster) WaitOK(timeout time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// slotsAgreed is "" when every node's slot map (CLUSTER SLOTS) is the
+// same and names as owners exactly the nodes that say they are masters;
+// else what differs. Right after a failover a node may still give the
+// slots to the old master while the new one already says it is master.
+func (rc *RedisCluster) slotsAgreed() string {
+	masters, err := rc.Masters()
+	if err != nil {
+		return err.Error()
+	}
+	isMaster := map[string]bool{}
+	for _, m := range masters {
+		isMaster[m.Addr()] = true
+	}
+	var first string
+	for _, n := range rc.Nodes {
+		c := n.Client(0)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		slots, err := c.ClusterSlots(ctx).Result()
+		cancel()
+		c.Close()
+		if err != nil {
+			return fmt.Sprintf("node %s: CLUSTER SLOTS: %v", n.Addr(), err)
+		}
+		var b strings.Builder
+		owners := map[string]bool{}
+		for _, sl := range slots {
+			if len(sl.Nodes) == 0 {
+				return fmt.Sprintf("node %s: slots %d-%d have no node", n.Addr(), sl.Start, sl.End)
+			}
+			fmt.Fprintf(&b, "%d-%d:%s ", sl.Start, sl.End, sl.Nodes[0].Addr)
+			owners[sl.Nodes[0].Addr] = true
+		}
+		for a := range owners {
+			if !isMaster[a] {
+				return fmt.Sprintf("node %s gives slots to %s, which is not a master", n.Addr(), a)
+			}
+		}
+		if len(owners) != len(isMaster) {
+			return fmt.Sprintf("node %s gives slots to %d nodes, %d are masters", n.Addr(), len(owners), len(isMaster))
+		}
+		if first == "" {
+			first = b.String()
+		} else if b.String() != first {
+			return fmt.Sprintf("node %s does not agree on the slot map yet", n.Addr())
+		}
+	}
+	return ""
 }
 
 // Masters are the nodes that are masters now (INFO replication role),
